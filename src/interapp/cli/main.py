@@ -1,0 +1,84 @@
+"""Entry point of the ``interapp`` command.
+
+Every command has ``--help``; failures print exactly one line on stderr
+(``interapp: error: …``) and exit non-zero: 2 for usage errors, 1 for everything else.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from typer.main import get_command
+
+try:  # typer >= 0.29 vendors click under typer._click; older typer uses click itself
+    from typer._click import exceptions as cx
+except ImportError:  # pragma: no cover
+    from click import exceptions as cx  # type: ignore[no-redef]
+
+from interapp import __version__
+from interapp.errors import InterappError
+
+app = typer.Typer(name="interapp", no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="interapp: log in to other applications from this one and bring their "
+                       "buddies, presence and messages here.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"interapp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """interapp: across-application network communication."""
+
+
+def _register() -> None:
+    from interapp.cli import server_cmds
+
+    server_cmds.register(app)
+    try:
+        from interapp.cli import host_cmds
+    except ImportError:  # the host part is optional while it is being built
+        return
+    host_cmds.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; turn every error into one line on stderr and an exit code."""
+    _register()
+    command = get_command(app)
+    try:
+        rv = command.main(args=argv if argv is not None else sys.argv[1:], prog_name="interapp",
+                          standalone_mode=False)
+    except (cx.Abort if hasattr(cx, 'Abort') else typer.Abort, typer.Abort):
+        sys.stderr.write("interapp: aborted\n")
+        sys.exit(130)
+    except cx.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: show its help
+            sys.stderr.write(exc.format_message() + "\n")
+            sys.exit(2)
+        hint = f" (try '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        message = " ".join(exc.format_message().split())
+        sys.stderr.write(f"interapp: error: {message}{hint}\n")
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except cx.ClickException as exc:
+        sys.stderr.write(f"interapp: error: {exc.format_message()}\n")
+        sys.exit(exc.exit_code)
+    except InterappError as exc:
+        sys.stderr.write(f"interapp: error: {exc.message}\n")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.stderr.write("interapp: interrupted\n")
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""``interapp serve`` and the offline ``interapp admin`` commands of an application server."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from interapp.cli.output import JSON_OPTION, ask_password, emit, read_secret_line
+from interapp.errors import ConfigError, NotFoundError
+from interapp.secret import Secret
+from interapp.server.settings import check_app_name, default_db_url
+
+T = TypeVar("T")
+
+AppOpt = Annotated[str, typer.Option("--app", help="Application name, e.g. arena or chatter.")]
+DbOpt = Annotated[str | None, typer.Option(
+    "--db", help="Database URL (default: a SQLite file in the data folder); "
+                 "postgresql+psycopg://… works too.")]
+JsonOpt = Annotated[bool, JSON_OPTION]
+
+admin = typer.Typer(no_args_is_help=True, help="Manage an application's accounts, clients and "
+                    "trusted issuers, offline, on its database.")
+
+
+def _db_url(app: str, db: str | None, *, must_exist: bool) -> str:
+    check_app_name(app)
+    if db:
+        return db
+    url = default_db_url(app)
+    if must_exist and not Path(url.removeprefix("sqlite:///")).exists():
+        raise NotFoundError(f"no app {app!r} here (no database yet): create it with "
+                            f"'interapp admin add-user --app {app} …' or 'interapp serve'")
+    return url
+
+
+def _run(app: str, db: str | None, work: Callable[[AsyncConnection], Awaitable[T]], *,
+         must_exist: bool = True) -> T:
+    from interapp.server.storage import Database
+
+    url = _db_url(app, db, must_exist=must_exist)
+
+    async def go() -> T:
+        database = Database.open(url)
+        try:
+            async with database.begin() as conn:
+                return await work(conn)
+        finally:
+            await database.close()
+
+    return asyncio.run(go())
+
+
+@admin.command("add-user")
+def add_user(app: AppOpt, username: Annotated[str, typer.Argument(help="The new username.")],
+             db: DbOpt = None,
+             password_stdin: Annotated[bool, typer.Option(
+                 "--password-stdin", help="Read the password from standard input.")] = False,
+             display_name: Annotated[str | None, typer.Option(
+                 "--display-name", help="Name shown to buddies.")] = None,
+             as_json: JsonOpt = False) -> None:
+    """Create an account (with a password, or SSO-only when none is given)."""
+    from interapp.server import accounts, passwords
+
+    accounts.check_username(username)
+    password: Secret | None = None
+    if password_stdin:
+        password = Secret(read_secret_line("password"))
+    elif sys.stdin is not None and sys.stdin.isatty():
+        password = Secret(ask_password(f"Password for {username}", confirm=True))
+    hashed = passwords.hash_sync(password) if password else None
+    user = _run(app, db, lambda c: accounts.create_user(
+        c, username, display_name=display_name, password_hash=hashed), must_exist=False)
+    emit({"app": app, **user.profile(), "has_password": hashed is not None},
+         f"created user {user.username} ({user.display_name}) on {app}", as_json=as_json)
+
+
+@admin.command("set-password")
+def set_password(app: AppOpt, username: Annotated[str, typer.Argument(help="The account.")],
+                 db: DbOpt = None,
+                 password_stdin: Annotated[bool, typer.Option(
+                     "--password-stdin", help="Read the new password from standard input.")
+                 ] = False,
+                 as_json: JsonOpt = False) -> None:
+    """Change a password; every token of the account is revoked."""
+    from interapp.server import accounts, passwords
+    from interapp.server.oauth import issue
+
+    if password_stdin:
+        password = Secret(read_secret_line("password"))
+    elif sys.stdin is not None and sys.stdin.isatty():
+        password = Secret(ask_password(f"New password for {username}", confirm=True))
+    else:
+        raise ConfigError("give the new password with --password-stdin")
+    hashed = passwords.hash_sync(password)
+
+    async def work(conn: AsyncConnection) -> int:
+        user = await accounts.require_user(conn, username)
+        await accounts.set_password_hash(conn, user.id, hashed)
+        return await issue.revoke_user(conn, user.id)
+
+    revoked = _run(app, db, work)
+    emit({"app": app, "username": username, "changed": True, "revoked_logins": revoked},
+         f"password of {username} on {app} changed; {revoked} login(s) revoked", as_json=as_json)
+
+
+@admin.command("revoke")
+def revoke(app: AppOpt, username: Annotated[str, typer.Argument(help="The account.")],
+           db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """Revoke every token of an account (every plug-in must log in again)."""
+    from interapp.server import accounts
+    from interapp.server.oauth import issue
+
+    async def work(conn: AsyncConnection) -> int:
+        user = await accounts.require_user(conn, username)
+        return await issue.revoke_user(conn, user.id)
+
+    revoked = _run(app, db, work)
+    emit({"app": app, "username": username, "revoked_logins": revoked},
+         f"revoked {revoked} login(s) of {username} on {app}", as_json=as_json)
+
+
+@admin.command("add-client")
+def add_client(app: AppOpt, client_name: Annotated[str, typer.Argument(
+                   help="A name for the client, e.g. the local application using it.")],
+               db: DbOpt = None,
+               public: Annotated[bool, typer.Option(
+                   "--public", help="A public client (no secret).")] = False,
+               as_json: JsonOpt = False) -> None:
+    """Register an OAuth client; its secret is printed once and never stored in clear."""
+    from interapp.server import accounts
+
+    client_id, secret = _run(app, db, lambda c: accounts.create_client(
+        c, client_name, public=public), must_exist=False)
+    shown = secret.reveal() if secret else None
+    line = f"client_id={client_id}" + (f" client_secret={shown}" if shown else " (public)")
+    emit({"app": app, "name": client_name, "client_id": client_id, "client_secret": shown,
+          "public": public}, line, as_json=as_json)
+
+
+@admin.command("trust-issuer")
+def trust_issuer(app: AppOpt, issuer_url: Annotated[str, typer.Argument(
+                     help="The other application's issuer identifier (its public URL).")],
+                 db: DbOpt = None,
+                 jwks_file: Annotated[Path | None, typer.Option(
+                     "--jwks-file", help="The issuer's public keys (JWKS JSON).")] = None,
+                 jwks_url: Annotated[str | None, typer.Option(
+                     "--jwks-url", help="Where to fetch the issuer's keys.")] = None,
+                 as_json: JsonOpt = False) -> None:
+    """Share the account system of another application: accept its signed assertions."""
+    from interapp.server import accounts
+
+    if jwks_file and jwks_url:
+        raise ConfigError("give --jwks-file or --jwks-url, not both")
+    jwks = None
+    if jwks_file:
+        try:
+            jwks = jwks_file.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {jwks_file}: {exc.strerror}") from exc
+    source = "file" if jwks else ("url" if jwks_url else "well-known")
+    _run(app, db, lambda c: accounts.trust_issuer(c, issuer_url, jwks=jwks, jwks_url=jwks_url),
+         must_exist=False)
+    emit({"app": app, "issuer": issuer_url.rstrip("/"), "keys": source},
+         f"{app} now trusts {issuer_url.rstrip('/')} (keys from {source})", as_json=as_json)
+
+
+@admin.command("add-contact")
+def add_contact(app: AppOpt, user_a: Annotated[str, typer.Argument(help="One account.")],
+                user_b: Annotated[str, typer.Argument(help="The other account.")],
+                db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """Make two accounts buddies."""
+    from interapp.server import accounts, social
+
+    async def work(conn: AsyncConnection) -> bool:
+        a = await accounts.require_user(conn, user_a)
+        b = await accounts.require_user(conn, user_b)
+        return bool(await social.make_buddies(conn, a, b))
+
+    created = _run(app, db, work)
+    emit({"app": app, "users": [user_a, user_b], "state": "accepted", "created": created},
+         f"{user_a} and {user_b} are buddies on {app}" + ("" if created else " (already)"),
+         as_json=as_json)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind the listening socket first, so ``--port 0`` can report the port it got."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(app: AppOpt, db: DbOpt = None,
+          host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
+          port: Annotated[int, typer.Option("--port", help="Port (0 picks a free one).")] = 8400,
+          public_url: Annotated[str | None, typer.Option(
+              "--public-url", help="Public URL = issuer identifier (default http://HOST:PORT).")
+          ] = None,
+          redis: Annotated[str | None, typer.Option(
+              "--redis", help="Redis URL for live events across server processes.")] = None,
+          log_level: Annotated[str, typer.Option("--log-level", help="Log level.")] = "warning",
+          ) -> None:
+    """Run an application server (accounts, verification, tokens, buddies, live events)."""
+    import uvicorn
+
+    from interapp.server.app import create_app
+    from interapp.server.settings import ServerSettings
+
+    url = _db_url(app, db, must_exist=False)
+    if not 0 <= port <= 65535:
+        raise ConfigError("--port must be 0-65535")
+    sock = bind_socket(host, port)
+    real_port = sock.getsockname()[1]
+    issuer = public_url or f"http://{host if ':' not in host else f'[{host}]'}:{real_port}"
+    settings = ServerSettings(app=app, db_url=url, issuer=issuer, redis_url=redis)
+    asgi = create_app(settings)
+    config = uvicorn.Config(asgi, log_level=log_level, access_log=False, lifespan="on",
+                            ws_max_size=64 * 1024, proxy_headers=False)
+    server = uvicorn.Server(config)
+    _announce({"app": app, "url": f"http://{host}:{real_port}", "issuer": settings.issuer})
+    server.run(sockets=[sock])
+
+
+def _announce(info: dict[str, Any]) -> None:
+    sys.stdout.write(f"interapp: serving {info['app']} on {info['url']} "
+                     f"(issuer {info['issuer']})\n")
+    sys.stdout.flush()
+
+
+def register(root: typer.Typer) -> None:
+    """Attach ``serve`` and ``admin`` to the root command."""
+    root.command("serve")(serve)
+    root.add_typer(admin, name="admin")

@@ -1,0 +1,316 @@
+"""The one exception tree of interapp.
+
+Every error carries a machine ``code`` (stable, scripts may match on it) and a human ``message``
+(one line, never a secret). Errors that travel over the wire are mapped to and from classes
+through :data:`REGISTRY`, shared by the server (which renders them) and the clients/plug-ins
+(which raise them again), in the manner of mautrix and Authlib::
+
+    InterappError
+    ├── ConfigError                  bad configuration or command-line input
+    │   └── NotFoundError            a named app, user, target or plug-in does not exist
+    ├── StorageError                 the database could not be used
+    │   └── UnavailableError         a backing service is down (HTTP 503 + Retry-After)
+    ├── OAuthError                   RFC 6749 §5.2 token-endpoint errors  {"error", "error_description"}
+    │   ├── InvalidRequest           invalid_request          400
+    │   ├── InvalidClient            invalid_client           401
+    │   ├── InvalidGrant             invalid_grant            400
+    │   ├── UnauthorizedClient       unauthorized_client      400
+    │   ├── UnsupportedGrantType     unsupported_grant_type   400
+    │   ├── UnsupportedTokenType     unsupported_token_type   400  (RFC 7009)
+    │   ├── InvalidTarget            invalid_target           400  (RFC 8693)
+    │   └── SlowDown                 slow_down                429  (login rate limit)
+    ├── ApiError                     /v1/* errors              {"error", "message"}
+    │   ├── BadRequest               bad_request              400
+    │   ├── Unauthorized             unauthorized             401
+    │   ├── Forbidden                forbidden                403
+    │   ├── ApiNotFound              not_found                404
+    │   ├── Conflict                 conflict                 409
+    │   ├── PayloadTooLarge          payload_too_large        413
+    │   └── RateLimited              rate_limited             429
+    ├── LinkError                    the host's link-or-prompt flow
+    │   ├── PromptUnavailable        no face can answer a prompt
+    │   ├── LinkMismatch             a re-link answered with a different remote account
+    │   └── NeedsReauth              the stored credential was refused
+    ├── VaultError                   the encrypted link vault
+    │   ├── VaultLocked              no master key available
+    │   └── VaultTampered            ciphertext or audit chain failed verification
+    └── PluginError                  a plug-in misbehaved
+        ├── PluginCrashed            it raised
+        ├── PluginTimeout            it hung
+        └── ConnectionLost           the network dropped (link becomes ``degraded``)
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class InterappError(Exception):
+    """Base of every error interapp raises on purpose."""
+
+    code: ClassVar[str] = "interapp_error"
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
+        self.message = message or self.code.replace("_", " ")
+        self.retry_after = retry_after
+        super().__init__(self.message)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
+
+
+class ConfigError(InterappError):
+    """Bad configuration or command-line input."""
+
+    code = "config_error"
+    status = 400
+
+
+class NotFoundError(ConfigError):
+    """A named app, user, target or plug-in does not exist."""
+
+    code = "not_found"
+    status = 404
+
+
+class StorageError(InterappError):
+    """The database could not be used."""
+
+    code = "storage_error"
+    status = 503
+
+
+class UnavailableError(StorageError):
+    """A backing service is down; try again later."""
+
+    code = "unavailable"
+    status = 503
+
+
+# --- OAuth 2.0 (RFC 6749 §5.2, RFC 7009 §2.2.1, RFC 8693 §2.2.2) ---------------------------
+
+
+class OAuthError(InterappError):
+    """An error of the token, revocation or introspection endpoints."""
+
+    code = "invalid_request"
+    status = 400
+
+    def to_wire(self) -> dict[str, Any]:
+        """The RFC 6749 §5.2 JSON body."""
+        return {"error": self.code, "error_description": self.message}
+
+
+class InvalidRequest(OAuthError):
+    """The request is missing a parameter or is otherwise malformed."""
+
+    code = "invalid_request"
+
+
+class InvalidClient(OAuthError):
+    """Client authentication failed."""
+
+    code = "invalid_client"
+    status = 401
+
+
+class InvalidGrant(OAuthError):
+    """The grant (password, refresh token, assertion) is invalid, expired or revoked."""
+
+    code = "invalid_grant"
+
+
+class UnauthorizedClient(OAuthError):
+    """The client may not use this grant type."""
+
+    code = "unauthorized_client"
+
+
+class UnsupportedGrantType(OAuthError):
+    """The grant type is not supported."""
+
+    code = "unsupported_grant_type"
+
+
+class UnsupportedTokenType(OAuthError):
+    """The token type hint names a token type the server cannot revoke."""
+
+    code = "unsupported_token_type"
+
+
+class InvalidTarget(OAuthError):
+    """The requested audience is not acceptable (RFC 8693)."""
+
+    code = "invalid_target"
+
+
+class SlowDown(OAuthError):
+    """Too many failed logins; retry after the given delay."""
+
+    code = "slow_down"
+    status = 429
+
+
+# --- /v1 API ---------------------------------------------------------------------------------
+
+
+class ApiError(InterappError):
+    """An error of the ``/v1`` API, rendered as ``{"error": code, "message": text}``."""
+
+    code = "bad_request"
+    status = 400
+
+    def to_wire(self) -> dict[str, Any]:
+        """The ``/v1`` JSON error body."""
+        return {"error": self.code, "message": self.message}
+
+
+class BadRequest(ApiError):
+    """The request body or parameters are invalid."""
+
+    code = "bad_request"
+
+
+class Unauthorized(ApiError):
+    """No valid access token."""
+
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(ApiError):
+    """The account may not do this."""
+
+    code = "forbidden"
+    status = 403
+
+
+class ApiNotFound(ApiError):
+    """The resource does not exist (or is not visible to this account)."""
+
+    code = "not_found"
+    status = 404
+
+
+class Conflict(ApiError):
+    """The request conflicts with the current state."""
+
+    code = "conflict"
+    status = 409
+
+
+class PayloadTooLarge(ApiError):
+    """The request body is over the size limit."""
+
+    code = "payload_too_large"
+    status = 413
+
+
+class RateLimited(ApiError):
+    """Too many requests."""
+
+    code = "rate_limited"
+    status = 429
+
+
+# --- host, vault, plug-ins ---------------------------------------------------------------------
+
+
+class LinkError(InterappError):
+    """The link-or-prompt flow could not complete."""
+
+    code = "link_error"
+
+
+class PromptUnavailable(LinkError):
+    """A prompt was needed but no face can answer it."""
+
+    code = "prompt_unavailable"
+
+
+class LinkMismatch(LinkError):
+    """The prompt was answered with a different remote account than the link's."""
+
+    code = "link_mismatch"
+
+
+class NeedsReauth(LinkError):
+    """The stored credential was refused by the target."""
+
+    code = "needs_reauth"
+
+
+class VaultError(InterappError):
+    """The encrypted link vault could not be used."""
+
+    code = "vault_error"
+
+
+class VaultLocked(VaultError):
+    """No master key is available to open the vault."""
+
+    code = "vault_locked"
+
+
+class VaultTampered(VaultError):
+    """A ciphertext or the audit chain failed verification."""
+
+    code = "vault_tampered"
+
+
+class PluginError(InterappError):
+    """A plug-in misbehaved."""
+
+    code = "plugin_error"
+
+
+class PluginCrashed(PluginError):
+    """A plug-in raised an unexpected exception."""
+
+    code = "plugin_crashed"
+
+
+class PluginTimeout(PluginError):
+    """A plug-in did not answer in time."""
+
+    code = "plugin_timeout"
+
+
+class ConnectionLost(PluginError):
+    """The connection to the target dropped."""
+
+    code = "connection_lost"
+
+
+# --- the wire registry -------------------------------------------------------------------------
+
+#: Wire ``code`` → class, for errors that cross the network. Server and clients share it.
+REGISTRY: dict[str, type[InterappError]] = {}
+
+
+def _register(*classes: type[InterappError]) -> None:
+    for cls in classes:
+        REGISTRY.setdefault(cls.code, cls)
+
+
+_register(
+    InvalidRequest, InvalidClient, InvalidGrant, UnauthorizedClient, UnsupportedGrantType,
+    UnsupportedTokenType, InvalidTarget, SlowDown,
+    BadRequest, Unauthorized, Forbidden, ApiNotFound, Conflict, PayloadTooLarge, RateLimited,
+    UnavailableError,
+)
+
+
+def from_wire(status: int, body: Any, retry_after: float | None = None) -> InterappError:
+    """Rebuild the error a server sent, from its JSON body (either shape) and HTTP status."""
+    code = ""
+    message = ""
+    if isinstance(body, dict):
+        code = str(body.get("error", ""))
+        message = str(body.get("error_description") or body.get("message") or "")
+    cls = REGISTRY.get(code)
+    if cls is None:
+        cls = {401: Unauthorized, 403: Forbidden, 404: ApiNotFound, 409: Conflict,
+               413: PayloadTooLarge, 429: RateLimited, 503: UnavailableError}.get(status, ApiError)
+    return cls(message or f"HTTP {status}", retry_after=retry_after)

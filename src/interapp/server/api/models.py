@@ -1,0 +1,129 @@
+"""Wire types of the ``/v1`` API (pydantic; they also generate ``/openapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Presence = Literal["online", "away", "busy", "offline"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Profile(_Strict):
+    """An account's profile."""
+
+    id: str
+    username: str
+    display_name: str
+    presence: Presence
+    status_text: str
+
+
+class ContactList(_Strict):
+    """One page of the buddy list."""
+
+    contacts: list[Profile]
+    next_cursor: str | None
+
+
+class ContactRequestIn(_Strict):
+    """``POST /v1/contacts``."""
+
+    username: str = Field(min_length=1, max_length=64)
+
+
+class ContactOut(_Strict):
+    """A buddy or pending buddy."""
+
+    id: str
+    username: str
+    display_name: str
+    presence: Presence
+    status_text: str
+    state: Literal["pending", "accepted"]
+
+
+class PendingRequest(_Strict):
+    """A buddy request: ``incoming`` waits for this user's answer, ``outgoing`` for theirs."""
+
+    id: str
+    username: str
+    display_name: str
+    direction: Literal["incoming", "outgoing"]
+
+
+class PendingList(_Strict):
+    """``GET /v1/contacts/requests``."""
+
+    requests: list[PendingRequest]
+
+
+class PresenceIn(_Strict):
+    """``PUT /v1/presence``."""
+
+    state: Presence
+    status_text: str = Field(default="", max_length=256)
+
+
+class MessageIn(_Strict):
+    """``POST /v1/messages``."""
+
+    to: str = Field(min_length=1, max_length=64)
+    body: str = Field(min_length=1, max_length=8000)
+    client_msg_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+class Message(BaseModel):
+    """A message as stored and as carried by ``message`` events."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    message_id: str
+    client_msg_id: str
+    from_: str = Field(alias="from")
+    to: str
+    body: str
+    sent_at: str
+
+
+class MessageList(BaseModel):
+    """``GET /v1/conversations/{username}/messages``: oldest first, newest last."""
+
+    messages: list[Message]
+    next_before: str | None
+
+
+class Ticket(_Strict):
+    """A single-use ticket for opening the event stream from a browser."""
+
+    ticket: str
+    expires_in: int
+
+
+class ErrorBody(_Strict):
+    """Every ``/v1`` error."""
+
+    error: str
+    message: str
+
+
+class OAuthErrorBody(_Strict):
+    """RFC 6749 §5.2 error."""
+
+    error: str
+    error_description: str
+
+
+class TokenResponse(BaseModel):
+    """RFC 6749 §5.1 / RFC 8693 §2.2.1 success."""
+
+    access_token: str
+    token_type: str
+    expires_in: int
+    refresh_token: str | None = None
+    issued_token_type: str | None = None
+    scope: str | None = None

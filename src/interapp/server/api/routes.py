@@ -1,0 +1,144 @@
+"""``/v1`` HTTP routes: profile, buddies, presence, messages, event tickets."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from interapp.errors import Unauthorized
+from interapp.server import social
+from interapp.server.api.deps import Caller, authenticate_token, server
+from interapp.server.api.models import (
+    ContactList,
+    ContactOut,
+    ContactRequestIn,
+    ErrorBody,
+    Message,
+    MessageIn,
+    MessageList,
+    PendingList,
+    PresenceIn,
+    Profile,
+    Ticket,
+)
+from interapp.server.storage.schema import tickets
+from interapp.server.tokens import token_hash
+
+_bearer = HTTPBearer(auto_error=False, description="An access token from /oauth/token")
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 429, 503)}
+
+router = APIRouter(prefix="/v1", responses=ERRORS)
+
+
+async def caller(request: Request, creds: Annotated[
+        HTTPAuthorizationCredentials | None, Security(_bearer)]) -> Caller:
+    """The authenticated caller (Bearer access token)."""
+    if creds is None:
+        raise Unauthorized("missing Authorization: Bearer token")
+    return await authenticate_token(server(request), creds.credentials)
+
+
+Auth = Annotated[Caller, Depends(caller)]
+
+
+@router.get("/me", response_model=Profile)
+async def me(who: Auth) -> dict[str, Any]:
+    """The caller's profile."""
+    return who.user.profile()
+
+
+@router.get("/contacts", response_model=ContactList)
+async def list_contacts(request: Request, who: Auth, cursor: str | None = None,
+                        limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
+    """The buddy list, one page at a time (``next_cursor`` is null on the last page)."""
+    async with server(request).db.begin() as conn:
+        return await social.list_contacts(conn, who.user.id, cursor=cursor, limit=limit)
+
+
+@router.get("/contacts/requests", response_model=PendingList)
+async def contact_requests(request: Request, who: Auth) -> dict[str, Any]:
+    """Pending buddy requests, both directions."""
+    async with server(request).db.begin() as conn:
+        return {"requests": await social.pending_requests(conn, who.user.id)}
+
+
+@router.post("/contacts", response_model=ContactOut, status_code=201)
+async def add_contact(request: Request, body: ContactRequestIn, who: Auth) -> dict[str, Any]:
+    """Ask a user to become a buddy."""
+    srv = server(request)
+    async with srv.db.begin() as conn:
+        out, published = await social.request_contact(conn, who.user, body.username)
+    await srv.hub.publish(published)
+    return out
+
+
+@router.post("/contacts/{contact_id}/accept", response_model=ContactOut)
+async def accept_contact(request: Request, contact_id: str, who: Auth) -> dict[str, Any]:
+    """Accept a buddy request."""
+    srv = server(request)
+    async with srv.db.begin() as conn:
+        out, published = await social.accept_contact(conn, who.user, contact_id)
+    await srv.hub.publish(published)
+    return out
+
+
+@router.delete("/contacts/{contact_id}", status_code=204, response_class=Response)
+async def remove_contact(request: Request, contact_id: str, who: Auth) -> Response:
+    """Remove a buddy, or withdraw/decline a request."""
+    srv = server(request)
+    async with srv.db.begin() as conn:
+        published = await social.remove_contact(conn, who.user, contact_id)
+    await srv.hub.publish(published)
+    return Response(status_code=204)
+
+
+@router.put("/presence", response_model=Profile)
+async def put_presence(request: Request, body: PresenceIn, who: Auth) -> dict[str, Any]:
+    """Set presence and status text (e.g. a game state); buddies get a ``presence`` event."""
+    srv = server(request)
+    async with srv.db.begin() as conn:
+        out, published = await social.set_presence(conn, who.user, body.state, body.status_text)
+    await srv.hub.publish(published)
+    return out
+
+
+@router.post("/messages", response_model=Message, status_code=201,
+             response_model_by_alias=True)
+async def send_message(request: Request, body: MessageIn, who: Auth) -> dict[str, Any]:
+    """Send a message to a buddy; a repeated ``client_msg_id`` returns the same message."""
+    srv = server(request)
+    client_msg_id = body.client_msg_id or secrets.token_hex(12)
+    async with srv.db.begin() as conn:
+        out, published = await social.send_message(conn, who.user, body.to, body.body,
+                                                    client_msg_id)
+    await srv.hub.publish(published)
+    return out
+
+
+@router.get("/conversations/{username}/messages", response_model=MessageList,
+            response_model_by_alias=True)
+async def conversation(request: Request, username: str, who: Auth,
+                       before: Annotated[str | None, Query(max_length=64)] = None,
+                       limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
+    """History with one user, newest last; pass ``next_before`` as ``before`` for older."""
+    async with server(request).db.begin() as conn:
+        return await social.history(conn, who.user, username, before=before, limit=limit)
+
+
+@router.post("/events/ticket", response_model=Ticket, status_code=201)
+async def event_ticket(request: Request, who: Auth) -> dict[str, Any]:
+    """A single-use, short-lived ticket to open ``/v1/events?ticket=`` from a browser."""
+    srv = server(request)
+    ticket = secrets.token_urlsafe(32)
+    async with srv.db.begin() as conn:
+        await conn.execute(tickets.delete().where(tickets.c.expires_at < time.time()))
+        await conn.execute(tickets.insert().values(
+            hash=token_hash(ticket), user_id=who.user.id,
+            expires_at=time.time() + srv.settings.ticket_ttl))
+    return {"ticket": ticket, "expires_in": srv.settings.ticket_ttl}

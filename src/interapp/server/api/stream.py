@@ -1,0 +1,162 @@
+"""``GET /v1/events``: the account's event stream over a WebSocket.
+
+Theory of operation: authenticate (``Authorization: Bearer`` or a single-use ``?ticket=``; an
+access token in the URL is refused), subscribe to the hub, replay stored events after ``since``
+(or start from the current ``seq`` when no ``since`` is given), then forward live events. The
+stream keeps ``last`` — the highest ``seq`` sent — and only ever sends ``last + 1``: duplicates
+are dropped and gaps are filled from the table, so the client sees each ``seq`` exactly once,
+in order. A client that falls behind its bounded queue is disconnected with close code 4008 and
+resumes with ``?since=<last seq it saw>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketState
+
+from interapp.errors import ApiError, BadRequest, InterappError, Unauthorized
+from interapp.server.api.deps import Caller, authenticate_token, bearer_token
+from interapp.server.core import AppServer
+from interapp.server.events import Subscription, events_since
+from interapp.server.storage.schema import tickets, users
+from interapp.server.tokens import token_hash
+
+router = APIRouter()
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_BAD_REQUEST = 4400
+CLOSE_TOO_SLOW = 4008
+RECONCILE_SECONDS = 20.0
+
+
+async def _authenticate(srv: AppServer, ws: WebSocket) -> str:
+    params = ws.query_params
+    if "access_token" in params:
+        raise Unauthorized("never put an access token in a URL: use the Authorization header "
+                           "or a ticket from POST /v1/events/ticket")
+    ticket = params.get("ticket")
+    if ticket:
+        async with srv.db.begin() as conn:
+            row = (await conn.execute(tickets.delete().where(
+                tickets.c.hash == token_hash(ticket)).returning(
+                tickets.c.user_id, tickets.c.expires_at))).first()
+        if row is None or row.expires_at < time.time():
+            raise Unauthorized("the ticket is invalid, used or expired")
+        return str(row.user_id)
+    who: Caller = await authenticate_token(srv, bearer_token(ws.headers.get("authorization")))
+    return who.user.id
+
+
+def _since(ws: WebSocket) -> int | None:
+    raw = ws.query_params.get("since")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise BadRequest("since must be a non-negative integer")
+    return int(raw)
+
+
+class _Stream:
+    def __init__(self, srv: AppServer, ws: WebSocket, user_id: str, last: int) -> None:
+        self.srv, self.ws, self.user_id, self.last = srv, ws, user_id, last
+
+    async def catch_up(self) -> None:
+        """Send every stored event after ``last``."""
+        while True:
+            async with self.srv.db.begin() as conn:
+                batch = await events_since(conn, self.user_id, self.last)
+            for event in batch:
+                await self.send(event)
+            if len(batch) < 500:
+                return
+
+    async def send(self, event: dict[str, Any]) -> None:
+        if event["seq"] <= self.last:
+            return
+        if event["seq"] > self.last + 1:
+            await self.catch_up()
+            if event["seq"] <= self.last:
+                return
+        await self.ws.send_json(event)
+        self.last = event["seq"]
+
+    async def pump(self, sub: Subscription) -> None:
+        """Forward live events until the client leaves or falls behind."""
+        while True:
+            get = asyncio.ensure_future(sub.queue.get())
+            wake = asyncio.ensure_future(sub.wakeup.wait())
+            done, _ = await asyncio.wait({get, wake}, timeout=RECONCILE_SECONDS,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            wake.cancel()
+            if get in done:
+                await self.send(get.result())
+                while not sub.queue.empty():
+                    await self.send(sub.queue.get_nowait())
+            else:
+                get.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await get
+            if sub.overflowed:
+                await self.ws.close(CLOSE_TOO_SLOW, f"too slow: resume with since={self.last}")
+                return
+            if not done or wake in done:  # idle or woken: reconcile with the table
+                sub.wakeup.clear()
+                await self.catch_up()
+
+
+@router.websocket("/v1/events")
+async def events_stream(ws: WebSocket) -> None:
+    """The WebSocket event stream (see the module docstring)."""
+    srv: AppServer = ws.app.state.server
+    await ws.accept()
+    try:
+        user_id = await _authenticate(srv, ws)
+        since = _since(ws)
+    except ApiError as exc:
+        await ws.send_json({"type": "error", **exc.to_wire()})
+        await ws.close(CLOSE_UNAUTHORIZED if exc.status == 401 else CLOSE_BAD_REQUEST,
+                       exc.message[:120])
+        return
+    sub = srv.hub.subscribe(user_id)
+    reader: asyncio.Task[Any] | None = None
+    try:
+        if since is None:
+            async with srv.db.begin() as conn:
+                since = int((await conn.execute(sa.select(users.c.last_seq).where(
+                    users.c.id == user_id))).scalar_one())
+        stream = _Stream(srv, ws, user_id, since)
+        await stream.catch_up()
+        reader = asyncio.create_task(_drain(ws))
+        pump = asyncio.create_task(stream.pump(sub))
+        done, _ = await asyncio.wait({reader, pump}, return_when=asyncio.FIRST_COMPLETED)
+        pump.cancel()
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                exc = task.exception()
+                if not isinstance(exc, WebSocketDisconnect | InterappError | OSError):
+                    raise exc  # type: ignore[misc]
+    except (WebSocketDisconnect, OSError):
+        pass
+    except InterappError as exc:
+        with contextlib.suppress(Exception):
+            await ws.close(1011, exc.code)
+    finally:
+        srv.hub.unsubscribe(sub)
+        if reader is not None:
+            reader.cancel()
+        if ws.client_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+
+async def _drain(ws: WebSocket) -> None:
+    """Read (and ignore) client frames until the client disconnects."""
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return

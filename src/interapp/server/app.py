@@ -1,0 +1,199 @@
+"""The ASGI application of one interapp application server.
+
+Routes: RFC 8414 metadata and the JWKS under ``/.well-known``, the OAuth endpoints under
+``/oauth``, the account API under ``/v1`` and health checks. Every error leaves as JSON: OAuth
+endpoints in the RFC 6749 §5.2 shape, everything else as ``{"error", "message"}``; nothing
+unexpected ever shows a stack trace to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from interapp import __version__
+from interapp.errors import ApiError, BadRequest, InterappError, OAuthError, PayloadTooLarge
+from interapp.server.api import routes, stream
+from interapp.server.api.models import OAuthErrorBody, TokenResponse
+from interapp.server.core import AppServer
+from interapp.server.keys import public_jwks
+from interapp.server.oauth import rfc7009, rfc7662, rfc8414
+from interapp.server.oauth.rfc6749 import oauth_error_response, token_endpoint
+from interapp.server.settings import ServerSettings
+
+log = logging.getLogger("interapp.server")
+
+
+def _error(exc: InterappError) -> JSONResponse:
+    headers = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="interapp"'
+    if isinstance(exc, OAuthError):
+        return oauth_error_response(exc)
+    body = exc.to_wire() if isinstance(exc, ApiError) else {"error": exc.code,
+                                                            "message": exc.message}
+    return JSONResponse(body, status_code=exc.status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+class BodyLimit:
+    """Refuses request bodies over ``limit`` bytes with 413, by header and while streaming."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
+                await _error(PayloadTooLarge(f"request body over {self.limit} bytes"))(
+                    scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise PayloadTooLarge(f"request body over {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+_FORM_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "application/x-www-form-urlencoded": {"schema": {"type": "object", "additionalProperties": {
+        "type": "string"}}}}}}
+_OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": OAuthErrorBody} for code in (400, 401, 429)}
+
+
+def create_app(settings: ServerSettings, server: AppServer | None = None) -> FastAPI:
+    """Build the ASGI app; the AppServer is started and stopped by the lifespan."""
+    srv = server or AppServer(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await srv.start()
+        try:
+            yield
+        finally:
+            await srv.stop()
+
+    app = FastAPI(title=f"interapp application server ({settings.app})", version=__version__,
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.server = srv
+
+    @app.exception_handler(InterappError)
+    async def _interapp(_: Request, exc: InterappError) -> JSONResponse:
+        return _error(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(BadRequest(_validation_message(exc)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+        return JSONResponse({"error": code, "message": str(exc.detail)},
+                            status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error: %s", type(exc).__name__, exc_info=exc)
+        return JSONResponse({"error": "internal_error", "message": "internal server error"},
+                            status_code=500)
+
+    @app.get("/.well-known/oauth-authorization-server", tags=["discovery"])
+    async def metadata() -> dict[str, Any]:
+        """RFC 8414 authorization server metadata."""
+        return rfc8414.metadata(srv.issuer)
+
+    @app.get("/.well-known/jwks.json", tags=["discovery"])
+    async def jwks() -> dict[str, Any]:
+        """The public keys that sign this application's assertions."""
+        return public_jwks(srv.signing_key)
+
+    @app.post("/oauth/token", tags=["oauth"], response_model=TokenResponse,
+              responses=_OAUTH_ERRORS, openapi_extra=_FORM_BODY)
+    async def token(request: Request) -> Response:
+        """RFC 6749 token endpoint: password, refresh_token, jwt-bearer, token-exchange."""
+        return await token_endpoint(request)
+
+    @app.post("/oauth/revoke", tags=["oauth"], responses=_OAUTH_ERRORS,
+              openapi_extra=_FORM_BODY)
+    async def revoke(request: Request) -> Response:
+        """RFC 7009 token revocation."""
+        return await rfc7009.revoke_endpoint(request)
+
+    @app.post("/oauth/introspect", tags=["oauth"], responses=_OAUTH_ERRORS,
+              openapi_extra=_FORM_BODY)
+    async def introspect(request: Request) -> Response:
+        """RFC 7662 token introspection."""
+        return await rfc7662.introspect_endpoint(request)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz() -> dict[str, str]:
+        """Readiness: the database answers."""
+        import sqlalchemy as sa
+
+        async with srv.db.begin() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+        return {"status": "ready"}
+
+    app.include_router(routes.router, tags=["v1"])
+    app.include_router(stream.router)
+    app.openapi_schema = None
+    _add_stream_to_openapi(app)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app
+
+
+def _add_stream_to_openapi(app: FastAPI) -> None:
+    """WebSocket routes are not in FastAPI's OpenAPI output; describe ``/v1/events`` by hand."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        schema["paths"]["/v1/events"] = {"get": {
+            "tags": ["v1"], "summary": "Event stream (WebSocket)",
+            "description": stream.__doc__ or "",
+            "parameters": [
+                {"name": "since", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 0}},
+                {"name": "ticket", "in": "query", "required": False,
+                 "schema": {"type": "string"}}],
+            "responses": {"101": {"description": "Switching to the WebSocket protocol; "
+                                                 "each frame is one JSON event with a seq."}}}}
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,53 @@
+"""``AppServer``: the long-lived parts of one server process, wired together."""
+
+from __future__ import annotations
+
+from joserfc.jwk import ECKey
+
+from interapp.server.events import EventHub
+from interapp.server.keys import IssuerKeys, load_signing_key
+from interapp.server.passwords import Passwords
+from interapp.server.ratelimit import LoginLimiter, MemoryLimiter, RedisLimiter
+from interapp.server.settings import ServerSettings
+from interapp.server.storage import Database
+
+
+class AppServer:
+    """Database, password hasher, login limiter, event hub and keys of one application."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.db = Database.open(settings.db_url)
+        self.passwords = Passwords(settings.hash_threads)
+        self.hub = EventHub(app=settings.app, queue_size=settings.stream_queue_size,
+                            redis_url=settings.redis_url)
+        self.issuer_keys = IssuerKeys()
+        self.limits = {"acct": settings.login_failures_per_account,
+                       "addr": settings.login_failures_per_address}
+        self.limiter: LoginLimiter = MemoryLimiter(self.limits, settings.login_window_seconds)
+        self._signing_key: ECKey | None = None
+
+    @property
+    def issuer(self) -> str:
+        """This application's issuer identifier (its public URL)."""
+        return self.settings.issuer
+
+    @property
+    def signing_key(self) -> ECKey:
+        """This application's ES256 signing key (loaded at start-up)."""
+        assert self._signing_key is not None, "AppServer.start() was not awaited"
+        return self._signing_key
+
+    async def start(self) -> None:
+        """Load keys and connect Redis (when configured)."""
+        async with self.db.begin() as conn:
+            self._signing_key = await load_signing_key(conn)
+        await self.hub.start()
+        if self.hub.redis is not None:
+            self.limiter = RedisLimiter(self.hub.redis, f"interapp:{self.settings.app}",
+                                        self.limits, self.settings.login_window_seconds)
+
+    async def stop(self) -> None:
+        """Release every resource."""
+        await self.hub.stop()
+        await self.db.close()

@@ -1,0 +1,98 @@
+"""Signing keys (this app as an issuer) and trusted issuers' key sets (this app as an audience).
+
+Theory of operation: each application owns one ES256 key pair, created on first use and kept in
+its database; its public half is served at ``/.well-known/jwks.json`` and signs the assertions
+minted by the RFC 8693 exchange. An app that *trusts* another issuer (``admin trust-issuer``)
+stores that issuer's JWKS (or a URL to fetch it from, cached for a few minutes) and accepts
+RFC 7523 assertions signed with it: that is what "the same account system" means here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from joserfc.jwk import ECKey, KeySet
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from interapp.errors import ConfigError, InvalidGrant
+from interapp.server.storage.schema import signing_keys, trusted_issuers
+
+JWKS_CACHE_SECONDS = 300.0
+
+
+async def load_signing_key(conn: AsyncConnection) -> ECKey:
+    """Return this app's signing key, creating it on first use."""
+    row = (await conn.execute(sa.select(signing_keys.c.private_jwk)
+                              .order_by(signing_keys.c.created_at.desc()).limit(1))).first()
+    if row is not None:
+        return ECKey.import_key(json.loads(row[0]))
+    key = ECKey.generate_key("P-256", private=True, auto_kid=True)
+    await conn.execute(signing_keys.insert().values(
+        kid=key.kid, private_jwk=json.dumps(key.as_dict(private=True)), created_at=time.time()))
+    return key
+
+
+def public_jwks(key: ECKey) -> dict[str, Any]:
+    """The JWKS document published for ``key``."""
+    public = key.as_dict(private=False)
+    public.update({"use": "sig", "alg": "ES256"})
+    return {"keys": [public]}
+
+
+def parse_jwks(text: str) -> KeySet:
+    """Parse a JWKS document (``{"keys": [...]}``) or a single JWK; raise ConfigError if invalid."""
+    try:
+        data = json.loads(text)
+        if isinstance(data, dict) and "keys" not in data:
+            data = {"keys": [data]}
+        keyset = KeySet.import_key_set(data)
+    except Exception as exc:  # joserfc raises several types for malformed keys
+        raise ConfigError(f"not a valid JWKS document: {exc}") from exc
+    if any(k.is_private for k in keyset.keys):
+        raise ConfigError("the JWKS contains a private key: give the public keys only")
+    return keyset
+
+
+class IssuerKeys:
+    """Looks up (and caches) the key set of a trusted issuer."""
+
+    def __init__(self, http: httpx.AsyncClient | None = None) -> None:
+        self._http = http
+        self._cache: dict[str, tuple[float, KeySet]] = {}
+
+    async def keyset(self, conn: AsyncConnection, issuer: str) -> KeySet:
+        """The key set trusted for ``issuer``; InvalidGrant when the issuer is not trusted."""
+        cached = self._cache.get(issuer)
+        if cached and time.monotonic() - cached[0] < JWKS_CACHE_SECONDS:
+            return cached[1]
+        row = (await conn.execute(sa.select(trusted_issuers.c.jwks, trusted_issuers.c.jwks_url)
+                                  .where(trusted_issuers.c.issuer == issuer))).first()
+        if row is None:
+            raise InvalidGrant("the assertion's issuer is not trusted by this application")
+        jwks, url = row
+        if jwks:
+            keyset = parse_jwks(jwks)
+        else:
+            keyset = await self._fetch(url or f"{issuer}/.well-known/jwks.json")
+        self._cache[issuer] = (time.monotonic(), keyset)
+        return keyset
+
+    def forget(self, issuer: str) -> None:
+        """Drop a cached key set (after a failed verification, keys may have rotated)."""
+        self._cache.pop(issuer, None)
+
+    async def _fetch(self, url: str) -> KeySet:
+        client = self._http or httpx.AsyncClient(timeout=5.0)
+        try:
+            resp = await client.get(url)
+            resp.raise_for_status()
+            return parse_jwks(resp.text)
+        except (httpx.HTTPError, ConfigError) as exc:
+            raise InvalidGrant("the trusted issuer's keys could not be fetched") from exc
+        finally:
+            if self._http is None:
+                await client.aclose()

@@ -1,0 +1,226 @@
+"""Buddies, presence and messages: the user information a verified plug-in may obtain.
+
+Every function runs inside the caller's transaction and returns the events it appended, which
+the caller publishes after the commit (see :mod:`interapp.server.events`).
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from interapp.errors import ApiNotFound, BadRequest, Conflict, Forbidden
+from interapp.server.accounts import USER_COLUMNS, User, find_user, get_user
+from interapp.server.events import Event, append_events
+from interapp.server.storage.schema import contacts, messages, users
+from interapp.server.tokens import sortable_id
+
+PRESENCE_STATES = ("online", "away", "busy", "offline")
+Published = list[tuple[str, Event]]
+
+
+def iso(ts: float) -> str:
+    """An RFC 3339 UTC timestamp with milliseconds."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def encode_cursor(value: str) -> str:
+    """Opaque pagination cursor."""
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """Inverse of :func:`encode_cursor`; BadRequest when malformed."""
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("cursor is not valid") from exc
+
+
+async def list_contacts(conn: AsyncConnection, user_id: str, *, cursor: str | None,
+                        limit: int) -> dict[str, Any]:
+    """The accepted buddies of ``user_id``, by username, one page at a time."""
+    query = (sa.select(*USER_COLUMNS).select_from(
+        contacts.join(users, users.c.id == contacts.c.contact_id))
+        .where(contacts.c.user_id == user_id, contacts.c.state == "accepted")
+        .order_by(users.c.username).limit(limit + 1))
+    if cursor:
+        query = query.where(users.c.username > decode_cursor(cursor))
+    rows = (await conn.execute(query)).all()
+    page = rows[:limit]
+    items = [{"id": r.id, "username": r.username, "display_name": r.display_name,
+              "presence": r.presence, "status_text": r.status_text} for r in page]
+    next_cursor = encode_cursor(page[-1].username) if len(rows) > limit else None
+    return {"contacts": items, "next_cursor": next_cursor}
+
+
+async def pending_requests(conn: AsyncConnection, user_id: str) -> list[dict[str, Any]]:
+    """Buddy requests waiting for this user's answer, and the ones they sent."""
+    rows = await conn.execute(
+        sa.select(contacts.c.state, *USER_COLUMNS)
+        .select_from(contacts.join(users, users.c.id == contacts.c.contact_id))
+        .where(contacts.c.user_id == user_id, contacts.c.state != "accepted")
+        .order_by(users.c.username))
+    return [{"id": r.id, "username": r.username, "display_name": r.display_name,
+             "direction": r.state} for r in rows]
+
+
+async def _relation(conn: AsyncConnection, user_id: str, other_id: str) -> str | None:
+    return (await conn.execute(sa.select(contacts.c.state).where(
+        contacts.c.user_id == user_id, contacts.c.contact_id == other_id))).scalar()
+
+
+async def _accept_pair(conn: AsyncConnection, a: User, b: User) -> Published:
+    await conn.execute(contacts.delete().where(sa.or_(
+        sa.and_(contacts.c.user_id == a.id, contacts.c.contact_id == b.id),
+        sa.and_(contacts.c.user_id == b.id, contacts.c.contact_id == a.id))))
+    now = time.time()
+    await conn.execute(contacts.insert(), [
+        {"user_id": a.id, "contact_id": b.id, "state": "accepted", "created_at": now},
+        {"user_id": b.id, "contact_id": a.id, "state": "accepted", "created_at": now}])
+    return await append_events(conn, [
+        (a.id, "contact_added", {"contact": b.profile()}),
+        (b.id, "contact_added", {"contact": a.profile()})])
+
+
+async def make_buddies(conn: AsyncConnection, a: User, b: User) -> Published:
+    """Make two accounts buddies at once (admin)."""
+    if a.id == b.id:
+        raise BadRequest("a user cannot be their own buddy")
+    if await _relation(conn, a.id, b.id) == "accepted":
+        return []
+    return await _accept_pair(conn, a, b)
+
+
+async def request_contact(conn: AsyncConnection, user: User,
+                          username: str) -> tuple[dict[str, Any], Published]:
+    """Ask ``username`` to become a buddy (accepts at once if they had asked first)."""
+    other = await find_user(conn, username)
+    if other is None:
+        raise ApiNotFound(f"no user {username!r}")
+    if other.id == user.id:
+        raise BadRequest("you cannot add yourself")
+    state = await _relation(conn, user.id, other.id)
+    if state == "accepted":
+        raise Conflict(f"{username} is already your buddy")
+    if state == "incoming":
+        return {**other.profile(), "state": "accepted"}, await _accept_pair(conn, user, other)
+    if state == "outgoing":
+        return {**other.profile(), "state": "pending"}, []
+    now = time.time()
+    await conn.execute(contacts.insert(), [
+        {"user_id": user.id, "contact_id": other.id, "state": "outgoing", "created_at": now},
+        {"user_id": other.id, "contact_id": user.id, "state": "incoming", "created_at": now}])
+    published = await append_events(conn, [(other.id, "contact_request", {
+        "from": user.username, "id": user.id, "display_name": user.display_name})])
+    return {**other.profile(), "state": "pending"}, published
+
+
+async def accept_contact(conn: AsyncConnection, user: User,
+                         contact_id: str) -> tuple[dict[str, Any], Published]:
+    """Accept a pending request from ``contact_id``."""
+    state = await _relation(conn, user.id, contact_id)
+    other = await get_user(conn, contact_id)
+    if other is None or state is None:
+        raise ApiNotFound("no buddy request from that user")
+    if state == "accepted":
+        return {**other.profile(), "state": "accepted"}, []
+    if state != "incoming":
+        raise Conflict("only the asked user can accept a buddy request")
+    return {**other.profile(), "state": "accepted"}, await _accept_pair(conn, user, other)
+
+
+async def remove_contact(conn: AsyncConnection, user: User, contact_id: str) -> Published:
+    """End a buddy relation or withdraw/decline a request."""
+    other = await get_user(conn, contact_id)
+    deleted = (await conn.execute(contacts.delete().where(sa.or_(
+        sa.and_(contacts.c.user_id == user.id, contacts.c.contact_id == contact_id),
+        sa.and_(contacts.c.user_id == contact_id, contacts.c.contact_id == user.id))))).rowcount
+    if not deleted or other is None:
+        raise ApiNotFound("that user is not your buddy")
+    return await append_events(conn, [
+        (user.id, "contact_removed", {"id": other.id, "username": other.username}),
+        (other.id, "contact_removed", {"id": user.id, "username": user.username})])
+
+
+async def buddy_ids(conn: AsyncConnection, user_id: str) -> list[str]:
+    """Ids of accepted buddies."""
+    rows = await conn.execute(sa.select(contacts.c.contact_id).where(
+        contacts.c.user_id == user_id, contacts.c.state == "accepted"))
+    return [r[0] for r in rows]
+
+
+async def set_presence(conn: AsyncConnection, user: User, state: str,
+                       status_text: str) -> tuple[dict[str, Any], Published]:
+    """Set presence and status text; tell every buddy (and the user's other streams)."""
+    if state not in PRESENCE_STATES:
+        raise BadRequest(f"state must be one of {', '.join(PRESENCE_STATES)}")
+    payload = {"username": user.username, "state": state, "status_text": status_text}
+    audience = [user.id, *await buddy_ids(conn, user.id)]
+    published = await append_events(conn, [(uid, "presence", payload) for uid in audience])
+    await conn.execute(sa.update(users).where(users.c.id == user.id)
+                       .values(presence=state, status_text=status_text))
+    return {**user.profile(), "presence": state, "status_text": status_text}, published
+
+
+def _conv_key(a: str, b: str) -> str:
+    return ":".join(sorted((a, b)))
+
+
+def _message(row: Any, sender: str, recipient: str) -> dict[str, Any]:
+    """The wire shape of a stored message (``row`` has the ``messages`` columns)."""
+    m = row._mapping if hasattr(row, "_mapping") else row
+    return {"message_id": m["id"], "client_msg_id": m["client_msg_id"], "from": sender,
+            "to": recipient, "body": m["body"], "sent_at": iso(m["sent_at"])}
+
+
+async def send_message(conn: AsyncConnection, sender: User, to: str, body: str,
+                       client_msg_id: str) -> tuple[dict[str, Any], Published]:
+    """Send ``body`` to the buddy ``to``; the same ``client_msg_id`` never makes a duplicate."""
+    existing = (await conn.execute(sa.select(messages).where(
+        messages.c.sender_id == sender.id, messages.c.client_msg_id == client_msg_id))).first()
+    recipient = await find_user(conn, to)
+    if existing is not None:
+        if recipient is None or existing.recipient_id != recipient.id or existing.body != body:
+            raise Conflict("client_msg_id was already used for a different message")
+        return _message(existing, sender.username, to), []
+    if recipient is None:
+        raise ApiNotFound(f"no user {to!r}")
+    if await _relation(conn, sender.id, recipient.id) != "accepted":
+        raise Forbidden("only buddies can be messaged")
+    row = {"id": sortable_id(), "sender_id": sender.id, "recipient_id": recipient.id,
+           "client_msg_id": client_msg_id, "body": body, "sent_at": time.time(),
+           "conv_key": _conv_key(sender.id, recipient.id)}
+    try:
+        async with conn.begin_nested():
+            await conn.execute(messages.insert().values(**row))
+    except IntegrityError:  # a concurrent request with the same client_msg_id won
+        return await send_message(conn, sender, to, body, client_msg_id)
+    msg = _message(row, sender.username, to)
+    published = await append_events(conn, [(uid, "message", msg)
+                                           for uid in {sender.id, recipient.id}])
+    return msg, published
+
+
+async def history(conn: AsyncConnection, user: User, username: str, *, before: str | None,
+                  limit: int) -> dict[str, Any]:
+    """The conversation with ``username``, newest last, ``limit`` messages before ``before``."""
+    other = await find_user(conn, username)
+    if other is None:
+        raise ApiNotFound(f"no user {username!r}")
+    query = (sa.select(messages).where(messages.c.conv_key == _conv_key(user.id, other.id))
+             .order_by(messages.c.id.desc()).limit(limit + 1))
+    if before:
+        query = query.where(messages.c.id < before)
+    rows = (await conn.execute(query)).all()
+    page = list(reversed(rows[:limit]))
+    names = {user.id: user.username, other.id: other.username}
+    items = [_message(r, names[r.sender_id], names[r.recipient_id]) for r in page]
+    return {"messages": items, "next_before": page[0].id if len(rows) > limit else None}

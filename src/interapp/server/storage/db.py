@@ -1,0 +1,130 @@
+"""Engine set-up and automatic migrations for SQLite and PostgreSQL.
+
+Theory of operation: the server talks to the database only through SQLAlchemy's async engine
+(``aiosqlite`` for SQLite, ``psycopg`` 3 for PostgreSQL). Before the first use the schema is
+brought to the newest Alembic revision over a short-lived *synchronous* engine; when the stored
+revision is already the newest, Alembic is not even imported, so start-up stays fast.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from interapp.errors import ConfigError, UnavailableError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+HEAD_REVISION = "0001"
+
+
+def normalize_url(url: str) -> tuple[str, str]:
+    """Return ``(async_url, sync_url)`` for a user-given database URL or SQLite path."""
+    if "://" not in url:
+        path = Path(url).expanduser().resolve()
+        return f"sqlite+aiosqlite:///{path}", f"sqlite:///{path}"
+    try:
+        u = make_url(url)
+    except Exception as exc:  # sqlalchemy raises ArgumentError with the URL inside
+        raise ConfigError("--db is not a valid database URL") from exc
+    backend = u.get_backend_name()
+    if backend == "sqlite":
+        db = u.database or ""
+        if db and db != ":memory:":
+            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        return (u.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False),
+                u.set(drivername="sqlite").render_as_string(hide_password=False))
+    if backend == "postgresql":
+        pg = u.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+        return pg, pg
+    raise ConfigError(f"unsupported database {backend!r}: use sqlite:///FILE or postgresql+psycopg://")
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def migrate(sync_url: str) -> None:
+    """Create or upgrade the schema to the newest revision (idempotent)."""
+    engine = sa.create_engine(sync_url, poolclass=sa.pool.NullPool)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    try:
+        with engine.begin() as conn:
+            current = None
+            if sa.inspect(conn).has_table("alembic_version"):
+                current = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+            if current == HEAD_REVISION:
+                return
+            from alembic import command
+            from alembic.config import Config
+
+            cfg = Config()
+            cfg.set_main_option("script_location", str(MIGRATIONS))
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    except OperationalError as exc:
+        raise UnavailableError(f"database unavailable: {_brief(exc)}") from exc
+    finally:
+        engine.dispose()
+
+
+def _brief(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", exc)).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class Database:
+    """The server's handle on its database: an async engine plus a clock."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @classmethod
+    def open(cls, url: str, *, pool_size: int = 10) -> Database:
+        """Migrate the schema if needed and open the async engine."""
+        async_url, sync_url = normalize_url(url)
+        migrate(sync_url)
+        kwargs: dict[str, Any] = {}
+        if async_url.startswith("postgresql"):
+            kwargs = {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True}
+        engine = create_async_engine(async_url, **kwargs)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return cls(engine)
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction; database outages surface as :class:`UnavailableError` (HTTP 503)."""
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except (OperationalError, DBAPIError) as exc:
+            if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not isinstance(
+                exc, OperationalError
+            ):
+                raise
+            raise UnavailableError(f"database unavailable: {_brief(exc)}", retry_after=1) from exc
+
+    async def close(self) -> None:
+        """Dispose of the pool."""
+        await self.engine.dispose()
+
+    @staticmethod
+    def now() -> float:
+        """Wall-clock seconds (one place, so tests can reason about it)."""
+        return time.time()

@@ -1,0 +1,127 @@
+"""The application server's tables (SQLAlchemy Core), mirrored by the Alembic migrations.
+
+Theory of operation: every account has a ``last_seq`` counter; each event for that account is
+written in the same transaction that bumps it (``UPDATE … SET last_seq = last_seq + 1 RETURNING``),
+so sequence numbers are gap-free and ordered per account even with several server processes on
+one PostgreSQL database. Tokens are stored only as SHA-256 hashes; a refresh-token *family* ties
+one login to all of its rotations so that re-use of a rotated token can revoke them all.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("username", sa.String(64), nullable=False, unique=True),
+    sa.Column("display_name", sa.String(128), nullable=False),
+    sa.Column("password_hash", sa.String(255), nullable=True),
+    sa.Column("presence", sa.String(16), nullable=False, server_default="offline"),
+    sa.Column("status_text", sa.String(256), nullable=False, server_default=""),
+    sa.Column("last_seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("external_issuer", sa.String(512), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+clients = sa.Table(
+    "clients",
+    metadata,
+    sa.Column("client_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("secret_hash", sa.String(64), nullable=True),
+    sa.Column("public", sa.Boolean, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+token_families = sa.Table(
+    "token_families",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("client_id", sa.String(64), nullable=False),
+    sa.Column("grant_type", sa.String(80), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+)
+
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(8), nullable=False),  # "access" | "refresh"
+    sa.Column("family_id", sa.String(32), sa.ForeignKey("token_families.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("user_id", sa.String(32), nullable=False, index=True),
+    sa.Column("client_id", sa.String(64), nullable=False),
+    sa.Column("scope", sa.String(256), nullable=False, server_default=""),
+    sa.Column("issued_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("used_at", sa.Float, nullable=True),  # refresh tokens: set when rotated
+    sa.Column("revoked_at", sa.Float, nullable=True),
+)
+
+trusted_issuers = sa.Table(
+    "trusted_issuers",
+    metadata,
+    sa.Column("issuer", sa.String(512), primary_key=True),
+    sa.Column("jwks", sa.Text, nullable=True),
+    sa.Column("jwks_url", sa.String(1024), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+signing_keys = sa.Table(
+    "signing_keys",
+    metadata,
+    sa.Column("kid", sa.String(64), primary_key=True),
+    sa.Column("private_jwk", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+contacts = sa.Table(
+    "contacts",
+    metadata,
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("contact_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"),
+              primary_key=True),
+    # "accepted" | "outgoing" (user asked contact) | "incoming" (contact asked user)
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("sender_id", sa.String(32), nullable=False),
+    sa.Column("recipient_id", sa.String(32), nullable=False),
+    sa.Column("client_msg_id", sa.String(128), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("sent_at", sa.Float, nullable=False),
+    sa.Column("conv_key", sa.String(65), nullable=False),
+    sa.UniqueConstraint("sender_id", "client_msg_id", name="uq_messages_sender_client_msg"),
+    sa.Index("ix_messages_conv", "conv_key", "id"),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("user_id", sa.String(32), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+tickets = sa.Table(
+    "event_tickets",
+    metadata,
+    sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(32), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)

@@ -1,0 +1,315 @@
+"""The host's link vault: links, their encrypted credentials, secrets and the audit log.
+
+Theory of operation
+-------------------
+:meth:`Vault.open` makes the database (:mod:`~interapp.vault.db`), brings the schema to the
+current revision (:mod:`~interapp.vault.schema`, cheap when nothing is to do) and unlocks the
+data key (:mod:`~interapp.vault.unlock`). Every method is then one short transaction.
+
+Credentials are sealed with the data key and bound to their link id; secrets to their name
+(:mod:`~interapp.vault.crypto`). Each change appends an audit entry in the *same* transaction
+(:mod:`~interapp.vault.audit`), so the log and the data never disagree.
+
+:meth:`Vault.replace_credential` is a compare-and-swap on the link's ``version``: only the
+writer that read the current version wins, the other gets :class:`StaleVersion` and must
+re-read. Credential changes are *durable* writes (fsync'd on SQLite), so a rotated refresh
+token is on disk before the caller may use it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import Row, select
+from sqlalchemy.engine import Connection
+
+from interapp.errors import NotFoundError, VaultError
+from interapp.ids import LinkId, TargetName
+from interapp.secret import Secret
+from interapp.vault import audit as _audit
+from interapp.vault.crypto import Cipher, link_aad, secret_aad
+from interapp.vault.db import Database
+from interapp.vault.model import AuditEntry, AuditEvent, AuditReport, Credential, Link, LinkState
+from interapp.vault.schema import audit as audit_table
+from interapp.vault.schema import ensure_schema, links, secrets
+from interapp.vault.unlock import unlock
+
+_LINK_COLUMNS = [c for c in links.c if c.name != "credential"]
+_now = _audit.now
+_append = _audit.append
+
+
+class StaleVersion(VaultError):
+    """Another writer changed the credential first (compare-and-swap lost)."""
+
+    code = "vault_stale"
+
+
+def _ts(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _link(row: Row[Any]) -> Link:
+    return Link(id=LinkId(row.id), local_app=row.local_app, local_account=row.local_account,
+                target=TargetName(row.target), target_app=row.target_app,
+                remote_account_id=row.remote_account_id,
+                remote_account_name=row.remote_account_name, state=LinkState(row.state),
+                state_reason=row.state_reason, credential_kind=row.credential_kind,
+                created_at=datetime.fromisoformat(row.created_at),
+                updated_at=datetime.fromisoformat(row.updated_at),
+                last_used_at=_ts(row.last_used_at), version=row.version)
+
+
+def _check_credential(credential: object) -> Credential:
+    if not isinstance(credential, Credential):
+        raise VaultError("credential must be a Credential")
+    return credential
+
+
+class Vault:
+    """The encrypted store of the host's links. Use :meth:`open`; close when done."""
+
+    def __init__(self, db: Database, cipher: Cipher, key_source: str) -> None:
+        self._database: Database | None = db
+        self._location = db.location
+        self._cipher = cipher
+        self.key_source = key_source
+        """Where this session's master key came from (``env-raw``, ``keyring``, ...)."""
+
+    @classmethod
+    def open(cls, url_or_path: str | Path, *, env: Mapping[str, str] | None = None,
+             passphrase: Callable[[], str] | None = None) -> Vault:
+        """Open (creating if needed) the vault at a SQLite path or a PostgreSQL URL."""
+        db = Database(url_or_path)
+        try:
+            ensure_schema(db)
+            db.tighten()
+            cipher, source = unlock(db, os.environ if env is None else env, passphrase)
+        except BaseException:
+            db.dispose()
+            raise
+        return cls(db, cipher, source)
+
+    @property
+    def location(self) -> str:
+        """The SQLite file path, or the database URL without password."""
+        return self._location
+
+    @property
+    def _db(self) -> Database:
+        if self._database is None:
+            raise VaultError("the vault is closed")
+        return self._database
+
+    def close(self) -> None:
+        """Release the database connections; the vault cannot be used afterwards."""
+        if self._database is not None:
+            self._database.dispose()
+            self._database = None
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Vault({self._location!r})"
+
+    # --- links -------------------------------------------------------------------------------
+
+    def _select_link(self, conn: Connection, link_id: str) -> Link:
+        row = conn.execute(select(*_LINK_COLUMNS).where(links.c.id == link_id)).first()
+        if row is None:
+            raise NotFoundError(f"no link {link_id!r} in the vault")
+        return _link(row)
+
+    def get_link(self, local_app: str, local_account: str, target: str) -> Link | None:
+        """The link of one local account to one target, or ``None``."""
+        query = select(*_LINK_COLUMNS).where(links.c.local_app == local_app,
+                                             links.c.local_account == local_account,
+                                             links.c.target == target)
+        with self._db.read() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _link(row)
+
+    def get_link_by_id(self, link_id: str) -> Link | None:
+        """The link with this id, or ``None``."""
+        with self._db.read() as conn:
+            row = conn.execute(select(*_LINK_COLUMNS).where(links.c.id == link_id)).first()
+        return None if row is None else _link(row)
+
+    def list_links(self, local_app: str | None = None,
+                   local_account: str | None = None) -> list[Link]:
+        """All links, optionally of one local app and/or account, in a stable order."""
+        query = select(*_LINK_COLUMNS)
+        if local_app is not None:
+            query = query.where(links.c.local_app == local_app)
+        if local_account is not None:
+            query = query.where(links.c.local_account == local_account)
+        query = query.order_by(links.c.local_app, links.c.local_account, links.c.target)
+        with self._db.read() as conn:
+            return [_link(row) for row in conn.execute(query)]
+
+    def create_link(self, *, local_app: str, local_account: str, target: str, target_app: str,
+                    remote_account_id: str, remote_account_name: str,
+                    credential: Credential) -> Link:
+        """Store a new link in state ``linked``; one per (local app, account, target)."""
+        credential = _check_credential(credential)
+        link_id = LinkId(uuid.uuid4().hex)
+        ts = _now()
+        row = {"id": link_id, "local_app": local_app, "local_account": local_account,
+               "target": target, "target_app": target_app,
+               "remote_account_id": remote_account_id,
+               "remote_account_name": remote_account_name, "state": LinkState.LINKED.value,
+               "state_reason": "", "credential_kind": credential.kind,
+               "credential": self._cipher.seal(credential.to_json(), link_aad(link_id)),
+               "created_at": ts, "updated_at": ts, "last_used_at": None, "version": 1}
+        with self._db.write(durable=True) as conn:
+            taken = conn.execute(select(links.c.id).where(
+                links.c.local_app == local_app, links.c.local_account == local_account,
+                links.c.target == target)).first()
+            if taken is not None:
+                raise VaultError(f"{local_account!r} on {local_app} is already linked to "
+                                 f"{target!r}")
+            conn.execute(links.insert().values(row))
+            _append(conn, self._cipher, AuditEvent.LINK, link_id=link_id, target=target,
+                    detail={"local_app": local_app, "local_account": local_account,
+                            "target_app": target_app, "remote_account_id": remote_account_id,
+                            "credential_kind": credential.kind})
+            return self._select_link(conn, link_id)
+
+    def read_credential(self, link_id: str, *, audit: bool = True) -> Credential:
+        """Decrypt a link's credential and note the use (``last_used_at``, audit entry)."""
+        with self._db.write() as conn:
+            row = conn.execute(select(links.c.credential, links.c.target)
+                               .where(links.c.id == link_id)).first()
+            if row is None:
+                raise NotFoundError(f"no link {link_id!r} in the vault")
+            credential = Credential.from_json(self._cipher.open(row.credential, link_aad(link_id)))
+            conn.execute(links.update().where(links.c.id == link_id)
+                         .values(last_used_at=_now()))
+            if audit:
+                _append(conn, self._cipher, AuditEvent.CREDENTIAL_USE, link_id=link_id,
+                        target=row.target, detail={"credential_kind": credential.kind})
+        return credential
+
+    def replace_credential(self, link_id: str, *, expected_version: int, credential: Credential,
+                           event: AuditEvent = AuditEvent.REFRESH) -> Link:
+        """Swap in a new credential if the link is still at ``expected_version``; durable."""
+        credential = _check_credential(credential)
+        blob = self._cipher.seal(credential.to_json(), link_aad(link_id))
+        with self._db.write(durable=True) as conn:
+            done = conn.execute(
+                links.update().where(links.c.id == link_id, links.c.version == expected_version)
+                .values(credential=blob, credential_kind=credential.kind,
+                        version=expected_version + 1, updated_at=_now()))
+            link = self._select_link(conn, link_id)
+            if done.rowcount != 1:
+                raise StaleVersion(f"link {link_id} is at version {link.version}, "
+                                   f"not {expected_version}")
+            _append(conn, self._cipher, event, link_id=link_id, target=link.target,
+                    detail={"version": str(link.version), "credential_kind": credential.kind})
+        return link
+
+    def set_state(self, link_id: str, state: LinkState, reason: str = "") -> Link:
+        """Record the link's health (``degraded``, ``needs_reauth``, ...)."""
+        state = LinkState(state)
+        with self._db.write() as conn:
+            before = self._select_link(conn, link_id)
+            conn.execute(links.update().where(links.c.id == link_id)
+                         .values(state=state.value, state_reason=reason, updated_at=_now()))
+            _append(conn, self._cipher, AuditEvent.STATE, link_id=link_id, target=before.target,
+                    detail={"from": before.state.value, "to": state.value, "reason": reason})
+            return self._select_link(conn, link_id)
+
+    def repair_link(self, link_id: str, *, remote_account_id: str, remote_account_name: str,
+                    credential: Credential) -> Link:
+        """After re-authentication: new credential, state ``linked``, version bumped."""
+        credential = _check_credential(credential)
+        blob = self._cipher.seal(credential.to_json(), link_aad(link_id))
+        with self._db.write(durable=True) as conn:
+            before = self._select_link(conn, link_id)
+            conn.execute(links.update().where(links.c.id == link_id).values(
+                remote_account_id=remote_account_id, remote_account_name=remote_account_name,
+                credential=blob, credential_kind=credential.kind, state=LinkState.LINKED.value,
+                state_reason="", version=links.c.version + 1, updated_at=_now()))
+            link = self._select_link(conn, link_id)
+            detail = {"version": str(link.version), "credential_kind": credential.kind,
+                      "remote_account_id": remote_account_id, "from_state": before.state.value}
+            if before.remote_account_id != remote_account_id:
+                detail["previous_remote_account_id"] = before.remote_account_id
+            _append(conn, self._cipher, AuditEvent.REAUTH, link_id=link_id, target=link.target,
+                    detail=detail)
+        return link
+
+    def delete_link(self, link_id: str, *, detail: Mapping[str, str] | None = None) -> None:
+        """Destroy a link and its credential; ``detail`` (e.g. revocation result) is audited."""
+        with self._db.write(durable=True) as conn:
+            link = self._select_link(conn, link_id)
+            conn.execute(links.delete().where(links.c.id == link_id))
+            _append(conn, self._cipher, AuditEvent.UNLINK, link_id=link_id, target=link.target,
+                    detail={"remote_account_id": link.remote_account_id, **(detail or {})})
+
+    # --- audit -------------------------------------------------------------------------------
+
+    def record(self, event: AuditEvent, *, link_id: str | None = None, target: str | None = None,
+               detail: Mapping[str, str] | None = None) -> AuditEntry:
+        """Append an audit entry (e.g. ``PROMPT``); detail values must be plain strings."""
+        clean = _audit.clean_detail(detail)
+        with self._db.write() as conn:
+            return _append(conn, self._cipher, AuditEvent(event), link_id=link_id,
+                           target=target, detail=clean)
+
+    def audit_log(self, link_id: str | None = None) -> list[AuditEntry]:
+        """The audit entries, oldest first, optionally of one link only."""
+        query = select(audit_table).order_by(audit_table.c.seq)
+        if link_id is not None:
+            query = query.where(audit_table.c.link_id == link_id)
+        with self._db.read() as conn:
+            return [_audit.row_to_entry(row) for row in conn.execute(query)]
+
+    def verify_audit(self) -> AuditReport:
+        """Recompute the hash chain and report the first entry that does not fit."""
+        with self._db.read() as conn:
+            return _audit.verify(conn, self._cipher)
+
+    # --- the host's own secrets --------------------------------------------------------------
+
+    def put_secret(self, name: str, value: Secret) -> None:
+        """Store (or replace) a named secret, e.g. the host's client secret."""
+        if not isinstance(value, Secret) or not name:
+            raise VaultError("put_secret needs a name and a Secret")
+        blob = self._cipher.seal(value.reveal().encode(), secret_aad(name))
+        with self._db.write(durable=True) as conn:
+            done = conn.execute(secrets.update().where(secrets.c.name == name)
+                                .values(blob=blob, updated_at=_now()))
+            if done.rowcount == 0:
+                conn.execute(secrets.insert().values(name=name, blob=blob, updated_at=_now()))
+            _append(conn, self._cipher, AuditEvent.SECRET, detail={"name": name, "action": "put"})
+
+    def get_secret(self, name: str) -> Secret | None:
+        """The named secret, or ``None``."""
+        with self._db.read() as conn:
+            blob = conn.execute(select(secrets.c.blob).where(secrets.c.name == name)).scalar()
+        if blob is None:
+            return None
+        return Secret(self._cipher.open(blob, secret_aad(name)).decode())
+
+    def delete_secret(self, name: str) -> bool:
+        """Remove a named secret; ``True`` if it existed."""
+        with self._db.write(durable=True) as conn:
+            done = conn.execute(secrets.delete().where(secrets.c.name == name))
+            if done.rowcount:
+                _append(conn, self._cipher, AuditEvent.SECRET,
+                        detail={"name": name, "action": "delete"})
+            return bool(done.rowcount)
+
+
