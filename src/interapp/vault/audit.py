@@ -28,13 +28,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 
 from interapp.errors import VaultError, VaultTampered
 from interapp.ids import LinkId, TargetName
 from interapp.secret import Secret
 from interapp.vault.crypto import Cipher
+from interapp.vault.db import Prepared
 from interapp.vault.model import AuditEntry, AuditEvent, AuditReport, Credential
 from interapp.vault.schema import audit, meta
 
@@ -43,6 +44,13 @@ HEAD_KEY: Final = "audit_head"
 _HEAD_AAD: Final = b"interapp-vault-audit-head-v1"
 _MAX_KEY: Final = 64
 _MAX_VALUE: Final = 2000
+
+# Built once: constructing Core statements costs more than running them on SQLite.
+_LAST = Prepared(select(audit.c.seq, audit.c.hash).order_by(audit.c.seq.desc()).limit(1))
+_INSERT = Prepared(audit.insert().values({c.name: bindparam(c.name) for c in audit.c}))
+_SET_HEAD = Prepared(meta.update().where(meta.c.key == HEAD_KEY)
+                     .values(value=bindparam("head")))
+_GET_HEAD = select(meta.c.value).where(meta.c.key == HEAD_KEY)
 
 
 def now() -> str:
@@ -84,18 +92,15 @@ def append(conn: Connection, cipher: Cipher, event: AuditEvent, *, link_id: str 
            target: str | None = None, detail: Mapping[str, Any] | None = None) -> AuditEntry:
     """Add one entry inside the caller's (serialised) write transaction."""
     clean = clean_detail(detail)
-    last = conn.execute(
-        select(audit.c.seq, audit.c.hash).order_by(audit.c.seq.desc()).limit(1)
-    ).first()
-    seq, prev = (1, GENESIS) if last is None else (last.seq + 1, last.hash)
+    last, _ = _LAST.run(conn, {})
+    seq, prev = (1, GENESIS) if not last else (last[0]["seq"] + 1, last[0]["hash"])
     at = now()
     digest = entry_hash(prev, seq, at, event.value, link_id, target, clean)
-    conn.execute(audit.insert().values(seq=seq, at=at, event=event.value, link_id=link_id,
-                                       target=target, detail=canonical(clean),
-                                       prev_hash=prev, hash=digest))
+    _INSERT.run(conn, {"seq": seq, "at": at, "event": event.value, "link_id": link_id,
+                           "target": target, "detail": canonical(clean), "prev_hash": prev,
+                           "hash": digest})
     head = cipher.seal(f"{seq}:{digest}".encode(), _HEAD_AAD).hex()
-    updated = conn.execute(meta.update().where(meta.c.key == HEAD_KEY).values(value=head))
-    if updated.rowcount == 0:
+    if _SET_HEAD.run(conn, {"head": head})[1] == 0:
         conn.execute(meta.insert().values(key=HEAD_KEY, value=head))
     return AuditEntry(seq, at, event, LinkId(link_id) if link_id else None,
                       TargetName(target) if target else None, clean, prev, digest)
@@ -110,7 +115,7 @@ def row_to_entry(row: Any) -> AuditEntry:
 
 
 def _head(conn: Connection, cipher: Cipher) -> tuple[int, str] | None:
-    value = conn.execute(select(meta.c.value).where(meta.c.key == HEAD_KEY)).scalar()
+    value = conn.execute(_GET_HEAD).scalar()
     if value is None:
         return None
     try:

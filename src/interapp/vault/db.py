@@ -17,6 +17,11 @@ serialised across processes). A *durable* write also switches that connection to
 
 On PostgreSQL writes take a transaction-scoped advisory lock, which serialises the audit
 chain the same way; commits are durable by default.
+
+Hot-path statements are :class:`Prepared`: a Core statement compiled once per dialect and run
+on the DBAPI cursor of the current connection (inside its SQLAlchemy-managed transaction).
+On SQLite that is several times cheaper than a full Core execution, and it is what keeps
+``get_link`` + ``read_credential`` well under a millisecond.
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
 
 from interapp.errors import VaultError
 
@@ -61,7 +68,47 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
 def _sqlite_begin(conn: Connection) -> None:
     mode = conn.info.pop(_BEGIN_KEY, "")
     if mode:
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        conn.connection.driver_connection.execute(f"BEGIN {mode}")  # type: ignore[union-attr]
+
+
+class Prepared:
+    """A Core statement compiled once per dialect and run straight on the DBAPI cursor."""
+
+    __slots__ = ("_compiled", "_stmt")
+
+    def __init__(self, stmt: ClauseElement) -> None:
+        self._stmt = stmt
+        self._compiled: dict[str, tuple[str, list[str] | None, dict[str, Any]]] = {}
+
+    def _sql(self, conn: Connection) -> tuple[str, list[str] | None, dict[str, Any]]:
+        name = conn.dialect.name
+        found = self._compiled.get(name)
+        if found is None:
+            compiled = cast(SQLCompiler, self._stmt.compile(dialect=conn.dialect))
+            order = list(compiled.positiontup or []) if compiled.positional else None
+            found = (str(compiled), order, dict(compiled.params))
+            self._compiled[name] = found
+        return found
+
+    def run(self, conn: Connection, params: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+        """Execute in ``conn``'s transaction: ``(rows as dicts, rowcount)``."""
+        sql, order, defaults = self._sql(conn)
+        values = {**defaults, **params}
+        args: Any = tuple(values[k] for k in order) if order is not None else values
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(sql, args)
+            rows: list[dict[str, Any]] = []
+            if cursor.description:
+                names = [d[0] for d in cursor.description]
+                rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+            return rows, cursor.rowcount
+        except Exception as exc:
+            if isinstance(exc, conn.dialect.loaded_dbapi.Error):
+                raise DBAPIError.instance(sql, args, exc, conn.dialect.loaded_dbapi.Error) from exc
+            raise
+        finally:
+            cursor.close()
 
 
 def _wrap(exc: DBAPIError) -> VaultError:

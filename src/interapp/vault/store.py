@@ -21,26 +21,24 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from interapp.errors import NotFoundError, VaultError
-from interapp.ids import LinkId, TargetName
+from interapp.ids import LinkId
 from interapp.secret import Secret
 from interapp.vault import audit as _audit
 from interapp.vault.crypto import Cipher, link_aad, secret_aad
 from interapp.vault.db import Database
 from interapp.vault.model import AuditEntry, AuditEvent, AuditReport, Credential, Link, LinkState
+from interapp.vault.rows import BY_ID, BY_TRIPLE, LINK_COLUMNS, TOUCH, link_from_row
 from interapp.vault.schema import audit as audit_table
 from interapp.vault.schema import ensure_schema, links, secrets
 from interapp.vault.unlock import unlock
 
-_LINK_COLUMNS = [c for c in links.c if c.name != "credential"]
 _now = _audit.now
 _append = _audit.append
 
@@ -49,21 +47,6 @@ class StaleVersion(VaultError):
     """Another writer changed the credential first (compare-and-swap lost)."""
 
     code = "vault_stale"
-
-
-def _ts(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
-
-
-def _link(row: Row[Any]) -> Link:
-    return Link(id=LinkId(row.id), local_app=row.local_app, local_account=row.local_account,
-                target=TargetName(row.target), target_app=row.target_app,
-                remote_account_id=row.remote_account_id,
-                remote_account_name=row.remote_account_name, state=LinkState(row.state),
-                state_reason=row.state_reason, credential_kind=row.credential_kind,
-                created_at=datetime.fromisoformat(row.created_at),
-                updated_at=datetime.fromisoformat(row.updated_at),
-                last_used_at=_ts(row.last_used_at), version=row.version)
 
 
 def _check_credential(credential: object) -> Credential:
@@ -126,37 +109,35 @@ class Vault:
     # --- links -------------------------------------------------------------------------------
 
     def _select_link(self, conn: Connection, link_id: str) -> Link:
-        row = conn.execute(select(*_LINK_COLUMNS).where(links.c.id == link_id)).first()
-        if row is None:
+        rows, _ = BY_ID.run(conn, {"link_id": link_id})
+        if not rows:
             raise NotFoundError(f"no link {link_id!r} in the vault")
-        return _link(row)
+        return link_from_row(rows[0])
 
     def get_link(self, local_app: str, local_account: str, target: str) -> Link | None:
         """The link of one local account to one target, or ``None``."""
-        query = select(*_LINK_COLUMNS).where(links.c.local_app == local_app,
-                                             links.c.local_account == local_account,
-                                             links.c.target == target)
+        params = {"app": local_app, "account": local_account, "target": target}
         with self._db.read() as conn:
-            row = conn.execute(query).first()
-        return None if row is None else _link(row)
+            rows, _ = BY_TRIPLE.run(conn, params)
+        return link_from_row(rows[0]) if rows else None
 
     def get_link_by_id(self, link_id: str) -> Link | None:
         """The link with this id, or ``None``."""
         with self._db.read() as conn:
-            row = conn.execute(select(*_LINK_COLUMNS).where(links.c.id == link_id)).first()
-        return None if row is None else _link(row)
+            rows, _ = BY_ID.run(conn, {"link_id": link_id})
+        return link_from_row(rows[0]) if rows else None
 
     def list_links(self, local_app: str | None = None,
                    local_account: str | None = None) -> list[Link]:
         """All links, optionally of one local app and/or account, in a stable order."""
-        query = select(*_LINK_COLUMNS)
+        query = select(*LINK_COLUMNS)
         if local_app is not None:
             query = query.where(links.c.local_app == local_app)
         if local_account is not None:
             query = query.where(links.c.local_account == local_account)
         query = query.order_by(links.c.local_app, links.c.local_account, links.c.target)
         with self._db.read() as conn:
-            return [_link(row) for row in conn.execute(query)]
+            return [link_from_row(row._mapping) for row in conn.execute(query)]
 
     def create_link(self, *, local_app: str, local_account: str, target: str, target_app: str,
                     remote_account_id: str, remote_account_name: str,
@@ -189,16 +170,14 @@ class Vault:
     def read_credential(self, link_id: str, *, audit: bool = True) -> Credential:
         """Decrypt a link's credential and note the use (``last_used_at``, audit entry)."""
         with self._db.write() as conn:
-            row = conn.execute(select(links.c.credential, links.c.target)
-                               .where(links.c.id == link_id)).first()
-            if row is None:
+            rows, _ = TOUCH.run(conn, {"link_id": link_id, "ts": _now()})
+            if not rows:
                 raise NotFoundError(f"no link {link_id!r} in the vault")
-            credential = Credential.from_json(self._cipher.open(row.credential, link_aad(link_id)))
-            conn.execute(links.update().where(links.c.id == link_id)
-                         .values(last_used_at=_now()))
+            blob, target = rows[0]["credential"], rows[0]["target"]
+            credential = Credential.from_json(self._cipher.open(blob, link_aad(link_id)))
             if audit:
                 _append(conn, self._cipher, AuditEvent.CREDENTIAL_USE, link_id=link_id,
-                        target=row.target, detail={"credential_kind": credential.kind})
+                        target=target, detail={"credential_kind": credential.kind})
         return credential
 
     def replace_credential(self, link_id: str, *, expected_version: int, credential: Credential,

@@ -90,8 +90,13 @@ class _Stream:
         while True:
             get = asyncio.ensure_future(sub.queue.get())
             wake = asyncio.ensure_future(sub.wakeup.wait())
-            done, _ = await asyncio.wait({get, wake}, timeout=RECONCILE_SECONDS,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            try:
+                done, _ = await asyncio.wait({get, wake}, timeout=RECONCILE_SECONDS,
+                                             return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                get.cancel()
+                wake.cancel()
+                raise
             wake.cancel()
             if get in done:
                 await self.send(get.result())

@@ -1,0 +1,1058 @@
+"""Benchmark of ONE interapp application-server worker (issue 2, "Tests" → benchmark).
+
+    .venv/bin/python bench/server_bench.py [--quick] [--out docs/performance.md]
+                                           [--backend auto|sqlite|postgres|both]
+                                           [--profile DIR]
+
+What it does, in one run:
+
+* starts the yardstick — a bare Starlette JSON endpoint (``bench/bare_server.py``) on uvicorn in
+  a subprocess with the same uvicorn settings as ``interapp serve`` — and measures its req/s;
+* for each database back-end (SQLite in a fresh temporary ``INTERAPP_HOME``; PostgreSQL in a
+  fresh database on 127.0.0.1:5432 when reachable), seeds users, a client, 100 buddies and
+  token chains directly through ``interapp.server.accounts`` / ``social`` / ``oauth.issue`` on
+  the database, then starts a real ``interapp serve`` subprocess (one worker, port 0) and
+  measures, from this separate load-generator process:
+  refresh-token grants/s (each worker coroutine follows its own rotating chain), password
+  grants/s, ``GET /v1/contacts`` (100 buddies) req/s, ``GET /v1/me`` and ``GET /healthz`` req/s
+  (to split auth and framework cost), message send→receive latency over ``/v1/events``
+  (the max send rate first, then paced at half of it; the receiver uses the ``websockets``
+  library), and the p99 of ``GET /v1/me`` while password logins saturate the hashing threads;
+* prints one progress line per phase and, with ``--out``, writes the results table, the
+  targets and the machine facts into a Markdown file. Anything after the
+  ``<!-- notes -->`` marker in an existing output file is kept across runs.
+
+The load generator is a raw asyncio HTTP/1.1 keep-alive client on uvloop (much cheaper per
+request than httpx, so the 2 cores go to the server rather than to the client). Every phase is
+bounded in time (``--duration``, default 8 s plus a 1 s warm-up; ``--quick``: 2 s plus 0.3 s) and
+in concurrency (``--concurrency``, default 16 connections). All traffic goes to 127.0.0.1.
+Latencies of paced (open-loop) phases are measured from the *intended* send time, so a stalled
+server cannot hide its stalls (no coordinated omission).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+HOST = "127.0.0.1"
+APP = "bench"
+PASSWORD = "bench-password-123"  # noqa: S105 - a throw-away benchmark account
+NOTES_MARKER = "<!-- notes -->"
+perf = time.perf_counter
+
+# Targets of issue 2 (2-core machine, one worker).
+TARGET_REFRESH = 1500.0
+TARGET_CONTACTS_RATIO = 0.4
+TARGET_MSG_P99_MS = 25.0
+TARGET_SATURATED_P99_MS = 50.0
+
+
+# --------------------------------------------------------------------------- raw HTTP client
+
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
+_CHUNKED = re.compile(rb"\r\ntransfer-encoding:[^\r]*chunked", re.IGNORECASE)
+_CLOSE = re.compile(rb"\r\nconnection:[ \t]*close", re.IGNORECASE)
+
+
+class HttpConn:
+    """One HTTP/1.1 keep-alive connection to 127.0.0.1 (requests are pre-built bytes)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, raw: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
+            sock = self.writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        assert self.reader is not None
+        try:
+            self.writer.write(raw)
+            head = await self.reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            match = _CONTENT_LENGTH.search(head)
+            if match:
+                body = await self.reader.readexactly(int(match.group(1)))
+            elif _CHUNKED.search(head):
+                body = await self._chunked()
+            else:
+                body = b""
+            if _CLOSE.search(head):
+                self.close()
+            return status, body
+        except BaseException:
+            self.close()
+            raise
+
+    async def _chunked(self) -> bytes:
+        assert self.reader is not None
+        parts = []
+        while True:
+            size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            parts.append(await self.reader.readexactly(size + 2))
+            if size == 0:
+                return b"".join(p[:-2] for p in parts)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+def build(method: str, path: str, port: int, headers: dict[str, str] | None = None,
+          body: bytes = b"") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}:{port}"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    if body or method in ("POST", "PUT"):
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def form(**params: str) -> bytes:
+    from urllib.parse import urlencode
+
+    return urlencode(params).encode()
+
+
+# --------------------------------------------------------------------------- measurement
+
+@dataclass
+class Result:
+    """One phase's outcome."""
+
+    name: str
+    count: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)  # seconds
+    server_cpu: float | None = None  # cores used by the server process during the phase
+    client_cpu: float | None = None  # cores used by this load generator during the phase
+    error_samples: Counter[str] = field(default_factory=Counter)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds if self.seconds else 0.0
+
+    def pct(self, p: float) -> float:
+        """The p-th percentile latency in milliseconds (nearest rank)."""
+        if not self.latencies:
+            return float("nan")
+        data = sorted(self.latencies)
+        k = min(len(data) - 1, max(0, math.ceil(p / 100 * len(data)) - 1))
+        return data[k] * 1000
+
+    def error(self, sample: str) -> None:
+        self.errors += 1
+        if len(self.error_samples) < 5 or sample in self.error_samples:
+            self.error_samples[sample[:160]] += 1
+
+
+class CpuMeter:
+    """CPU cores used by a process (from /proc) and by this process, over an interval."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _server(self) -> float | None:
+        if self.pid is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / self.tick
+
+    def start(self) -> None:
+        self._t, self._s, self._c = perf(), self._server(), time.process_time()
+
+    def stop(self, result: Result) -> None:
+        wall = perf() - self._t
+        s = self._server()
+        if s is not None and self._s is not None:
+            result.server_cpu = (s - self._s) / wall
+        result.client_cpu = (time.process_time() - self._c) / wall
+
+
+Step = Callable[[HttpConn, int], Awaitable[tuple[bool, str]]]
+
+
+async def closed_loop(name: str, port: int, concurrency: int, warmup: float, duration: float,
+                      step: Step, cpu: CpuMeter) -> Result:
+    """``concurrency`` workers each send a request as soon as the previous one answers.
+
+    Completions inside the measurement window (after the warm-up) are counted.
+    """
+    result = Result(name)
+    t_measure = perf() + warmup
+    t_end = t_measure + duration
+
+    async def worker(i: int) -> None:
+        conn = HttpConn(port)
+        try:
+            while perf() < t_end:
+                t0 = perf()
+                try:
+                    ok, why = await step(conn, i)
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                        ValueError) as exc:
+                    conn.close()
+                    ok, why = False, f"{type(exc).__name__}: {exc}"
+                t1 = perf()
+                if t_measure <= t1 <= t_end:
+                    if ok:
+                        result.count += 1
+                        result.latencies.append(t1 - t0)
+                    else:
+                        result.error(why)
+        finally:
+            conn.close()
+
+    await asyncio.sleep(0)
+    measure = asyncio.create_task(_measure_window(cpu, result, warmup, duration))
+    await asyncio.wait_for(asyncio.gather(*(worker(i) for i in range(concurrency))),
+                           warmup + duration + 60)
+    await measure
+    result.seconds = duration
+    return result
+
+
+async def _measure_window(cpu: CpuMeter, result: Result, warmup: float, duration: float) -> None:
+    await asyncio.sleep(warmup)
+    cpu.start()
+    await asyncio.sleep(duration)
+    cpu.stop(result)
+
+
+async def open_loop(rate: float, duration: float, fire: Callable[[float], Awaitable[None]],
+                    grace: float = 5.0) -> int:
+    """Call ``fire(intended_time)`` ``rate`` times a second for ``duration`` seconds.
+
+    Calls are started on schedule whether or not earlier ones have finished.
+    """
+    n = max(1, int(rate * duration))
+    t0 = perf() + 0.01
+    tasks = []
+    for i in range(n):
+        t = t0 + i / rate
+        delay = t - perf()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(fire(t)))
+    _, pending = await asyncio.wait(tasks, timeout=grace)
+    for task in pending:
+        task.cancel()
+    return n
+
+
+class ConnPool:
+    """A bounded pool of keep-alive connections for open-loop phases."""
+
+    def __init__(self, port: int, size: int) -> None:
+        self.queue: asyncio.Queue[HttpConn] = asyncio.Queue()
+        for _ in range(size):
+            self.queue.put_nowait(HttpConn(port))
+
+    async def request(self, raw: bytes) -> tuple[int, bytes]:
+        conn = await self.queue.get()
+        try:
+            return await conn.request(raw)
+        finally:
+            self.queue.put_nowait(conn)
+
+    def close(self) -> None:
+        while not self.queue.empty():
+            self.queue.get_nowait().close()
+
+
+# --------------------------------------------------------------------------- processes
+
+class Server:
+    """A server subprocess that prints its URL on its first line of output."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path,
+                 pattern: str) -> None:
+        self.name, self.log = name, log
+        self._fh = log.open("wb")
+        self.proc = subprocess.Popen(argv, stdout=self._fh, stderr=subprocess.STDOUT, env=env,
+                                     stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True)
+        self.port = self._wait_for_port(re.compile(pattern))
+
+    def _wait_for_port(self, pattern: re.Pattern[str]) -> int:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            text = self.log.read_text(errors="replace")
+            match = pattern.search(text)
+            if match:
+                return int(match.group(1))
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{text[-2000:]}")
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not announce its port in 90 s")
+
+    async def wait_ready(self, path: str) -> None:
+        conn = HttpConn(self.port)
+        deadline = perf() + 30
+        try:
+            while perf() < deadline:
+                try:
+                    status, _ = await conn.request(build("GET", path, self.port))
+                    if status == 200:
+                        return
+                except OSError:
+                    conn.close()
+                await asyncio.sleep(0.05)
+        finally:
+            conn.close()
+        raise RuntimeError(f"{self.name} not ready on {path}")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._fh.close()
+
+
+class Profiler:
+    """Optional py-spy sampling of the server during each phase (raw collapsed stacks)."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.dir = directory
+        self.exe = shutil.which("py-spy", path=str(BIN)) or shutil.which("py-spy")
+        if directory is not None:
+            if self.exe is None:
+                raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def start(self, pid: int, label: str, seconds: float) -> subprocess.Popen[bytes] | None:
+        if self.dir is None or self.exe is None:
+            return None
+        out = self.dir / f"{label}.txt"
+        return subprocess.Popen(
+            [self.exe, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
+             "--rate", "250", "--format", "raw", "--threads", "--nonblocking",
+             "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    @staticmethod
+    def finish(proc: subprocess.Popen[bytes] | None) -> None:
+        if proc is not None:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+
+
+# --------------------------------------------------------------------------- seeding
+
+@dataclass
+class Seed:
+    client_id: str
+    client_secret: str
+    contacts_user_token: str  # access token of "alice", who has 100 buddies
+    sender_token: str
+    receiver_token: str
+    refresh_tokens: list[str]
+    login_users: list[str]
+
+
+async def seed(db_url: str, *, buddies: int, chains: int, login_users: int) -> Seed:
+    """Create the accounts, client, buddies and tokens directly on the database."""
+    from interapp.secret import Secret
+    from interapp.server import accounts, passwords, social
+    from interapp.server.oauth import issue
+    from interapp.server.storage import Database
+
+    db = Database.open(db_url)
+    hashed = passwords.hash_sync(Secret(PASSWORD))  # one hash, reused by every account
+    ttl = {"access_ttl": 4 * 3600, "refresh_ttl": 24 * 3600}
+    try:
+        async with db.begin() as conn:
+            alice = await accounts.create_user(conn, "alice", password_hash=hashed)
+            for i in range(buddies):
+                buddy = await accounts.create_user(conn, f"buddy{i:03d}", password_hash=hashed,
+                                                   display_name=f"Buddy number {i}")
+                await social.make_buddies(conn, alice, buddy)
+            sender = await accounts.create_user(conn, "sender", password_hash=hashed)
+            receiver = await accounts.create_user(conn, "receiver", password_hash=hashed)
+            await social.make_buddies(conn, sender, receiver)
+            names = [f"login{i:02d}" for i in range(login_users)]
+            for name in names:
+                await accounts.create_user(conn, name, password_hash=hashed)
+            client_id, secret = await accounts.create_client(conn, "bench", public=False)
+            assert secret is not None
+
+            async def pair(user_id: str) -> dict[str, Any]:
+                return await issue.issue_pair(conn, user_id=user_id, client_id=client_id,
+                                              grant_type="password", **ttl)
+
+            alice_at = (await pair(alice.id))["access_token"]
+            sender_at = (await pair(sender.id))["access_token"]
+            receiver_at = (await pair(receiver.id))["access_token"]
+            refresh = [(await pair(alice.id))["refresh_token"] for _ in range(chains)]
+    finally:
+        await db.close()
+    return Seed(client_id, secret.reveal(), alice_at, sender_at, receiver_at, refresh, names)
+
+
+def pg_available(base: str) -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(_pg_dsn(base, "postgres"), connect_timeout=2):
+            return True
+    except Exception:
+        return False
+
+
+def _pg_dsn(base: str, db: str) -> str:
+    return base.replace("postgresql+psycopg://", "postgresql://").rstrip("/") + f"/{db}"
+
+
+def pg_create(base: str) -> tuple[str, str]:
+    import psycopg
+
+    name = f"interapp_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(_pg_dsn(base, "postgres"), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+    return name, base.rstrip("/") + f"/{name}"
+
+
+def pg_drop(base: str, name: str) -> None:
+    import psycopg
+
+    with contextlib.suppress(Exception), psycopg.connect(_pg_dsn(base, "postgres"),
+                                                         autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- phases
+
+@dataclass
+class Opts:
+    warmup: float
+    duration: float
+    concurrency: int
+    probe_rate: float
+    profiler: Profiler
+
+
+def line(backend: str, r: Result, unit: str = "/s") -> str:
+    cpu = ""
+    if r.server_cpu is not None:
+        cpu = f"  server cpu {r.server_cpu:.2f}"
+    if r.client_cpu is not None:
+        cpu += f"  loadgen cpu {r.client_cpu:.2f}"
+    errs = f"  errors {r.errors}" + (f" {dict(r.error_samples)}" if r.errors else "")
+    return (f"[{backend}] {r.name:<34} {r.rate:9.1f}{unit}  p50 {r.pct(50):7.2f} ms  "
+            f"p99 {r.pct(99):7.2f} ms{errs}{cpu}")
+
+
+async def run_closed(backend: str, label: str, name: str, port: int, pid: int | None, o: Opts,
+                     step: Step, concurrency: int | None = None) -> Result:
+    prof = o.profiler.start(pid, f"{backend}-{label}", o.warmup + o.duration) if pid else None
+    r = await closed_loop(name, port, concurrency or o.concurrency, o.warmup, o.duration, step,
+                          CpuMeter(pid))
+    o.profiler.finish(prof)
+    print(line(backend, r), flush=True)
+    return r
+
+
+async def bench_bare(port: int, pid: int, o: Opts) -> Result:
+    raw = build("GET", "/json", port)
+
+    async def step(conn: HttpConn, _: int) -> tuple[bool, str]:
+        status, body = await conn.request(raw)
+        return status == 200, f"{status} {body[:80]!r}"
+
+    return await run_closed("bare", "json", "bare Starlette GET /json", port, pid, o, step)
+
+
+async def bench_app(backend: str, port: int, pid: int, s: Seed, o: Opts) -> dict[str, Result]:
+    results: dict[str, Result] = {}
+    basic = base64.b64encode(f"{s.client_id}:{s.client_secret}".encode()).decode()
+    token_headers = {"Authorization": f"Basic {basic}",
+                     "Content-Type": "application/x-www-form-urlencoded"}
+
+    def get(path: str, token: str) -> bytes:
+        return build("GET", path, port, {"Authorization": f"Bearer {token}"})
+
+    # --- read paths: contacts (100 buddies), /v1/me (auth only), /healthz (framework only)
+    contacts_raw = get("/v1/contacts", s.contacts_user_token)
+    status, body = await HttpConn(port).request(contacts_raw)
+    n = len(json.loads(body).get("contacts", [])) if status == 200 else -1
+    if n != 100:
+        raise RuntimeError(f"GET /v1/contacts returned {status} with {n} contacts, not 100")
+
+    def getter(raw: bytes) -> Step:
+        async def step(conn: HttpConn, _: int) -> tuple[bool, str]:
+            status, body = await conn.request(raw)
+            return status == 200, f"{status} {body[:80]!r}"
+        return step
+
+    results["contacts"] = await run_closed(backend, "contacts", "GET /v1/contacts (100 buddies)",
+                                           port, pid, o, getter(contacts_raw))
+    results["me"] = await run_closed(backend, "me", "GET /v1/me (auth only)", port, pid, o,
+                                     getter(get("/v1/me", s.contacts_user_token)))
+    results["healthz"] = await run_closed(backend, "healthz", "GET /healthz (no auth, no DB)",
+                                          port, pid, o, getter(build("GET", "/healthz", port)))
+
+    # --- refresh-token grants: each worker follows its own rotating chain
+    chains = list(s.refresh_tokens)
+    current = [chains.pop() for _ in range(o.concurrency)]
+
+    async def refresh(conn: HttpConn, i: int) -> tuple[bool, str]:
+        status, body = await conn.request(build(
+            "POST", "/oauth/token", port, token_headers,
+            form(grant_type="refresh_token", refresh_token=current[i])))
+        if status == 200:
+            current[i] = json.loads(body)["refresh_token"]
+            return True, ""
+        if chains:  # a broken chain (e.g. a lost answer): continue on a spare one
+            current[i] = chains.pop()
+        return False, f"{status} {body[:100]!r}"
+
+    results["refresh"] = await run_closed(backend, "refresh", "refresh-token grants", port, pid,
+                                          o, refresh)
+
+    # --- password grants
+    def password_step() -> Step:
+        async def step(conn: HttpConn, i: int) -> tuple[bool, str]:
+            user = s.login_users[i % len(s.login_users)]
+            status, body = await conn.request(build(
+                "POST", "/oauth/token", port, token_headers,
+                form(grant_type="password", username=user, password=PASSWORD)))
+            return status == 200, f"{status} {body[:100]!r}"
+        return step
+
+    results["password"] = await run_closed(backend, "password", "password grants", port, pid, o,
+                                           password_step())
+
+    # --- messages over the event stream
+    results.update(await bench_messages(backend, port, pid, s, o))
+
+    # --- other requests while password logins saturate the hashing threads
+    me_raw = get("/v1/me", s.contacts_user_token)
+    results["idle_probe"] = await probe(backend, "probe-idle",
+                                        f"GET /v1/me p99 at {o.probe_rate:g}/s, idle", port,
+                                        pid, o, me_raw)
+    stop = asyncio.Event()
+    flood = Result("password grants (flood)")
+    t_flood = perf()
+
+    async def flooder(i: int) -> None:
+        conn = HttpConn(port)
+        step = password_step()
+        try:
+            while not stop.is_set():
+                try:
+                    ok, why = await step(conn, i)
+                except (OSError, asyncio.IncompleteReadError) as exc:
+                    conn.close()
+                    ok, why = False, type(exc).__name__
+                if ok:
+                    flood.count += 1
+                else:
+                    flood.error(why)
+        finally:
+            conn.close()
+
+    flooders = [asyncio.create_task(flooder(i)) for i in range(o.concurrency)]
+    await asyncio.sleep(o.warmup)
+    sat = await probe(backend, "probe-saturated",
+                      f"GET /v1/me p99 at {o.probe_rate:g}/s, hashing saturated", port, pid, o,
+                      me_raw, warm=False)
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(*flooders), 60)
+    flood.seconds = perf() - t_flood
+    sat.extra["password_rate"] = flood.rate
+    sat.extra["password_errors"] = flood.errors
+    print(f"[{backend}]   (password grants meanwhile: {flood.rate:.1f}/s, "
+          f"errors {flood.errors})", flush=True)
+    results["saturated_probe"] = sat
+    return results
+
+
+async def probe(backend: str, label: str, name: str, port: int, pid: int, o: Opts, raw: bytes,
+                warm: bool = True) -> Result:
+    """Paced requests; latency from the intended send time."""
+    result = Result(name)
+    pool = ConnPool(port, o.concurrency)
+    if warm:
+        await open_loop(o.probe_rate, o.warmup, lambda _: pool.request(raw))  # type: ignore
+
+    async def fire(intended: float) -> None:
+        try:
+            status, body = await pool.request(raw)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            result.error(type(exc).__name__)
+            return
+        if status == 200:
+            result.count += 1
+            result.latencies.append(perf() - intended)
+        else:
+            result.error(f"{status} {body[:80]!r}")
+
+    cpu = CpuMeter(pid)
+    prof = o.profiler.start(pid, f"{backend}-{label}", o.duration)
+    cpu.start()
+    await open_loop(o.probe_rate, o.duration, fire)
+    cpu.stop(result)
+    o.profiler.finish(prof)
+    result.seconds = o.duration
+    pool.close()
+    print(line(backend, result), flush=True)
+    return result
+
+
+async def bench_messages(backend: str, port: int, pid: int, s: Seed,
+                         o: Opts) -> dict[str, Result]:
+    """Max send rate (closed loop), then send→receive latency paced at half of it."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    arrived: dict[str, float] = {}
+    state = {"last": 0, "reconnects": 0, "bad": 0}
+    connected = asyncio.Event()
+    done = asyncio.Event()
+
+    async def receiver() -> None:
+        while not done.is_set():
+            query = f"?since={state['last']}" if state["last"] else ""
+            try:
+                async with connect(f"ws://{HOST}:{port}/v1/events{query}", proxy=None,
+                                   additional_headers={
+                                       "Authorization": f"Bearer {s.receiver_token}"},
+                                   max_size=2**20, open_timeout=10) as ws:
+                    connected.set()
+                    async for frame in ws:
+                        now = perf()
+                        event = json.loads(frame)
+                        if event.get("type") == "error":
+                            raise RuntimeError(f"event stream refused: {event}")
+                        if "seq" in event:
+                            if event["seq"] != state["last"] + 1 and state["last"]:
+                                state["bad"] += 1
+                            state["last"] = event["seq"]
+                        if event.get("type") == "message":
+                            arrived.setdefault(event["client_msg_id"], now)
+            except (ConnectionClosed, OSError):
+                if done.is_set():
+                    return
+                state["reconnects"] += 1
+                await asyncio.sleep(0.05)
+
+    recv_task = asyncio.create_task(receiver())
+    await asyncio.wait_for(connected.wait(), 15)
+    await asyncio.sleep(0.2)  # let the stream finish its catch-up and start pumping
+    headers = {"Authorization": f"Bearer {s.sender_token}", "Content-Type": "application/json"}
+    run_id = secrets.token_hex(3)
+    counter = iter(range(10**9))
+
+    def message(tag: str) -> tuple[str, bytes]:
+        cmid = f"{run_id}-{tag}-{next(counter)}"
+        body = json.dumps({"to": "receiver", "body": f"hello {cmid}", "client_msg_id": cmid})
+        return cmid, build("POST", "/v1/messages", port, headers, body.encode())
+
+    sent: dict[str, float] = {}
+
+    async def send_step(conn: HttpConn, _: int) -> tuple[bool, str]:
+        cmid, raw = message("max")
+        sent[cmid] = perf()
+        status, body = await conn.request(raw)
+        return status == 201, f"{status} {body[:100]!r}"
+
+    out: dict[str, Result] = {}
+    mx = await run_closed(backend, "msg-max", "message sends, max rate (closed loop)", port, pid,
+                          o, send_step)
+    await asyncio.sleep(0.5)
+    lat = [arrived[c] - t for c, t in sent.items() if c in arrived]
+    mx.extra["delivered"] = sum(1 for c in sent if c in arrived)
+    mx.extra["sent"] = len(sent)
+    mx.extra["e2e_p50"] = _pct(lat, 50)
+    mx.extra["e2e_p99"] = _pct(lat, 99)
+    print(f"[{backend}]   (at max rate: send→receive p50 {mx.extra['e2e_p50']:.1f} ms, "
+          f"p99 {mx.extra['e2e_p99']:.1f} ms; {mx.extra['delivered']}/{len(sent)} delivered)",
+          flush=True)
+    out["msg_max"] = mx
+
+    rate = max(1.0, mx.rate / 2)
+    paced = Result(f"message send→receive at {rate:.0f}/s")
+    intended: dict[str, float] = {}
+    acked: list[float] = []
+    pool = ConnPool(port, o.concurrency)
+
+    async def fire(t: float) -> None:
+        cmid, raw = message("paced")
+        intended[cmid] = t
+        try:
+            status, body = await pool.request(raw)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            paced.error(type(exc).__name__)
+            return
+        if status == 201:
+            acked.append(perf() - t)
+        else:
+            paced.error(f"{status} {body[:100]!r}")
+
+    cpu = CpuMeter(pid)
+    prof = o.profiler.start(pid, f"{backend}-msg-paced", o.duration)
+    cpu.start()
+    n = await open_loop(rate, o.duration, fire)
+    cpu.stop(paced)
+    o.profiler.finish(prof)
+    pool.close()
+    deadline = perf() + 3
+    while perf() < deadline and any(c not in arrived for c in intended):
+        await asyncio.sleep(0.02)
+    done.set()
+    recv_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await recv_task
+    paced.latencies = [arrived[c] - t for c, t in intended.items() if c in arrived]
+    paced.count = len(paced.latencies)
+    paced.seconds = o.duration
+    lost = n - paced.count
+    paced.extra.update(rate=rate, sent=n, lost=lost, ack_p50=_pct(acked, 50),
+                       ack_p99=_pct(acked, 99), reconnects=state["reconnects"],
+                       seq_gaps=state["bad"])
+    print(line(backend, paced) + f"  (201 p99 {paced.extra['ack_p99']:.1f} ms, lost {lost}, "
+          f"stream reconnects {state['reconnects']})", flush=True)
+    out["msg_paced"] = paced
+    return out
+
+
+def _pct(values: list[float], p: float) -> float:
+    r = Result("", latencies=values)
+    return r.pct(p)
+
+
+# --------------------------------------------------------------------------- orchestration
+
+async def run_backend(backend: str, db_url: str, home: Path, o: Opts,
+                      logs: Path) -> dict[str, Result]:
+    t = perf()
+    s = await seed(db_url, buddies=100, chains=o.concurrency * 8, login_users=o.concurrency)
+    print(f"[{backend}] seeded accounts, client, 100 buddies and token chains "
+          f"in {perf() - t:.1f} s", flush=True)
+    env = {**os.environ, "INTERAPP_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
+                "ALL_PROXY"):
+        env.pop(var, None)
+    server = Server(f"interapp serve ({backend})",
+                    [str(BIN / "interapp"), "serve", "--app", APP, "--db", db_url, "--host",
+                     HOST, "--port", "0"], env, logs / f"serve-{backend}.log",
+                    r"serving \S+ on http://[\d.]+:(\d+)")
+    try:
+        await server.wait_ready("/healthz")
+        print(f"[{backend}] interapp serve pid {server.pid} on port {server.port}", flush=True)
+        return await bench_app(backend, server.port, server.pid, s, o)
+    finally:
+        server.stop()
+
+
+async def run_bare(o: Opts, logs: Path) -> Result:
+    server = Server("bare Starlette", [sys.executable, str(ROOT / "bench" / "bare_server.py")],
+                    dict(os.environ), logs / "bare.log", r"serving on http://[\d.]+:(\d+)")
+    try:
+        await server.wait_ready("/json")
+        print(f"[bare] uvicorn pid {server.pid} on port {server.port}", flush=True)
+        return await bench_bare(server.port, server.pid, o)
+    finally:
+        server.stop()
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    o = Opts(warmup=args.warmup, duration=args.duration, concurrency=args.concurrency,
+             probe_rate=args.probe_rate, profiler=Profiler(args.profile))
+    backends = []
+    if args.backend in ("auto", "sqlite", "both"):
+        backends.append("sqlite")
+    if args.backend in ("postgres", "both") or (args.backend == "auto"
+                                                and pg_available(args.pg_url)):
+        backends.append("postgres")
+    print(f"server benchmark: one worker, {o.concurrency} connections, phases of "
+          f"{o.warmup:g}+{o.duration:g} s, back-ends: {', '.join(backends)}", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="interapp-bench-"))
+    all_results: dict[str, dict[str, Result]] = {}
+    started = dt.datetime.now(dt.UTC)
+    try:
+        bare = await run_bare(o, work)
+        for backend in backends:
+            home = work / f"home-{backend}"
+            home.mkdir()
+            if backend == "sqlite":
+                url = f"sqlite:///{home / 'bench.db'}"
+                all_results[backend] = await run_backend(backend, url, home, o, work)
+            else:
+                name, url = pg_create(args.pg_url)
+                try:
+                    all_results[backend] = await run_backend(backend, url, home, o, work)
+                finally:
+                    pg_drop(args.pg_url, name)
+    except Exception:
+        print(f"(server logs kept in {work})", file=sys.stderr)
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+    report = render(bare, all_results, args, started, o)
+    print()
+    print(summary_lines(bare, all_results))
+    if args.out:
+        write_report(Path(args.out), report)
+        print(f"wrote {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- report
+
+@dataclass
+class Row:
+    metric: str
+    measured: str
+    yardstick: str
+    target: str
+    met: str
+
+
+def _ms(v: float) -> str:
+    return f"{v:.1f} ms"
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**NOT met**"
+
+
+def rows_for(bare: Result, r: dict[str, Result]) -> tuple[list[Row], list[str]]:
+    """Table rows and plain statements of the misses."""
+    rows, misses = [], []
+
+    def ratio(x: Result) -> str:
+        return f"{x.rate / bare.rate:.2f}× bare" if bare.rate else "-"
+
+    ref = r["refresh"]
+    ok = ref.rate >= TARGET_REFRESH and not ref.errors
+    rows.append(Row("refresh-token grants", f"{ref.rate:,.0f}/s (p99 {_ms(ref.pct(99))}"
+                    f"{f', {ref.errors} errors' if ref.errors else ''})", ratio(ref),
+                    f"≥ {TARGET_REFRESH:,.0f}/s", _verdict(ok)))
+    if not ok:
+        misses.append(f"refresh-token grants: {ref.rate:,.0f}/s against ≥ {TARGET_REFRESH:,.0f}/s"
+                      f" — {TARGET_REFRESH / max(ref.rate, 1e-9):.1f}× too slow "
+                      f"({(1 - ref.rate / TARGET_REFRESH) * 100:.0f} % short)")
+    pw = r["password"]
+    rows.append(Row("password grants", f"{pw.rate:,.1f}/s (p99 {_ms(pw.pct(99))})", ratio(pw),
+                    "— (argon2id-bound)", "—"))
+    con = r["contacts"]
+    cr = con.rate / bare.rate if bare.rate else 0.0
+    ok = cr >= TARGET_CONTACTS_RATIO and not con.errors
+    rows.append(Row("GET /v1/contacts (100 buddies)", f"{con.rate:,.0f}/s (p99 "
+                    f"{_ms(con.pct(99))})", f"**{cr:.3f}× bare**",
+                    f"≥ {TARGET_CONTACTS_RATIO}× bare", _verdict(ok)))
+    if not ok:
+        misses.append(f"GET /v1/contacts: {cr:.3f}× the bare endpoint against ≥ "
+                      f"{TARGET_CONTACTS_RATIO}× — {TARGET_CONTACTS_RATIO / max(cr, 1e-9):.1f}× "
+                      f"too slow ({con.rate:,.0f}/s; {TARGET_CONTACTS_RATIO * bare.rate:,.0f}/s "
+                      "needed)")
+    for key, label in (("me", "GET /v1/me (auth only; diagnostic)"),
+                       ("healthz", "GET /healthz (FastAPI, no DB; diagnostic)")):
+        x = r[key]
+        rows.append(Row(label, f"{x.rate:,.0f}/s (p99 {_ms(x.pct(99))})", ratio(x), "—", "—"))
+    mx = r["msg_max"]
+    rows.append(Row("message sends, max rate", f"{mx.rate:,.0f}/s (send→receive p99 "
+                    f"{_ms(mx.extra['e2e_p99'])})", ratio(mx), "—", "—"))
+    mp = r["msg_paced"]
+    ok = mp.pct(99) <= TARGET_MSG_P99_MS and not mp.extra["lost"] and not mp.errors
+    lost = f", {mp.extra['lost']} lost" if mp.extra["lost"] else ""
+    rows.append(Row(f"message send→receive at half max ({mp.extra['rate']:.0f}/s)",
+                    f"p50 {_ms(mp.pct(50))}, **p99 {_ms(mp.pct(99))}**{lost}", "—",
+                    f"p99 ≤ {TARGET_MSG_P99_MS:g} ms", _verdict(ok)))
+    if not ok:
+        misses.append(f"message send→receive p99 at half the max rate: {_ms(mp.pct(99))} "
+                      f"against ≤ {TARGET_MSG_P99_MS:g} ms — "
+                      f"{mp.pct(99) / TARGET_MSG_P99_MS:.1f}× over{lost}")
+    ip, sp = r["idle_probe"], r["saturated_probe"]
+    rows.append(Row("GET /v1/me p99, paced, no login load", f"p50 {_ms(ip.pct(50))}, p99 "
+                    f"{_ms(ip.pct(99))}", "—", "—", "—"))
+    ok = sp.pct(99) <= TARGET_SATURATED_P99_MS and not sp.errors
+    rows.append(Row("GET /v1/me p99 while password logins saturate hashing "
+                    f"({sp.extra['password_rate']:.0f} logins/s)",
+                    f"p50 {_ms(sp.pct(50))}, **p99 {_ms(sp.pct(99))}**", "—",
+                    f"p99 ≤ {TARGET_SATURATED_P99_MS:g} ms", _verdict(ok)))
+    if not ok:
+        misses.append(f"other requests while password logins saturate hashing: p99 "
+                      f"{_ms(sp.pct(99))} against ≤ {TARGET_SATURATED_P99_MS:g} ms — "
+                      f"{sp.pct(99) / TARGET_SATURATED_P99_MS:.1f}× over")
+    return rows, misses
+
+
+def summary_lines(bare: Result, results: dict[str, dict[str, Result]]) -> str:
+    out = [f"bare Starlette GET /json: {bare.rate:,.0f}/s"]
+    for backend, r in results.items():
+        rows, misses = rows_for(bare, r)
+        out.append(f"{backend}:")
+        out += [f"  {row.metric}: {row.measured} | {row.yardstick} | {row.target} | "
+                f"{row.met}".replace("**", "") for row in rows]
+        out += [f"  MISS {m}" for m in misses]
+    return "\n".join(out)
+
+
+def _versions() -> str:
+    names = ["uvicorn", "uvloop", "httptools", "websockets", "starlette", "fastapi", "sqlalchemy",
+             "aiosqlite", "psycopg", "argon2-cffi", "pydantic"]
+    parts = []
+    for n in names:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            parts.append(f"{n} {importlib.metadata.version(n)}")
+    return ", ".join(parts)
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for text_line in Path("/proc/cpuinfo").read_text().splitlines():
+            if text_line.startswith("model name"):
+                return text_line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def render(bare: Result, results: dict[str, dict[str, Result]], args: argparse.Namespace,
+           started: dt.datetime, o: Opts) -> str:
+    cmd = ".venv/bin/python bench/server_bench.py " + " ".join(args.argv)
+    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    md = [
+        "# Performance of one application-server worker",
+        "",
+        "Generated by `bench/server_bench.py` (issue 2's benchmark). Re-run with:",
+        "",
+        "```sh",
+        cmd.strip(),
+        "```",
+        "",
+        f"- Date: {started:%Y-%m-%d %H:%M} UTC",
+        f"- Machine: nproc = {nproc}, {_cpu_model()}, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**30} GiB RAM, "
+        f"{platform.system()} {platform.release()}",
+        f"- Python {platform.python_version()} ({platform.python_implementation()}); "
+        f"{_versions()}",
+        f"- One `interapp serve` worker (uvicorn, uvloop + httptools) on 127.0.0.1, data in a "
+        f"fresh temporary `INTERAPP_HOME`; the load generator is a separate process on the same "
+        f"2 cores (raw asyncio HTTP/1.1 keep-alive client on uvloop, {o.concurrency} connections"
+        f"; the event stream is read with the `websockets` library).",
+        f"- Each phase: {o.warmup:g} s warm-up, then {o.duration:g} s measured. Throughput "
+        f"phases are closed-loop ({o.concurrency} connections). Paced phases are open-loop and "
+        "their latencies are counted from the *intended* send time (no coordinated omission).",
+        f"- Yardstick: a bare Starlette `JSONResponse({{\"status\": \"ok\"}})` endpoint "
+        f"(`bench/bare_server.py`), same uvicorn settings, same run: **{bare.rate:,.0f} req/s** "
+        f"(p99 {_ms(bare.pct(99))}).",
+        "",
+    ]
+    for backend, r in results.items():
+        rows, misses = rows_for(bare, r)
+        label = {"sqlite": "SQLite (the embedded default)",
+                 "postgres": "PostgreSQL 127.0.0.1:5432 (fresh database)"}.get(backend, backend)
+        md += [f"## {label}", "",
+               "| Metric | Measured | Ratio to bare | Target | Status |",
+               "|---|---|---|---|---|"]
+        md += [f"| {x.metric} | {x.measured} | {x.yardstick} | {x.target} | {x.met} |"
+               for x in rows]
+        md += ["", "Server CPU during each phase (cores; 1.00 = one core busy): " + ", ".join(
+            f"{name} {res.server_cpu:.2f}" for name, res in r.items()
+            if res.server_cpu is not None) + ".", ""]
+        errors = {name: res.errors for name, res in r.items() if res.errors}
+        if errors:
+            md += [f"Errors during phases: {errors}.", ""]
+        if misses:
+            md += [f"**Not met yet on {backend}:**", ""] + [f"- {m}" for m in misses] + [""]
+        else:
+            md += [f"All targets are met on {backend}.", ""]
+    return "\n".join(md)
+
+
+def write_report(path: Path, report: str) -> None:
+    notes = ""
+    if path.exists():
+        old = path.read_text()
+        if NOTES_MARKER in old:
+            notes = old[old.index(NOTES_MARKER):]
+    if not notes:
+        notes = (f"{NOTES_MARKER}\n## Notes\n\n(Hand-written analysis goes below the marker "
+                 "above; the benchmark keeps it when it rewrites this file.)\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(report.rstrip() + "\n\n" + notes.rstrip() + "\n")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Benchmark one interapp application-server worker.")
+    p.add_argument("--quick", action="store_true", help="2 s phases (smoke run)")
+    p.add_argument("--out", help="write the Markdown report here (e.g. docs/performance.md)")
+    p.add_argument("--backend", choices=["auto", "sqlite", "postgres", "both"], default="auto",
+                   help="auto = SQLite, plus PostgreSQL when it answers (default)")
+    p.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432",
+                   help="PostgreSQL server (a fresh database is created and dropped)")
+    p.add_argument("--concurrency", type=int, default=16, help="connections per phase")
+    p.add_argument("--duration", type=float, help="measured seconds per phase (8; quick 2)")
+    p.add_argument("--warmup", type=float, help="warm-up seconds per phase (1; quick 0.3)")
+    p.add_argument("--probe-rate", type=float, default=100.0,
+                   help="paced GET /v1/me rate of the saturation phase (req/s)")
+    p.add_argument("--profile", type=Path, help="record py-spy raw stacks per phase here")
+    args = p.parse_args(argv)
+    args.argv = argv
+    if args.duration is None:
+        args.duration = 2.0 if args.quick else 8.0
+    if args.warmup is None:
+        args.warmup = 0.3 if args.quick else 1.0
+    args.duration = min(args.duration, 10.0)
+    args.concurrency = max(1, min(args.concurrency, 64))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    sys.path.insert(0, str(ROOT / "src"))
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:
+        runner = asyncio.Runner()
+    with runner:
+        return runner.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

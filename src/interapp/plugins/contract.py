@@ -1,0 +1,247 @@
+"""The one plug-in contract: what a plug-in declares, and what it implements.
+
+Theory of operation
+-------------------
+A plug-in is announced by an entry point in the group ``interapp.plugins`` whose object is a
+:class:`PluginSpec`: *static metadata only* (name, version, the account fields it accepts, its
+capabilities) plus the dotted path of its implementation. The host lists and checks specs without
+importing any network library; only :meth:`PluginSpec.load` imports the implementation, when a
+target that uses it is started. The shipped ``interapp`` plug-in is registered exactly this way,
+in ``pyproject.toml``, like a third party's would be.
+
+An implementation subclasses :class:`Plugin` and is built per target. The host drives it:
+
+* ``login(answers)`` — different account systems: the user's account information for the
+  target (fields from ``spec.account_fields``); returns a :class:`Login` with the credential the
+  vault will keep (never a password when the target can issue tokens);
+* ``login_with_assertion(assertion)`` — same account system: an RFC 7523 assertion minted by the
+  local application;
+* ``refresh(credential)`` — rotate a credential; the host saves the result *before* using it;
+* ``open(credential)`` — start a session with a credential; then ``profile``, ``buddies``,
+  ``send``, ``history``, ``set_presence``, buddy requests and ``events`` (resumable by cursor);
+* ``revoke(credential)`` — give the grant back to the target (RFC 7009 for OAuth targets);
+* ``close()``.
+
+Failures are :mod:`interapp.errors` classes: :class:`~interapp.errors.NeedsReauth` when the target
+refuses the credential or the account information (wrong password, revoked grant),
+:class:`~interapp.errors.ConnectionLost` when it cannot be reached, and
+:class:`~interapp.errors.RateLimited` with ``retry_after`` when it asks to slow down.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from interapp.errors import ConfigError
+from interapp.host.resolver import PromptField
+from interapp.secret import Secret
+from interapp.vault.model import Credential
+
+__all__ = [
+    "Buddy", "ChatMessage", "Credential", "Login", "Plugin", "PluginEvent", "PluginSpec",
+    "Profile", "PromptField", "TargetConfig",
+]
+
+PresenceState = Literal["online", "away", "busy", "offline"]
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """Static metadata of a plug-in, importable without its heavy dependencies."""
+
+    name: str
+    version: str
+    description: str
+    implementation: str  # "package.module:ClassName"
+    account_fields: tuple[PromptField, ...]
+    supports_refresh: bool = False
+    supports_presence: bool = True
+    supports_history: bool = True
+    supports_assertion: bool = False
+    credential_kinds: tuple[str, ...] = ()
+    url_schemes: tuple[str, ...] = ("http", "https")
+
+    def check(self, entry_point_name: str | None = None) -> None:
+        """Validate the metadata; ConfigError naming the problem."""
+        if not _NAME.match(self.name):
+            raise ConfigError(f"plug-in name {self.name!r} is not valid")
+        if entry_point_name is not None and entry_point_name != self.name:
+            raise ConfigError(f"entry point {entry_point_name!r} announces plug-in {self.name!r}")
+        if not re.match(r"^\d+(\.\d+)*", self.version):
+            raise ConfigError(f"plug-in {self.name}: version {self.version!r} is not valid")
+        if ":" not in self.implementation:
+            raise ConfigError(f"plug-in {self.name}: implementation must be 'module:Class'")
+        names = [f.name for f in self.account_fields]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"plug-in {self.name}: account field names repeat")
+
+    def capabilities(self) -> dict[str, Any]:
+        """Capabilities as plain data, for ``interapp plugins --json``."""
+        return {"refresh": self.supports_refresh, "presence": self.supports_presence,
+                "history": self.supports_history, "same_account_login": self.supports_assertion,
+                "account_fields": [{"name": f.name, "label": f.label, "secret": f.secret}
+                                   for f in self.account_fields]}
+
+    def load(self) -> type[Plugin]:
+        """Import the implementation (the heavy part) and return its class."""
+        module_name, _, attr = self.implementation.partition(":")
+        cls = getattr(importlib.import_module(module_name), attr)
+        if not (isinstance(cls, type) and issubclass(cls, Plugin)):
+            raise ConfigError(f"plug-in {self.name}: {self.implementation} is not a Plugin")
+        return cls
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """One configured target (an opposite application), as the plug-in sees it."""
+
+    name: str
+    plugin: str
+    server: str
+    client_id: str | None = None
+    client_secret: Secret | None = None
+    account_system: Literal["shared", "separate"] = "separate"
+    tls: bool | None = None
+    options: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Login:
+    """A successful login: who the user is on the target, and what to keep."""
+
+    remote_account_id: str
+    remote_account_name: str
+    credential: Credential
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The user's (or a buddy's) profile on the target."""
+
+    id: str
+    username: str
+    display_name: str
+    presence: str = "offline"
+    status_text: str = ""
+
+
+@dataclass(frozen=True)
+class Buddy(Profile):
+    """A buddy-list entry."""
+
+    groups: tuple[str, ...] = ()
+    subscription: str = "both"
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """A message in a conversation."""
+
+    id: str
+    sender: str
+    recipient: str
+    body: str
+    sent_at: str
+    client_msg_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PluginEvent:
+    """A live event from the target, with the cursor to resume after it."""
+
+    type: str  # "message" | "presence" | "contact_request" | "contact_added" | ...
+    cursor: str
+    data: Mapping[str, Any]
+
+
+class Plugin(ABC):
+    """Base class of every plug-in implementation (see the module docstring)."""
+
+    spec: ClassVar[PluginSpec]
+
+    def __init__(self, target: TargetConfig) -> None:
+        self.target = target
+
+    @abstractmethod
+    async def login(self, answers: Mapping[str, Secret | str]) -> Login:
+        """Log in with the account information the user typed."""
+
+    async def login_with_assertion(self, assertion: Secret) -> Login:
+        """Log in with an assertion from the local application (same account system)."""
+        raise ConfigError(f"plug-in {self.spec.name} has no same-account login")
+
+    async def audience(self) -> str:
+        """The target's issuer identifier (the audience of same-account assertions)."""
+        return self.target.server
+
+    def prepare_refresh(self, credential: Credential) -> Credential:
+        """The credential with the intent to refresh recorded (e.g. an idempotency key).
+
+        The host saves this *before* calling :meth:`refresh`, so a refresh interrupted by a
+        crash can be completed with the same intent after restart.
+        """
+        return credential
+
+    def has_pending_refresh(self, credential: Credential) -> bool:
+        """True when ``credential`` carries an unfinished refresh intent."""
+        return False
+
+    async def refresh(self, credential: Credential) -> Credential:
+        """Rotate ``credential``; the default keeps it as is."""
+        return credential
+
+    def needs_refresh(self, credential: Credential, now: float) -> bool:
+        """True when ``credential`` should be rotated before use."""
+        return False
+
+    @abstractmethod
+    async def open(self, credential: Credential) -> Profile:
+        """Start a session; return the user's profile (this also checks the credential)."""
+
+    @abstractmethod
+    async def buddies(self) -> list[Buddy]:
+        """The buddy list."""
+
+    async def add_buddy(self, username: str) -> None:
+        """Ask ``username`` to become a buddy."""
+        raise ConfigError(f"plug-in {self.spec.name} cannot add buddies")
+
+    async def accept_buddy(self, username: str) -> None:
+        """Accept ``username``'s buddy request."""
+        raise ConfigError(f"plug-in {self.spec.name} cannot accept buddies")
+
+    async def remove_buddy(self, username: str) -> None:
+        """Remove ``username`` from the buddies."""
+        raise ConfigError(f"plug-in {self.spec.name} cannot remove buddies")
+
+    @abstractmethod
+    async def send(self, to: str, body: str, client_msg_id: str) -> ChatMessage:
+        """Send a message to a buddy (``client_msg_id`` makes retries safe)."""
+
+    async def history(self, with_user: str, *, limit: int = 50) -> list[ChatMessage]:
+        """The conversation with ``with_user``, newest last."""
+        return []
+
+    async def set_presence(self, state: PresenceState, status_text: str) -> None:
+        """Set the user's presence and status text."""
+
+    @abstractmethod
+    def events(self, cursor: str | None) -> AsyncIterator[PluginEvent]:
+        """Live events after ``cursor`` (None: from now on)."""
+
+    async def revoke(self, credential: Credential) -> None:
+        """Revoke the grant behind ``credential`` at the target."""
+
+    async def close(self) -> None:
+        """Release the session."""
+
+    @classmethod
+    def spec_of(cls) -> PluginSpec:
+        """The plug-in's spec."""
+        return cls.spec

@@ -1,0 +1,229 @@
+"""The ``interapp`` plug-in's implementation (httpx for HTTP, websockets for events).
+
+Credential kept in the vault: ``oauth_tokens`` = access token, rotating refresh token and the
+access token's expiry. The password the user typed is used once, for the password grant, and
+never stored.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from interapp.errors import (
+    ConfigError,
+    ConnectionLost,
+    InvalidClient,
+    InvalidGrant,
+    NeedsReauth,
+    OAuthError,
+    SlowDown,
+    Unauthorized,
+)
+from interapp.plugins.contract import (
+    Buddy,
+    ChatMessage,
+    Credential,
+    Login,
+    Plugin,
+    PluginEvent,
+    PresenceState,
+    Profile,
+)
+from interapp.plugins.interapp_server import PLUGIN
+from interapp.plugins.interapp_server.api import ServerClient
+from interapp.secret import Secret
+
+KIND = "oauth_tokens"
+REFRESH_MARGIN = 30.0
+
+
+def _credential(body: Mapping[str, Any]) -> Credential:
+    return Credential(kind=KIND, fields={
+        "access_token": str(body["access_token"]),
+        "refresh_token": str(body.get("refresh_token", "")),
+        "expires_at": f"{float(body.get('expires_at', time.time() + 900)):.3f}"})
+
+
+def _profile(data: Mapping[str, Any]) -> Profile:
+    return Profile(id=str(data["id"]), username=str(data["username"]),
+                   display_name=str(data["display_name"]), presence=str(data["presence"]),
+                   status_text=str(data["status_text"]))
+
+
+def _message(m: Mapping[str, Any]) -> ChatMessage:
+    return ChatMessage(id=str(m["message_id"]), sender=str(m["from"]), recipient=str(m["to"]),
+                       body=str(m["body"]), sent_at=str(m["sent_at"]),
+                       client_msg_id=m.get("client_msg_id"))
+
+
+class InterappPlugin(Plugin):
+    """Connects the local application to an interapp application server."""
+
+    spec = PLUGIN
+
+    def __init__(self, target: Any) -> None:
+        super().__init__(target)
+        self.client = ServerClient(target.server, client_id=target.client_id,
+                                   client_secret=target.client_secret)
+        self._issuer: str | None = None
+
+    async def _grant(self, call: Any) -> Login:
+        try:
+            body = await call
+        except InvalidClient as exc:
+            raise ConfigError(f"{self.target.name} refused this host's client credentials "
+                              f"({exc.message}); check the target's --client-id") from exc
+        except SlowDown as exc:
+            raise NeedsReauth(exc.message, retry_after=exc.retry_after) from exc
+        except OAuthError as exc:
+            raise NeedsReauth(exc.message) from exc
+        credential = _credential(body)
+        profile = await self.open(credential)
+        return Login(profile.id, profile.username, credential)
+
+    async def login(self, answers: Mapping[str, Secret | str]) -> Login:
+        """Password grant with the account information the user typed."""
+        username = answers.get("username")
+        password = answers.get("password")
+        name = username.reveal() if isinstance(username, Secret) else username
+        if not name or password is None:
+            raise ConfigError("username and password are required")
+        secret = password if isinstance(password, Secret) else Secret(password)
+        return await self._grant(self.client.password_grant(name.strip(), secret))
+
+    async def login_with_assertion(self, assertion: Secret) -> Login:
+        """RFC 7523 grant with an assertion from the local application."""
+        return await self._grant(self.client.jwt_bearer_grant(assertion))
+
+    def needs_refresh(self, credential: Credential, now: float) -> bool:
+        """Refresh when the access token expires within 30 s."""
+        try:
+            return float(credential.get("expires_at") or 0) - REFRESH_MARGIN < now
+        except ValueError:
+            return True
+
+    async def audience(self) -> str:
+        """The server's issuer identifier, from its RFC 8414 metadata."""
+        if self._issuer is None:
+            self._issuer = str((await self.client.metadata())["issuer"])
+        return self._issuer
+
+    def prepare_refresh(self, credential: Credential) -> Credential:
+        """Record a fresh idempotency key for the coming refresh."""
+        return Credential(kind=credential.kind, fields={
+            **credential.fields, "refresh_key": secrets.token_urlsafe(24)})
+
+    def has_pending_refresh(self, credential: Credential) -> bool:
+        """True when a refresh was started and its result may not have been saved."""
+        return bool(credential.get("refresh_key"))
+
+    async def refresh(self, credential: Credential) -> Credential:
+        """Rotate the refresh token; a refusal means the link needs re-authentication.
+
+        The idempotency key lets the server hand back the same new pair if this exact refresh
+        is retried (after a crash between its answer and the vault's save).
+        """
+        token = credential.get("refresh_token")
+        if not token:
+            raise NeedsReauth("no refresh token stored")
+        try:
+            body = await self.client.refresh_grant(Secret(token),
+                                                   idempotency_key=credential.get("refresh_key"))
+        except InvalidGrant as exc:
+            raise NeedsReauth(f"refresh token refused: {exc.message}") from exc
+        except InvalidClient as exc:
+            raise ConfigError(f"{self.target.name} refused this host's client credentials") \
+                from exc
+        return _credential(body)
+
+    async def open(self, credential: Credential) -> Profile:
+        """Use the access token; GET /v1/me checks it."""
+        self.client.access_token = Secret(credential.get("access_token") or "")
+        return _profile(await self.client.api("GET", "/v1/me"))
+
+    async def buddies(self) -> list[Buddy]:
+        """Every page of GET /v1/contacts."""
+        out: list[Buddy] = []
+        cursor: str | None = None
+        while True:
+            params = {"limit": "500", **({"cursor": cursor} if cursor else {})}
+            page = await self.client.api("GET", "/v1/contacts", params=params)
+            out.extend(Buddy(**_profile(c).__dict__) for c in page["contacts"])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return out
+
+    async def _contact_id(self, username: str) -> str:
+        for buddy in await self.buddies():
+            if buddy.username == username:
+                return buddy.id
+        pending = await self.client.api("GET", "/v1/contacts/requests")
+        for req in pending["requests"]:
+            if req["username"] == username:
+                return str(req["id"])
+        raise ConfigError(f"{username} is neither a buddy nor a pending request on "
+                          f"{self.target.name}")
+
+    async def add_buddy(self, username: str) -> None:
+        """POST /v1/contacts."""
+        await self.client.api("POST", "/v1/contacts", json={"username": username})
+
+    async def accept_buddy(self, username: str) -> None:
+        """POST /v1/contacts/{id}/accept."""
+        await self.client.api("POST", f"/v1/contacts/{await self._contact_id(username)}/accept")
+
+    async def remove_buddy(self, username: str) -> None:
+        """DELETE /v1/contacts/{id}."""
+        await self.client.api("DELETE", f"/v1/contacts/{await self._contact_id(username)}")
+
+    async def send(self, to: str, body: str, client_msg_id: str) -> ChatMessage:
+        """POST /v1/messages (idempotent by client_msg_id)."""
+        return _message(await self.client.api("POST", "/v1/messages", json={
+            "to": to, "body": body, "client_msg_id": client_msg_id}))
+
+    async def history(self, with_user: str, *, limit: int = 50) -> list[ChatMessage]:
+        """GET /v1/conversations/{user}/messages."""
+        data = await self.client.api("GET", f"/v1/conversations/{with_user}/messages",
+                                     params={"limit": str(min(max(limit, 1), 200))})
+        return [_message(m) for m in data["messages"]]
+
+    async def set_presence(self, state: PresenceState, status_text: str) -> None:
+        """PUT /v1/presence."""
+        await self.client.api("PUT", "/v1/presence",
+                              json={"state": state, "status_text": status_text})
+
+    async def events(self, cursor: str | None) -> AsyncIterator[PluginEvent]:
+        """The WebSocket stream; ConnectionLost when it drops (resume with the last cursor)."""
+        url = self.client.events_url(cursor)
+        try:
+            async with websockets.connect(url, additional_headers=self.client.bearer_header(),
+                                          open_timeout=10, max_size=2**20) as ws:
+                async for frame in ws:
+                    event = json.loads(frame)
+                    if event.get("type") == "error":
+                        if event.get("error") == "unauthorized":
+                            raise Unauthorized(str(event.get("message", "")))
+                        raise ConnectionLost(str(event.get("message", "stream error")))
+                    yield PluginEvent(type=str(event["type"]), cursor=str(event["seq"]),
+                                      data=event)
+        except (ConnectionClosed, OSError, InvalidStatus, TimeoutError) as exc:
+            raise ConnectionLost(f"event stream of {self.target.name} dropped: "
+                                 f"{type(exc).__name__}") from exc
+        raise ConnectionLost(f"event stream of {self.target.name} closed")
+
+    async def revoke(self, credential: Credential) -> None:
+        """RFC 7009: revoking the refresh token revokes the whole login at the target."""
+        token = credential.get("refresh_token") or credential.get("access_token")
+        if token:
+            await self.client.revoke(Secret(token))
+
+    async def close(self) -> None:
+        """Close the HTTP pool."""
+        await self.client.aclose()

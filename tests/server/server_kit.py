@@ -1,0 +1,242 @@
+"""Helpers of the server tests: a real server in a thread, direct database set-up, OAuth calls.
+
+Nothing here mocks the server: ``RunningServer`` runs the real ASGI app under uvicorn on a real
+socket bound to 127.0.0.1, and the set-up helpers write through the same ``interapp.server``
+functions the admin commands use, on the same database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+import uvicorn
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from interapp.cli.server_cmds import bind_socket
+from interapp.secret import Secret
+from interapp.server import accounts, passwords, social
+from interapp.server.app import create_app
+from interapp.server.settings import ServerSettings
+from interapp.server.storage import Database
+
+T = TypeVar("T")
+
+PASSWORD = "correct horse battery staple"
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+
+_counter = itertools.count(1)
+
+
+def uname(prefix: str = "u") -> str:
+    """A username unique in this test run."""
+    return f"{prefix}{next(_counter)}-{secrets.token_hex(3)}"
+
+
+def app_name(prefix: str = "t") -> str:
+    """An application name unique across test runs (Redis channels are keyed by it)."""
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+class RunningServer:
+    """The real server app under uvicorn, in a background thread, on a free 127.0.0.1 port."""
+
+    def __init__(self, app: str, db_url: str, *, port: int = 0, **overrides: Any) -> None:
+        self.sock = bind_socket("127.0.0.1", port)
+        self.port = int(self.sock.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}"
+        self.db_url = db_url
+        overrides.setdefault("issuer", self.url)
+        self.settings = ServerSettings(app=app, db_url=db_url, **overrides)
+        self.asgi = create_app(self.settings)
+        config = uvicorn.Config(self.asgi, log_level="warning", access_log=False, lifespan="on",
+                                ws_max_size=64 * 1024)
+        self.uvicorn = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self.uvicorn.run, kwargs={"sockets": [self.sock]},
+                                        name=f"uvicorn-{app}-{self.port}", daemon=True)
+
+    @property
+    def issuer(self) -> str:
+        return self.settings.issuer
+
+    def start(self) -> RunningServer:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self.uvicorn.started:
+            if not self._thread.is_alive():
+                raise RuntimeError(f"the server on {self.url} did not start")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server on {self.url} did not start within 30 s")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.uvicorn.should_exit = True
+        self._thread.join(timeout=30)
+        self.sock.close()
+        assert not self._thread.is_alive(), "the server thread did not stop"
+
+    def __enter__(self) -> RunningServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=15, **kwargs)
+
+
+# --- direct set-up on the database -------------------------------------------------------
+
+
+def db_run(db_url: str, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """Run ``work`` in one transaction on ``db_url`` (its own engine, its own event loop)."""
+
+    async def go() -> T:
+        database = Database.open(db_url)
+        try:
+            async with database.begin() as conn:
+                return await work(conn)
+        finally:
+            await database.close()
+
+    return asyncio.run(go())
+
+
+@dataclass(frozen=True)
+class Client:
+    """An OAuth client registered on a server."""
+
+    client_id: str
+    secret: str | None
+
+    def basic(self) -> httpx.BasicAuth:
+        assert self.secret is not None
+        return httpx.BasicAuth(self.client_id, self.secret)
+
+    def post_fields(self) -> dict[str, str]:
+        fields = {"client_id": self.client_id}
+        if self.secret is not None:
+            fields["client_secret"] = self.secret
+        return fields
+
+
+def make_client(db_url: str, name: str | None = None, *, public: bool = False) -> Client:
+    client_id, secret = db_run(db_url, lambda c: accounts.create_client(
+        c, name or uname("client"), public=public))
+    return Client(client_id, secret.reveal() if secret else None)
+
+
+def make_user(db_url: str, username: str | None = None, *, password: str | None = PASSWORD,
+              display_name: str | None = None) -> accounts.User:
+    name = username or uname()
+    hashed = passwords.hash_sync(Secret(password)) if password else None
+    return db_run(db_url, lambda c: accounts.create_user(
+        c, name, display_name=display_name, password_hash=hashed))
+
+
+def make_users(db_url: str, count: int, prefix: str = "u", *,
+               password: str | None = PASSWORD) -> list[accounts.User]:
+    """Several users in one transaction (one password hash shared, to save time)."""
+    hashed = passwords.hash_sync(Secret(password)) if password else None
+
+    async def work(conn: AsyncConnection) -> list[accounts.User]:
+        return [await accounts.create_user(conn, uname(prefix), password_hash=hashed)
+                for _ in range(count)]
+
+    return db_run(db_url, work)
+
+
+def make_buddies(db_url: str, a: accounts.User, b: accounts.User) -> None:
+    async def work(conn: AsyncConnection) -> None:
+        await social.make_buddies(conn, a, b)
+
+    db_run(db_url, work)
+
+
+# --- OAuth and API calls -------------------------------------------------------------------
+
+
+def password_login(http: httpx.Client, client: Client, username: str,
+                   password: str = PASSWORD) -> dict[str, Any]:
+    resp = http.post("/oauth/token", auth=client.basic(), data={
+        "grant_type": "password", "username": username, "password": password})
+    assert resp.status_code == 200, resp.text
+    return dict(resp.json())
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def assert_oauth_error(resp: httpx.Response, status: int, error: str) -> dict[str, Any]:
+    """The RFC 6749 §5.2 shape: exactly ``error`` and ``error_description``, JSON, no-store."""
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    body = resp.json()
+    assert set(body) == {"error", "error_description"}, body
+    assert body["error"] == error, body
+    assert isinstance(body["error_description"], str) and body["error_description"]
+    assert resp.headers.get("cache-control") == "no-store"
+    return dict(body)
+
+
+def assert_api_error(resp: httpx.Response, status: int, error: str) -> dict[str, Any]:
+    """The ``/v1`` error shape: exactly ``error`` and ``message``."""
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    body = resp.json()
+    assert set(body) == {"error", "message"}, body
+    assert body["error"] == error, body
+    assert isinstance(body["message"], str) and body["message"]
+    return dict(body)
+
+
+@dataclass
+class Session:
+    """A logged-in user: username, tokens and an HTTP client carrying the access token."""
+
+    user: accounts.User
+    tokens: dict[str, Any]
+    http: httpx.Client
+
+    @property
+    def username(self) -> str:
+        return self.user.username
+
+    @property
+    def access(self) -> str:
+        return str(self.tokens["access_token"])
+
+    def headers(self) -> dict[str, str]:
+        return bearer(self.access)
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return self.http.get(path, headers=self.headers(), **kw)
+
+    def post(self, path: str, **kw: Any) -> httpx.Response:
+        return self.http.post(path, headers=self.headers(), **kw)
+
+    def put(self, path: str, **kw: Any) -> httpx.Response:
+        return self.http.put(path, headers=self.headers(), **kw)
+
+    def delete(self, path: str, **kw: Any) -> httpx.Response:
+        return self.http.delete(path, headers=self.headers(), **kw)
+
+
+def login(server: RunningServer, http: httpx.Client, client: Client,
+          user: accounts.User | None = None) -> Session:
+    """Create (unless given) a user with the standard password and log them in."""
+    user = user or make_user(server.db_url)
+    return Session(user, password_login(http, client, user.username), http)
