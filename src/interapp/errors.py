@@ -10,7 +10,7 @@ through :data:`REGISTRY`, shared by the server (which renders them) and the clie
     │   └── NotFoundError            a named app, user, target or plug-in does not exist
     ├── StorageError                 the database could not be used
     │   └── UnavailableError         a backing service is down (HTTP 503 + Retry-After)
-    ├── OAuthError                   RFC 6749 §5.2 token-endpoint errors  {"error", "error_description"}
+    ├── OAuthError                   RFC 6749 §5.2 errors {"error", "error_description"}
     │   ├── InvalidRequest           invalid_request          400
     │   ├── InvalidClient            invalid_client           401
     │   ├── InvalidGrant             invalid_grant            400

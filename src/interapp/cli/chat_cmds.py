@@ -47,7 +47,8 @@ def contacts(args: Annotated[list[str] | None, typer.Argument(
             await host.supervised(name, call(user))
 
         run_host(act)
-        done = {"add": "asked {u} to be your buddy on {n}", "accept": "{u} is now your buddy on {n}",
+        done = {"add": "asked {u} to be your buddy on {n}",
+                "accept": "{u} is now your buddy on {n}",
                 "remove": "{u} removed from your buddies on {n}"}[action]
         emit({"target": name, "action": action, "username": user, "ok": True},
              done.format(u=user, n=name), as_json=as_json)

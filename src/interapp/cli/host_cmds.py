@@ -191,7 +191,8 @@ def links(as_json: JsonOpt = False,
     async def work(host: Host) -> dict[str, Any]:
         local = host.config.local()
         rows = []
-        linked = {ln.target: ln for ln in host.vault.list_links(local.issuer, local.username)}
+        linked = {str(ln.target): ln
+                  for ln in host.vault.list_links(local.issuer, local.username)}
         for name in sorted(set(host.config.targets()) | set(linked)):
             ln = linked.get(name)
             rows.append({"target": name, "remote_account": ln.remote_account_name if ln else None,

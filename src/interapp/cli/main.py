@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rv = command.main(args=argv if argv is not None else sys.argv[1:], prog_name="interapp",
                           standalone_mode=False)
-    except (cx.Abort if hasattr(cx, 'Abort') else typer.Abort, typer.Abort):
+    except typer.Abort:
         sys.stderr.write("interapp: aborted\n")
         sys.exit(130)
     except cx.UsageError as exc:

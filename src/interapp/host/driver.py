@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,6 +41,11 @@ from interapp.host.localapp import LocalSession
 from interapp.host.prompts import Prompter, PromptRequest
 from interapp.plugins.contract import Credential, Login, Plugin, Profile
 from interapp.vault import AuditEvent, Link, LinkState, StaleVersion, Vault
+
+
+#: Fault-injection switch for crash-safety tests: ``crash-after-refresh`` kills the process
+#: after the target answered a refresh and before the vault saved the new credential.
+FAULT_ENV = "INTERAPP_FAULT"
 
 
 @dataclass
@@ -111,6 +117,8 @@ class CredentialKeeper:
                                                  credential=credential,
                                                  event=AuditEvent.REFRESH)
         new = await plugin.refresh(credential)
+        if os.environ.get(FAULT_ENV) == "crash-after-refresh":  # fault injection (tests)
+            os._exit(97)
         self.refreshes += 1
         try:
             link = self.vault.replace_credential(link_id, expected_version=link.version,

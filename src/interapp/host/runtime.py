@@ -170,14 +170,14 @@ class Host:
         return plugin
 
     async def supervised(self, target: str, call: Awaitable[T],
-                         timeout: float | None = None) -> T:
+                         limit: float | None = None) -> T:
         """Run one plug-in call, bounded in time, with unexpected errors contained."""
         try:
-            return await asyncio.wait_for(call, timeout or self.call_timeout)
+            return await asyncio.wait_for(call, limit or self.call_timeout)
         except TimeoutError as exc:
             self.states[target] = "plugin_timeout"
             raise PluginTimeout(f"{target}: the plug-in did not answer within "
-                                f"{timeout or self.call_timeout:.0f} s; stopped it") from exc
+                                f"{limit or self.call_timeout:.0f} s; stopped it") from exc
         except InterappError:
             raise
         except Exception as exc:
@@ -193,7 +193,7 @@ class Host:
         plugin = self.start_plugin(target)
         ctx = HostContext(self.vault, self.local, self.keeper)
         outcome = await self.supervised(name, connect_target(
-            ctx, target, plugin, prompter, max_attempts=max_attempts), timeout=600)
+            ctx, target, plugin, prompter, max_attempts=max_attempts), limit=600)
         if outcome.connection is not None:
             self.connections[name] = outcome.connection
             self.states[name] = "connected"
@@ -289,7 +289,7 @@ class Host:
                 self.plugins.pop(name, None)
             except NeedsReauth:
                 raise
-            await asyncio.sleep(backoff * (0.5 + random.random()))  # noqa: S311 - jitter
+            await asyncio.sleep(backoff * (0.5 + random.random()))  # jitter
             backoff = min(backoff * 2, max_backoff)
 
 

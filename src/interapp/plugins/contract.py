@@ -229,17 +229,20 @@ class Plugin(ABC):
         return []
 
     async def set_presence(self, state: PresenceState, status_text: str) -> None:
-        """Set the user's presence and status text."""
+        """Set the user's presence and status text (default: the target has no presence)."""
+        raise ConfigError(f"plug-in {self.spec.name} has no presence")
 
     @abstractmethod
     def events(self, cursor: str | None) -> AsyncIterator[PluginEvent]:
         """Live events after ``cursor`` (None: from now on)."""
 
     async def revoke(self, credential: Credential) -> None:
-        """Revoke the grant behind ``credential`` at the target."""
+        """Revoke the grant behind ``credential`` at the target (default: nothing to revoke)."""
+        return None
 
     async def close(self) -> None:
-        """Release the session."""
+        """Release the session (default: nothing held)."""
+        return None
 
     @classmethod
     def spec_of(cls) -> PluginSpec:

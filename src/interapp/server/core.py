@@ -5,7 +5,7 @@ from __future__ import annotations
 from joserfc.jwk import ECKey
 
 from interapp.server.events import EventHub
-from interapp.server.keys import IssuerKeys, load_signing_key
+from interapp.server.keys import IssuerKeys, load_app_secret, load_signing_key
 from interapp.server.passwords import Passwords
 from interapp.server.ratelimit import LoginLimiter, MemoryLimiter, RedisLimiter
 from interapp.server.settings import ServerSettings
@@ -26,6 +26,7 @@ class AppServer:
                        "addr": settings.login_failures_per_address}
         self.limiter: LoginLimiter = MemoryLimiter(self.limits, settings.login_window_seconds)
         self._signing_key: ECKey | None = None
+        self.derivation_secret = b""
 
     @property
     def issuer(self) -> str:
@@ -42,6 +43,7 @@ class AppServer:
         """Load keys and connect Redis (when configured)."""
         async with self.db.begin() as conn:
             self._signing_key = await load_signing_key(conn)
+            self.derivation_secret = await load_app_secret(conn, "token_derivation")
         await self.hub.start()
         if self.hub.redis is not None:
             self.limiter = RedisLimiter(self.hub.redis, f"interapp:{self.settings.app}",

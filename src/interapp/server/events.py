@@ -39,8 +39,8 @@ log = logging.getLogger("interapp.server.events")
 Event = dict[str, Any]
 
 
-async def append_events(conn: AsyncConnection,
-                        items: Iterable[tuple[str, str, dict[str, Any]]]) -> list[tuple[str, Event]]:
+async def append_events(conn: AsyncConnection, items: Iterable[tuple[str, str, dict[str, Any]]]
+                        ) -> list[tuple[str, Event]]:
     """Append ``(user_id, type, payload)`` events; return ``(user_id, event)`` with their seqs."""
     pending = sorted(items, key=lambda item: item[0])
     out: list[tuple[str, Event]] = []

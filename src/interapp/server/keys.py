@@ -1,39 +1,62 @@
 """Signing keys (this app as an issuer) and trusted issuers' key sets (this app as an audience).
 
 Theory of operation: each application owns one ES256 key pair, created on first use and kept in
-its database; its public half is served at ``/.well-known/jwks.json`` and signs the assertions
-minted by the RFC 8693 exchange. An app that *trusts* another issuer (``admin trust-issuer``)
+its database (``app_secrets``; with several processes the first to create it wins); its public
+half is served at ``/.well-known/jwks.json`` and signs the assertions minted by the RFC 8693
+exchange. An app that *trusts* another issuer (``admin trust-issuer``)
 stores that issuer's JWKS (or a URL to fetch it from, cached for a few minutes) and accepts
 RFC 7523 assertions signed with it: that is what "the same account system" means here.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
 from joserfc.jwk import ECKey, KeySet
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from interapp.errors import ConfigError, InvalidGrant
-from interapp.server.storage.schema import signing_keys, trusted_issuers
+from interapp.server.storage.schema import app_secrets, trusted_issuers
 
 JWKS_CACHE_SECONDS = 300.0
 
 
-async def load_signing_key(conn: AsyncConnection) -> ECKey:
-    """Return this app's signing key, creating it on first use."""
-    row = (await conn.execute(sa.select(signing_keys.c.private_jwk)
-                              .order_by(signing_keys.c.created_at.desc()).limit(1))).first()
+async def _load_or_create(conn: AsyncConnection, name: str, make: Callable[[], str]) -> str:
+    """The ``app_secrets`` value ``name``; the first process to create it wins any race."""
+    query = sa.select(app_secrets.c.value).where(app_secrets.c.name == name)
+    row = (await conn.execute(query)).first()
     if row is not None:
-        return ECKey.import_key(json.loads(row[0]))
-    key = ECKey.generate_key("P-256", private=True, auto_kid=True)
-    await conn.execute(signing_keys.insert().values(
-        kid=key.kid, private_jwk=json.dumps(key.as_dict(private=True)), created_at=time.time()))
-    return key
+        return str(row[0])
+    try:
+        async with conn.begin_nested():
+            await conn.execute(app_secrets.insert().values(name=name, value=make(),
+                                                           created_at=time.time()))
+    except IntegrityError:
+        pass  # another server process created it first: use theirs
+    return str((await conn.execute(query)).scalar_one())
+
+
+async def load_signing_key(conn: AsyncConnection) -> ECKey:
+    """This app's ES256 signing key, created on first use."""
+    def make() -> str:
+        key = ECKey.generate_key("P-256", private=True, auto_kid=True)
+        return json.dumps(key.as_dict(private=True))
+
+    return ECKey.import_key(json.loads(await _load_or_create(conn, "signing_jwk", make)))
+
+
+async def load_app_secret(conn: AsyncConnection, name: str) -> bytes:
+    """A random 32-byte secret of this application, created on first use (HMAC key)."""
+    value = await _load_or_create(conn, name, lambda: base64.b64encode(os.urandom(32)).decode())
+    return base64.b64decode(value)
 
 
 def public_jwks(key: ECKey) -> dict[str, Any]:

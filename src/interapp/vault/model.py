@@ -45,7 +45,7 @@ class AuditEvent(StrEnum):
     REAUTH = "reauth"
     STATE = "state"
     UNLINK = "unlink"
-    SECRET = "secret"  # noqa: S105 (an event name, not a password)
+    SECRET = "secret"
 
 
 class _HiddenFields(Mapping[str, str]):

@@ -141,10 +141,9 @@ async def events_stream(ws: WebSocket) -> None:
         done, _ = await asyncio.wait({reader, pump}, return_when=asyncio.FIRST_COMPLETED)
         pump.cancel()
         for task in done:
-            if not task.cancelled() and task.exception() is not None:
-                exc = task.exception()
-                if not isinstance(exc, WebSocketDisconnect | InterappError | OSError):
-                    raise exc  # type: ignore[misc]
+            failure = None if task.cancelled() else task.exception()
+            if failure is not None:
+                raise failure  # handled below like any error of this handler
     except (WebSocketDisconnect, OSError):
         pass
     except InterappError as exc:

@@ -10,6 +10,9 @@ checking an access token is one primary-key lookup.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from interapp.errors import InvalidGrant
+from interapp.errors import InvalidGrant, InvalidRequest
 from interapp.ids import ClientId, FamilyId, UserId
 from interapp.secret import constant_time_equals
 from interapp.server.storage.schema import token_families, tokens
@@ -42,15 +45,19 @@ class TokenInfo:
 
 async def issue_pair(conn: AsyncConnection, *, user_id: str, client_id: str, grant_type: str,
                      access_ttl: int, refresh_ttl: int, family_id: str | None = None,
-                     scope: str = "") -> dict[str, Any]:
-    """Issue an access token and a refresh token; return the RFC 6749 §5.1 response body."""
+                     scope: str = "", pair: tuple[str, str] | None = None) -> dict[str, Any]:
+    """Issue an access token and a refresh token; return the RFC 6749 §5.1 response body.
+
+    ``pair`` gives the two token strings (derived ones, for idempotent rotation); by default
+    they are fresh random tokens.
+    """
     now = time.time()
     if family_id is None:
         family_id = new_id()
         await conn.execute(token_families.insert().values(
             id=family_id, user_id=user_id, client_id=client_id, grant_type=grant_type,
             created_at=now))
-    access, refresh = new_token("ia_at"), new_token("ia_rt")
+    access, refresh = pair or (new_token("ia_at"), new_token("ia_rt"))
     await conn.execute(tokens.insert(), [
         {"hash": token_hash(access), "kind": ACCESS, "family_id": family_id, "user_id": user_id,
          "client_id": client_id, "scope": scope, "issued_at": now, "expires_at": now + access_ttl},
@@ -67,7 +74,7 @@ async def issue_pair(conn: AsyncConnection, *, user_id: str, client_id: str, gra
 
 _COLUMNS = (tokens.c.hash, tokens.c.user_id, tokens.c.client_id, tokens.c.family_id,
             tokens.c.kind, tokens.c.scope, tokens.c.issued_at, tokens.c.expires_at,
-            tokens.c.revoked_at, tokens.c.used_at)
+            tokens.c.revoked_at, tokens.c.used_at, tokens.c.rotation_key)
 
 
 async def lookup(conn: AsyncConnection, token: str, kind: str | None = None) -> TokenInfo | None:
@@ -84,9 +91,44 @@ async def lookup(conn: AsyncConnection, token: str, kind: str | None = None) -> 
                      row.kind, row.scope, row.issued_at, row.expires_at)
 
 
+def derived_pair(secret: bytes, old_digest: str, key: str) -> tuple[str, str]:
+    """The pair a rotation with idempotency ``key`` yields (same inputs → same pair)."""
+    def one(kind: str, prefix: str) -> str:
+        mac = hmac.new(secret, f"{old_digest}\x00{key}\x00{kind}".encode(), hashlib.sha256)
+        return f"{prefix}_{base64.urlsafe_b64encode(mac.digest()).decode().rstrip('=')}"
+
+    return one("access", "ia_at"), one("refresh", "ia_rt")
+
+
+async def _replay(conn: AsyncConnection, row: Any, key: str, secret: bytes,
+                  access_ttl: int) -> dict[str, Any] | None:
+    """The pair already issued for this exact retry, if the client has not moved on since."""
+    if row.rotation_key is None or not constant_time_equals(
+            row.rotation_key, hashlib.sha256(key.encode()).hexdigest()):
+        return None
+    access, refresh = derived_pair(secret, row.hash, key)
+    successor = (await conn.execute(sa.select(tokens.c.used_at, tokens.c.revoked_at,
+                                              tokens.c.expires_at)
+                                    .where(tokens.c.hash == token_hash(refresh)))).first()
+    if successor is None or successor.used_at is not None or successor.revoked_at is not None:
+        return None
+    body: dict[str, Any] = {"access_token": access, "token_type": "Bearer",
+                            "expires_in": access_ttl, "refresh_token": refresh}
+    if row.scope:
+        body["scope"] = row.scope
+    return body
+
+
 async def rotate_refresh(conn: AsyncConnection, token: str, client_id: str, *, access_ttl: int,
-                         refresh_ttl: int) -> tuple[UserId, dict[str, Any]]:
-    """Use a refresh token once: return a new pair, or revoke the family on re-use."""
+                         refresh_ttl: int, idempotency_key: str | None = None,
+                         derivation_secret: bytes = b"") -> tuple[UserId, dict[str, Any]]:
+    """Use a refresh token once: return a new pair, or revoke the family on re-use.
+
+    With ``idempotency_key`` (an interapp extension) the new pair is derived from the old
+    token, the key and a server secret, and the key's hash is kept on the old token: the *same*
+    request retried — by a client that crashed before saving the answer — gets the same pair
+    back, as long as that pair has not been used yet. Any other re-use revokes the family.
+    """
     digest = token_hash(token)
     row = (await conn.execute(sa.select(*_COLUMNS).where(
         tokens.c.hash == digest, tokens.c.kind == REFRESH))).first()
@@ -99,13 +141,25 @@ async def rotate_refresh(conn: AsyncConnection, token: str, client_id: str, *, a
         raise InvalidGrant("the refresh token was revoked")
     if row.expires_at <= now:
         raise InvalidGrant("the refresh token has expired")
+    if idempotency_key is not None and not (8 <= len(idempotency_key) <= 128):
+        raise InvalidRequest("idempotency_key must be 8-128 characters")
+    if row.used_at is not None and idempotency_key and derivation_secret:
+        replay = await _replay(conn, row, idempotency_key, derivation_secret, access_ttl)
+        if replay is not None:
+            return UserId(row.user_id), replay
+    rotation_key = hashlib.sha256(idempotency_key.encode()).hexdigest() \
+        if idempotency_key else None
     won = (await conn.execute(sa.update(tokens).where(
-        tokens.c.hash == digest, tokens.c.used_at.is_(None)).values(used_at=now))).rowcount
+        tokens.c.hash == digest, tokens.c.used_at.is_(None)).values(
+        used_at=now, rotation_key=rotation_key))).rowcount
     if row.used_at is not None or won != 1:
         raise ReusedRefreshToken(FamilyId(row.family_id))
+    pair = derived_pair(derivation_secret, digest, idempotency_key) \
+        if idempotency_key and derivation_secret else None
     body = await issue_pair(conn, user_id=row.user_id, client_id=client_id,
                             grant_type="refresh_token", access_ttl=access_ttl,
-                            refresh_ttl=refresh_ttl, family_id=row.family_id, scope=row.scope)
+                            refresh_ttl=refresh_ttl, family_id=row.family_id, scope=row.scope,
+                            pair=pair)
     return UserId(row.user_id), body
 
 

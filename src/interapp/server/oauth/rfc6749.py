@@ -70,7 +70,9 @@ async def read_form(request: Request) -> dict[str, str]:
     params: dict[str, str] = {}
     for key, value in pairs:
         if key in params:
-            raise InvalidRequest(f"parameter {key} is repeated")
+            raise InvalidRequest(f"parameter {key[:64]} is repeated")
+        if "\x00" in key or "\x00" in value:
+            raise InvalidRequest(f"parameter {key[:64]!r} contains a NUL character")
         params[key] = value
     return params
 
@@ -88,15 +90,17 @@ def client_credentials(request: Request, params: dict[str, str]) -> tuple[str, S
             raise InvalidRequest("use one client authentication method, not two")
         try:
             raw = base64.b64decode(value.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError) as exc:
+        except (binascii.Error, ValueError) as exc:  # also non-ASCII input, bad UTF-8
             raise InvalidClient("malformed HTTP Basic credentials") from exc
         cid, sep, secret = raw.partition(":")
         if not sep:
             raise InvalidClient("malformed HTTP Basic credentials")
-        cid = unquote(cid)
+        cid, secret = unquote(cid), unquote(secret)
+        if "\x00" in cid or "\x00" in secret:
+            raise InvalidClient("malformed HTTP Basic credentials")
         if body_id is not None and body_id != cid:
             raise InvalidRequest("client_id in the body does not match the credentials")
-        return cid, Secret(unquote(secret))
+        return cid, Secret(secret)
     if not body_id:
         raise InvalidClient("client authentication required")
     return body_id, Secret(body_secret) if body_secret is not None else None
@@ -130,7 +134,9 @@ async def password_grant(srv: AppServer, req: TokenRequest) -> dict[str, Any]:
     await srv.limiter.succeeded(keys[0])
     async with srv.db.begin() as conn:
         return await issue.issue_pair(conn, user_id=user.id, client_id=req.client_id,
-                                      grant_type=PASSWORD, **_ttls(srv))
+                                      grant_type=PASSWORD,
+                                      access_ttl=srv.settings.access_token_ttl,
+                                      refresh_ttl=srv.settings.refresh_token_ttl)
 
 
 async def refresh_grant(srv: AppServer, req: TokenRequest) -> dict[str, Any]:
@@ -138,17 +144,16 @@ async def refresh_grant(srv: AppServer, req: TokenRequest) -> dict[str, Any]:
     token = req.require("refresh_token")
     try:
         async with srv.db.begin() as conn:
-            _user, body = await issue.rotate_refresh(conn, token, req.client_id, **_ttls(srv))
+            _user, body = await issue.rotate_refresh(
+                conn, token, req.client_id, access_ttl=srv.settings.access_token_ttl,
+                refresh_ttl=srv.settings.refresh_token_ttl,
+                idempotency_key=req.params.get("idempotency_key") or None,
+                derivation_secret=srv.derivation_secret)
     except issue.ReusedRefreshToken as reused:
         async with srv.db.begin() as conn:
             await issue.revoke_family(conn, reused.family_id)
         raise
     return body
-
-
-def _ttls(srv: AppServer) -> dict[str, int]:
-    return {"access_ttl": srv.settings.access_token_ttl,
-            "refresh_ttl": srv.settings.refresh_token_ttl}
 
 
 Grant = Callable[[AppServer, TokenRequest], Awaitable[dict[str, Any]]]

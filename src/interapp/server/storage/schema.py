@@ -63,6 +63,16 @@ tokens = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("used_at", sa.Float, nullable=True),  # refresh tokens: set when rotated
     sa.Column("revoked_at", sa.Float, nullable=True),
+    # refresh tokens rotated with an idempotency key: SHA-256 of that key (migration 0002)
+    sa.Column("rotation_key", sa.String(64), nullable=True),
+)
+
+app_secrets = sa.Table(
+    "app_secrets",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
 )
 
 trusted_issuers = sa.Table(
@@ -71,14 +81,6 @@ trusted_issuers = sa.Table(
     sa.Column("issuer", sa.String(512), primary_key=True),
     sa.Column("jwks", sa.Text, nullable=True),
     sa.Column("jwks_url", sa.String(1024), nullable=True),
-    sa.Column("created_at", sa.Float, nullable=False),
-)
-
-signing_keys = sa.Table(
-    "signing_keys",
-    metadata,
-    sa.Column("kid", sa.String(64), primary_key=True),
-    sa.Column("private_jwk", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
