@@ -355,3 +355,62 @@ async def test_host_killed_between_refresh_and_save_keeps_its_link(world: World)
     async with world.host() as host:  # and the rotated chain goes on working
         out = await host.connect("chatter", NoInput())
         assert out.failure is None and host.keeper.refreshes == 1
+
+
+async def test_event_stream_survives_a_server_restart_with_nothing_lost(world: World) -> None:
+    import asyncio
+    import socket
+
+    from interapp.host.runtime import WatchEvent
+    from interapp.plugins.interapp_server.api import ServerClient
+
+    await _link(world)
+    cid, secret = world.clients["chatter"]
+
+    async def bob_says(url: str, text: str) -> None:
+        bob = ServerClient(url, client_id=cid, client_secret=secret)
+        try:
+            tokens = await bob.password_grant("bob", Secret(PW["bob@chatter"]))
+            bob.access_token = Secret(tokens["access_token"])
+            await bob.api("POST", "/v1/messages", json={"to": "alice", "body": text,
+                                                        "client_msg_id": text})
+        finally:
+            await bob.aclose()
+
+    async def next_message(sink: asyncio.Queue[WatchEvent]) -> str:
+        while True:
+            item = await asyncio.wait_for(sink.get(), 15)
+            if item.event.type == "message":
+                return str(item.event.data["body"])
+
+    url, port = world.chatter.url, world.chatter.port
+    async with world.host() as host:
+        sink: asyncio.Queue[WatchEvent] = asyncio.Queue()
+        task = asyncio.create_task(host.stream("chatter", NoInput(), sink, max_backoff=0.5))
+        try:
+            await asyncio.sleep(0.3)
+            await bob_says(url, "one")
+            assert await next_message(sink) == "one"
+            await world.chatter.__aexit__(None, None, None)  # the server goes away
+            for _ in range(100):
+                link = host.vault.list_links()[0]
+                if link.state is LinkState.DEGRADED:
+                    break
+                await asyncio.sleep(0.05)
+            assert link.state is LinkState.DEGRADED
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))
+            sock.listen(64)
+            async with EmbeddedServer("chatter", f"sqlite:///{world.tmp}/chatter.db",
+                                      sock=sock):
+                await bob_says(url, "two")  # sent while the host is still backing off
+                await bob_says(url, "three")
+                got = [await next_message(sink), await next_message(sink)]
+                assert got == ["two", "three"]
+                await asyncio.sleep(0.3)
+                assert sink.empty()  # nothing twice
+                assert host.vault.list_links()[0].state is LinkState.LINKED
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

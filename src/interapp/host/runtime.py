@@ -286,7 +286,10 @@ class Host:
                     self.vault.record(AuditEvent.STATE, link_id=conn_.link.id, target=name,
                                       detail={"state": "degraded"})
                 self.connections.pop(name, None)
-                self.plugins.pop(name, None)
+                stale = self.plugins.pop(name, None)
+                if stale is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(stale.close(), 5)
             except NeedsReauth:
                 raise
             await asyncio.sleep(backoff * (0.5 + random.random()))  # jitter
