@@ -1,487 +1,55 @@
-"""Link-or-prompt resolution (claim 1 of US 9,451,014) as a sans-I/O state machine.
+"""The link-or-prompt state machine: states, the transition table and :class:`Resolver`.
 
-Theory of operation
--------------------
-The host wants to connect its logged-in *local account* to a *target* (an opposite
-application). :class:`Resolver` decides **how**, without doing any I/O itself, in the manner of
-h11 and matrix-nio: the driver calls :meth:`Resolver.start`, performs the *actions* it gets
-back (log in, show a prompt, write the vault, ...), turns each outcome into an *event* and feeds
-it to :meth:`Resolver.send`, which returns the next actions. The machine reads no clock, opens
-no socket and never looks inside a credential; it only decides.
-
-Four branches:
-
-1. **Shared account system** (``account_system == "shared"`` and the plug-in supports
-   assertion login): :class:`RequestAssertion` (RFC 8693 token exchange at the local app), then
-   :class:`LoginWithAssertion` (RFC 7523 jwt-bearer grant at the target). No prompt, no link.
-   A refusal at either step is recorded in the trace and the separate-system flow (2 or 3)
-   takes over.
-2. **Stored link** (link ``linked`` or ``degraded``): :class:`LoginWithStoredCredential`. No
-   prompt. A refusal leads to branch 4; an unreachable target marks the link ``degraded`` and
-   fails with ``connection_lost`` (the host retries with backoff; nobody is prompted because of
-   a network error).
-3. **No link**: :class:`Prompt` for the fields the plug-in declares, :class:`LoginWithAnswers`;
-   *only on success* :class:`StoreLink`. Interactive prompts may be retried up to
-   ``max_attempts``; non-interactive answers get exactly one attempt.
-4. **Re-authentication** (link ``needs_reauth`` or ``revoked``, or refused in branch 2):
-   :class:`MarkLink` ``needs_reauth``, prompt again, and on success :class:`RepairLink` — the
-   *same* link. A login as a *different* remote account is refused: :class:`RevokeCredential`
-   for the credential just obtained, then ``Failed("link_mismatch")``.
-
-States (:class:`State`)::
-
-    START ─┬─▶ AWAIT_ASSERTION ──▶ AWAIT_ASSERTION_LOGIN ──▶ DONE
-           │        │ refused            │ refused
-           │        ▼                    ▼
-           ├─▶ AWAIT_STORED_LOGIN ──▶ DONE            (and ──unreachable──▶ FAILED)
-           │        │ refused
-           │        ▼
-           └─▶ AWAIT_PROMPT ◀──▶ AWAIT_PROMPT_LOGIN ──▶ DONE | FAILED
-
-Each :meth:`~Resolver.send` returns a list of actions; at most one of them waits for an event
-(:class:`RequestAssertion`, a ``Login*`` or :class:`Prompt`) and it comes last, or the list ends
-with the terminal :class:`Connected` / :class:`Failed`. Actions before it (:class:`MarkLink`,
-:class:`RecordAudit`, :class:`StoreLink`, ...) are side effects to perform in order.
-
-The whole machine is the table :data:`TRANSITIONS`, ``(state, event type) → handler``; any
-other pair raises :class:`ProtocolError`. Every step is appended to :attr:`Resolver.trace`
-with a human note, rendered by :meth:`Resolver.explain` (``--explain``). Secrets only travel
-inside :class:`~interapp.secret.Secret` or opaque credentials, and every repr, note and message
-masks them.
+See :mod:`interapp.host.resolver` for the theory of operation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Final, Literal
+from typing import Final
 
-from interapp import errors
-from interapp.errors import InterappError
 from interapp.host.lifecycle import (
     USABLE_STATES,
     LinkEvent,
     LinkLifecycleState,
     next_state,
 )
-from interapp.secret import Secret
-
-__all__ = [
-    "EVENT_TYPES",
-    "FAILURE_CODES",
-    "TRANSITIONS",
-    "AccountSystem",
-    "Action",
-    "AssertionObtained",
-    "AssertionRefused",
-    "Branch",
-    "Connected",
-    "Event",
-    "Failed",
-    "LinkSnapshot",
-    "LoginRefused",
-    "LoginSucceeded",
-    "LoginWithAnswers",
-    "LoginWithAssertion",
-    "LoginWithStoredCredential",
-    "MarkLink",
-    "Prompt",
-    "PromptAnswered",
-    "PromptDeclined",
-    "PromptField",
-    "PromptUnavailable",
-    "ProtocolError",
-    "RecordAudit",
-    "RepairLink",
-    "RequestAssertion",
-    "ResolveRequest",
-    "Resolver",
-    "RevokeCredential",
-    "State",
-    "StoreLink",
-    "TargetUnavailable",
-    "TraceStep",
-    "connect_commands",
-    "unlink_command",
-]
-
-_MASK: Final = "<redacted>"
-
-
-class ProtocolError(InterappError):
-    """The driver fed an event the resolver cannot take in its current state."""
-
-    code = "resolver_protocol_error"
-
-
-def connect_commands(target: str) -> tuple[str, str]:
-    """Return the interactive and the non-interactive command that link ``target``."""
-    return (
-        f"interapp connect {target}",
-        f"interapp connect {target} --username U --password-stdin",
-    )
-
-
-def unlink_command(target: str) -> str:
-    """Return the command that removes the link to ``target``."""
-    return f"interapp unlink {target}"
-
-
-# --- input -------------------------------------------------------------------------------------
-
-
-class AccountSystem(StrEnum):
-    """Whether the target trusts the local app's accounts (``shared``) or has its own."""
-
-    SHARED = "shared"
-    SEPARATE = "separate"
-
-
-class Branch(StrEnum):
-    """Which of the four branches of claim 1 connected (or is connecting)."""
-
-    SHARED = "same-account-system"
-    STORED = "stored-link"
-    PROMPT = "prompt"
-    REAUTH = "reauth"
-
-
-@dataclass(frozen=True)
-class PromptField:
-    """One field the plug-in asks for (e.g. ``username``, or ``password`` with ``secret``)."""
-
-    name: str
-    label: str
-    secret: bool = False
-
-
-@dataclass(frozen=True)
-class LinkSnapshot:
-    """The stored link for (local account, target) as the vault has it, without credential."""
-
-    link_id: str
-    remote_account_id: str
-    remote_account_name: str
-    state: str
-
-    def __post_init__(self) -> None:
-        try:
-            lifecycle = LinkLifecycleState(self.state)
-        except ValueError:
-            lifecycle = LinkLifecycleState.UNLINKED
-        if lifecycle is LinkLifecycleState.UNLINKED:
-            raise ValueError(
-                "a stored link is linked, degraded, needs_reauth or revoked, "
-                f"not {self.state!r}"
-            )
-        object.__setattr__(self, "state", lifecycle)
-
-    @property
-    def lifecycle(self) -> LinkLifecycleState:
-        """The link's state as a :class:`LinkLifecycleState`."""
-        return LinkLifecycleState(self.state)
-
-
-@dataclass(frozen=True)
-class ResolveRequest:
-    """Everything the resolver needs to decide how to connect ``local_account`` to ``target``."""
-
-    target: str
-    account_system: AccountSystem | Literal["shared", "separate"]
-    supports_assertion: bool
-    local_issuer: str
-    local_account: str
-    link: LinkSnapshot | None
-    prompt_fields: tuple[PromptField, ...]
-    interactive: bool
-    max_attempts: int = 3
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "account_system", AccountSystem(self.account_system))
-        object.__setattr__(self, "prompt_fields", tuple(self.prompt_fields))
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        names = [f.name for f in self.prompt_fields]
-        if len(set(names)) != len(names) or not all(names):
-            raise ValueError("prompt field names must be unique and non-empty")
-        if not self.uses_assertion and not self.prompt_fields:
-            raise ValueError(
-                f"the plug-in for {self.target} neither logs in with an assertion nor declares "
-                "prompt fields"
-            )
-
-    @property
-    def uses_assertion(self) -> bool:
-        """Whether branch 1 (assertion login) applies."""
-        return self.account_system == AccountSystem.SHARED and self.supports_assertion
-
-    @property
-    def attempts_allowed(self) -> int:
-        """How many prompt attempts one resolution may make (1 when not interactive)."""
-        return self.max_attempts if self.interactive else 1
-
-
-# --- events ------------------------------------------------------------------------------------
-
-
-class Event:
-    """Base of what the driver tells the resolver."""
-
-    __slots__ = ()
-
-
-@dataclass(frozen=True)
-class AssertionObtained(Event):
-    """The local app issued an assertion for the target (RFC 8693)."""
-
-    assertion: Secret
-
-
-@dataclass(frozen=True)
-class AssertionRefused(Event):
-    """The local app (or the target) would not issue or accept an assertion."""
-
-    reason: str
-
-
-@dataclass(frozen=True, repr=False)
-class LoginSucceeded(Event):
-    """The target accepted the login; ``credential`` is opaque to the resolver."""
-
-    remote_account_id: str
-    remote_account_name: str
-    credential: object = field(hash=False, compare=False)
-
-    def __repr__(self) -> str:
-        return (
-            f"LoginSucceeded(remote_account_id={self.remote_account_id!r}, "
-            f"remote_account_name={self.remote_account_name!r}, credential={_MASK})"
-        )
-
-
-@dataclass(frozen=True)
-class LoginRefused(Event):
-    """The target refused the credentials (bad password, revoked grant, refused refresh)."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class TargetUnavailable(Event):
-    """The target (or the local app) could not be reached."""
-
-    reason: str
-
-
-def _freeze_answers(answers: Mapping[str, Secret | str]) -> Mapping[str, Secret | str]:
-    return MappingProxyType(dict(answers))
-
-
-def _mask_answers(answers: Mapping[str, Secret | str]) -> str:
-    return "{" + ", ".join(f"{k!r}: {_MASK}" for k in answers) + "}"
-
-
-@dataclass(frozen=True, repr=False)
-class PromptAnswered(Event):
-    """The user (or ``--username``/``--password-stdin``) answered the prompt."""
-
-    answers: Mapping[str, Secret | str] = field(hash=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "answers", _freeze_answers(self.answers))
-
-    def __repr__(self) -> str:
-        return f"PromptAnswered(answers={_mask_answers(self.answers)})"
-
-
-@dataclass(frozen=True)
-class PromptDeclined(Event):
-    """The user cancelled the prompt."""
-
-
-@dataclass(frozen=True)
-class PromptUnavailable(Event):
-    """No face can show a prompt (headless, no TTY, no ``--password-stdin``)."""
-
-
-#: Every event type, for exhaustive tests and drivers.
-EVENT_TYPES: tuple[type[Event], ...] = (
+from interapp.host.resolver.model import (
+    FAILURE_CODES,
+    AccountSystem,
+    Action,
     AssertionObtained,
     AssertionRefused,
-    LoginSucceeded,
+    Branch,
+    Connected,
+    Event,
+    Failed,
+    LinkSnapshot,
     LoginRefused,
-    TargetUnavailable,
+    LoginSucceeded,
+    LoginWithAnswers,
+    LoginWithAssertion,
+    LoginWithStoredCredential,
+    MarkLink,
+    Prompt,
     PromptAnswered,
     PromptDeclined,
     PromptUnavailable,
+    ProtocolError,
+    RecordAudit,
+    RepairLink,
+    RequestAssertion,
+    ResolveRequest,
+    RevokeCredential,
+    StoreLink,
+    TargetUnavailable,
+    connect_commands,
+    unlink_command,
 )
-
-
-# --- actions -----------------------------------------------------------------------------------
-
-
-class Action:
-    """Base of what the resolver asks the driver to do."""
-
-    __slots__ = ()
-
-
-@dataclass(frozen=True)
-class RequestAssertion(Action):
-    """Ask the local app for an assertion whose audience is ``audience_target`` (RFC 8693)."""
-
-    audience_target: str
-
-
-@dataclass(frozen=True)
-class LoginWithAssertion(Action):
-    """Log in to the target with the assertion (RFC 7523 jwt-bearer grant)."""
-
-    assertion: Secret
-
-
-@dataclass(frozen=True)
-class LoginWithStoredCredential(Action):
-    """Log in to the target with the credential stored in link ``link_id``."""
-
-    link_id: str
-
-
-@dataclass(frozen=True)
-class Prompt(Action):
-    """Ask the user for ``fields``; answer with PromptAnswered/Declined/Unavailable."""
-
-    fields: tuple[PromptField, ...]
-    reason: str
-    attempt: int
-    expected_account: str | None
-    max_attempts: int = 1
-
-
-@dataclass(frozen=True, repr=False)
-class LoginWithAnswers(Action):
-    """Log in to the target with the prompt's answers (secret fields are :class:`Secret`)."""
-
-    answers: Mapping[str, Secret | str] = field(hash=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "answers", _freeze_answers(self.answers))
-
-    def __repr__(self) -> str:
-        return f"LoginWithAnswers(answers={_mask_answers(self.answers)})"
-
-
-@dataclass(frozen=True)
-class MarkLink(Action):
-    """Set link ``link_id`` to ``state``, recording ``reason``."""
-
-    link_id: str
-    state: LinkLifecycleState
-    reason: str
-
-
-@dataclass(frozen=True, repr=False)
-class StoreLink(Action):
-    """Create a new link (state ``linked``) holding ``credential``."""
-
-    remote_account_id: str
-    remote_account_name: str
-    credential: object = field(hash=False, compare=False)
-
-    def __repr__(self) -> str:
-        return (
-            f"StoreLink(remote_account_id={self.remote_account_id!r}, "
-            f"remote_account_name={self.remote_account_name!r}, credential={_MASK})"
-        )
-
-
-@dataclass(frozen=True, repr=False)
-class RepairLink(Action):
-    """Replace the credential of the existing link ``link_id`` and set it ``linked`` again."""
-
-    link_id: str
-    remote_account_id: str
-    remote_account_name: str
-    credential: object = field(hash=False, compare=False)
-
-    def __repr__(self) -> str:
-        return (
-            f"RepairLink(link_id={self.link_id!r}, "
-            f"remote_account_id={self.remote_account_id!r}, "
-            f"remote_account_name={self.remote_account_name!r}, credential={_MASK})"
-        )
-
-
-@dataclass(frozen=True, repr=False)
-class RevokeCredential(Action):
-    """Revoke ``credential`` at the target (RFC 7009); it must not be kept."""
-
-    credential: object = field(hash=False, compare=False)
-    reason: str = ""
-
-    def __repr__(self) -> str:
-        return f"RevokeCredential(credential={_MASK}, reason={self.reason!r})"
-
-
-@dataclass(frozen=True)
-class RecordAudit(Action):
-    """Append ``event`` with ``detail`` to the audit log (prompt events, link mismatch)."""
-
-    event: str
-    detail: Mapping[str, str] = field(hash=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "detail", MappingProxyType(dict(self.detail)))
-
-    def __repr__(self) -> str:
-        return f"RecordAudit(event={self.event!r}, detail={dict(self.detail)!r})"
-
-
-@dataclass(frozen=True)
-class Connected(Action):
-    """Terminal: connected. ``link_id`` is ``None`` for branch 1 and for a new link (branch 3:
-    the driver knows the id it gave the link when performing :class:`StoreLink`)."""
-
-    branch: Branch
-    link_id: str | None
-    remote_account_name: str
-
-
-#: Machine codes of :class:`Failed`.
-FAILURE_CODES: frozenset[str] = frozenset(
-    {
-        "prompt_unavailable",
-        "prompt_declined",
-        "login_refused",
-        "link_mismatch",
-        "connection_lost",
-        "assertion_refused",
-    }
-)
-
-_ERROR_FOR_CODE: Mapping[str, type[InterappError]] = {
-    "prompt_unavailable": errors.PromptUnavailable,
-    "link_mismatch": errors.LinkMismatch,
-    "connection_lost": errors.ConnectionLost,
-    "login_refused": errors.LinkError,
-    "prompt_declined": errors.LinkError,
-    "assertion_refused": errors.LinkError,
-}
-
-
-@dataclass(frozen=True)
-class Failed(Action):
-    """Terminal: could not connect. ``code`` is one of :data:`FAILURE_CODES`."""
-
-    code: str
-    message: str
-
-    def to_error(self) -> InterappError:
-        """The :mod:`interapp.errors` exception to raise for this failure."""
-        return _ERROR_FOR_CODE.get(self.code, errors.LinkError)(self.message)
-
+from interapp.secret import Secret
 
 # --- the machine -------------------------------------------------------------------------------
 
