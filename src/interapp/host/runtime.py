@@ -91,7 +91,9 @@ class Host:
             if self.interactive and sys.stdin is not None and sys.stdin.isatty():
                 def ask() -> str:
                     return getpass.getpass("Vault passphrase: ", stream=sys.stderr)
-            self._vault = Vault.open(self.home / "vault.db", env=self.env, passphrase=ask)
+            # a server-side host with many users may keep its vault in PostgreSQL
+            location = self.env.get("INTERAPP_VAULT_DB") or self.home / "vault.db"
+            self._vault = Vault.open(location, env=self.env, passphrase=ask)
         return self._vault
 
     @property
