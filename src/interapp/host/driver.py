@@ -42,7 +42,6 @@ from interapp.host.prompts import Prompter, PromptRequest
 from interapp.plugins.contract import Credential, Login, Plugin, Profile
 from interapp.vault import AuditEvent, Link, LinkState, StaleVersion, Vault
 
-
 #: Fault-injection switch for crash-safety tests: ``crash-after-refresh`` kills the process
 #: after the target answered a refresh and before the vault saved the new credential.
 FAULT_ENV = "INTERAPP_FAULT"

@@ -73,6 +73,7 @@ class Host:
         self.connections: dict[str, Connection] = {}
         self.plugins: dict[str, Plugin] = {}
         self.states: dict[str, str] = {}
+        self._connecting: dict[str, asyncio.Lock] = {}
 
     # --- lazily opened parts ---------------------------------------------------------------
 
@@ -203,13 +204,14 @@ class Host:
 
     async def connection(self, name: str, prompter: Prompter) -> Connection:
         """A live connection to ``name`` (connecting it through the same flow if needed)."""
-        if name in self.connections:
-            return self.connections[name]
-        outcome = await self.connect(name, prompter)
-        if outcome.connection is None:
-            assert outcome.failure is not None
-            raise outcome.failure
-        return outcome.connection
+        async with self._connecting.setdefault(name, asyncio.Lock()):
+            if name in self.connections:
+                return self.connections[name]
+            outcome = await self.connect(name, prompter)
+            if outcome.connection is None:
+                assert outcome.failure is not None
+                raise outcome.failure
+            return outcome.connection
 
     async def each_target(self, names: list[str] | None, prompter: Prompter,
                           work: Callable[[Connection], Awaitable[T]]

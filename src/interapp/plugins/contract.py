@@ -64,6 +64,7 @@ class PluginSpec:
     supports_presence: bool = True
     supports_history: bool = True
     supports_assertion: bool = False
+    supports_revocation: bool = True
     credential_kinds: tuple[str, ...] = ()
     url_schemes: tuple[str, ...] = ("http", "https")
 
@@ -85,6 +86,7 @@ class PluginSpec:
         """Capabilities as plain data, for ``interapp plugins --json``."""
         return {"refresh": self.supports_refresh, "presence": self.supports_presence,
                 "history": self.supports_history, "same_account_login": self.supports_assertion,
+                "remote_revocation": self.supports_revocation,
                 "account_fields": [{"name": f.name, "label": f.label, "secret": f.secret}
                                    for f in self.account_fields]}
 

@@ -54,7 +54,13 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 class BodyLimit:
-    """Refuses request bodies over ``limit`` bytes with 413, by header and while streaming."""
+    """Refuses request bodies over ``limit`` bytes with 413, by header and while streaming.
+
+    The body is read (at most ``limit`` bytes of it) before the app runs, so a chunked body that
+    grows past the limit is answered 413 here rather than failing somewhere inside the app. URLs
+    carrying a NUL character (``%00``) are refused with 400 too: no stored text may contain one
+    (PostgreSQL cannot store it), so they could never name anything.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -63,23 +69,41 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
+            await _error(BadRequest("the URL contains a NUL character (%00)"))(
+                scope, receive, send)
+            return
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
                 await _error(PayloadTooLarge(f"request body over {self.limit} bytes"))(
                     scope, receive, send)
                 return
+        chunks: list[bytes] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise PayloadTooLarge(f"request body over {self.limit} bytes")
-            return message
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                await _error(PayloadTooLarge(f"request body over {self.limit} bytes"))(
+                    scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
 
-        await self.app(scope, limited, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 _FORM_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {

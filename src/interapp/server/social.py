@@ -39,9 +39,12 @@ def encode_cursor(value: str) -> str:
 def decode_cursor(cursor: str) -> str:
     """Inverse of :func:`encode_cursor`; BadRequest when malformed."""
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest("cursor is not valid") from exc
+    if "\x00" in value:
+        raise BadRequest("cursor is not valid")
+    return value
 
 
 async def list_contacts(conn: AsyncConnection, user_id: str, *, cursor: str | None,

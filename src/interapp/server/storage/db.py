@@ -17,10 +17,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from interapp.errors import ConfigError, UnavailableError
+from interapp.errors import BadRequest, ConfigError, Conflict, UnavailableError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 HEAD_REVISION = "0002"
@@ -113,6 +113,10 @@ class Database:
         try:
             async with self.engine.begin() as conn:
                 yield conn
+        except DataError as exc:  # a value the database cannot hold: the caller's input
+            raise BadRequest(f"a value could not be stored: {_brief(exc)}") from exc
+        except IntegrityError as exc:  # lost a race with a concurrent change
+            raise Conflict("the request conflicts with a concurrent change; retry") from exc
         except (OperationalError, DBAPIError) as exc:
             if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not isinstance(
                 exc, OperationalError
