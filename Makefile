@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo serve test lint typecheck unit bench clean
+.PHONY: demo serve test lint typecheck unit bench clean peers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src/interapp
 
-unit: $(STAMP)
+peers:  ## real peer servers for the network tests: Prosody (Debian) and Synapse (own venv)
+	@command -v prosody >/dev/null 2>&1 || { \
+	  echo "installing Prosody (Debian package)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends prosody lua-unbound >/dev/null; }
+	@command -v prosody >/dev/null 2>&1 || { echo "FATAL: Prosody is required for the XMPP tests"; exit 1; }
+	@test -x .peers/synapse/bin/python -a -f .peers/synapse/.installed || { \
+	  echo "installing Synapse into .peers/synapse (about a minute)"; \
+	  $(PYTHON) -m venv .peers/synapse && \
+	  .peers/synapse/bin/python -m pip install --quiet 'matrix-synapse[jwt]' && \
+	  touch .peers/synapse/.installed; }
+
+unit: $(STAMP) peers
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck unit  ## lint, type-check and the whole test suite
