@@ -237,7 +237,7 @@ def unlink(name: Annotated[str, typer.Argument(help="The target to unlink.")],
 
 def register(root: typer.Typer) -> None:
     """Attach the host's commands to the root command."""
-    from interapp.cli import chat_cmds, demo
+    from interapp.cli import chat_cmds, demo, ui_cmd
 
     root.command("local")(local)
     root.command("login")(login)
@@ -248,3 +248,4 @@ def register(root: typer.Typer) -> None:
     root.command("unlink")(unlink)
     chat_cmds.register(root)
     demo.register(root)
+    ui_cmd.register(root)

@@ -1,0 +1,106 @@
+"""Running the UI server: bind (loopback only unless told otherwise), print the URL, open it.
+
+Theory of operation: :func:`serve` opens the host on the data folder first (so a vault
+passphrase, if one is needed, is asked on the terminal before anything else), binds the socket,
+makes the launch secret for that port, and runs uvicorn with its access log *off* — the first
+URL carries the launch secret and must not land in a log. Once the server answers it prints the
+URL and, when asked and a display exists, opens it in the default browser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import socket
+import sys
+import webbrowser
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import uvicorn
+
+from interapp.errors import ConfigError
+from interapp.host.runtime import Host
+from interapp.web.app import create_app
+from interapp.web.security import Sessions
+from interapp.web.service import UIService
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def has_display(env: Mapping[str, str]) -> bool:
+    """True when a browser window could be shown."""
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (port 0: any free port)."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.listen(128)
+    return sock
+
+
+def url_host(host: str) -> str:
+    """``host`` as it goes in a URL."""
+    bare = host.strip("[]")
+    return f"[{bare}]" if ":" in bare else bare
+
+
+async def serve(home: Path, *, host: str = "127.0.0.1", port: int = 0,
+                open_browser: bool = True, env: Mapping[str, str] | None = None,
+                interactive: bool = False, prompt_timeout: float = 300.0,
+                announce: Callable[[str], None] | None = None) -> None:
+    """Serve the web UI until interrupted."""
+    env = os.environ if env is None else env
+    core = Host(home, env=env, interactive=interactive)
+    core.vault  # noqa: B018 - open it now: a passphrase is asked before serving
+    sock = bind(host, port)
+    actual = int(sock.getsockname()[1])
+    sessions = Sessions(port=actual)
+    service = UIService(core, prompt_timeout=prompt_timeout)
+    names = {*LOOPBACK_NAMES, url_host(host)}
+    app = create_app(service, sessions, allowed_hosts=tuple(names))
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                            ws_max_size=1 << 20)
+    server = uvicorn.Server(config)
+    url = f"http://{url_host(host)}:{actual}/?k={sessions.launch_secret}"
+
+    async def tell() -> None:
+        while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for this
+            await asyncio.sleep(0.02)
+        (announce or _print)(url)
+        if open_browser and has_display(env):
+            await asyncio.to_thread(webbrowser.open, url)
+
+    teller = asyncio.create_task(tell())
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        teller.cancel()
+        sock.close()
+
+
+def _print(url: str) -> None:
+    sys.stdout.write(f"interapp ui: open {url}\n"
+                     "interapp ui: the address works until this process stops (Ctrl+C)\n")
+    sys.stdout.flush()

@@ -1,0 +1,190 @@
+"""Who may use the UI server: launch secret, session cookie, CSRF, Host/Origin checks, headers.
+
+A real ``interapp ui`` process on a data folder whose local application is configured but not
+running (nothing here needs it); requests are made with httpx and a WebSocket client.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from collections.abc import Iterator
+from contextlib import closing
+
+import httpx
+import pytest
+from web_kit import UIProcess, launch_ui, run_async, stop_ui
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect as ws_connect
+from websockets.typing import Origin
+
+from interapp.host.config import LocalApp
+from interapp.host.runtime import Host
+from interapp.secret import Secret
+from interapp.testing.servers import free_port
+
+
+@pytest.fixture(scope="module")
+def lone_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UIProcess]:
+    tmp = tmp_path_factory.mktemp("gate")
+    home = tmp / "host"
+    home.mkdir(mode=0o700)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTERAPP_")}
+    env.update(INTERAPP_HOME=str(home), INTERAPP_VAULT_KEYRING="0",
+               INTERAPP_VAULT_KEY=base64.b64encode(os.urandom(32)).decode())
+    dead = f"http://127.0.0.1:{free_port()}"  # a local app that does not answer
+
+    async def configure() -> None:
+        async with Host(home, env=env) as host:
+            host.set_local(LocalApp(dead, "ia_client", dead), Secret("cs-" + "x" * 20))
+
+    run_async(configure)
+    ui = launch_ui(tmp, env)
+    yield ui
+    stop_ui(ui)
+
+
+@pytest.fixture
+def anonymous(lone_ui: UIProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=lone_ui.base, timeout=10) as client:
+        yield client
+
+
+def signed_in(ui: UIProcess) -> tuple[httpx.Client, str]:
+    """A client holding a session, and the session's CSRF token."""
+    client = httpx.Client(base_url=ui.base, timeout=10, follow_redirects=True)
+    resp = client.get(f"/?k={ui.secret}")
+    assert resp.status_code == 200  # followed the redirect to /
+    token = re.search(r'name="csrf-token" content="([^"]+)"', resp.text)
+    assert token is not None
+    return client, token.group(1)
+
+
+@pytest.mark.parametrize("path", ["/", "/signin", "/api/state", "/fragments/targets",
+                                  "/fragments/buddies", "/static/app.js", "/static/app.css",
+                                  "/api/history?target=a&user=b", "/targets/x/unlink"])
+def test_nothing_without_a_session(anonymous: httpx.Client, path: str) -> None:
+    resp = anonymous.get(path)
+    assert resp.status_code == 401
+    assert "csrf" not in resp.text
+    assert "app.js" not in resp.text
+
+
+@pytest.mark.parametrize("path", ["/signin", "/signout", "/api/presence", "/api/messages",
+                                  "/api/targets/chatter/connect", "/api/prompts/x",
+                                  "/targets/chatter/unlink"])
+def test_no_post_without_a_session(anonymous: httpx.Client, path: str) -> None:
+    assert anonymous.post(path, json={}).status_code == 401
+
+
+def test_websocket_needs_the_session(lone_ui: UIProcess) -> None:
+    ws_url = lone_ui.base.replace("http://", "ws://") + "/ws"
+    with pytest.raises(InvalidStatus):
+        ws_connect(ws_url, origin=Origin(lone_ui.base), open_timeout=5)
+
+
+def test_wrong_launch_secret_gives_nothing(anonymous: httpx.Client) -> None:
+    resp = anonymous.get("/?k=not-the-secret", follow_redirects=False)
+    assert resp.status_code == 403
+    assert "set-cookie" not in resp.headers
+
+
+def test_the_secret_works_only_on_the_first_page(anonymous: httpx.Client,
+                                                 lone_ui: UIProcess) -> None:
+    resp = anonymous.get(f"/api/state?k={lone_ui.secret}", follow_redirects=False)
+    assert resp.status_code == 401
+    assert "set-cookie" not in resp.headers
+
+
+def test_launch_secret_becomes_a_strict_http_only_cookie(anonymous: httpx.Client,
+                                                         lone_ui: UIProcess) -> None:
+    resp = anonymous.get(f"/?k={lone_ui.secret}", follow_redirects=False)
+    assert resp.status_code == 303
+    assert resp.headers["location"] == "/"
+    cookie = resp.headers["set-cookie"]
+    attrs = [a.strip() for a in cookie.split(";")]
+    port = lone_ui.base.rsplit(":", 1)[1]
+    name, _, value = attrs[0].partition("=")
+    assert name == f"interapp_ui_{port}"  # cookies ignore ports: one name per UI server
+    assert len(value) >= 40 and value != lone_ui.secret
+    assert {"HttpOnly", "SameSite=Strict", "Path=/"} <= set(attrs)
+    page = anonymous.get("/")
+    assert page.status_code == 200
+    assert "Sign in" in page.text
+    assert lone_ui.secret not in page.text
+
+
+def test_security_headers(lone_ui: UIProcess) -> None:
+    client, _ = signed_in(lone_ui)
+    with closing(client):
+        resp = client.get("/")
+    csp = resp.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "frame-ancestors 'none'" in csp
+    assert resp.headers["x-frame-options"] == "DENY"
+    assert resp.headers["x-content-type-options"] == "nosniff"
+    assert resp.headers["cache-control"] == "no-store"
+    assert resp.headers["referrer-policy"] == "same-origin"
+
+
+def test_csrf_token_is_required_on_every_post(lone_ui: UIProcess) -> None:
+    client, token = signed_in(lone_ui)
+    origin = lone_ui.base
+    with closing(client):
+        body = {"state": "away", "status_text": ""}
+        assert client.post("/api/presence", json=body).status_code == 403
+        assert client.post("/api/presence", json=body,
+                           headers={"X-CSRF-Token": "forged"}).status_code == 403
+        assert client.post("/api/presence", json=body, headers={
+            "X-CSRF-Token": token, "Origin": "http://evil.example"}).status_code == 403
+        ok = client.post("/api/presence", json=body,
+                         headers={"X-CSRF-Token": token, "Origin": origin})
+        assert ok.status_code == 200, ok.text
+        assert ok.json() == {"state": "away", "status_text": "", "targets": [], "errors": {}}
+        # plain HTML forms carry the token in a hidden field
+        form = {"username": "alice", "password": "pw-not-used"}
+        assert client.post("/signin", data=form).status_code == 403
+        assert client.post("/signin", data={**form, "csrf": "forged"}).status_code == 403
+        refused = client.post("/signin", data={**form, "csrf": token})
+        assert refused.status_code == 400  # accepted by the gate; the local app is down
+        assert "pw-not-used" not in refused.text
+        assert 'role="alert"' in refused.text
+
+
+def test_only_its_own_host_name(lone_ui: UIProcess) -> None:
+    client, _ = signed_in(lone_ui)
+    with closing(client):
+        assert client.get("/", headers={"Host": "evil.example"}).status_code == 400
+        port = lone_ui.base.rsplit(":", 1)[1]
+        assert client.get("/", headers={"Host": f"localhost:{port}"}).status_code == 200
+
+
+def test_websocket_with_session_and_origin(lone_ui: UIProcess) -> None:
+    client, _ = signed_in(lone_ui)
+    cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+    client.close()
+    ws_url = lone_ui.base.replace("http://", "ws://") + "/ws"
+    headers = {"Cookie": cookie}
+    with pytest.raises(InvalidStatus):  # another site's page cannot listen in
+        ws_connect(ws_url, origin=Origin("http://evil.example"),
+                   additional_headers=headers, open_timeout=5)
+    with ws_connect(ws_url, origin=Origin(lone_ui.base),
+                    additional_headers=headers, open_timeout=5) as ws:
+        hello = ws.recv(timeout=5)
+    assert '"type": "hello"' in str(hello) or '"type":"hello"' in str(hello)
+
+
+def test_request_bodies_are_bounded(lone_ui: UIProcess) -> None:
+    client, token = signed_in(lone_ui)
+    with closing(client):
+        resp = client.post("/api/messages", content=b"x" * (300 * 1024),
+                           headers={"X-CSRF-Token": token, "Content-Type": "application/json"})
+    assert resp.status_code == 413
+
+
+def test_server_output_has_no_secret(lone_ui: UIProcess) -> None:
+    out = lone_ui.output()
+    assert out.count(lone_ui.secret) == 1  # the printed address, nothing else
+    assert "pw-not-used" not in out
+    assert "cs-" + "x" * 20 not in out

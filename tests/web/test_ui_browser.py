@@ -1,0 +1,404 @@
+"""The web UI end to end in headless Chromium, against real servers and a real ``interapp ui``.
+
+One world per module (see ``conftest.py``): arena (the local app), chatter (its own accounts)
+and arena-chat (arena's accounts). The tests run in file order and share one browser page, as a
+person would use it: sign in (wrong password first), link chatter through the prompt form (wrong
+password first: the reason is shown and nothing is stored), see one buddy list across both
+apps, read history and scroll back, exchange messages with bob (who talks to chatter over HTTP),
+lose the connection while typing, see bob come online, set a status, unlink. The last test
+checks that no secret reached a page, the UI server's output or the data folder.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Page, ViewportSize, expect
+from web_kit import PW, WRONG, UIProcess, World, run_async, shot
+
+from interapp.vault import Vault
+
+pytestmark = pytest.mark.slow
+
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 390, "height": 844}
+SEEN_HTML: list[str] = []
+
+
+def links_in_vault(w: World) -> list[Any]:
+    vault = Vault.open(w.home / "vault.db", env=w.env)
+    try:
+        return vault.list_links()
+    finally:
+        vault.close()
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def keep_html(page: Page) -> None:
+    SEEN_HTML.append(page.content())
+
+
+@pytest.fixture(scope="module")
+def page(browser: Any, ui: UIProcess) -> Iterator[Page]:
+    context = browser.new_context(viewport=DESKTOP)
+    p = context.new_page()
+    p.set_default_timeout(10_000)
+    errors: list[str] = []
+    p.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield p
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def test_first_url_signs_the_browser_in_and_drops_the_secret(page: Page, ui: UIProcess) -> None:
+    page.goto(ui.url)
+    assert page.url == f"{ui.base}/"  # the launch secret left the address bar
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    cookies = page.context.cookies()
+    assert len(cookies) == 1
+    assert cookies[0]["httpOnly"] and cookies[0]["sameSite"] == "Strict"
+    assert cookies[0]["path"] == "/"
+    assert ui.secret not in page.content()
+
+
+def test_sign_in_wrong_password_then_right(page: Page, ui: UIProcess) -> None:
+    expect(page.get_by_label("Username")).to_be_focused()
+    page.get_by_label("Username").fill("alice")
+    shot(page, "sign-in")
+    page.get_by_label("Password").fill(WRONG)
+    page.get_by_label("Password").press("Enter")  # keyboard: Enter submits
+    expect(page.get_by_role("alert")).to_contain_text("refused")
+    keep_html(page)
+    page.get_by_label("Password").fill(PW["alice@arena"])
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#me")).to_have_text("alice")
+    expect(page.locator("#live")).to_have_text("Live")
+
+
+def test_same_account_target_connects_without_prompt(page: Page) -> None:
+    target = page.locator('.target[data-target="arena-chat"]')
+    expect(target).to_contain_text("connected as alice")
+    expect(target).to_contain_text("same account system")
+    expect(page.locator('.buddy[data-target="arena-chat"][data-user="dave"]')).to_be_visible()
+    chatter = page.locator('.target[data-target="chatter"]')
+    expect(chatter).to_have_attribute("data-state", "not linked")
+    expect(chatter.get_by_role("button", name="Connect chatter")).to_be_visible()
+
+
+def test_link_chatter_through_the_prompt_form(page: Page, world: World) -> None:
+    page.get_by_role("button", name="Connect chatter").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog.get_by_role("heading")).to_have_text("Sign in to chatter")
+    assert dialog.get_by_label("Password").get_attribute("type") == "password"
+    dialog.get_by_label("Username").fill("alice")
+    dialog.get_by_label("Password").fill(WRONG)
+    dialog.get_by_role("button", name="Sign in").click()
+    # the resolver asks again, with the server's reason; nothing was stored
+    expect(page.locator("#prompt-reason")).to_contain_text("invalid username or password")
+    expect(page.locator("#prompt-reason")).to_contain_text("attempt 2 of 3")
+    assert links_in_vault(world) == []
+    expect(dialog.get_by_label("Username")).to_have_value("alice")  # kept for the retry
+    expect(dialog.get_by_label("Password")).to_have_value("")
+    keep_html(page)
+    shot(page, "targets-and-prompt")
+    dialog.get_by_label("Password").fill(PW["alice@chatter"])
+    dialog.get_by_label("Password").press("Enter")
+    expect(dialog).to_be_hidden()
+    chatter = page.locator('.target[data-target="chatter"]')
+    expect(chatter).to_have_attribute("data-state", "linked")
+    expect(chatter).to_contain_text("connected as alice")
+    links = links_in_vault(world)
+    assert [(str(ln.target), ln.remote_account_name, str(ln.state)) for ln in links] == [
+        ("chatter", "alice", "linked")]
+
+
+def test_one_buddy_list_grouped_by_app(page: Page) -> None:
+    groups = page.locator(".group")
+    expect(groups).to_have_count(2)
+    expect(groups.nth(0).get_by_role("heading")).to_contain_text("arena-chat")
+    expect(groups.nth(1).get_by_role("heading")).to_contain_text("chatter")
+    for user in ("bob", "carol"):
+        expect(page.locator(f'.buddy[data-target="chatter"][data-user="{user}"]')
+               ).to_have_attribute("data-presence", "offline")
+
+
+def test_history_scrolls_back(page: Page, world: World) -> None:
+    bob = world.peer("bob")
+    for i in range(1, 41):
+        bob.send("alice", f"old message {i}")
+    page.locator('.buddy[data-target="chatter"][data-user="bob"]').click()
+    expect(page.locator("#chat-h")).to_have_text("Chat with Bob (@bob) on chatter")
+    expect(page.get_by_label("Message to Bob")).to_be_focused()
+    messages = page.locator("#messages .msg")
+    expect(messages).to_have_count(30)
+    expect(messages.last).to_contain_text("old message 40")
+    expect(page.locator("#older")).to_be_visible()
+    page.locator("#messages").evaluate("el => { el.scrollTop = 0; }")  # scroll back
+    expect(messages).to_have_count(40)
+    expect(messages.first).to_contain_text("old message 1")
+    expect(page.locator("#older")).to_be_hidden()
+
+
+def test_messages_both_ways_live(page: Page, world: World) -> None:
+    bob = world.peer("bob")
+    bob.send("alice", "hi alice, game tonight?")
+    expect(page.locator("#messages .msg.theirs").last).to_contain_text("game tonight?")
+    compose = page.get_by_label("Message to Bob")
+    compose.fill("sure, 9pm!")
+    compose.press("Enter")
+    expect(compose).to_have_value("")
+    expect(page.locator("#messages .msg.mine").last).to_contain_text("sure, 9pm!")
+    expect(page.locator("#messages .msg.pending")).to_have_count(0)
+    wait_until(lambda: any(m["body"] == "sure, 9pm!" for m in bob.history("alice")),
+               what="bob to see alice's message")
+    assert [m["body"] for m in bob.history("alice")].count("sure, 9pm!") == 1
+    # a message from someone whose chat is not open: a badge on that buddy, and a notice
+    world.peer("carol").send("alice", "are you there?")
+    carol = page.locator('.buddy[data-target="chatter"][data-user="carol"]')
+    expect(carol.locator(".unread")).to_have_text("1 new")
+    expect(page.locator("#notices")).to_contain_text("carol on chatter: are you there?")
+    expect(page.locator("#messages")).not_to_contain_text("are you there?")
+
+
+def test_nothing_typed_is_lost_when_the_connection_drops(page: Page, world: World) -> None:
+    bob = world.peer("bob")
+    compose = page.get_by_label("Message to Bob")
+    # 1. the UI server is out of reach: the message waits in the outbox
+    page.context.set_offline(True)
+    compose.fill("typed while offline")
+    compose.press("Enter")
+    expect(page.locator("#messages .msg.pending")).to_contain_text("typed while offline")
+    outbox = page.evaluate("JSON.parse(localStorage.getItem('interapp.outbox'))")
+    assert [item["body"] for item in outbox] == ["typed while offline"]
+    page.context.set_offline(False)
+    expect(page.locator("#messages .msg.pending")).to_have_count(0, timeout=15_000)
+    # 2. the request reaches the server but the answer is lost: resent, delivered once
+    lost: list[str] = []
+
+    def lose_answer(route: Any) -> None:
+        if not lost:
+            route.fetch()  # the UI server gets it and sends it to chatter ...
+            lost.append(route.request.post_data or "")
+            route.abort()  # ... but the page never hears back
+        else:
+            route.continue_()
+
+    page.route("**/api/messages", lose_answer)
+    compose.fill("answer lost once")
+    compose.press("Enter")
+    expect(page.locator("#messages .msg.pending")).to_have_count(0, timeout=15_000)
+    page.unroute("**/api/messages")
+    assert lost
+    bodies = [m["body"] for m in bob.history("alice")]
+    assert bodies.count("typed while offline") == 1
+    assert bodies.count("answer lost once") == 1
+    # 3. a reload (or a crash of the tab) keeps what was not sent yet
+    page.route("**/api/messages", lambda route: route.abort())
+    compose.fill("survives a reload")
+    compose.press("Enter")
+    expect(page.locator("#messages .msg.pending")).to_contain_text("survives a reload")
+    page.unroute("**/api/messages")
+    page.reload()
+    wait_until(lambda: any(m["body"] == "survives a reload" for m in bob.history("alice")),
+               timeout=15, what="the queued message to be sent after the reload")
+    wait_until(lambda: page.evaluate("JSON.parse(localStorage.getItem('interapp.outbox'))") == [],
+               what="the outbox to empty")
+    assert [m["body"] for m in bob.history("alice")].count("survives a reload") == 1
+
+
+def test_target_outage_degrades_then_recovers_and_the_queue_is_sent(page: Page,
+                                                                    world: World) -> None:
+    chatter = world.servers["chatter"]
+    bob = world.peer("bob")
+    chatter.stop()
+    target = page.locator('.target[data-target="chatter"]')
+    expect(target).to_have_attribute("data-state", "degraded", timeout=15_000)
+    expect(page.locator('.group[data-target="chatter"]')).to_contain_text("reconnecting")
+    page.locator('.buddy[data-target="chatter"][data-user="bob"]').click()
+    compose = page.get_by_label("Message to Bob")
+    compose.fill("written while chatter was down")
+    compose.press("Enter")
+    expect(page.locator("#messages .msg.pending")).to_contain_text("waiting to send")
+    chatter.start()
+    expect(target).to_have_attribute("data-state", "linked", timeout=20_000)
+    expect(target).to_have_attribute("data-connected", "yes")
+    expect(page.locator("#messages .msg.pending")).to_have_count(0, timeout=15_000)
+    bodies = [m["body"] for m in bob.history("alice")]
+    assert bodies.count("written while chatter was down") == 1
+    bob.send("alice", "back again")  # the live stream resumed
+    expect(page.locator("#messages .msg.theirs").last).to_contain_text("back again")
+
+
+def test_a_target_added_by_the_cli_shows_up(page: Page, world: World) -> None:
+    from interapp.host.config import HostConfig, Target
+
+    config = HostConfig(world.home)
+    targets = config.targets()
+    config.save_targets({**targets, "later": Target("later", "interapp",
+                                                    world.servers["chatter"].url)})
+    later = page.locator('.target[data-target="later"]')
+    expect(later).to_have_attribute("data-state", "not linked", timeout=10_000)
+    expect(later.get_by_role("button", name="Connect later")).to_be_visible()
+    config.save_targets(targets)
+    expect(later).to_have_count(0, timeout=10_000)
+
+
+def test_buddy_comes_online_live(page: Page, world: World) -> None:
+    bob = world.peer("bob")
+    bob.presence("online", "in the lobby")
+    button = page.locator('.buddy[data-target="chatter"][data-user="bob"]')
+    expect(button).to_have_attribute("data-presence", "online")
+    expect(button).to_contain_text("in the lobby")
+    expect(page.locator("#notices")).to_contain_text("Bob came online on chatter (in the lobby)")
+    world.peer("carol").presence("away", "brb")
+    expect(page.locator('.buddy[data-target="chatter"][data-user="carol"]')
+           ).to_have_attribute("data-presence", "away")
+
+
+def test_set_own_presence_on_every_connected_target(page: Page, world: World) -> None:
+    page.get_by_label("Presence").select_option("away")
+    page.get_by_label("Status text").fill("in a match")
+    page.get_by_role("button", name="Set", exact=True).click()
+    expect(page.locator("#presence-result")).to_contain_text("away — in a match on arena-chat, "
+                                                             "chatter")
+    alice = next(c for c in world.peer("bob").contacts() if c["username"] == "alice")
+    assert (alice["presence"], alice["status_text"]) == ("away", "in a match")
+
+
+def test_screens_for_the_docs(page: Page, world: World) -> None:
+    page.locator('.buddy[data-target="chatter"][data-user="bob"]').click()
+    expect(page.locator("#messages .msg").last).to_contain_text("back again")
+    world.peer("bob").send("alice", "see you at 9 then!")
+    expect(page.locator("#messages .msg").last).to_contain_text("see you at 9")
+    page.evaluate("document.getElementById('notices').replaceChildren()")
+    world.peer("carol").presence("offline")
+    world.peer("carol").presence("online", "back from lunch")
+    expect(page.locator("#notices")).to_contain_text("Carol came online on chatter")
+    keep_html(page)
+    shot(page, "buddies-and-chat")
+
+
+def test_narrow_screen_has_no_horizontal_overflow(page: Page) -> None:
+    page.set_viewport_size(PHONE)
+    page.reload()
+    expect(page.locator("#live")).to_have_text("Live")
+    page.locator('.buddy[data-target="chatter"][data-user="bob"]').click()
+    expect(page.locator("#messages .msg").last).to_contain_text("see you at 9")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"the page is {width} px wide at 390 px"
+    shot(page, "narrow-390", full_page=True)
+    page.set_viewport_size(DESKTOP)
+
+
+def test_relink_repairs_the_same_link(page: Page, world: World) -> None:
+    from interapp.vault import LinkState
+
+    (before,) = links_in_vault(world)
+    vault = Vault.open(world.home / "vault.db", env=world.env)
+    try:  # as if the target had refused the stored credential
+        vault.set_state(before.id, LinkState.NEEDS_REAUTH, "refresh token refused")
+    finally:
+        vault.close()
+    target = page.locator('.target[data-target="chatter"]')
+    expect(target).to_have_attribute("data-state", "needs_reauth")
+    expect(target.locator(".reason")).to_have_text("refresh token refused")
+    target.get_by_role("button", name="Re-link chatter").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog.get_by_label("Username")).to_have_value("alice")  # the link's account
+    expect(dialog.get_by_label("Password")).to_be_focused()
+    page.keyboard.type(PW["alice@chatter"])
+    page.keyboard.press("Enter")
+    expect(dialog).to_be_hidden()
+    expect(target).to_have_attribute("data-state", "linked")
+    expect(target).to_have_attribute("data-connected", "yes")
+    (after,) = links_in_vault(world)
+    assert after.id == before.id and after.remote_account_name == "alice"
+
+
+def test_unlink_with_confirmation_and_result(page: Page, world: World) -> None:
+    page.goto(page.url.split("#")[0])
+    page.get_by_role("link", name="Unlink chatter…").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Unlink chatter?")
+    expect(page.locator("main")).to_contain_text("alice")
+    page.get_by_role("link", name="Cancel").click()  # changing one's mind changes nothing
+    assert len(links_in_vault(world)) == 1
+    page.get_by_role("link", name="Unlink chatter…").click()
+    page.get_by_role("button", name="Unlink chatter").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Unlinked chatter")
+    expect(page.locator("#unlink-result")).to_contain_text(
+        "Remote revocation: revoked at the target")
+    expect(page.locator("#unlink-result")).to_contain_text("Local credential destroyed")
+    keep_html(page)
+    assert links_in_vault(world) == []
+    page.get_by_role("link", name="Back to your apps").click()
+    chatter = page.locator('.target[data-target="chatter"]')
+    expect(chatter).to_have_attribute("data-state", "not linked")
+    expect(chatter.get_by_role("button", name="Connect chatter")).to_be_visible()
+    expect(page.locator('.group[data-target="chatter"]')).to_have_count(0)
+
+
+def test_declining_the_prompt_stores_nothing(page: Page, world: World) -> None:
+    page.get_by_role("button", name="Connect chatter").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_be_visible()
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_be_hidden()
+    expect(page.locator('.target[data-target="chatter"] .problem')).to_contain_text("declined")
+    assert links_in_vault(world) == []
+
+
+def test_no_secret_in_pages_output_or_data_folder(world: World, ui: UIProcess) -> None:
+    hidden = world.secrets_to_hide()
+    for html in SEEN_HTML:
+        for secret in hidden:
+            assert secret not in html
+        assert ui.secret not in html
+    log = ui.output()
+    for secret in hidden:
+        assert secret not in log
+    # the UI server prints its address (with the launch secret) once, and nothing else of it
+    assert log.count(ui.secret) == 1
+    for path in world.home.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            for secret in hidden:
+                assert secret.encode() not in data, f"{secret!r} in {path}"
+
+
+def test_the_cli_sees_what_the_ui_did(world: World) -> None:
+    """Same data folder and vault: the UI's sign-in is the CLI's sign-in."""
+    from interapp.host.runtime import Host
+
+    async def check() -> tuple[str | None, list[Any]]:
+        async with Host(world.home, env=world.env) as host:
+            return host.config.local().username, host.vault.list_links()
+
+    username, links = run_async(check)
+    assert username == "alice"
+    assert links == []
+    r = httpx.get(f"{world.servers['chatter'].url}/.well-known/oauth-authorization-server")
+    assert r.status_code == 200
+    assert re.match(r"^http://127\.0\.0\.1:\d+$", r.json()["issuer"])
+
+
+def test_sign_out(page: Page, world: World) -> None:
+    page.goto(page.url.split("#")[0])
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    expect(page.get_by_label("Username")).to_have_value("alice")
