@@ -90,9 +90,18 @@ def targets_add(name: Annotated[str, typer.Argument(help="A name for the target.
                 tls: Annotated[bool | None, typer.Option(
                     "--tls/--no-tls", help="Force TLS on or off (default: on off loopback).")
                 ] = None,
+                option: Annotated[list[str] | None, typer.Option(
+                    "--option", help="A plug-in option KEY=VALUE (repeatable), e.g. "
+                    "jwt_audience=https://…")] = None,
                 as_json: JsonOpt = False) -> None:
     """Add (or replace) a target."""
     check_target_name(name)
+    options: dict[str, str] = {}
+    for item in option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--option {item!r}: use KEY=VALUE")
+        options[key.strip()] = value
     if account_system not in ("shared", "separate"):
         raise ConfigError("--account-system must be shared or separate")
     secret = Secret(read_secret_line("client-secret")) if client_secret_stdin else None
@@ -102,12 +111,13 @@ def targets_add(name: Annotated[str, typer.Argument(help="A name for the target.
         url = check_server_url(server, spec.url_schemes)
         targets = host.config.targets()
         targets[name] = Target(name, plugin, url, client_id,
-                               "shared" if account_system == "shared" else "separate", tls)
+                               "shared" if account_system == "shared" else "separate", tls,
+                               options)
         host.config.save_targets(targets)
         if secret is not None:
             host.vault.put_secret(target_secret_name(name), secret)
         return {"name": name, "plugin": plugin, "server": url, "client_id": client_id,
-                "account_system": account_system}
+                "account_system": account_system, "options": options}
 
     info = run_host(work)
     emit(info, f"target {name}: {plugin} at {info['server']} ({account_system} account system)",

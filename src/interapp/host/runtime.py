@@ -28,6 +28,7 @@ from interapp.errors import (
     NeedsReauth,
     PluginCrashed,
     PluginTimeout,
+    RateLimited,
     Unauthorized,
 )
 from interapp.host.config import HostConfig, LocalApp, Target
@@ -294,6 +295,9 @@ class Host:
                 if stale is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(stale.close(), 5)
+            except RateLimited as exc:  # honour the target's hint before trying again
+                await asyncio.sleep(max(exc.retry_after or backoff, 0.1))
+                continue
             except NeedsReauth:
                 raise
             await asyncio.sleep(backoff * (0.5 + random.random()))  # jitter

@@ -9,9 +9,24 @@ Use it from a plug-in's test suite::
         def harness(self, mynet_server): return MyNetHarness(mynet_server)
 
 The pytest plug-in (entry point ``pytest11: interapp``) provides the ``interapp_home`` fixture:
-a real interapp application server acting as the local application.
+a real interapp application server acting as the local application. The kit is imported lazily,
+so the server launchers (``interapp.testing.servers``, ``.prosody``, ``.synapse``) also work
+where pytest is not installed (the demo uses them).
 """
 
-from interapp.testing.kit import Account, Harness, HomeApp, PluginConformance
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from interapp.testing.kit import Account, Harness, HomeApp, PluginConformance
 
 __all__ = ["Account", "Harness", "HomeApp", "PluginConformance"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from interapp.testing import kit
+
+        return getattr(kit, name)
+    raise AttributeError(f"module 'interapp.testing' has no attribute {name!r}")
