@@ -326,7 +326,7 @@ def test_stored_link_connects_without_prompt() -> None:
     assert r.start() == [LoginWithStoredCredential(LINK_ID)]
     assert r.branch is Branch.STORED and r.state is State.AWAIT_STORED_LOGIN
     assert r.trace[0].note == (
-        "link found for alice → bob@chatter (state linked): using the stored credential, "
+        "link found for alice → bob on chatter (state linked): using the stored credential, "
         "no prompt"
     )
     assert r.send(ok()) == [Connected(Branch.STORED, LINK_ID, "bob")]

@@ -196,20 +196,106 @@ async def _chat(host: Host, chatter_url: str, client: tuple[Any, Any], step: str
         await bob.aclose()
 
 
+async def _run_network(network: str, yes: bool, data: Path) -> None:
+    """The same story against a real network server started here (Synapse or Prosody)."""
+    from interapp.host.registry import discover
+    from interapp.plugins.contract import TargetConfig
+    from interapp.server.embedded import EmbeddedServer
+
+    t0 = time.perf_counter()
+    if network == "matrix":
+        from interapp.plugins.matrix.demo import prepare_demo
+    elif network == "xmpp":
+        from interapp.plugins.xmpp.demo import prepare_demo  # type: ignore[assignment]
+    else:
+        raise InterappError(f"--network must be matrix or xmpp, not {network!r}")
+    _say("1.", f"starting a local {network} server (this takes a few seconds) and arena")
+    net = await prepare_demo(data)
+    try:
+        clients = await _setup_apps(data)
+        server_url = str(net.get("server") or net.get("homeserver"))
+        alice, bob = net["accounts"]["alice"], net["accounts"]["bob"]
+        async with EmbeddedServer("arena", f"sqlite:///{data}/arena.db") as arena:
+            _say("", f"arena {arena.url} · {network} {server_url}")
+            home = data / "host"
+            home.mkdir(exist_ok=True)
+            env = {**os.environ,
+                   "INTERAPP_VAULT_KEY": base64.b64encode(os.urandom(32)).decode()}
+            async with Host(home, env=env) as host:
+                cid, secret = clients["arena"]
+                host.set_local(LocalApp(arena.url, cid, arena.url), secret)
+                await host.login("alice", Secret(PASSWORDS["alice@arena"]))
+                _say("2.", "alice logged in to arena")
+                host.config.save_targets({network: Target(network, network, server_url,
+                                                          tls=net.get("tls"))})
+                prompter: Prompter = _DemoPrompter({"username": alice["username"],
+                                                    "password": alice["password"]})
+                if not yes and Terminal.available():
+                    _say("", f"({network} account {alice['username']}, password "
+                             f"'{alice['password']}')")
+                    prompter = Terminal({"username": alice["username"]})
+                await _connect(host, network, prompter, "3.")
+                await _buddies(host, "4.")
+                cls = discover().get(network).load()
+                peer = cls(TargetConfig(name="bob", plugin=network, server=server_url,
+                                        tls=net.get("tls")))
+                try:
+                    login = await peer.login({"username": bob["username"],
+                                              "password": Secret(bob["password"])})
+                    await peer.open(login.credential)
+                    sink: asyncio.Queue[WatchEvent] = asyncio.Queue()
+                    stream = asyncio.create_task(host.stream(network, _NoPrompt(), sink))
+                    try:
+                        await asyncio.sleep(1.0)
+                        await peer.set_presence("online", "in the lobby")
+                        conn = host.connections[network]
+                        await conn.plugin.send(login.remote_account_name, "hi bob, game "
+                                               "tonight?", os.urandom(8).hex())
+                        _say("5.", f"alice → bob over {network}: hi bob, game tonight?")
+                        await peer.send(alice.get("user_id") or alice["username"],
+                                        "sure, 9pm!", os.urandom(8).hex())
+                        seen: set[str] = set()
+                        while seen != {"presence", "message"}:
+                            item = await asyncio.wait_for(sink.get(), 20)
+                            d = item.event.data
+                            if item.event.type == "presence" and "presence" not in seen \
+                                    and d.get("username") == login.remote_account_name \
+                                    and d.get("status_text") == "in the lobby":
+                                seen.add("presence")
+                                _say("", f"live: {d['username']} is {d['state']} "
+                                         f"({d.get('status_text', '')})")
+                            elif item.event.type == "message" and d.get("body") == "sure, 9pm!":
+                                seen.add("message")
+                                _say("", f"live: {d['from']} → alice: {d['body']}")
+                    finally:
+                        stream.cancel()
+                        await asyncio.gather(stream, return_exceptions=True)
+                finally:
+                    await peer.close()
+            _say("6.", "starting the host again: the stored link is used, no prompt")
+            async with Host(home, env=env) as host:
+                await _connect(host, network, _NoPrompt(), "")
+    finally:
+        net["stop"]()
+    _say("7.", f"done in {time.perf_counter() - t0:.1f} s")
+
+
 def demo(yes: Annotated[bool, typer.Option(
              "--yes", help="Answer the prompt from the script (non-interactive).")] = False,
          keep: Annotated[bool, typer.Option(
              "--keep", help="Keep the demo's data folder and print where it is.")] = False,
          network: Annotated[str | None, typer.Option(
-             "--network", help="Run against a real network (matrix|xmpp); not available yet.")
-         ] = None) -> None:
+             "--network", help="Run against a real network started here: matrix (Synapse) "
+             "or xmpp (Prosody).")] = None) -> None:
     """Run the whole story: SSO to arena-chat, link chatter after a prompt, chat, reuse link."""
-    if network is not None:
-        raise InterappError(f"--network {network}: the matrix and xmpp plug-ins are not "
-                            "shipped yet")
+    if network is not None and network not in ("matrix", "xmpp"):
+        raise InterappError(f"--network must be matrix or xmpp, not {network!r}")
     tmp = tempfile.mkdtemp(prefix="interapp-demo-")
     try:
-        asyncio.run(_run(yes, Path(tmp)))
+        if network is None:
+            asyncio.run(_run(yes, Path(tmp)))
+        else:
+            asyncio.run(_run_network(network, yes, Path(tmp)))
     finally:
         if keep:
             sys.stdout.write(f"data kept in {tmp}\n")

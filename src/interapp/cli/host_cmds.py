@@ -110,9 +110,10 @@ def targets_add(name: Annotated[str, typer.Argument(help="A name for the target.
         spec = host.registry.get(plugin)
         url = check_server_url(server, spec.url_schemes)
         targets = host.config.targets()
+        kept = dict(targets[name].options) if name in targets else {}
         targets[name] = Target(name, plugin, url, client_id,
                                "shared" if account_system == "shared" else "separate", tls,
-                               options)
+                               {**kept, **options})
         host.config.save_targets(targets)
         if secret is not None:
             host.vault.put_secret(target_secret_name(name), secret)
@@ -234,14 +235,14 @@ def unlink(name: Annotated[str, typer.Argument(help="The target to unlink.")],
            as_json: JsonOpt = False) -> None:
     """Revoke the grant at the target, then destroy the local credential."""
 
-    async def work(host: Host) -> tuple[bool, str]:
+    async def work(host: Host) -> tuple[bool | None, str]:
         return await host.unlink(name)
 
     revoked, note = run_host(work)
     emit({"target": name, "remote_revoked": revoked, "local_credential_destroyed": True,
           "note": note}, f"unlinked {name}: {note}; local credential destroyed",
          as_json=as_json)
-    if not revoked:
+    if revoked is False:  # the remote grant may still be alive: say so by the exit code
         raise typer.Exit(1)
 
 

@@ -7,15 +7,17 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from interapp.cli.output import JSON_OPTION, ask_password, emit, read_secret_line
-from interapp.errors import ConfigError, NotFoundError
+from interapp.errors import ConfigError, NotFoundError, UnavailableError
 from interapp.secret import Secret
 from interapp.server.settings import check_app_name, default_db_url
+
+if TYPE_CHECKING:  # keeps `--help` and usage errors from importing SQLAlchemy
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 T = TypeVar("T")
 
@@ -215,24 +217,56 @@ def serve(app: AppOpt, db: DbOpt = None,
           log_level: Annotated[str, typer.Option("--log-level", help="Log level.")] = "warning",
           ) -> None:
     """Run an application server (accounts, verification, tokens, buddies, live events)."""
+    # Cheap checks first, so a wrong setting is reported before the heavy imports.
+    url = _db_url(app, db, must_exist=False)
+    if not 0 <= port <= 65535:
+        raise ConfigError("--port must be 0-65535")
+    if log_level.lower() not in LOG_LEVELS:
+        raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
+    if public_url is not None and not public_url.startswith(("http://", "https://")):
+        raise ConfigError("--public-url (the issuer) must start with http:// or https://")
+    if redis:
+        _check_redis(redis)
+
     import uvicorn
 
     from interapp.server.app import create_app
     from interapp.server.settings import ServerSettings
 
-    url = _db_url(app, db, must_exist=False)
-    if not 0 <= port <= 65535:
-        raise ConfigError("--port must be 0-65535")
     sock = bind_socket(host, port)
     real_port = sock.getsockname()[1]
-    issuer = public_url or f"http://{host if ':' not in host else f'[{host}]'}:{real_port}"
-    settings = ServerSettings(app=app, db_url=url, issuer=issuer, redis_url=redis)
+    where = f"http://{host if ':' not in host else f'[{host}]'}:{real_port}"
+    settings = ServerSettings(app=app, db_url=url, issuer=public_url or where, redis_url=redis)
     asgi = create_app(settings)
-    config = uvicorn.Config(asgi, log_level=log_level, access_log=False, lifespan="on",
+    config = uvicorn.Config(asgi, log_level=log_level.lower(), access_log=False, lifespan="on",
                             ws_max_size=64 * 1024, proxy_headers=False)
     server = uvicorn.Server(config)
-    _announce({"app": app, "url": f"http://{host}:{real_port}", "issuer": settings.issuer})
+    _announce({"app": app, "url": where, "issuer": settings.issuer})
     server.run(sockets=[sock])
+    if not server.started:
+        raise UnavailableError(f"the {app} server could not start (see the messages above)")
+
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+def _check_redis(url: str) -> None:
+    """Fail fast, in one line, when ``--redis`` is malformed or does not answer."""
+    import redis as redis_sync
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    try:
+        client = redis_sync.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5,
+                                           retry=Retry(NoBackoff(), 0))
+    except ValueError as exc:
+        raise ConfigError(f"--redis is not a valid Redis URL: {exc}") from exc
+    try:
+        client.ping()
+    except redis_sync.RedisError as exc:
+        raise UnavailableError(f"Redis at {url} does not answer: {exc}") from exc
+    finally:
+        client.close()
 
 
 def _announce(info: dict[str, Any]) -> None:

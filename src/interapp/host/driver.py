@@ -176,6 +176,9 @@ async def _stored_login(ctx: HostContext, plugin: Plugin, link: Link) -> tuple[r
         return r.LoginRefused(exc.message), None
     except ConnectionLost as exc:
         return r.TargetUnavailable(exc.message), None
+    except RateLimited as exc:  # says nothing about the credential: like an outage
+        wait = f" (retry in {int(exc.retry_after)} s)" if exc.retry_after else ""
+        return r.TargetUnavailable(f"rate limited{wait}"), None
     if profile.id != link.remote_account_id:
         return r.LoginRefused("the stored credential now belongs to another account"), None
     return r.LoginSucceeded(profile.id, profile.username, credential), profile

@@ -230,8 +230,11 @@ class Host:
         results = await asyncio.gather(*(one(n) for n in targets))
         return dict(zip(targets, results, strict=True))
 
-    async def unlink(self, name: str) -> tuple[bool, str]:
-        """Revoke at the target, then destroy the local credential. Returns (revoked, note)."""
+    async def unlink(self, name: str) -> tuple[bool | None, str]:
+        """Revoke at the target, then destroy the local credential. Returns (revoked, note).
+
+        ``revoked`` is None when the plug-in keeps nothing the target could revoke.
+        """
         local = self.config.local()
         if local.username is None:
             raise ConfigError("not logged in to the local application")
@@ -239,16 +242,22 @@ class Host:
         if link is None:
             raise ConfigError(f"no link to {name} for {local.username}")
         target = self.config.target(name)
-        revoked, note = False, ""
-        try:
-            plugin = self.start_plugin(target)
-            credential = self.vault.read_credential(link.id)
-            await self.supervised(name, plugin.revoke(credential))
-            revoked, note = True, "revoked at the target"
-        except InterappError as exc:
-            note = f"remote revocation FAILED ({exc.message}); the target may still honour it"
-        self.vault.delete_link(link.id, detail={"remote_revocation": "ok" if revoked
-                                                else "failed"})
+        revoked: bool | None = False
+        spec = self.registry.get(target.plugin)
+        if not spec.supports_revocation:
+            revoked = None
+            note = f"the {spec.name} plug-in keeps nothing {name} could revoke"
+        else:
+            try:
+                plugin = self.start_plugin(target)
+                credential = self.vault.read_credential(link.id)
+                await self.supervised(name, plugin.revoke(credential))
+                revoked, note = True, "revoked at the target"
+            except InterappError as exc:
+                note = f"remote revocation FAILED ({exc.message}); the target may still " \
+                       "honour it"
+        outcome = {True: "ok", False: "failed", None: "not applicable"}[revoked]
+        self.vault.delete_link(link.id, detail={"remote_revocation": outcome})
         self.connections.pop(name, None)
         return revoked, note
 
@@ -284,6 +293,7 @@ class Host:
             except Unauthorized:
                 self.connections.pop(name, None)  # reconnect: refresh or re-prompt
             except ConnectionLost as exc:
+                hint = exc.retry_after or 0.0
                 conn_ = self.connections.get(name)
                 if conn_ is not None and conn_.link is not None:
                     conn_.link = self.vault.set_state(conn_.link.id, LinkState.DEGRADED,
@@ -297,6 +307,9 @@ class Host:
                         await asyncio.wait_for(stale.close(), 5)
             except RateLimited as exc:  # honour the target's hint before trying again
                 await asyncio.sleep(max(exc.retry_after or backoff, 0.1))
+                continue
+                await asyncio.sleep(max(hint, backoff * (0.5 + random.random())))  # jitter
+                backoff = min(backoff * 2, max_backoff)
                 continue
             except NeedsReauth:
                 raise

@@ -349,7 +349,7 @@ class UIService:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def unlink(self, name: str) -> tuple[bool, str]:
+    async def unlink(self, name: str) -> tuple[bool | None, str]:
         """``interapp unlink``: revoke at the target, then destroy the local credential."""
         await self._stop_tasks(name)
         try:

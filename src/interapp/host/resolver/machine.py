@@ -286,7 +286,7 @@ class Resolver:
 
     def _who(self) -> str:
         link = self._link()
-        return f"{self._req.local_account} → {link.remote_account_name}@{self._req.target}"
+        return f"{self._req.local_account} → {link.remote_account_name} on {self._req.target}"
 
     # -- branches ------------------------------------------------------------------------------
 
