@@ -226,8 +226,13 @@ class Plugin(ABC):
     async def send(self, to: str, body: str, client_msg_id: str) -> ChatMessage:
         """Send a message to a buddy (``client_msg_id`` makes retries safe)."""
 
-    async def history(self, with_user: str, *, limit: int = 50) -> list[ChatMessage]:
-        """The conversation with ``with_user``, newest last."""
+    async def history(self, with_user: str, *, limit: int = 50,
+                      before: str | None = None) -> list[ChatMessage]:
+        """The conversation with ``with_user``, newest last.
+
+        ``before`` is the id of a message from an earlier answer: the page then ends just
+        before it (scrolling back).
+        """
         return []
 
     async def set_presence(self, state: PresenceState, status_text: str) -> None:

@@ -22,7 +22,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from interapp import __version__
 from interapp.errors import ApiError, BadRequest, InterappError, OAuthError, PayloadTooLarge
 from interapp.server.api import routes, stream
-from interapp.server.api.models import OAuthErrorBody, TokenResponse
+from interapp.server.api.models import (
+    ErrorBody,
+    Introspection,
+    OAuthErrorBody,
+    Revoked,
+    TokenResponse,
+)
 from interapp.server.core import AppServer
 from interapp.server.keys import public_jwks
 from interapp.server.oauth import rfc7009, rfc7662, rfc8414
@@ -47,6 +53,11 @@ def _error(exc: InterappError) -> JSONResponse:
 
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            pos = err.get("loc", ("body", "?"))[-1]
+            why = (err.get("ctx") or {}).get("error", "invalid")
+            return f"the body is not valid JSON: {why} at character {pos}"
     for err in exc.errors()[:3]:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         parts.append(f"{loc}: {err.get('msg', 'invalid')}")
@@ -110,7 +121,9 @@ _FORM_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
     "application/x-www-form-urlencoded": {"schema": {"type": "object", "additionalProperties": {
         "type": "string"}}}}}}
 _OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": OAuthErrorBody} for code in (400, 401, 429)}
+    **{code: {"model": OAuthErrorBody} for code in (400, 401, 429)},
+    # Refused before the OAuth layer (body limit) or by an outage: the general error shape.
+    413: {"model": ErrorBody}, 503: {"model": ErrorBody}}
 
 
 def create_app(settings: ServerSettings, server: AppServer | None = None) -> FastAPI:
@@ -165,13 +178,15 @@ def create_app(settings: ServerSettings, server: AppServer | None = None) -> Fas
         """RFC 6749 token endpoint: password, refresh_token, jwt-bearer, token-exchange."""
         return await token_endpoint(request)
 
-    @app.post("/oauth/revoke", tags=["oauth"], responses=_OAUTH_ERRORS,
+    @app.post("/oauth/revoke", tags=["oauth"], responses={200: {"model": Revoked},
+                                                          **_OAUTH_ERRORS},
               openapi_extra=_FORM_BODY)
     async def revoke(request: Request) -> Response:
         """RFC 7009 token revocation."""
         return await rfc7009.revoke_endpoint(request)
 
-    @app.post("/oauth/introspect", tags=["oauth"], responses=_OAUTH_ERRORS,
+    @app.post("/oauth/introspect", tags=["oauth"],
+              responses={200: {"model": Introspection}, **_OAUTH_ERRORS},
               openapi_extra=_FORM_BODY)
     async def introspect(request: Request) -> Response:
         """RFC 7662 token introspection."""
@@ -182,7 +197,7 @@ def create_app(settings: ServerSettings, server: AppServer | None = None) -> Fas
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"])
+    @app.get("/readyz", tags=["ops"], responses={503: {"model": ErrorBody}})
     async def readyz() -> dict[str, str]:
         """Readiness: the database answers."""
         import sqlalchemy as sa
@@ -194,19 +209,29 @@ def create_app(settings: ServerSettings, server: AppServer | None = None) -> Fas
     app.include_router(routes.router, tags=["v1"])
     app.include_router(stream.router)
     app.openapi_schema = None
-    _add_stream_to_openapi(app)
+    _finish_openapi(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
 
 
-def _add_stream_to_openapi(app: FastAPI) -> None:
-    """WebSocket routes are not in FastAPI's OpenAPI output; describe ``/v1/events`` by hand."""
+def _finish_openapi(app: FastAPI) -> None:
+    """Make ``/openapi.json`` say what the server really does.
+
+    WebSocket routes are not in FastAPI's output, so ``/v1/events`` is described by hand; and the
+    422 responses FastAPI adds for request validation are dropped, since this server answers
+    those with 400 and the ``/v1`` error body.
+    """
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
         schema = original()
+        for item in schema["paths"].values():
+            for operation in item.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
         schema["paths"]["/v1/events"] = {"get": {
             "tags": ["v1"], "summary": "Event stream (WebSocket)",
             "description": stream.__doc__ or "",

@@ -5,7 +5,8 @@ provides a ``harness`` fixture returning a :class:`Harness` for a *real* server 
 (account creation, buddies, password change, restart). The kit brings the rest: a real local
 application (an interapp server in a thread, the ``interapp_home`` fixture of this pytest
 plug-in), a real :class:`~interapp.host.runtime.Host` with its vault in a temporary folder, and
-the scenarios — the claim-1 branches, buddy list, presence and messages both ways, reconnect
+the scenarios — the claim-1 branches, buddy list, presence and messages both ways, history
+paging, reconnect
 after a server restart with nothing lost or doubled, and unlink revoking remotely. The other
 side of every conversation is the same plug-in, logged in as a second account.
 
@@ -295,6 +296,28 @@ class PluginConformance:
                     await asyncio.gather(task, return_exceptions=True)
         finally:
             await peer.close()
+
+    @pytest.mark.anyio
+    async def test_history_is_newest_last_and_pages_back(
+            self, harness: Harness, host_factory: Callable[[], Host]) -> None:
+        """History comes oldest → newest; ``before`` scrolls back to older messages."""
+        alice, bob = await harness.new_account(), await harness.new_account()
+        await harness.make_buddies(alice, bob)
+        await self._link(host_factory, alice)
+        peer = await self._peer(harness, bob)
+        try:
+            for n in range(5):
+                await peer.send(alice.seen_as, f"history {n}", f"h{n}-" + uuid.uuid4().hex)
+        finally:
+            await peer.close()
+        await asyncio.sleep(harness.settle)
+        async with host_factory() as host:
+            conn = await host.connection("t", NoInput())
+            newest = await conn.plugin.history(bob.seen_as, limit=3)
+            assert [m.body for m in newest] == ["history 2", "history 3", "history 4"]
+            older = await conn.plugin.history(bob.seen_as, limit=3, before=newest[0].id)
+            assert [m.body for m in older] == ["history 0", "history 1"]
+            assert all(m.sender == bob.seen_as for m in newest + older)
 
     @pytest.mark.anyio
     async def test_reconnect_after_server_restart_loses_nothing(

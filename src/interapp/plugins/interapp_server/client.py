@@ -188,10 +188,12 @@ class InterappPlugin(Plugin):
         return _message(await self.client.api("POST", "/v1/messages", json={
             "to": to, "body": body, "client_msg_id": client_msg_id}))
 
-    async def history(self, with_user: str, *, limit: int = 50) -> list[ChatMessage]:
-        """GET /v1/conversations/{user}/messages."""
+    async def history(self, with_user: str, *, limit: int = 50,
+                      before: str | None = None) -> list[ChatMessage]:
+        """GET /v1/conversations/{user}/messages (``before`` pages back)."""
+        params = {"limit": str(min(max(limit, 1), 200)), **({"before": before} if before else {})}
         data = await self.client.api("GET", f"/v1/conversations/{with_user}/messages",
-                                     params={"limit": str(min(max(limit, 1), 200))})
+                                     params=params)
         return [_message(m) for m in data["messages"]]
 
     async def set_presence(self, state: PresenceState, status_text: str) -> None:

@@ -373,8 +373,13 @@ class MatrixPlugin(Plugin):
         return ChatMessage(id=str(data["event_id"]), sender=self._me(), recipient=user,
                            body=body, sent_at=now_iso(), client_msg_id=client_msg_id)
 
-    async def history(self, with_user: str, *, limit: int = 50) -> list[ChatMessage]:
-        """The direct room's messages (``/messages`` backwards), newest last."""
+    async def history(self, with_user: str, *, limit: int = 50,
+                      before: str | None = None) -> list[ChatMessage]:
+        """The direct room's messages (``/messages`` backwards), newest last.
+
+        ``before`` (an event id from an earlier answer): Matrix pages by token, not by event,
+        so the pages are walked back past that event first (at most 20 pages).
+        """
         user = self._user(with_user)
         room_id = await self._room_with(user)
         if room_id is None:
@@ -383,13 +388,19 @@ class MatrixPlugin(Plugin):
         out: list[ChatMessage] = []
         token: str | None = None
         limit = min(max(limit, 1), 1000)
-        while len(out) < limit:
+        skipping = before is not None  # until the event ``before`` has gone by
+        pages = 0
+        while len(out) < limit and pages < 20:
+            pages += 1
             params = {"dir": "b", "limit": str(min(100, max(limit - len(out), 10))),
                       "filter": MESSAGES_FILTER}
             if token:
                 params["from"] = token
             page = await self.api.request("GET", f"/rooms/{q(room_id)}/messages", params=params)
             for event in page.get("chunk", []):
+                if skipping:
+                    skipping = event.get("event_id") != before
+                    continue
                 content = event.get("content") or {}
                 if event.get("type") != MESSAGE or not isinstance(content.get("body"), str):
                     continue

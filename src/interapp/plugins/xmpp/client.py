@@ -797,22 +797,26 @@ class XmppPlugin(Plugin):
         return ChatMessage(id=client_msg_id, sender=self._jid, recipient=jid, body=body,
                            sent_at=datetime.now(UTC).isoformat(), client_msg_id=client_msg_id)
 
-    async def history(self, with_user: str, *, limit: int = 50) -> list[ChatMessage]:
-        """The newest ``limit`` messages with ``with_user`` from the archive, newest last."""
+    async def history(self, with_user: str, *, limit: int = 50,
+                      before: str | None = None) -> list[ChatMessage]:
+        """The newest ``limit`` messages with ``with_user`` from the archive, newest last.
+
+        ``before`` (an archive id from an earlier answer) pages back with RSM.
+        """
         self._require()
         jid = self._buddy(with_user)
         if not self._mam:
             return []
         limit = min(max(limit, 1), 500)
         found: list[_Archived] = []
-        before: str | bool = True
+        cursor: str | bool = before or True
         while len(found) < limit:
             page, complete, first, _ = await self._mam_query(
-                with_jid=jid, before=before, limit=min(MAM_PAGE, limit - len(found)))
+                with_jid=jid, before=cursor, limit=min(MAM_PAGE, limit - len(found)))
             found[:0] = page
             if complete or not first or not page:
                 break
-            before = first
+            cursor = first
         return [ChatMessage(id=m.archive_id or m.stanza_id, sender=m.sender,
                             recipient=m.recipient, body=m.body, sent_at=m.sent_at,
                             client_msg_id=m.origin_id or m.stanza_id or None)

@@ -126,6 +126,26 @@ class OAuthErrorBody(_Strict):
     error_description: str
 
 
+class Introspection(BaseModel):
+    """RFC 7662 §2.2: ``{"active": false}``, or what a live token stands for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    active: bool
+    client_id: str | None = None
+    username: str | None = None
+    sub: str | None = None
+    iss: str | None = None
+    iat: int | None = None
+    exp: int | None = None
+    token_type: str | None = None
+    scope: str | None = None
+
+
+class Revoked(_Strict):
+    """RFC 7009 §2.2: an empty JSON object, whether or not the token existed."""
+
+
 class TokenResponse(BaseModel):
     """RFC 6749 §5.1 / RFC 8693 §2.2.1 success."""
 

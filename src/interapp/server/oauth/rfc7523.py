@@ -18,7 +18,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from interapp.errors import InvalidGrant, InvalidRequest
+from interapp.errors import ConfigError, InvalidGrant, InvalidRequest
 from interapp.server import accounts
 from interapp.server.core import AppServer
 from interapp.server.oauth import issue
@@ -92,9 +92,14 @@ async def jwt_bearer_grant(srv: AppServer, req: TokenRequest) -> dict[str, Any]:
         user = await accounts.find_user(conn, username)
         if user is None:
             name = claims.get("name")
-            user = await accounts.create_user(
-                conn, username, display_name=name if isinstance(name, str) else None,
-                external_issuer=issuer)
+            try:
+                user = await accounts.create_user(
+                    conn, username, display_name=name if isinstance(name, str) else None,
+                    external_issuer=issuer)
+            except ConfigError:  # a concurrent first login created it: use that account
+                user = await accounts.find_user(conn, username)
+                if user is None:
+                    raise
         return await issue.issue_pair(conn, user_id=user.id, client_id=req.client_id,
                                       grant_type=JWT_BEARER,
                                       access_ttl=srv.settings.access_token_ttl,

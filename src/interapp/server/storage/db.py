@@ -24,6 +24,7 @@ from interapp.errors import BadRequest, ConfigError, Conflict, UnavailableError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 HEAD_REVISION = "0002"
+MIGRATION_LOCK_KEY = 0x1A7E_A9F5  # pg_advisory_xact_lock key serialising schema migrations
 
 
 def normalize_url(url: str) -> tuple[str, str]:
@@ -64,6 +65,13 @@ def migrate(sync_url: str) -> None:
         event.listen(engine, "connect", _sqlite_pragmas)
     try:
         with engine.begin() as conn:
+            # Several processes may start at once on an empty database: one migrates, the
+            # others wait for it and then find the schema current.
+            if engine.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                             {"key": MIGRATION_LOCK_KEY})
+            elif engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             current = None
             if sa.inspect(conn).has_table("alembic_version"):
                 current = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
