@@ -35,8 +35,9 @@ def _pg_admin() -> psycopg.Connection[Any]:
                                dbname=url.database or "postgres", autocommit=True,
                                connect_timeout=5)
     except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is required but {url.render_as_string(hide_password=True)} "
-                    f"does not answer (set INTERAPP_TEST_PG or start it): {exc}", pytrace=False)
+        reason = " ".join(str(exc).split())
+    pytest.fail(f"PostgreSQL is required but {url.render_as_string(hide_password=True)} "
+                f"does not answer (set INTERAPP_TEST_PG or start it): {reason}", pytrace=False)
 
 
 class PgDatabases:
@@ -89,12 +90,13 @@ def redis_url() -> str:
     client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
     try:
         client.ping()
+        return url
     except redis.RedisError as exc:
-        pytest.fail(f"Redis is required but {url} does not answer (set INTERAPP_TEST_REDIS or "
-                    f"start it): {exc}", pytrace=False)
+        reason = str(exc)
     finally:
         client.close()
-    return url
+    pytest.fail(f"Redis is required but {url} does not answer (set INTERAPP_TEST_REDIS or "
+                f"start it): {reason}", pytrace=False)
 
 
 def _free_port() -> int:

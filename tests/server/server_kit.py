@@ -9,16 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import os
+import re
 import secrets
+import select
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import httpx
 import uvicorn
 from sqlalchemy.ext.asyncio import AsyncConnection
+from websockets.sync.client import ClientConnection, connect
 
 from interapp.cli.server_cmds import bind_socket
 from interapp.secret import Secret
@@ -46,6 +56,15 @@ def uname(prefix: str = "u") -> str:
 def app_name(prefix: str = "t") -> str:
     """An application name unique across test runs (Redis channels are keyed by it)."""
     return f"{prefix}-{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a server answers and which database it uses (any server, thread or process)."""
+
+    url: str
+    ws_url: str
+    db_url: str
 
 
 class RunningServer:
@@ -235,8 +254,109 @@ class Session:
         return self.http.delete(path, headers=self.headers(), **kw)
 
 
-def login(server: RunningServer, http: httpx.Client, client: Client,
+def login(server: RunningServer | Endpoint, http: httpx.Client, client: Client,
           user: accounts.User | None = None) -> Session:
     """Create (unless given) a user with the standard password and log them in."""
     user = user or make_user(server.db_url)
     return Session(user, password_login(http, client, user.username), http)
+
+
+# --- the event stream ------------------------------------------------------------------------
+
+
+@contextmanager
+def stream(server: RunningServer | Endpoint, token: str | None = None, *,
+           since: int | str | None = None,
+           **query: str) -> Iterator[ClientConnection]:
+    """A real WebSocket connection to ``/v1/events`` (token in the Authorization header)."""
+    params = dict(query)
+    if since is not None:
+        params["since"] = str(since)
+    url = f"{server.ws_url}/v1/events"
+    if params:
+        url += "?" + urlencode(params)
+    headers = bearer(token) if token else {}
+    with connect(url, additional_headers=headers, open_timeout=10, close_timeout=5) as ws:
+        yield ws
+
+
+def next_event(ws: ClientConnection, timeout: float = 10) -> dict[str, Any]:
+    """The next JSON frame."""
+    frame = ws.recv(timeout=timeout)
+    event = json.loads(frame)
+    assert isinstance(event, dict), event
+    return event
+
+
+def events(ws: ClientConnection, count: int, timeout: float = 10) -> list[dict[str, Any]]:
+    return [next_event(ws, timeout) for _ in range(count)]
+
+
+def assert_quiet(ws: ClientConnection, wait: float = 0.3) -> None:
+    """No frame arrives within ``wait`` seconds."""
+    try:
+        frame = ws.recv(timeout=wait)
+    except TimeoutError:
+        return
+    raise AssertionError(f"unexpected frame: {frame!r}")
+
+
+# --- real `interapp serve` processes ------------------------------------------------------
+
+INTERAPP = str(Path(sys.executable).with_name("interapp"))
+SERVING = re.compile(r"^interapp: serving (\S+) on (http://127\.0\.0\.1:(\d+)) \(issuer (\S+)\)$")
+
+
+class ServeProcess:
+    """One ``interapp serve`` subprocess; knows its URL once it has announced it."""
+
+    def __init__(self, proc: subprocess.Popen[str], url: str, issuer: str) -> None:
+        self.proc, self.url, self.issuer = proc, url, issuer
+        self.ws_url = url.replace("http://", "ws://")
+
+
+@contextmanager
+def serve(app: str, db: str | None, redis_url: str | None, public_url: str | None,
+          log: Path, home: Path | None = None) -> Iterator[ServeProcess]:
+    """A real ``interapp serve --port 0`` subprocess, ready; stopped by PID (TERM, then KILL)."""
+    env = {**os.environ, "INTERAPP_HOME": str(home or log.parent / "home")}
+    args = [INTERAPP, "serve", "--app", app, "--port", "0"]
+    for flag, value in (("--db", db), ("--redis", redis_url), ("--public-url", public_url)):
+        if value is not None:
+            args += [flag, value]
+    with log.open("w") as errors:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=errors,
+                                stdin=subprocess.DEVNULL, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        line = ""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+            if ready:
+                line = proc.stdout.readline().strip()
+                break
+            if proc.poll() is not None:
+                break
+        match = SERVING.match(line)
+        assert match, f"no announcement (got {line!r}); stderr: {log.read_text()}"
+        assert match.group(1) == app
+        assert public_url is None or match.group(4) == public_url
+        url = match.group(2)
+        while True:  # the socket is bound before start-up completes: wait for readiness
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, f"the server exited; stderr: {log.read_text()}"
+            assert time.monotonic() < deadline, "the server did not become ready"
+            time.sleep(0.05)
+        yield ServeProcess(proc, url, match.group(4))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
