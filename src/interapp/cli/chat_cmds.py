@@ -150,7 +150,8 @@ def watch(name: Annotated[str | None, typer.Argument(help="One target (default: 
         for n in names:  # connect first, so that a failure is reported at once
             await host.connection(n, prompter)
         sink: asyncio.Queue[WatchEvent] = asyncio.Queue()
-        tasks = [asyncio.create_task(host.stream(n, prompter, sink)) for n in names]
+        tasks = [asyncio.create_task(host.stream(n, prompter, sink, autosave=False))
+                 for n in names]
         online: dict[tuple[str, str], str] = {}
         seen = 0
         deadline = time.monotonic() + timeout if timeout else None
@@ -168,6 +169,7 @@ def watch(name: Annotated[str | None, typer.Argument(help="One target (default: 
                     if as_json else _line(item, online)
                 sys.stdout.write(out + "\n")
                 sys.stdout.flush()
+                host.save_cursor(item.target, item.event.cursor)  # seen only once printed
         finally:
             for task in tasks:
                 task.cancel()

@@ -15,7 +15,7 @@ from interapp.cli.common import (
     run_host,
 )
 from interapp.cli.output import JSON_OPTION, ask_password, emit, read_secret_line
-from interapp.errors import ConfigError
+from interapp.errors import ConfigError, LinkError, VaultTampered
 from interapp.host.config import LocalApp, Target, check_server_url, check_target_name
 from interapp.host.runtime import Host, target_secret_name
 from interapp.secret import Secret
@@ -228,7 +228,8 @@ def links(as_json: JsonOpt = False,
                      f"{'' if a['ok'] else ', first bad seq ' + str(a['first_bad_seq'])})")
     emit(data, "\n".join(lines) or "no targets", as_json=as_json)
     if "audit" in data and not data["audit"]["ok"]:
-        raise typer.Exit(1)
+        raise VaultTampered(f"the audit chain is broken at entry "
+                            f"{data['audit']['first_bad_seq']}: {data['audit']['reason']}")
 
 
 def unlink(name: Annotated[str, typer.Argument(help="The target to unlink.")],
@@ -239,11 +240,13 @@ def unlink(name: Annotated[str, typer.Argument(help="The target to unlink.")],
         return await host.unlink(name)
 
     revoked, note = run_host(work)
-    emit({"target": name, "remote_revoked": revoked, "local_credential_destroyed": True,
-          "note": note}, f"unlinked {name}: {note}; local credential destroyed",
-         as_json=as_json)
-    if revoked is False:  # the remote grant may still be alive: say so by the exit code
-        raise typer.Exit(1)
+    result = {"target": name, "remote_revoked": revoked, "local_credential_destroyed": True,
+              "note": note}
+    if revoked is False:  # the remote grant may still be alive: a failure, on stderr
+        if as_json:
+            emit(result, "", as_json=True)
+        raise LinkError(f"unlinked {name} here, but {note}")
+    emit(result, f"unlinked {name}: {note}; local credential destroyed", as_json=as_json)
 
 
 def register(root: typer.Typer) -> None:

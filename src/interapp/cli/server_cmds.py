@@ -194,7 +194,7 @@ def add_contact(app: AppOpt, user_a: Annotated[str, typer.Argument(help="One acc
 def bind_socket(host: str, port: int) -> socket.socket:
     """Bind the listening socket first, so ``--port 0`` can report the port it got."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # → TCP_NODELAY
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

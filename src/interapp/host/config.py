@@ -44,13 +44,25 @@ class Target:
     options: dict[str, str] = field(default_factory=dict)
 
 
+_PARSED: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
+
+
 def _read(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
+    """Parse a TOML file, re-reading it only when it changed (size or mtime)."""
     try:
-        return tomllib.loads(path.read_text())
+        st = path.stat()
+    except FileNotFoundError:
+        return {}
+    stamp = (st.st_mtime_ns, st.st_size)
+    cached = _PARSED.get(path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    try:
+        data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, OSError) as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    _PARSED[path] = (stamp, data)
+    return data
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
@@ -59,6 +71,7 @@ def _write(path: Path, data: dict[str, Any]) -> None:
                    + tomli_w.dumps(data))
     os.chmod(tmp, 0o600)
     tmp.replace(path)
+    _PARSED.pop(path, None)
 
 
 def check_target_name(name: str) -> str:

@@ -80,7 +80,8 @@ class CredentialKeeper:
     @contextlib.contextmanager
     def _file_lock(self, link_id: str) -> Iterator[None]:
         self.lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(self.lock_dir / f"{link_id}.lock", "a+") as fh:
+        fd = os.open(self.lock_dir / f"{link_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "r+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield

@@ -277,15 +277,23 @@ class Host:
         self.vault.put_secret(self._cursor_name(target), Secret(cursor))
 
     async def stream(self, name: str, prompter: Prompter, sink: asyncio.Queue[WatchEvent], *,
-                     max_backoff: float = 30.0) -> None:
-        """Keep ``name``'s event stream alive forever, resuming from the last cursor."""
+                     max_backoff: float = 30.0, autosave: bool = True) -> None:
+        """Keep ``name``'s event stream alive forever, resuming from the last cursor.
+
+        With ``autosave`` the cursor is saved as each event is queued; a consumer that may stop
+        before handling what is queued (``watch --count``) passes ``autosave=False`` and calls
+        :meth:`save_cursor` after handling each event, so nothing is marked seen unseen.
+        Reconnects resume from the newest cursor queued, held in memory.
+        """
         backoff = 0.5
+        cursor = self.load_cursor(name)
         while True:
             try:
                 conn = await self.connection(name, prompter)
-                cursor = self.load_cursor(name)
                 async for event in conn.plugin.events(cursor):
-                    self.save_cursor(name, event.cursor)
+                    cursor = event.cursor
+                    if autosave:
+                        self.save_cursor(name, event.cursor)
                     backoff = 0.5
                     if conn.link and conn.link.state is LinkState.DEGRADED:
                         conn.link = self.vault.set_state(conn.link.id, LinkState.LINKED)

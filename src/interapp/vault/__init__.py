@@ -8,7 +8,8 @@ in ``crypto``; master-key sources (environment, OS keyring, passphrase) in ``key
 chain in ``audit``; tables and Alembic-driven schema upgrades in ``schema`` and ``migrations``.
 """
 
-from interapp.vault.keys import KdfParams, KeySource, derive_key, resolve_master_key
+from typing import TYPE_CHECKING, Any
+
 from interapp.vault.model import (
     AuditEntry,
     AuditEvent,
@@ -17,7 +18,25 @@ from interapp.vault.model import (
     Link,
     LinkState,
 )
-from interapp.vault.store import StaleVersion, Vault
+
+if TYPE_CHECKING:
+    from interapp.vault.keys import KdfParams, KeySource, derive_key, resolve_master_key
+    from interapp.vault.store import StaleVersion, Vault
+
+# The store (SQLAlchemy, cryptography) is imported on first use, so that importing the light
+# value types (``Credential``, ``LinkState`` …) — as every plug-in does — stays cheap.
+_LAZY = {"KdfParams": "keys", "KeySource": "keys", "derive_key": "keys",
+         "resolve_master_key": "keys", "StaleVersion": "store", "Vault": "store"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'interapp.vault' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"interapp.vault.{module}"), name)
+
 
 __all__ = [
     "AuditEntry",
