@@ -109,7 +109,13 @@ class Database:
         migrate(sync_url)
         kwargs: dict[str, Any] = {}
         if async_url.startswith("postgresql"):
-            kwargs = {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True}
+            # no pre-ping: a dead connection fails one request with 503 + Retry-After and is
+            # invalidated, which costs less than a round trip on every checkout
+            kwargs = {"pool_size": pool_size, "max_overflow": pool_size}
+        elif ":memory:" not in async_url:
+            # a fixed pool: SQLite serialises writers anyway, and overflow connections were
+            # reopened (thread + PRAGMAs) under load and raced each other for the lock
+            kwargs = {"pool_size": 8, "max_overflow": 0}
         engine = create_async_engine(async_url, **kwargs)
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
