@@ -317,13 +317,15 @@ class ServeProcess:
 
 @contextmanager
 def serve(app: str, db: str | None, redis_url: str | None, public_url: str | None,
-          log: Path, home: Path | None = None) -> Iterator[ServeProcess]:
+          log: Path, home: Path | None = None,
+          extra: tuple[str, ...] = ()) -> Iterator[ServeProcess]:
     """A real ``interapp serve --port 0`` subprocess, ready; stopped by PID (TERM, then KILL)."""
     env = {**os.environ, "INTERAPP_HOME": str(home or log.parent / "home")}
     args = [INTERAPP, "serve", "--app", app, "--port", "0"]
     for flag, value in (("--db", db), ("--redis", redis_url), ("--public-url", public_url)):
         if value is not None:
             args += [flag, value]
+    args += list(extra)
     with log.open("w") as errors:
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=errors,
                                 stdin=subprocess.DEVNULL, text=True, env=env)

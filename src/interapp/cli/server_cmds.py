@@ -215,6 +215,11 @@ def serve(app: AppOpt, db: DbOpt = None,
           redis: Annotated[str | None, typer.Option(
               "--redis", help="Redis URL for live events across server processes.")] = None,
           log_level: Annotated[str, typer.Option("--log-level", help="Log level.")] = "warning",
+          log_format: Annotated[str, typer.Option(
+              "--log-format", help="json (one object per line) or text.")] = "json",
+          workers: Annotated[int, typer.Option(
+              "--workers", min=1, max=64, help="Server processes sharing the port; more than "
+              "one needs PostgreSQL and --redis.")] = 1,
           ) -> None:
     """Run an application server (accounts, verification, tokens, buddies, live events)."""
     # Cheap checks first, so a wrong setting is reported before the heavy imports.
@@ -225,26 +230,67 @@ def serve(app: AppOpt, db: DbOpt = None,
         raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
     if public_url is not None and not public_url.startswith(("http://", "https://")):
         raise ConfigError("--public-url (the issuer) must start with http:// or https://")
+    if log_format not in ("json", "text"):
+        raise ConfigError("--log-format must be json or text")
+    if workers > 1 and not redis:
+        raise ConfigError("--workers above 1 needs --redis, so that every event stream sees "
+                          "events written through any worker")
+    if workers > 1 and url.startswith("sqlite"):
+        raise ConfigError("--workers above 1 needs a PostgreSQL --db (SQLite has one writer)")
     if redis:
         _check_redis(redis)
 
     import uvicorn
 
     from interapp.server.app import create_app
+    from interapp.server.observability import configure_logging
     from interapp.server.settings import ServerSettings
 
     sock = bind_socket(host, port)
     real_port = sock.getsockname()[1]
     where = f"http://{host if ':' not in host else f'[{host}]'}:{real_port}"
     settings = ServerSettings(app=app, db_url=url, issuer=public_url or where, redis_url=redis)
-    asgi = create_app(settings)
-    config = uvicorn.Config(asgi, log_level=log_level.lower(), access_log=False, lifespan="on",
-                            ws_max_size=64 * 1024, proxy_headers=False)
+    log_config = configure_logging(log_level.lower(), log_format)
+    common: dict[str, Any] = {"log_level": log_level.lower(), "access_log": False,
+                              "lifespan": "on", "ws_max_size": 64 * 1024,
+                              "proxy_headers": False, "log_config": log_config}
+    if workers > 1:
+        _serve_workers(settings, sock, workers, common, where, log_format)
+        return
+    config = uvicorn.Config(create_app(settings), **common)
     server = uvicorn.Server(config)
     _announce({"app": app, "url": where, "issuer": settings.issuer})
     server.run(sockets=[sock])
     if not server.started:
         raise UnavailableError(f"the {app} server could not start (see the messages above)")
+
+
+def _serve_workers(settings: Any, sock: socket.socket, workers: int, common: dict[str, Any],
+                   where: str, log_format: str) -> None:
+    """N worker processes on one pre-bound socket (uvicorn's supervisor restarts dead ones)."""
+    import dataclasses
+    import json
+    import os
+    import tempfile
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from interapp.server.app import SETTINGS_ENV
+
+    os.environ[SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))
+    os.environ["INTERAPP_LOG"] = f"{common['log_level']}:{log_format}"
+    metrics_dir = tempfile.mkdtemp(prefix="interapp-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # /metrics sums over the workers
+    config = uvicorn.Config("interapp.server.app:app_from_env", factory=True, workers=workers,
+                            **common)
+    _announce({"app": settings.app, "url": where, "issuer": settings.issuer})
+    try:
+        Multiprocess(config, sockets=[sock]).run()
+    finally:
+        import shutil
+
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")

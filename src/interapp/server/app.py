@@ -9,13 +9,14 @@ unexpected ever shows a stack trace to the caller.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -33,12 +34,19 @@ from interapp.server.core import AppServer
 from interapp.server.keys import public_jwks
 from interapp.server.oauth import rfc7009, rfc7662, rfc8414
 from interapp.server.oauth.rfc6749 import oauth_error_response, token_endpoint
+from interapp.server.observability import (
+    ERRORS,
+    MetricsMiddleware,
+    configure_logging,
+    metrics_body,
+)
 from interapp.server.settings import ServerSettings
 
 log = logging.getLogger("interapp.server")
 
 
 def _error(exc: InterappError) -> JSONResponse:
+    ERRORS.labels(exc.code).inc()
     headers = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
@@ -193,9 +201,16 @@ def create_app(settings: ServerSettings, server: AppServer | None = None) -> Fas
         return await rfc7662.introspect_endpoint(request)
 
     @app.get("/healthz", tags=["ops"])
-    async def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
+    async def healthz(response: Response) -> dict[str, str]:
+        """Liveness: the process answers (``X-Interapp-Worker`` tells which worker did)."""
+        response.headers["X-Interapp-Worker"] = str(os.getpid())
         return {"status": "ok"}
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    async def metrics() -> Response:
+        """Prometheus metrics (aggregated over all workers of this server)."""
+        body, content_type = metrics_body()
+        return Response(body, media_type=content_type)
 
     @app.get("/readyz", tags=["ops"], responses={503: {"model": ErrorBody}})
     async def readyz() -> dict[str, str]:
@@ -211,6 +226,7 @@ def create_app(settings: ServerSettings, server: AppServer | None = None) -> Fas
     app.openapi_schema = None
     _finish_openapi(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware)
     return app
 
 
@@ -246,3 +262,19 @@ def _finish_openapi(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+SETTINGS_ENV = "INTERAPP_SERVE_SETTINGS"
+
+
+def app_from_env() -> FastAPI:
+    """ASGI factory for ``--workers N``: each worker builds its app from the parent's settings."""
+    import dataclasses
+    import json
+    import os
+
+    data = json.loads(os.environ[SETTINGS_ENV])
+    level, _, fmt = os.environ.get("INTERAPP_LOG", "warning:json").partition(":")
+    configure_logging(level, fmt)  # workers are fresh processes: set their logging up too
+    names = {f.name for f in dataclasses.fields(ServerSettings)}
+    return create_app(ServerSettings(**{k: v for k, v in data.items() if k in names}))

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from interapp.server.observability import EVENTS_DELIVERED
 from interapp.server.storage.schema import events, users
 
 log = logging.getLogger("interapp.server.events")
@@ -158,6 +159,7 @@ class EventHub:
             for sub in self._subs.get(user_id, ()):
                 sub.offer(event)
                 self.delivered += 1
+                EVENTS_DELIVERED.inc()
 
     async def _listen(self, ready: asyncio.Event) -> None:
         assert self._redis is not None

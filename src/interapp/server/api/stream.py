@@ -24,6 +24,7 @@ from interapp.errors import ApiError, BadRequest, InterappError, Unauthorized
 from interapp.server.api.deps import Caller, authenticate_token, bearer_token
 from interapp.server.core import AppServer
 from interapp.server.events import Subscription, events_since
+from interapp.server.observability import ACTIVE_STREAMS
 from interapp.server.storage.schema import tickets, users
 from interapp.server.tokens import token_hash
 
@@ -128,6 +129,7 @@ async def events_stream(ws: WebSocket) -> None:
                        exc.message[:120])
         return
     sub = srv.hub.subscribe(user_id)
+    ACTIVE_STREAMS.inc()
     reader: asyncio.Task[Any] | None = None
     try:
         if since is None:
@@ -151,6 +153,7 @@ async def events_stream(ws: WebSocket) -> None:
             await ws.close(1011, exc.code)
     finally:
         srv.hub.unsubscribe(sub)
+        ACTIVE_STREAMS.dec()
         if reader is not None:
             reader.cancel()
         if ws.client_state == WebSocketState.CONNECTED:

@@ -32,6 +32,7 @@ from interapp.secret import Secret
 from interapp.server import accounts
 from interapp.server.core import AppServer
 from interapp.server.oauth import issue
+from interapp.server.observability import LOGINS, REFRESHES
 
 PASSWORD = "password"
 REFRESH_TOKEN = "refresh_token"
@@ -181,6 +182,7 @@ async def token_endpoint(request: Request) -> JSONResponse:
     """``POST /oauth/token``."""
     srv: AppServer = request.app.state.server
     handlers = grants()
+    grant_type = ""
     try:
         params = await read_form(request)
         grant_type = params.pop("grant_type", "")
@@ -192,5 +194,15 @@ async def token_endpoint(request: Request) -> JSONResponse:
             raise UnsupportedGrantType(f"grant type {grant_type[:100]!r} is not supported")
         body = await handler(srv, TokenRequest(client_id, params, client_address(request)))
     except OAuthError as exc:
+        _count(grant_type, exc.code)
         return oauth_error_response(exc)
+    _count(grant_type, "ok")
     return JSONResponse(body, headers=NO_STORE)
+
+
+def _count(grant_type: str, outcome: str) -> None:
+    grant = {PASSWORD: "password", REFRESH_TOKEN: "refresh_token", JWT_BEARER: "jwt_bearer",
+             TOKEN_EXCHANGE: "token_exchange"}.get(grant_type, "other")
+    LOGINS.labels(grant, outcome).inc()
+    if grant == "refresh_token":
+        REFRESHES.labels(outcome).inc()
