@@ -144,7 +144,7 @@ def test_errors_never_leak_a_stack_trace(http: httpx.Client, client: Client) -> 
 # --- generated junk against every documented operation ----------------------------------------
 
 GROUPS = {
-    "discovery": re.compile(r"^/(\.well-known/|healthz|readyz)"),
+    "discovery": re.compile(r"^/(\.well-known/|healthz|readyz|metrics)"),
     "token": re.compile(r"^/oauth/token$"),
     "revoke-introspect": re.compile(r"^/oauth/(revoke|introspect)$"),
     "v1-read": re.compile(r"^/v1/(me|contacts|contacts/requests|conversations/.*|events)$"),
@@ -277,6 +277,9 @@ def test_generated_junk_never_5xx(server: RunningServer, http: httpx.Client, cli
         assert resp.status_code < 500, (method, url, resp.status_code, resp.text)
         if resp.status_code == 204:
             assert resp.content == b""
+            return
+        if url.startswith("/metrics") and resp.status_code == 200:  # Prometheus text format
+            assert resp.headers["content-type"].startswith("text/plain")
             return
         assert resp.headers.get("content-type", "").startswith("application/json"), resp.text
         body = resp.json()
