@@ -97,6 +97,7 @@ class HostConfig:
         self.home = home
         self.local_path = home / "local.toml"
         self.targets_path = home / "targets.toml"
+        self._built: tuple[dict[str, Any], dict[str, Target]] | None = None
 
     def local(self) -> LocalApp:
         """The local application; ConfigError when ``interapp local`` was never run."""
@@ -117,8 +118,15 @@ class HostConfig:
                                            if v is not None}})
 
     def targets(self) -> dict[str, Target]:
-        """Every configured target, by name."""
+        """Every configured target, by name (built once per change of the file)."""
         raw = _read(self.targets_path).get("targets", {})
+        if self._built is not None and self._built[0] is raw:
+            return dict(self._built[1])
+        out = self._build(raw)
+        self._built = (raw, out)
+        return dict(out)
+
+    def _build(self, raw: dict[str, Any]) -> dict[str, Target]:
         out: dict[str, Target] = {}
         for name, t in raw.items():
             try:
