@@ -42,12 +42,13 @@ class _DemoPrompter:
 
     def __init__(self, answers: dict[str, str]) -> None:
         self._inner = Scripted(answers)
+        self._username = answers.get("username", "")
 
     async def ask(self, request: PromptRequest) -> Any:
         labels = ", ".join(f.label for f in request.fields)
         _say("", f"  prompt from {request.target}: {request.reason}")
         _say("", f"  → asks for {labels}; answered by --yes with username "
-                 f"'{self._inner._answers['username'].reveal()}' and a password (not shown)")
+                 f"'{self._username}' and a password (not shown)")
         return await self._inner.ask(request)
 
 
