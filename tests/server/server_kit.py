@@ -362,3 +362,172 @@ def serve(app: str, db: str | None, redis_url: str | None, public_url: str | Non
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+# --- watching a server process from outside ------------------------------------------------
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of process ``pid`` in MiB (``VmRSS`` of ``/proc/<pid>/status``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+def metric(url: str, name: str) -> float:
+    """The value of the unlabelled Prometheus sample ``name`` on ``url``'s ``/metrics``."""
+    resp = httpx.get(f"{url}/metrics", timeout=10)
+    assert resp.status_code == 200, resp.text
+    for line in resp.text.splitlines():
+        sample, _, value = line.partition(" ")
+        if sample == name:
+            return float(value)
+    raise AssertionError(f"no sample {name} on {url}/metrics")
+
+
+# --- fault tests: workers, sockets and a real plug-in receiving -------------------------------
+
+
+def worker_pids(url: str, count: int, timeout: float = 30) -> set[int]:
+    """The PIDs of ``count`` workers behind ``url``, from ``X-Interapp-Worker`` of ``/healthz``.
+
+    Each probe opens a new connection, so the kernel hands it to any worker.
+    """
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < count:
+        assert time.monotonic() < deadline, f"only workers {seen} answered"
+        with httpx.Client(base_url=url, timeout=5) as http:
+            seen.add(int(http.get("/healthz").headers["x-interapp-worker"]))
+    return seen
+
+
+def established_peers(pid: int, port: int) -> set[int]:
+    """Client ports of the ESTABLISHED IPv4 TCP connections that ``pid`` holds on ``port``.
+
+    Read from ``/proc``: the socket inodes among the process's file descriptors, matched with
+    the kernel's connection table.
+    """
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    peers = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+        if state == "01" and inode in inodes and int(local.split(":")[1], 16) == port:
+            peers.add(int(remote.split(":")[1], 16))
+    return peers
+
+
+def client_on_worker(url: str, pid: int, tries: int = 60) -> httpx.Client:
+    """A keep-alive HTTP client whose connection was accepted by worker ``pid``."""
+    for _ in range(tries):
+        http = httpx.Client(base_url=url, timeout=10)
+        if int(http.get("/healthz").headers["x-interapp-worker"]) == pid:
+            return http
+        http.close()
+    raise AssertionError(f"worker {pid} accepted none of {tries} connections")
+
+
+class PluginReceiver:
+    """The real ``interapp`` plug-in logged in as one user, consuming its event stream.
+
+    It runs on a thread with its own event loop and, like the host's runtime, opens the plug-in's
+    ``events(cursor)`` again after every :class:`ConnectionLost`, resuming from the last cursor
+    it received. ``since="0"`` replays the account's whole event log first.
+    """
+
+    def __init__(self, url: str, client: Client, username: str, *, since: str = "0") -> None:
+        self.url, self.client, self.username = url, client, username
+        self.cursor = since
+        self.events: list[dict[str, Any]] = []
+        self.received_at: dict[int, float] = {}  # seq -> time.monotonic() of its arrival
+        self.drops: list[str] = []  # why each stream ended (ConnectionLost messages)
+        self.failures: list[str] = []  # anything else the plug-in raised
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._current: asyncio.Task[None] | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()),
+                                        name=f"receiver-{username}", daemon=True)
+
+    def messages(self) -> list[dict[str, Any]]:
+        """The ``message`` events received so far."""
+        return [e for e in list(self.events) if e["type"] == "message"]
+
+    def wait_messages(self, count: int, timeout: float) -> list[dict[str, Any]]:
+        """Wait until at least ``count`` messages arrived (or fail after ``timeout`` s)."""
+        deadline = time.monotonic() + timeout
+        while len(got := self.messages()) < count:
+            assert self._thread.is_alive(), f"the receiver stopped: {self.failures}"
+            assert time.monotonic() < deadline, f"{len(got)} of {count} messages arrived"
+            time.sleep(0.02)
+        return got
+
+    def start(self) -> PluginReceiver:
+        self._thread.start()
+        assert self.connected.wait(30), f"the stream did not open: {self.failures}"
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        assert not self._thread.is_alive(), "the receiver did not stop"
+
+    def reconnect(self) -> None:
+        """Drop the current stream, as a network failure would; it is opened again at once."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(lambda: self._current and self._current.cancel())
+
+    async def _main(self) -> None:
+        from interapp.plugins.contract import TargetConfig
+        from interapp.plugins.interapp_server.client import InterappPlugin
+
+        self._loop = asyncio.get_running_loop()
+        plugin = InterappPlugin(TargetConfig(
+            name="receiver", plugin="interapp", server=self.url, client_id=self.client.client_id,
+            client_secret=Secret(self.client.secret) if self.client.secret else None))
+        try:
+            await plugin.login({"username": self.username, "password": Secret(PASSWORD)})
+            consumer = asyncio.create_task(self._consume(plugin))
+            while not self._stop.is_set() and not consumer.done():
+                await asyncio.sleep(0.05)
+            consumer.cancel()
+            await asyncio.gather(consumer, return_exceptions=True)
+        except Exception as exc:
+            self.failures.append(repr(exc))
+            raise
+        finally:
+            await plugin.close()
+
+    async def _consume(self, plugin: Any) -> None:
+        from interapp.errors import ConnectionLost, InterappError
+
+        async def one_stream() -> None:
+            async for event in plugin.events(self.cursor):
+                self.connected.set()
+                self.cursor = event.cursor
+                self.received_at[int(event.cursor)] = time.monotonic()
+                self.events.append(event.data)
+
+        while True:
+            self._current = asyncio.create_task(one_stream())
+            try:
+                await self._current
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the receiver itself is stopping
+                self.drops.append("dropped by reconnect()")
+            except ConnectionLost as exc:
+                self.drops.append(exc.message)
+            except InterappError as exc:
+                self.failures.append(repr(exc))
+            await asyncio.sleep(0.2)

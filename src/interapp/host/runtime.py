@@ -313,11 +313,12 @@ class Host:
                 if stale is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(stale.close(), 5)
+                # a 503's Retry-After, when the target gave one; else backoff with jitter
+                await asyncio.sleep(max(hint, backoff * (0.5 + random.random())))
+                backoff = min(backoff * 2, max_backoff)
+                continue
             except RateLimited as exc:  # honour the target's hint before trying again
                 await asyncio.sleep(max(exc.retry_after or backoff, 0.1))
-                continue
-                await asyncio.sleep(max(hint, backoff * (0.5 + random.random())))  # jitter
-                backoff = min(backoff * 2, max_backoff)
                 continue
             except NeedsReauth:
                 raise

@@ -17,11 +17,22 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from interapp import __version__
-from interapp.errors import ApiError, BadRequest, InterappError, OAuthError, PayloadTooLarge
+from interapp.errors import (
+    ApiError,
+    BadRequest,
+    InterappError,
+    OAuthError,
+    PayloadTooLarge,
+    UnavailableError,
+)
 from interapp.server.api import routes, stream
 from interapp.server.api.models import (
     ErrorBody,
@@ -45,6 +56,11 @@ from interapp.server.settings import ServerSettings
 log = logging.getLogger("interapp.server")
 
 
+#: Failures of PostgreSQL or Redis: answered 503 + ``Retry-After`` even when they escape the
+#: places that normally map them (``Database.begin``, the login limiter).
+OUTAGES = (OperationalError, RedisConnectionError, RedisTimeoutError)
+
+
 def _error(exc: InterappError) -> JSONResponse:
     ERRORS.labels(exc.code).inc()
     headers = {}
@@ -57,6 +73,26 @@ def _error(exc: InterappError) -> JSONResponse:
     body = exc.to_wire() if isinstance(exc, ApiError) else {"error": exc.code,
                                                             "message": exc.message}
     return JSONResponse(body, status_code=exc.status, headers=headers)
+
+
+#: WebSocket close codes: 1013 "try again later" for an outage, 1011 for anything else.
+WS_TRY_AGAIN, WS_INTERNAL_ERROR = 1013, 1011
+
+
+async def _close_websocket(ws: WebSocket, exc: InterappError) -> None:
+    """End a stream that failed with ``exc``: an error frame (``{"type": "error", "error",
+    "message"}``, as the stream sends for its own refusals), then a close code."""
+    ERRORS.labels(exc.code).inc()
+    if ws.client_state is WebSocketState.CONNECTING:
+        await ws.accept()
+    if ws.client_state is not WebSocketState.CONNECTED:
+        return
+    try:
+        await ws.send_json({"type": "error", "error": exc.code, "message": exc.message})
+        await ws.close(WS_TRY_AGAIN if exc.status == 503 else WS_INTERNAL_ERROR,
+                       exc.code[:120])
+    except (OSError, RuntimeError, WebSocketDisconnect):  # the client went away meanwhile
+        pass
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -151,7 +187,10 @@ def create_app(settings: ServerSettings, server: AppServer | None = None) -> Fas
     app.state.server = srv
 
     @app.exception_handler(InterappError)
-    async def _interapp(_: Request, exc: InterappError) -> JSONResponse:
+    async def _interapp(conn: Request, exc: InterappError) -> JSONResponse | None:
+        if isinstance(conn, WebSocket):  # e.g. the database is down while a stream opens
+            await _close_websocket(conn, exc)
+            return None
         return _error(exc)
 
     @app.exception_handler(RequestValidationError)
@@ -166,6 +205,10 @@ def create_app(settings: ServerSettings, server: AppServer | None = None) -> Fas
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, OUTAGES):  # a backing service that escaped its own mapping
+            log.warning("backing service unavailable: %s", type(exc).__name__)
+            return _error(UnavailableError(f"service unavailable: {type(exc).__name__}",
+                                           retry_after=1))
         log.error("unexpected error: %s", type(exc).__name__, exc_info=exc)
         return JSONResponse({"error": "internal_error", "message": "internal server error"},
                             status_code=500)
@@ -277,4 +320,10 @@ def app_from_env() -> FastAPI:
     level, _, fmt = os.environ.get("INTERAPP_LOG", "warning:json").partition(":")
     configure_logging(level, fmt)  # workers are fresh processes: set their logging up too
     names = {f.name for f in dataclasses.fields(ServerSettings)}
-    return create_app(ServerSettings(**{k: v for k, v in data.items() if k in names}))
+    try:
+        return create_app(ServerSettings(**{k: v for k, v in data.items() if k in names}))
+    except UnavailableError as exc:
+        # e.g. PostgreSQL is down while uvicorn replaces a dead worker: one log line, and exit
+        # code 1 (not uvicorn's 3, which would stop every worker), so the supervisor tries again
+        log.error("worker cannot start: %s", exc.message)
+        raise SystemExit(1) from None

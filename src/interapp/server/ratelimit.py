@@ -5,15 +5,25 @@ the account and one for the client address. While either counter is at its limit
 that key are refused with 429 and ``Retry-After`` *before* the password is checked, so a locked
 account never reveals whether a guessed password was right. A success clears the account's
 counter. Counters live in process memory, or in Redis when ``--redis`` is set so that limits hold
-across every server process.
+across every server process. While Redis does not answer, password logins are refused with 503
+and ``Retry-After`` (never let through uncounted, never a 500); they work again as soon as Redis
+is back (its counters may then have been reset, which only forgives failures).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Protocol
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from interapp.errors import UnavailableError
+
+#: Seconds a client is asked to wait while Redis does not answer.
+REDIS_RETRY_AFTER = 1.0
 
 
 class LoginLimiter(Protocol):
@@ -68,6 +78,16 @@ class MemoryLimiter:
         self._counts.pop(key, None)
 
 
+@asynccontextmanager
+async def _redis_available() -> AsyncIterator[None]:
+    """Turn a Redis failure into :class:`UnavailableError` (HTTP 503 + ``Retry-After``)."""
+    try:
+        yield
+    except RedisError as exc:
+        raise UnavailableError(f"login limits unavailable (Redis: {type(exc).__name__})",
+                               retry_after=REDIS_RETRY_AFTER) from exc
+
+
 class RedisLimiter:
     """The same counters in Redis (``INCR`` + ``EXPIRE``), shared by all processes."""
 
@@ -82,17 +102,18 @@ class RedisLimiter:
 
     async def retry_after(self, keys: list[str]) -> float | None:
         """Seconds to wait when any key is locked, else None."""
-        values = await self._redis.mget([self._k(k) for k in keys])
-        waits = []
-        for key, value in zip(keys, values, strict=True):
-            if value is not None and int(value) >= self._limits[key.split(":", 1)[0]]:
-                ttl = await self._redis.ttl(self._k(key))
-                waits.append(float(max(ttl, 1)))
+        async with _redis_available():
+            values = await self._redis.mget([self._k(k) for k in keys])
+            waits = []
+            for key, value in zip(keys, values, strict=True):
+                if value is not None and int(value) >= self._limits[key.split(":", 1)[0]]:
+                    ttl = await self._redis.ttl(self._k(key))
+                    waits.append(float(max(ttl, 1)))
         return max(waits) if waits else None
 
     async def failed(self, keys: list[str]) -> None:
         """Count one failure against every key."""
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with _redis_available(), self._redis.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.incr(self._k(key))
                 pipe.expire(self._k(key), self._window, nx=True)
@@ -100,4 +121,5 @@ class RedisLimiter:
 
     async def succeeded(self, key: str) -> None:
         """Clear the counter of ``key``."""
-        await self._redis.delete(self._k(key))
+        async with _redis_available():
+            await self._redis.delete(self._k(key))
