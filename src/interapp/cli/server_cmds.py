@@ -191,11 +191,18 @@ def add_contact(app: AppOpt, user_a: Annotated[str, typer.Argument(help="One acc
          as_json=as_json)
 
 
+TCP_USER_TIMEOUT_MS = 30_000
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """Bind the listening socket first, so ``--port 0`` can report the port it got."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # → TCP_NODELAY
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux; inherited by accepted connections
+        # A peer that acknowledges nothing for this long is gone: without it, a client that
+        # stopped reading keeps its connection (and the kernel's send buffer) until it reads.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, TCP_USER_TIMEOUT_MS)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -253,6 +260,9 @@ def serve(app: AppOpt, db: DbOpt = None,
     log_config = configure_logging(log_level.lower(), log_format)
     common: dict[str, Any] = {"log_level": log_level.lower(), "access_log": False,
                               "lifespan": "on", "ws_max_size": 64 * 1024,
+                              # events are small JSON frames: permessage-deflate saved little and
+                              # cost CPU per frame and a zlib context (~tens of KB) per stream
+                              "ws_per_message_deflate": False,
                               "proxy_headers": False, "log_config": log_config}
     if workers > 1:
         _serve_workers(settings, sock, workers, common, where, log_format)

@@ -5,14 +5,23 @@ access token in the URL is refused), subscribe to the hub, replay stored events 
 (or start from the current ``seq`` when no ``since`` is given), then forward live events. The
 stream keeps ``last`` — the highest ``seq`` sent — and only ever sends ``last + 1``: duplicates
 are dropped and gaps are filled from the table, so the client sees each ``seq`` exactly once,
-in order. A client that falls behind its bounded queue is disconnected with close code 4008 and
-resumes with ``?since=<last seq it saw>``.
+in order.
+
+Slow readers are cut, never buffered: a client that falls behind its bounded queue, or that stops
+reading so that one frame cannot be handed to the transport within ``SEND_TIMEOUT`` seconds
+(``$INTERAPP_STREAM_SEND_TIMEOUT``, default 10), is disconnected with close code 4008 and the
+reason ``too slow: resume with since=<last seq sent>``; it resumes with ``?since=``. Closing waits
+at most ``SEND_TIMEOUT`` too: a peer that reads nothing never gets the close frame, but its stream
+task ends, its queue is freed and uvicorn closes the connection behind the frames already
+written (a client that reads again gets them first, then the close or the end of the stream).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import time
 from typing import Any
 
@@ -20,7 +29,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
-from interapp.errors import ApiError, BadRequest, InterappError, Unauthorized
+from interapp.errors import ApiError, BadRequest, ConfigError, InterappError, Unauthorized
 from interapp.server.api.deps import Caller, authenticate_token, bearer_token
 from interapp.server.core import AppServer
 from interapp.server.events import Subscription, events_since
@@ -28,11 +37,37 @@ from interapp.server.observability import ACTIVE_STREAMS
 from interapp.server.storage.schema import tickets, users
 from interapp.server.tokens import token_hash
 
+log = logging.getLogger("interapp.server.stream")
 router = APIRouter()
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_BAD_REQUEST = 4400
 CLOSE_TOO_SLOW = 4008
 RECONCILE_SECONDS = 20.0
+SEND_TIMEOUT_ENV = "INTERAPP_STREAM_SEND_TIMEOUT"
+
+
+def _send_timeout_from_env() -> float:
+    raw = os.environ.get(SEND_TIMEOUT_ENV, "").strip()
+    try:
+        value = float(raw) if raw else 10.0
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise ConfigError(f"{SEND_TIMEOUT_ENV} must be a number of seconds in (0, 3600], "
+                          f"not {raw!r}")
+    return value
+
+
+SEND_TIMEOUT = _send_timeout_from_env()
+"""Seconds one frame (or the close frame) may wait for a stalled transport to take it."""
+
+
+class TooSlow(Exception):
+    """The client fell behind (queue overflow or send timeout); ``last`` is the last seq sent."""
+
+    def __init__(self, last: int, why: str) -> None:
+        super().__init__(why)
+        self.last = last
 
 
 async def _authenticate(srv: AppServer, ws: WebSocket) -> str:
@@ -77,17 +112,23 @@ class _Stream:
                 return
 
     async def send(self, event: dict[str, Any]) -> None:
+        """Send ``event`` if it is the next ``seq`` (filling a gap first); raise TooSlow when
+        the transport does not take it within ``SEND_TIMEOUT``."""
         if event["seq"] <= self.last:
             return
         if event["seq"] > self.last + 1:
             await self.catch_up()
             if event["seq"] <= self.last:
                 return
-        await self.ws.send_json(event)
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT):
+                await self.ws.send_json(event)
+        except TimeoutError:
+            raise TooSlow(self.last, f"no frame written for {SEND_TIMEOUT:g} s") from None
         self.last = event["seq"]
 
     async def pump(self, sub: Subscription) -> None:
-        """Forward live events until the client leaves or falls behind."""
+        """Forward live events until the client leaves; raise TooSlow when it falls behind."""
         while True:
             get = asyncio.ensure_future(sub.queue.get())
             wake = asyncio.ensure_future(sub.wakeup.wait())
@@ -108,8 +149,7 @@ class _Stream:
                 with contextlib.suppress(asyncio.CancelledError):
                     await get
             if sub.overflowed:
-                await self.ws.close(CLOSE_TOO_SLOW, f"too slow: resume with since={self.last}")
-                return
+                raise TooSlow(self.last, f"more than {sub.queue.maxsize} events queued")
             if not done or wake in done:  # idle or woken: reconcile with the table
                 sub.wakeup.clear()
                 await self.catch_up()
@@ -148,17 +188,30 @@ async def events_stream(ws: WebSocket) -> None:
                 raise failure  # handled below like any error of this handler
     except (WebSocketDisconnect, OSError):
         pass
+    except TooSlow as exc:
+        srv.hub.unsubscribe(sub)  # queue nothing more for it while the close frame waits
+        log.info("stream closed at seq %d, client too slow: %s", exc.last, exc)
+        await _close(ws, CLOSE_TOO_SLOW, f"too slow: resume with since={exc.last}")
     except InterappError as exc:
-        with contextlib.suppress(Exception):
-            await ws.close(1011, exc.code)
+        await _close(ws, 1011, exc.code)
     finally:
         srv.hub.unsubscribe(sub)
         ACTIVE_STREAMS.dec()
         if reader is not None:
             reader.cancel()
         if ws.client_state == WebSocketState.CONNECTED:
-            with contextlib.suppress(Exception):
-                await ws.close()
+            await _close(ws, 1000, "")
+
+
+async def _close(ws: WebSocket, code: int, reason: str) -> None:
+    """Send a close frame, waiting at most ``SEND_TIMEOUT`` for a stalled transport.
+
+    Starlette marks the socket closed before the frame is handed over, so a later close is a
+    no-op even when this one timed out.
+    """
+    with contextlib.suppress(Exception):  # TimeoutError, or the socket is already gone
+        async with asyncio.timeout(SEND_TIMEOUT):
+            await ws.close(code, reason)
 
 
 async def _drain(ws: WebSocket) -> None:
