@@ -128,11 +128,14 @@ async def create_client(conn: AsyncConnection, name: str, *,
     return client_id, secret
 
 
+_CLIENT = sa.select(clients.c.secret_hash, clients.c.public).where(
+    clients.c.client_id == sa.bindparam("cid"))
+
+
 async def authenticate_client(conn: AsyncConnection, client_id: str,
                               secret: Secret | None) -> ClientId:
     """Check a client's credentials (RFC 6749 §2.3); InvalidClient on any failure."""
-    row = (await conn.execute(sa.select(clients.c.secret_hash, clients.c.public)
-                              .where(clients.c.client_id == client_id))).first()
+    row = (await conn.execute(_CLIENT, {"cid": client_id})).first()
     if row is None:
         raise InvalidClient("unknown client or bad client credentials")
     if row.public:

@@ -34,7 +34,8 @@ class EmbeddedServer:
         self.settings = ServerSettings(app=app, db_url=db_url, issuer=self.url,
                                        redis_url=redis_url)
         self.asgi = create_app(self.settings)
-        config = uvicorn.Config(self.asgi, log_level="error", access_log=False, lifespan="on")
+        config = uvicorn.Config(self.asgi, log_level="error", access_log=False, lifespan="on",
+                                ws_per_message_deflate=False)
         self.server = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None
 

@@ -30,6 +30,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff, NoBackoff
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from interapp.server.observability import EVENTS_DELIVERED
@@ -40,29 +42,66 @@ log = logging.getLogger("interapp.server.events")
 Event = dict[str, Any]
 
 
+_CHUNK = 500  # ids per statement: well under SQLite's and PostgreSQL's parameter limits
+_IDS: sa.BindParameter[list[str]] = sa.bindparam("ids", expanding=True)
+_LOCK = sa.select(users.c.id).where(users.c.id.in_(_IDS)).order_by(users.c.id).with_for_update()
+_BUMP = (sa.update(users).where(users.c.id.in_(_IDS)).values(last_seq=users.c.last_seq + 1)
+         .returning(users.c.id, users.c.last_seq))
+_INSERT = events.insert()
+_SINCE = (sa.select(events.c.seq, events.c.type, events.c.payload)
+          .where(events.c.user_id == sa.bindparam("user"), events.c.seq > sa.bindparam("since"))
+          .order_by(events.c.seq).limit(sa.bindparam("limit")))
+
+
 async def append_events(conn: AsyncConnection, items: Iterable[tuple[str, str, dict[str, Any]]]
                         ) -> list[tuple[str, Event]]:
-    """Append ``(user_id, type, payload)`` events; return ``(user_id, event)`` with their seqs."""
+    """Append ``(user_id, type, payload)`` events; return ``(user_id, event)`` with their seqs.
+
+    A constant number of statements whatever the audience (a presence change reaches every
+    buddy): the accounts' ``last_seq`` are bumped by one ``UPDATE … RETURNING`` per chunk of
+    ids (on PostgreSQL after locking the rows in id order, so concurrent writers never
+    deadlock), then the events go in with one multi-row ``INSERT``.
+    """
     pending = sorted(items, key=lambda item: item[0])
-    out: list[tuple[str, Event]] = []
+    if not pending:
+        return []
+    counts: dict[str, int] = defaultdict(int)
+    for user_id, _, _ in pending:
+        counts[user_id] += 1
+    ids = sorted(counts)
+    last: dict[str, int] = {}
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start:start + _CHUNK]
+        if conn.dialect.name == "postgresql":
+            await conn.execute(_LOCK, {"ids": chunk})
+        if all(counts[i] == 1 for i in chunk):
+            rows = await conn.execute(_BUMP, {"ids": chunk})
+        else:  # the same account more than once (rare): bump by its count
+            rows = await conn.execute(
+                sa.update(users).where(users.c.id.in_(chunk))
+                .values(last_seq=users.c.last_seq + sa.case(counts, value=users.c.id, else_=1))
+                .returning(users.c.id, users.c.last_seq))
+        last.update({row.id: int(row.last_seq) for row in rows})
     now = time.time()
+    out: list[tuple[str, Event]] = []
+    rows_in: list[dict[str, Any]] = []
     for user_id, etype, payload in pending:
-        seq = (await conn.execute(
-            sa.update(users).where(users.c.id == user_id)
-            .values(last_seq=users.c.last_seq + 1).returning(users.c.last_seq))).scalar_one()
-        await conn.execute(events.insert().values(
-            user_id=user_id, seq=seq, type=etype, payload=json.dumps(payload), created_at=now))
+        if user_id not in last:  # the account was deleted meanwhile: nobody to tell
+            continue
+        seq = last[user_id] - counts[user_id] + 1
+        counts[user_id] -= 1
+        rows_in.append({"user_id": user_id, "seq": seq, "type": etype,
+                        "payload": json.dumps(payload), "created_at": now})
         out.append((user_id, {"seq": seq, "type": etype, **payload}))
+    if rows_in:
+        await conn.execute(_INSERT, rows_in)
     return out
 
 
 async def events_since(conn: AsyncConnection, user_id: str, since: int,
                        limit: int = 500) -> list[Event]:
     """Stored events of ``user_id`` with ``seq > since``, oldest first."""
-    rows = await conn.execute(
-        sa.select(events.c.seq, events.c.type, events.c.payload)
-        .where(events.c.user_id == user_id, events.c.seq > since)
-        .order_by(events.c.seq).limit(limit))
+    rows = await conn.execute(_SINCE, {"user": user_id, "since": since, "limit": limit})
     return [{"seq": seq, "type": etype, **json.loads(payload)} for seq, etype, payload in rows]
 
 
@@ -87,7 +126,14 @@ class Subscription:
 
 
 class EventHub:
-    """Delivers committed events to this process's streams, and across processes via Redis."""
+    """Delivers committed events to this process's streams, and across processes via Redis.
+
+    Redis may go away and come back: publishing then fails fast and is only logged (the events
+    are already in the table), and the listener retries with a growing pause (0.5 s to 5 s). Each
+    time it fails, and once it has subscribed again, every stream of this process is woken to
+    reconcile with the table, so events written through other processes meanwhile still arrive
+    (within that pause while Redis is down, at once when it is back).
+    """
 
     def __init__(self, *, app: str, queue_size: int = 1000, redis_url: str | None = None) -> None:
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
@@ -97,6 +143,7 @@ class EventHub:
         self._redis_url = redis_url
         self._redis: Redis | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._publish_failing = False
         self.delivered = 0
 
     @property
@@ -105,11 +152,16 @@ class EventHub:
         return self._redis
 
     async def start(self) -> None:
-        """Connect to Redis (when configured) and start listening for other processes."""
+        """Connect to Redis (when configured) and start listening for other processes.
+
+        A Redis that does not answer yet does not stop the start (``interapp serve`` checks it
+        once up front): the listener keeps trying, and login limits answer 503 meanwhile.
+        """
         if not self._redis_url:
             return
-        self._redis = Redis.from_url(self._redis_url)
-        await self._redis.ping()
+        # commands fail within seconds, never hang: one quick retry covers a dropped connection
+        self._redis = Redis.from_url(self._redis_url, socket_connect_timeout=2, socket_timeout=2,
+                                     retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1))
         ready = asyncio.Event()
         self._listener = asyncio.create_task(self._listen(ready))
         await asyncio.wait_for(ready.wait(), 5)
@@ -152,7 +204,14 @@ class EventHub:
             try:
                 await self._redis.publish(self._channel, data)
             except Exception as exc:  # streams elsewhere will catch up from the table
-                log.warning("redis publish failed: %s", type(exc).__name__)
+                if not self._publish_failing:
+                    log.warning("redis publish failed (%s); other processes' streams catch up "
+                                "from the table", type(exc).__name__)
+                self._publish_failing = True
+            else:
+                if self._publish_failing:
+                    log.warning("redis publish works again")
+                self._publish_failing = False
 
     def _deliver(self, items: list[tuple[str, Event]]) -> None:
         for user_id, event in items:
@@ -161,25 +220,42 @@ class EventHub:
                 self.delivered += 1
                 EVENTS_DELIVERED.inc()
 
+    def _wake_all(self) -> None:
+        """Make every stream of this process reconcile with the table."""
+        for subs in self._subs.values():
+            for sub in subs:
+                sub.wakeup.set()
+
     async def _listen(self, ready: asyncio.Event) -> None:
-        assert self._redis is not None
-        while True:
-            try:
-                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(self._channel)
+        assert self._redis_url is not None
+        # no retries inside redis-py: every drop must surface here, because a silent
+        # resubscription would miss what was published meanwhile
+        client = Redis.from_url(self._redis_url, socket_connect_timeout=2, socket_timeout=None,
+                                retry=Retry(NoBackoff(), 0))
+        pause, lost = 0.5, False
+        try:
+            while True:
+                try:
+                    async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                        await pubsub.subscribe(self._channel)
+                        ready.set()
+                        if lost:
+                            log.warning("redis listener subscribed again")
+                            self._wake_all()  # catch up with what was published meanwhile
+                        pause, lost = 0.5, False
+                        async for message in pubsub.listen():
+                            data = json.loads(message["data"])
+                            if data.get("o") != self._origin:
+                                self._deliver([(u, e) for u, e in data["items"]])
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if not lost:
+                        log.warning("redis listener lost (%s); retrying", type(exc).__name__)
+                    lost = True
                     ready.set()
-                    async for message in pubsub.listen():
-                        data = json.loads(message["data"])
-                        if data.get("o") != self._origin:
-                            self._deliver([(u, e) for u, e in data["items"]])
-                    # A resubscription may have missed messages: wake every stream so it
-                    # reconciles with the table.
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("redis listener lost (%s); retrying", type(exc).__name__)
-                ready.set()
-                for subs in self._subs.values():
-                    for sub in subs:
-                        sub.wakeup.set()
-                await asyncio.sleep(0.5)
+                    self._wake_all()  # while Redis is away, streams poll the table at this pace
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 5.0)
+        finally:
+            await client.aclose()

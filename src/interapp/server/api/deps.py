@@ -43,6 +43,13 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
+# Built once: building a statement costs more than running it (cache-key generation).
+_AUTH = (sa.select(tokens.c.hash, tokens.c.client_id, *accounts.USER_COLUMNS)
+         .select_from(tokens.join(users, users.c.id == tokens.c.user_id))
+         .where(tokens.c.hash == sa.bindparam("digest"), tokens.c.kind == issue.ACCESS,
+                tokens.c.revoked_at.is_(None), tokens.c.expires_at > sa.bindparam("now")))
+
+
 async def authenticate_token(srv: AppServer, token: str) -> Caller:
     """Resolve an access token to its account; Unauthorized when not live.
 
@@ -50,12 +57,8 @@ async def authenticate_token(srv: AppServer, token: str) -> Caller:
     is the hot path of the whole ``/v1`` API.
     """
     digest = token_hash(token)
-    query = (sa.select(tokens.c.hash, tokens.c.client_id, *accounts.USER_COLUMNS)
-             .select_from(tokens.join(users, users.c.id == tokens.c.user_id))
-             .where(tokens.c.hash == digest, tokens.c.kind == issue.ACCESS,
-                    tokens.c.revoked_at.is_(None), tokens.c.expires_at > time.time()))
     async with srv.db.begin() as conn:
-        row = (await conn.execute(query)).first()
+        row = (await conn.execute(_AUTH, {"digest": digest, "now": time.time()})).first()
     if row is None or not constant_time_equals(row.hash, digest):
         raise Unauthorized("the access token is invalid, expired or revoked")
     return Caller(accounts.User(UserId(row.id), row.username, row.display_name, row.presence,

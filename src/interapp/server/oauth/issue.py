@@ -58,7 +58,7 @@ async def issue_pair(conn: AsyncConnection, *, user_id: str, client_id: str, gra
             id=family_id, user_id=user_id, client_id=client_id, grant_type=grant_type,
             created_at=now))
     access, refresh = pair or (new_token("ia_at"), new_token("ia_rt"))
-    await conn.execute(tokens.insert(), [
+    await conn.execute(_INSERT_TOKENS, [
         {"hash": token_hash(access), "kind": ACCESS, "family_id": family_id, "user_id": user_id,
          "client_id": client_id, "scope": scope, "issued_at": now, "expires_at": now + access_ttl},
         {"hash": token_hash(refresh), "kind": REFRESH, "family_id": family_id,
@@ -75,6 +75,15 @@ async def issue_pair(conn: AsyncConnection, *, user_id: str, client_id: str, gra
 _COLUMNS = (tokens.c.hash, tokens.c.user_id, tokens.c.client_id, tokens.c.family_id,
             tokens.c.kind, tokens.c.scope, tokens.c.issued_at, tokens.c.expires_at,
             tokens.c.revoked_at, tokens.c.used_at, tokens.c.rotation_key)
+
+
+# The rotation's statements, built once (building one costs more than running it).
+_REFRESH_ROW = sa.select(*_COLUMNS).where(tokens.c.hash == sa.bindparam("digest"),
+                                          tokens.c.kind == REFRESH)
+_MARK_USED = (sa.update(tokens)
+              .where(tokens.c.hash == sa.bindparam("digest"), tokens.c.used_at.is_(None))
+              .values(used_at=sa.bindparam("now"), rotation_key=sa.bindparam("key")))
+_INSERT_TOKENS = tokens.insert()
 
 
 async def lookup(conn: AsyncConnection, token: str, kind: str | None = None) -> TokenInfo | None:
@@ -130,8 +139,7 @@ async def rotate_refresh(conn: AsyncConnection, token: str, client_id: str, *, a
     back, as long as that pair has not been used yet. Any other re-use revokes the family.
     """
     digest = token_hash(token)
-    row = (await conn.execute(sa.select(*_COLUMNS).where(
-        tokens.c.hash == digest, tokens.c.kind == REFRESH))).first()
+    row = (await conn.execute(_REFRESH_ROW, {"digest": digest})).first()
     now = time.time()
     if row is None:
         raise InvalidGrant("unknown refresh token")
@@ -149,9 +157,8 @@ async def rotate_refresh(conn: AsyncConnection, token: str, client_id: str, *, a
             return UserId(row.user_id), replay
     rotation_key = hashlib.sha256(idempotency_key.encode()).hexdigest() \
         if idempotency_key else None
-    won = (await conn.execute(sa.update(tokens).where(
-        tokens.c.hash == digest, tokens.c.used_at.is_(None)).values(
-        used_at=now, rotation_key=rotation_key))).rowcount
+    won = (await conn.execute(_MARK_USED, {"digest": digest, "now": now,
+                                           "key": rotation_key})).rowcount
     if row.used_at is not None or won != 1:
         raise ReusedRefreshToken(FamilyId(row.family_id))
     pair = derived_pair(derivation_secret, digest, idempotency_key) \

@@ -18,12 +18,14 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from interapp.errors import BadRequest, ConfigError, Conflict, UnavailableError
+from interapp.server.storage.sqlite_inloop import opener
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 MIGRATION_LOCK_KEY = 0x1A7E_A9F5  # pg_advisory_xact_lock key serialising schema migrations
 
 
@@ -112,13 +114,16 @@ class Database:
         if async_url.startswith("postgresql"):
             # no pre-ping: a dead connection fails one request with 503 + Retry-After and is
             # invalidated, which costs less than a round trip on every checkout
-            kwargs = {"pool_size": pool_size, "max_overflow": pool_size}
+            # connect_timeout: an unreachable host answers 503 in seconds, not after TCP gives up
+            kwargs = {"pool_size": pool_size, "max_overflow": pool_size, "pool_timeout": 10,
+                      "connect_args": {"connect_timeout": 5}}
         elif ":memory:" not in async_url:
-            # a fixed pool: SQLite serialises writers anyway, and overflow connections were
-            # reopened (thread + PRAGMAs) under load and raced each other for the lock
-            kwargs = {"pool_size": 8, "max_overflow": 0}
+            # one connection used on the loop's thread (see sqlite_inloop): SQLite serialises
+            # writers anyway, and a transaction waits for the pool, not in the busy handler
+            path = make_url(async_url).database or ""
+            kwargs = {"pool_size": 1, "max_overflow": 0, "async_creator": opener(path)}
         engine = create_async_engine(async_url, **kwargs)
-        if engine.dialect.name == "sqlite":
+        if engine.dialect.name == "sqlite" and "async_creator" not in kwargs:
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return cls(engine)
 
@@ -138,6 +143,8 @@ class Database:
             ):
                 raise
             raise UnavailableError(f"database unavailable: {_brief(exc)}", retry_after=1) from exc
+        except PoolTimeout as exc:  # every pooled connection stayed busy for pool_timeout
+            raise UnavailableError("database busy: no free connection", retry_after=1) from exc
 
     async def close(self) -> None:
         """Dispose of the pool."""
