@@ -323,3 +323,30 @@ def test_concurrent_first_logins_make_one_account(arena: RunningServer,
     ids = {httpx.get(f"{chat.url}/v1/me", headers=bearer(r.json()["access_token"])).json()["id"]
            for r in results}
     assert len(ids) == 1
+
+
+def test_a_replayed_assertion_is_refused(arena: RunningServer, chat: RunningServer) -> None:
+    """RFC 7523 §3 (7): an assertion with a ``jti`` logs in once, even when replayed at once."""
+    key = db_run(arena.db_url, load_signing_key)
+    client = make_client(chat.db_url)
+    now = int(time.time())
+    assertion = _sign(key, {"iss": arena.issuer, "aud": chat.issuer, "sub": uname("replay"),
+                            "iat": now, "exp": now + 60, "jti": uname("jti")})
+    results: list[httpx.Response] = []
+    barrier = threading.Barrier(4)
+
+    def go() -> None:
+        barrier.wait()
+        results.append(bearer_grant(chat, client, assertion))
+
+    threads = [threading.Thread(target=go) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(r.status_code for r in results) == [200, 400, 400, 400], [
+        (r.status_code, r.text[:120]) for r in results]
+    for refused in (r for r in results if r.status_code == 400):
+        assert refused.json()["error"] == "invalid_grant"
+        assert "already used" in refused.json()["error_description"]
+    assert_oauth_error(bearer_grant(chat, client, assertion), 400, "invalid_grant")

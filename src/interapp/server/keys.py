@@ -15,9 +15,8 @@ import json
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import sqlalchemy as sa
 from joserfc.jwk import ECKey, KeySet
 from sqlalchemy.exc import IntegrityError
@@ -25,6 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from interapp.errors import ConfigError, InvalidGrant
 from interapp.server.storage.schema import app_secrets, trusted_issuers
+
+if TYPE_CHECKING:
+    import httpx
+
+    from interapp.server.storage.db import Database
 
 JWKS_CACHE_SECONDS = 300.0
 
@@ -87,13 +91,19 @@ class IssuerKeys:
         self._http = http
         self._cache: dict[str, tuple[float, KeySet]] = {}
 
-    async def keyset(self, conn: AsyncConnection, issuer: str) -> KeySet:
-        """The key set trusted for ``issuer``; InvalidGrant when the issuer is not trusted."""
+    async def keyset(self, db: Database, issuer: str) -> KeySet:
+        """The key set trusted for ``issuer``; InvalidGrant when the issuer is not trusted.
+
+        The trust entry is read in a short transaction of its own; a JWKS URL is fetched
+        outside any transaction (a slow issuer must not hold a database connection).
+        """
         cached = self._cache.get(issuer)
         if cached and time.monotonic() - cached[0] < JWKS_CACHE_SECONDS:
             return cached[1]
-        row = (await conn.execute(sa.select(trusted_issuers.c.jwks, trusted_issuers.c.jwks_url)
-                                  .where(trusted_issuers.c.issuer == issuer))).first()
+        async with db.begin() as conn:
+            row = (await conn.execute(
+                sa.select(trusted_issuers.c.jwks, trusted_issuers.c.jwks_url)
+                .where(trusted_issuers.c.issuer == issuer))).first()
         if row is None:
             raise InvalidGrant("the assertion's issuer is not trusted by this application")
         jwks, url = row
@@ -109,6 +119,8 @@ class IssuerKeys:
         self._cache.pop(issuer, None)
 
     async def _fetch(self, url: str) -> KeySet:
+        import httpx  # only for issuers that publish a JWKS URL: keeps idle servers smaller
+
         client = self._http or httpx.AsyncClient(timeout=5.0)
         try:
             resp = await client.get(url)

@@ -5,6 +5,9 @@ verify with; nothing else is believed before the signature checks out. Then the 
 ``aud`` names this application's issuer identifier (or its token endpoint), ``exp`` is in the
 future, ``nbf``/``iat`` are not in the future (30 s leeway), and ``sub`` is a username of the shared
 account system. The subject maps to the account of the same username here, created on first use.
+An assertion with a ``jti`` is accepted once (§3, item 7): ``(iss, jti)`` is kept in
+``used_assertions`` until the assertion expires, in the transaction that issues the tokens, so a
+replayed assertion — even one racing the first — is ``invalid_grant``.
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ from typing import Any
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from interapp.errors import ConfigError, InvalidGrant, InvalidRequest
 from interapp.server import accounts
 from interapp.server.core import AppServer
 from interapp.server.oauth import issue
 from interapp.server.oauth.rfc6749 import JWT_BEARER, TokenRequest
+from interapp.server.storage.schema import used_assertions
 
 LEEWAY = 30
 MAX_LIFETIME = 3600
@@ -76,8 +82,7 @@ async def jwt_bearer_grant(srv: AppServer, req: TokenRequest) -> dict[str, Any]:
         raise InvalidRequest("the assertion is too large")
     issuer = unverified_issuer(assertion)
     audiences = [srv.issuer, f"{srv.issuer}/oauth/token"]
-    async with srv.db.begin() as conn:
-        keyset = await srv.issuer_keys.keyset(conn, issuer)
+    keyset = await srv.issuer_keys.keyset(srv.db, issuer)
     try:
         claims = verify_assertion(assertion, keyset, issuer=issuer, audiences=audiences)
     except InvalidGrant:
@@ -89,6 +94,7 @@ async def jwt_bearer_grant(srv: AppServer, req: TokenRequest) -> dict[str, Any]:
     except Exception as exc:
         raise InvalidGrant("the assertion's subject is not a valid username") from exc
     async with srv.db.begin() as conn:
+        await _spend(conn, issuer, claims)
         user = await accounts.find_user(conn, username)
         if user is None:
             name = claims.get("name")
@@ -104,3 +110,20 @@ async def jwt_bearer_grant(srv: AppServer, req: TokenRequest) -> dict[str, Any]:
                                       grant_type=JWT_BEARER,
                                       access_ttl=srv.settings.access_token_ttl,
                                       refresh_ttl=srv.settings.refresh_token_ttl)
+
+
+async def _spend(conn: AsyncConnection, issuer: str, claims: dict[str, Any]) -> None:
+    """Record the assertion's ``jti``; InvalidGrant when it was presented before."""
+    jti = claims.get("jti")
+    if jti is None:
+        return
+    if not isinstance(jti, str) or not jti or len(jti) > 256:
+        raise InvalidGrant("the assertion's jti claim is not valid")
+    now = time.time()
+    await conn.execute(used_assertions.delete().where(used_assertions.c.expires_at < now))
+    try:
+        async with conn.begin_nested():
+            await conn.execute(used_assertions.insert().values(
+                issuer=issuer, jti=jti, expires_at=float(claims["exp"]) + LEEWAY))
+    except IntegrityError as exc:
+        raise InvalidGrant("the assertion was already used (its jti was seen before)") from exc

@@ -84,6 +84,15 @@ trusted_issuers = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
+used_assertions = sa.Table(  # RFC 7523 replay protection: (issuer, jti) until expiry
+    "used_assertions",
+    metadata,
+    sa.Column("issuer", sa.String(512), primary_key=True),
+    sa.Column("jti", sa.String(256), primary_key=True),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Index("ix_used_assertions_expires", "expires_at"),
+)
+
 contacts = sa.Table(
     "contacts",
     metadata,
