@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,24 +105,36 @@ async def events_since(conn: AsyncConnection, user_id: str, since: int,
     return [{"seq": seq, "type": etype, **json.loads(payload)} for seq, etype, payload in rows]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Subscription:
-    """One connected stream's bounded queue."""
+    """One connected stream's bounded queue of live events.
+
+    Kept small on purpose (one per connected stream, 10,000 per process): a deque, two flags and
+    one :class:`asyncio.Event` the stream waits on — no task or future while it is idle.
+    """
 
     user_id: str
-    queue: asyncio.Queue[Event]
+    limit: int
+    pending: deque[Event] = field(default_factory=deque)
     overflowed: bool = False
-    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    stale: bool = False  # woken: the stream must reconcile with the table
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     def offer(self, event: Event) -> None:
         """Queue an event, or mark the subscription overflowed when the queue is full."""
         if self.overflowed:
             return
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
+        if len(self.pending) >= self.limit:
             self.overflowed = True
-            self.wakeup.set()
+            self.pending.clear()  # the stream is cut and resumes from the table
+        else:
+            self.pending.append(event)
+        self.ready.set()
+
+    def wake(self) -> None:
+        """Ask the stream to reconcile with the table (events may have been missed)."""
+        self.stale = True
+        self.ready.set()
 
 
 class EventHub:
@@ -177,7 +189,7 @@ class EventHub:
 
     def subscribe(self, user_id: str) -> Subscription:
         """Register a stream for ``user_id``."""
-        sub = Subscription(user_id, asyncio.Queue(self._queue_size))
+        sub = Subscription(user_id, self._queue_size)
         self._subs[user_id].add(sub)
         return sub
 
@@ -224,7 +236,7 @@ class EventHub:
         """Make every stream of this process reconcile with the table."""
         for subs in self._subs.values():
             for sub in subs:
-                sub.wakeup.set()
+                sub.wake()
 
     async def _listen(self, ready: asyncio.Event) -> None:
         assert self._redis_url is not None

@@ -7,6 +7,7 @@ never stored.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -38,10 +39,12 @@ from interapp.plugins.contract import (
 )
 from interapp.plugins.interapp_server import PLUGIN
 from interapp.plugins.interapp_server.api import ServerClient
+from interapp.plugins.interapp_server.streamsend import StreamSends
 from interapp.secret import Secret
 
 KIND = "oauth_tokens"
 REFRESH_MARGIN = 30.0
+INBOX_SIZE = 1000  # frames read ahead of the consumer; then reading (and answering) waits
 
 
 def _credential(body: Mapping[str, Any]) -> Credential:
@@ -73,6 +76,7 @@ class InterappPlugin(Plugin):
         self.client = ServerClient(target.server, client_id=target.client_id,
                                    client_secret=target.client_secret)
         self._issuer: str | None = None
+        self._stream_sends = StreamSends()
 
     async def _grant(self, call: Any) -> Login:
         try:
@@ -184,9 +188,13 @@ class InterappPlugin(Plugin):
         await self.client.api("DELETE", f"/v1/contacts/{await self._contact_id(username)}")
 
     async def send(self, to: str, body: str, client_msg_id: str) -> ChatMessage:
-        """POST /v1/messages (idempotent by client_msg_id)."""
-        return _message(await self.client.api("POST", "/v1/messages", json={
-            "to": to, "body": body, "client_msg_id": client_msg_id}))
+        """On the open event stream when there is one, else POST /v1/messages (both
+        idempotent by client_msg_id; see :mod:`.streamsend`)."""
+        data = await self._stream_sends.send(to, body, client_msg_id)
+        if data is None:
+            data = await self.client.api("POST", "/v1/messages", json={
+                "to": to, "body": body, "client_msg_id": client_msg_id})
+        return _message(data)
 
     async def history(self, with_user: str, *, limit: int = 50,
                       before: str | None = None) -> list[ChatMessage]:
@@ -202,23 +210,53 @@ class InterappPlugin(Plugin):
                               json={"state": state, "status_text": status_text})
 
     async def events(self, cursor: str | None) -> AsyncIterator[PluginEvent]:
-        """The WebSocket stream; ConnectionLost when it drops (resume with the last cursor)."""
+        """The WebSocket stream; ConnectionLost when it drops (resume with the last cursor).
+
+        A reader task takes the frames off the socket, answering stream sends at once, so a
+        consumer that sends while handling an event never waits on its own generator.
+        """
         url = self.client.events_url(cursor)
         try:
             async with websockets.connect(url, additional_headers=self.client.bearer_header(),
-                                          open_timeout=10, max_size=2**20) as ws:
-                async for frame in ws:
-                    event = json.loads(frame)
-                    if event.get("type") == "error":
-                        if event.get("error") == "unauthorized":
-                            raise Unauthorized(str(event.get("message", "")))
-                        raise ConnectionLost(str(event.get("message", "stream error")))
-                    yield PluginEvent(type=str(event["type"]), cursor=str(event["seq"]),
-                                      data=event)
+                                          open_timeout=10, max_size=2**20,
+                                          compression=None) as ws:
+                self._stream_sends.attach(ws)
+                inbox: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue(
+                    INBOX_SIZE)
+                reader = asyncio.create_task(self._read_frames(ws, inbox))
+                try:
+                    while (event := await inbox.get()) is not None:
+                        if isinstance(event, BaseException):
+                            raise event
+                        if event.get("type") == "error":
+                            if event.get("error") == "unauthorized":
+                                raise Unauthorized(str(event.get("message", "")))
+                            raise ConnectionLost(str(event.get("message", "stream error")))
+                        yield PluginEvent(type=str(event["type"]), cursor=str(event["seq"]),
+                                          data=event)
+                finally:
+                    reader.cancel()
         except (ConnectionClosed, OSError, InvalidStatus, TimeoutError) as exc:
             raise ConnectionLost(f"event stream of {self.target.name} dropped: "
                                  f"{type(exc).__name__}") from exc
+        finally:
+            self._stream_sends.detach()
         raise ConnectionLost(f"event stream of {self.target.name} closed")
+
+    async def _read_frames(self, ws: Any,
+                           inbox: asyncio.Queue[dict[str, Any] | BaseException | None]) -> None:
+        """Frames → ``inbox`` (None at a clean close, the exception at a failure)."""
+        try:
+            async for frame in ws:
+                event = json.loads(frame)
+                if not self._stream_sends.answer(event):
+                    await inbox.put(event)
+        except Exception as exc:
+            await inbox.put(exc)
+        else:
+            await inbox.put(None)
+        finally:
+            self._stream_sends.detach()
 
     async def revoke(self, credential: Credential) -> None:
         """RFC 7009: revoking the refresh token revokes the whole login at the target."""

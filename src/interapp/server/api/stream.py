@@ -14,12 +14,22 @@ reason ``too slow: resume with since=<last seq sent>``; it resumes with ``?since
 at most ``SEND_TIMEOUT`` too: a peer that reads nothing never gets the close frame, but its stream
 task ends, its queue is freed and uvicorn closes the connection behind the frames already
 written (a client that reads again gets them first, then the close or the end of the stream).
+
+Sending on the stream: a stream opened with a bearer token also takes
+``{"type": "send", "to", "body", "client_msg_id"}`` frames — the same message as
+``POST /v1/messages``, without an HTTP request per message. Each is checked like that request
+(the token is looked up again, so a revoked token stops sending at once), committed, published,
+and answered with ``{"type": "sent", "client_msg_id", "message"}`` or
+``{"type": "send_failed", "client_msg_id", "status", "error", "message"}``. These answers carry
+no ``seq``; the ``message`` event itself comes in order like any other. Sends are handled one at
+a time per stream, in the order they arrive.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
@@ -27,10 +37,13 @@ from typing import Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
 from starlette.websockets import WebSocketState
 
 from interapp.errors import ApiError, BadRequest, ConfigError, InterappError, Unauthorized
+from interapp.server import social
 from interapp.server.api.deps import Caller, authenticate_token, bearer_token
+from interapp.server.api.models import MessageIn
 from interapp.server.core import AppServer
 from interapp.server.events import Subscription, events_since
 from interapp.server.observability import ACTIVE_STREAMS
@@ -70,7 +83,8 @@ class TooSlow(Exception):
         self.last = last
 
 
-async def _authenticate(srv: AppServer, ws: WebSocket) -> str:
+async def _authenticate(srv: AppServer, ws: WebSocket) -> tuple[str, str | None]:
+    """The stream's account id, and its bearer token (None for a ticket)."""
     params = ws.query_params
     if "access_token" in params:
         raise Unauthorized("never put an access token in a URL: use the Authorization header "
@@ -83,9 +97,10 @@ async def _authenticate(srv: AppServer, ws: WebSocket) -> str:
                 tickets.c.user_id, tickets.c.expires_at))).first()
         if row is None or row.expires_at < time.time():
             raise Unauthorized("the ticket is invalid, used or expired")
-        return str(row.user_id)
-    who: Caller = await authenticate_token(srv, bearer_token(ws.headers.get("authorization")))
-    return who.user.id
+        return str(row.user_id), None
+    token = bearer_token(ws.headers.get("authorization"))
+    who: Caller = await authenticate_token(srv, token)
+    return who.user.id, token
 
 
 def _since(ws: WebSocket) -> int | None:
@@ -128,30 +143,26 @@ class _Stream:
         self.last = event["seq"]
 
     async def pump(self, sub: Subscription) -> None:
-        """Forward live events until the client leaves; raise TooSlow when it falls behind."""
+        """Forward live events until the client leaves; raise TooSlow when it falls behind.
+
+        Waits on the subscription's one event (no task or future per wait: an idle stream
+        costs its coroutine frames and nothing else); every ``RECONCILE_SECONDS`` of silence,
+        and whenever the hub wakes it, it reconciles with the table.
+        """
         while True:
-            get = asyncio.ensure_future(sub.queue.get())
-            wake = asyncio.ensure_future(sub.wakeup.wait())
+            idle = False
             try:
-                done, _ = await asyncio.wait({get, wake}, timeout=RECONCILE_SECONDS,
-                                             return_when=asyncio.FIRST_COMPLETED)
-            except asyncio.CancelledError:
-                get.cancel()
-                wake.cancel()
-                raise
-            wake.cancel()
-            if get in done:
-                await self.send(get.result())
-                while not sub.queue.empty():
-                    await self.send(sub.queue.get_nowait())
-            else:
-                get.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await get
+                async with asyncio.timeout(RECONCILE_SECONDS):
+                    await sub.ready.wait()
+            except TimeoutError:
+                idle = True
+            sub.ready.clear()
             if sub.overflowed:
-                raise TooSlow(self.last, f"more than {sub.queue.maxsize} events queued")
-            if not done or wake in done:  # idle or woken: reconcile with the table
-                sub.wakeup.clear()
+                raise TooSlow(self.last, f"more than {sub.limit} events queued")
+            while sub.pending:
+                await self.send(sub.pending.popleft())
+            if idle or sub.stale:
+                sub.stale = False
                 await self.catch_up()
 
 
@@ -161,7 +172,7 @@ async def events_stream(ws: WebSocket) -> None:
     srv: AppServer = ws.app.state.server
     await ws.accept()
     try:
-        user_id = await _authenticate(srv, ws)
+        user_id, token = await _authenticate(srv, ws)
         since = _since(ws)
     except ApiError as exc:
         await ws.send_json({"type": "error", **exc.to_wire()})
@@ -178,7 +189,7 @@ async def events_stream(ws: WebSocket) -> None:
                     users.c.id == user_id))).scalar_one())
         stream = _Stream(srv, ws, user_id, since)
         await stream.catch_up()
-        reader = asyncio.create_task(_drain(ws))
+        reader = asyncio.create_task(_read(stream, token))
         pump = asyncio.create_task(stream.pump(sub))
         done, _ = await asyncio.wait({reader, pump}, return_when=asyncio.FIRST_COMPLETED)
         pump.cancel()
@@ -214,9 +225,61 @@ async def _close(ws: WebSocket, code: int, reason: str) -> None:
             await ws.close(code, reason)
 
 
-async def _drain(ws: WebSocket) -> None:
-    """Read (and ignore) client frames until the client disconnects."""
+async def _read(stream: _Stream, token: str | None) -> None:
+    """Read client frames until the client disconnects; carry out ``send`` frames."""
+    ws, srv = stream.ws, stream.srv
     while True:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
             return
+        text = message.get("text")
+        if text is None:
+            continue  # binary frames mean nothing here
+        try:
+            frame = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(frame, dict) and frame.get("type") == "send":
+            reply = await _send_message(srv, token, stream.user_id, frame)
+            try:
+                async with asyncio.timeout(SEND_TIMEOUT):
+                    await ws.send_json(reply)
+            except TimeoutError:
+                raise TooSlow(stream.last, f"no frame written for {SEND_TIMEOUT:g} s") from None
+
+
+async def _send_message(srv: AppServer, token: str | None, user_id: str,
+                        frame: dict[str, Any]) -> dict[str, Any]:
+    """One ``send`` frame: the ``sent`` or ``send_failed`` answer."""
+    ref = frame.get("client_msg_id")
+    ref = ref if isinstance(ref, str) else None
+    try:
+        if token is None:
+            raise Unauthorized("sending needs a stream opened with a bearer token")
+        try:
+            body = MessageIn.model_validate({k: frame.get(k) for k in ("to", "body")} | {
+                "client_msg_id": ref})
+        except ValidationError as exc:
+            raise BadRequest(_first_problem(exc)) from exc
+        if body.client_msg_id is None:
+            raise BadRequest("client_msg_id is required when sending on the stream")
+        who = await authenticate_token(srv, token)
+        if who.user.id != user_id:  # cannot happen with a live token; never send as another
+            raise Unauthorized("the token no longer names this stream's account")
+        async with srv.db.begin() as conn:
+            out, published = await social.send_message(conn, who.user, body.to, body.body,
+                                                        body.client_msg_id)
+        await srv.hub.publish(published)
+    except ApiError as exc:
+        return {"type": "send_failed", "client_msg_id": ref, "status": exc.status,
+                **exc.to_wire()}
+    except InterappError as exc:  # e.g. the database is unavailable: retry later
+        return {"type": "send_failed", "client_msg_id": ref, "status": 503,
+                "error": exc.code, "message": exc.message}
+    return {"type": "sent", "client_msg_id": ref, "message": out}
+
+
+def _first_problem(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ())) or "frame"
+    return f"{where}: {err.get('msg', 'invalid')}"
