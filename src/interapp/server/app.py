@@ -22,7 +22,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from interapp import __version__
 from interapp.errors import (
@@ -73,26 +72,6 @@ def _error(exc: InterappError) -> JSONResponse:
     body = exc.to_wire() if isinstance(exc, ApiError) else {"error": exc.code,
                                                             "message": exc.message}
     return JSONResponse(body, status_code=exc.status, headers=headers)
-
-
-#: WebSocket close codes: 1013 "try again later" for an outage, 1011 for anything else.
-WS_TRY_AGAIN, WS_INTERNAL_ERROR = 1013, 1011
-
-
-async def _close_websocket(ws: WebSocket, exc: InterappError) -> None:
-    """End a stream that failed with ``exc``: an error frame (``{"type": "error", "error",
-    "message"}``, as the stream sends for its own refusals), then a close code."""
-    ERRORS.labels(exc.code).inc()
-    if ws.client_state is WebSocketState.CONNECTING:
-        await ws.accept()
-    if ws.client_state is not WebSocketState.CONNECTED:
-        return
-    try:
-        await ws.send_json({"type": "error", "error": exc.code, "message": exc.message})
-        await ws.close(WS_TRY_AGAIN if exc.status == 503 else WS_INTERNAL_ERROR,
-                       exc.code[:120])
-    except (OSError, RuntimeError, WebSocketDisconnect):  # the client went away meanwhile
-        pass
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -187,10 +166,7 @@ def create_app(settings: ServerSettings, server: AppServer | None = None) -> Fas
     app.state.server = srv
 
     @app.exception_handler(InterappError)
-    async def _interapp(conn: Request, exc: InterappError) -> JSONResponse | None:
-        if isinstance(conn, WebSocket):  # e.g. the database is down while a stream opens
-            await _close_websocket(conn, exc)
-            return None
+    async def _interapp(_: Request, exc: InterappError) -> JSONResponse:
         return _error(exc)
 
     @app.exception_handler(RequestValidationError)
@@ -265,20 +241,20 @@ def create_app(settings: ServerSettings, server: AppServer | None = None) -> Fas
         return {"status": "ready"}
 
     app.include_router(routes.router, tags=["v1"])
-    app.include_router(stream.router)
     app.openapi_schema = None
     _finish_openapi(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(stream.EventStreamRoute)  # outermost: streams skip the HTTP layers
     return app
 
 
 def _finish_openapi(app: FastAPI) -> None:
     """Make ``/openapi.json`` say what the server really does.
 
-    WebSocket routes are not in FastAPI's output, so ``/v1/events`` is described by hand; and the
-    422 responses FastAPI adds for request validation are dropped, since this server answers
-    those with 400 and the ``/v1`` error body.
+    ``/v1/events`` is served in front of FastAPI (``stream.EventStreamRoute``), so it is
+    described by hand; and the 422 responses FastAPI adds for request validation are dropped,
+    since this server answers those with 400 and the ``/v1`` error body.
     """
     original = app.openapi
 
