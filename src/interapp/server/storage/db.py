@@ -22,7 +22,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from interapp.errors import BadRequest, ConfigError, Conflict, UnavailableError
-from interapp.server.storage.sqlite_inloop import opener
+from interapp.server.storage.sqlite_inloop import Checkpointer, opener
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 HEAD_REVISION = "0003"
@@ -101,9 +101,10 @@ def _brief(exc: BaseException) -> str:
 class Database:
     """The server's handle on its database: an async engine plus a clock."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, checkpointer: Checkpointer | None = None) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self._checkpointer = checkpointer
 
     @classmethod
     def open(cls, url: str, *, pool_size: int = 10) -> Database:
@@ -125,7 +126,8 @@ class Database:
         engine = create_async_engine(async_url, **kwargs)
         if engine.dialect.name == "sqlite" and "async_creator" not in kwargs:
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        return cls(engine)
+        checkpointer = Checkpointer(path).start() if "async_creator" in kwargs else None
+        return cls(engine, checkpointer)
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
@@ -147,8 +149,10 @@ class Database:
             raise UnavailableError("database busy: no free connection", retry_after=1) from exc
 
     async def close(self) -> None:
-        """Dispose of the pool."""
+        """Dispose of the pool (and stop the SQLite checkpoint thread)."""
         await self.engine.dispose()
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
 
     @staticmethod
     def now() -> float:
