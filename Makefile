@@ -41,7 +41,11 @@ unit: $(STAMP) peers
 
 test: lint typecheck unit  ## lint, type-check and the whole test suite
 
-bench: $(STAMP)
+$(VENV)/.bench-installed: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed peers  ## every benchmark, side by side with Synapse and Prosody
 	$(BIN)/python bench/run.py
 
 clean:

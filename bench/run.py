@@ -1,23 +1,88 @@
-"""``make bench``: run the application-server benchmark and update ``docs/performance.md``.
+"""``make bench``: every benchmark, one after the other, updating ``docs/performance.md``.
 
-Extra arguments are passed on to ``bench/server_bench.py`` (e.g. ``--quick``).
+    .venv/bin/python bench/run.py [--quick] [--only NAME[,NAME…]] [--no-write]
+
+In order (each is also a command of its own, with more options):
+
+1. ``compare_messages`` — messages and logins plug-in to plug-in, interapp vs Prosody vs
+   Synapse (issue 6);
+2. ``compare_streams`` — fan-out, 1 vs 2 processes, memory per stream, the bare Starlette
+   yardstick (issue 6);
+3. ``server_bench`` — one application-server worker on SQLite and PostgreSQL (issue 2);
+4. ``host_bench`` — the host: start-up, stored-link resolution, 1,000 targets (issue 3).
+
+They run one at a time, so that each has the machine to itself; each shows its own progress.
+A failing benchmark does not stop the others; the exit status is non-zero if any failed, and
+the failures are listed at the end.
 """
 
 from __future__ import annotations
 
-import os
+import argparse
+import subprocess
 import sys
+import time
 from pathlib import Path
 
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+STAGES = {
+    "compare_messages": ["compare_messages.py"],
+    "compare_streams": ["compare_streams.py"],
+    "server_bench": ["server_bench.py", "--out", "docs/performance.md"],
+    "host_bench": ["host_bench.py"],
+}
 
-def run() -> int:
-    here = Path(__file__).resolve().parent
-    sys.path.insert(0, str(here))
-    from server_bench import main
 
-    os.chdir(here.parent)
-    return main(["--out", "docs/performance.md", *sys.argv[1:]])
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line."""
+    p = argparse.ArgumentParser(description="Run every benchmark and update the report.")
+    p.add_argument("--quick", action="store_true", help="small sizes: a smoke run of each")
+    p.add_argument("--only", help=f"comma-separated subset of: {', '.join(STAGES)}")
+    p.add_argument("--no-write", action="store_true",
+                   help="print the results only (server_bench then writes nothing either)")
+    args = p.parse_args(argv)
+    if args.only and set(args.only.split(",")) - set(STAGES):
+        p.error(f"--only takes names among {', '.join(STAGES)}")
+    return args
+
+
+def command(name: str, args: argparse.Namespace) -> list[str]:
+    """The command line of one stage."""
+    argv = [sys.executable, str(HERE / STAGES[name][0]), *STAGES[name][1:]]
+    if args.quick:
+        argv.append("--quick")
+    if args.no_write:
+        if name == "server_bench":
+            argv = argv[:2]
+        else:
+            argv.append("--no-write")
+    return argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the stages; 0 when every one succeeded."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    names = args.only.split(",") if args.only else list(STAGES)
+    failed: list[str] = []
+    started = time.monotonic()
+    for i, name in enumerate(names, 1):
+        print(f"\n=== [{i}/{len(names)}] {name} ===", flush=True)
+        t0 = time.monotonic()
+        rc = subprocess.call(command(name, args), cwd=ROOT)
+        took = time.monotonic() - t0
+        print(f"=== {name}: {'ok' if rc == 0 else f'FAILED (exit {rc})'} in {took:.0f} s",
+              flush=True)
+        if rc != 0:
+            failed.append(name)
+    total = time.monotonic() - started
+    if failed:
+        print(f"\nbenchmarks failed: {', '.join(failed)} (all done in {total:.0f} s)",
+              file=sys.stderr)
+        return 1
+    print(f"\nall {len(names)} benchmarks done in {total:.0f} s; see docs/performance.md")
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    sys.exit(main())

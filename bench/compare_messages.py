@@ -1,0 +1,721 @@
+"""Side-by-side benchmark of messages and logins (issue 6): interapp vs Synapse vs Prosody.
+
+    .venv/bin/python bench/compare_messages.py [--quick] [--pairs 20] [--messages 10000]
+                                               [--no-write]
+
+One run, one machine, all three servers on 127.0.0.1 at once (``bench/compare_peers.py``):
+one ``interapp serve`` process (SQLite, one worker), Synapse on SQLite (``matrix`` plug-in) and
+Prosody (``xmpp`` plug-in); on each, ``--pairs`` pairs of buddies, every account linked through
+one :class:`~interapp.host.runtime.Host`. This process is the load generator *and* the host.
+
+Phases, per network (interapp, then Prosody, then Synapse):
+
+* **warm-up** — one message per pair, repeated until every receiver's stream delivers;
+* **saturation** — every pair's sender sends through the host (``Host.supervised`` around the
+  plug-in's ``send``) with at most ``--window`` of its messages undelivered: a closed loop on
+  end-to-end delivery, so every network gets the same offered load whatever its ``send``
+  waits for. Receivers consume ``Host.stream`` (the host's resumable event stream;
+  ``autosave=False``, see the report). Throughput = messages received ÷ (last receipt - first
+  send); latency = receipt - the start of the send call. ``--messages`` in total for interapp
+  and Prosody; Synapse is bounded by ``--synapse-seconds`` / ``--synapse-messages``;
+* **paced** — ``--rate`` messages/s (default 5) for ``--paced-seconds``, round-robin over the
+  pairs, open loop: latency counted from the *intended* send time.
+
+Every message body is unique; each is checked to arrive exactly once (missing, duplicated and
+unexpected messages are counted and reported, never hidden). Then logins/s through the
+plug-ins with ``--login-concurrency`` workers for ``--login-seconds`` each: interapp password
+grant, refresh grant (one rotating chain per worker), same-account JWT-bearer grant; Synapse
+password login; Prosody SASL login (a whole XMPP session start and close).
+
+CPU seconds of every server process and of this process are recorded per phase. Results:
+a Markdown block ``compare-messages`` in ``docs/performance.md``, charts in ``docs/perf/`` and
+the raw figures in ``docs/perf/compare-messages.json`` (``--no-write``: print only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import math
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import benchkit
+from compare_peers import (
+    NETWORKS,
+    CpuMeter,
+    Network,
+    PeerMissing,
+    Peers,
+    check_peers,
+    versions,
+)
+
+perf = time.perf_counter
+STALL = 30.0  # seconds a sender waits for a free window slot before it gives up
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class MsgResult:
+    """One message phase of one network."""
+
+    network: str
+    phase: str  # "saturation" | "paced"
+    planned: int
+    sent: int = 0
+    received: int = 0
+    duplicates: int = 0
+    unexpected: int = 0
+    seconds: float = 0.0  # first send → last receipt
+    latencies: list[float] = field(default_factory=list)  # seconds
+    acks: list[float] = field(default_factory=list)  # the send call's own duration
+    errors: Counter[str] = field(default_factory=Counter)
+    stalls: int = 0
+    bound: str = ""  # which bound stopped the phase early, if any
+    rate: float = 0.0  # paced: the intended rate
+    cpu: dict[str, float] = field(default_factory=dict)  # cores per process
+
+    @property
+    def missing(self) -> int:
+        """Sent but never received."""
+        return self.sent - self.received
+
+    @property
+    def throughput(self) -> float:
+        """Messages received per second."""
+        return self.received / self.seconds if self.seconds > 0 else math.nan
+
+    def p(self, q: float) -> float:
+        """Latency percentile, seconds."""
+        return benchkit.percentile(self.latencies, q)
+
+    def summary(self) -> dict[str, Any]:
+        """Plain data for the JSON file."""
+        return {"network": self.network, "phase": self.phase, "planned": self.planned,
+                "sent": self.sent, "received": self.received, "missing": self.missing,
+                "duplicates": self.duplicates, "unexpected": self.unexpected,
+                "seconds": round(self.seconds, 3), "throughput_per_s": _r(self.throughput),
+                "latency_ms": _pcts(self.latencies), "send_call_ms": _pcts(self.acks),
+                "errors": dict(self.errors), "stalls": self.stalls, "bound": self.bound,
+                "rate_per_s": self.rate, "cpu_cores": {k: round(v, 3)
+                                                       for k, v in self.cpu.items()}}
+
+
+@dataclass
+class OpResult:
+    """One logins/s phase."""
+
+    name: str
+    label: str
+    concurrency: int
+    count: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    cpu: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        """Completed operations per second."""
+        return self.count / self.seconds if self.seconds > 0 else math.nan
+
+    def summary(self) -> dict[str, Any]:
+        """Plain data for the JSON file."""
+        return {"name": self.name, "label": self.label, "concurrency": self.concurrency,
+                "count": self.count, "seconds": round(self.seconds, 3),
+                "rate_per_s": _r(self.rate), "latency_ms": _pcts(self.latencies),
+                "errors": dict(self.errors), "note": self.note,
+                "cpu_cores": {k: round(v, 3) for k, v in self.cpu.items()}}
+
+
+def _r(x: float) -> float | None:
+    return None if math.isnan(x) else round(x, 2)
+
+
+def _pcts(values: list[float]) -> dict[str, float | None]:
+    return {f"p{q:g}": _r(benchkit.percentile(values, q) * 1000) for q in (50, 90, 99, 100)}
+
+
+# --------------------------------------------------------------------------- messages
+
+
+class Tracker:
+    """Which bodies were sent when, and what each receiver's stream delivered."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, tuple[float, Callable[[], None] | None]] = {}
+        self.latency: dict[str, dict[str, float]] = {}  # phase → body → seconds
+        self.duplicates: Counter[str] = Counter()
+        self.unexpected = 0
+        self.last: dict[str, float] = {}
+
+    def expect(self, body: str, origin: float, done: Callable[[], None] | None = None) -> None:
+        """Register a body before it is sent; ``done`` runs when it arrives."""
+        self.pending[body] = (origin, done)
+
+    def forget(self, body: str) -> None:
+        """The send failed: do not wait for it."""
+        self.pending.pop(body, None)
+
+    def got(self, body: str, now: float) -> None:
+        """A receiver's stream delivered ``body``."""
+        phase = body.split(":", 1)[0]
+        entry = self.pending.pop(body, None)
+        if entry is None:
+            if body in self.latency.get(phase, {}):
+                self.duplicates[phase] += 1
+            else:
+                self.unexpected += 1
+            return
+        origin, done = entry
+        self.latency.setdefault(phase, {})[body] = now - origin
+        self.last[phase] = now
+        if done is not None:
+            done()
+
+    def received(self, phase: str) -> int:
+        """Distinct bodies of ``phase`` received so far."""
+        return len(self.latency.get(phase, {}))
+
+    def outstanding(self, phase: str) -> int:
+        """Bodies of ``phase`` sent (or being sent) and not received yet."""
+        prefix = phase + ":"
+        return sum(1 for b in self.pending if b.startswith(prefix))
+
+
+class Streams:
+    """Both sides' ``Host.stream`` for one network (in a chat both users have the application
+    open); the receivers' message events feed a :class:`Tracker`."""
+
+    def __init__(self, host: Any, net: Network, pairs: int, tracker: Tracker) -> None:
+        self.host, self.net, self.pairs, self.tracker = host, net, pairs, tracker
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    async def __aenter__(self) -> Streams:
+        from interapp.host.prompts import NoInput
+
+        sink: asyncio.Queue[Any] = asyncio.Queue()
+        receivers = {self.net.target("r", i) for i in range(self.pairs)}
+        for i in range(self.pairs):
+            for role in ("r", "s"):
+                self.tasks.append(asyncio.create_task(self.host.stream(
+                    self.net.target(role, i), NoInput(), sink, autosave=False)))
+
+        async def consume() -> None:
+            while True:
+                item = await sink.get()
+                if item.event.type == "message" and item.target in receivers:
+                    self.tracker.got(str(item.event.data.get("body", "")), perf())
+
+        self.tasks.append(asyncio.create_task(consume()))
+        return self
+
+    def check(self) -> None:
+        """Raise if a stream died (e.g. the link needs re-authentication)."""
+        for task in self.tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise RuntimeError(f"{self.net.name}: an event stream failed: "
+                                   f"{task.exception()!r}")
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+@dataclass
+class Sizes:
+    """How much work each phase does."""
+
+    pairs: int
+    messages: int
+    window: int
+    saturation_seconds: float
+    synapse_seconds: float
+    synapse_messages: int
+    rate: float
+    paced_seconds: float
+    grace: float
+    login_seconds: float
+    login_concurrency: int
+
+    @classmethod
+    def from_args(cls, a: argparse.Namespace) -> Sizes:
+        """Defaults by ``--quick``, overridden by explicit options."""
+        q = a.quick
+
+        def pick(value: Any, full: Any, quick: Any) -> Any:
+            return value if value is not None else (quick if q else full)
+
+        return cls(pairs=a.pairs, messages=pick(a.messages, 10_000, 1_000), window=a.window,
+                   saturation_seconds=pick(a.saturation_seconds, 300.0, 60.0),
+                   synapse_seconds=pick(a.synapse_seconds, 30.0, 8.0),
+                   synapse_messages=pick(a.synapse_messages, 1_000, 300), rate=a.rate,
+                   paced_seconds=pick(a.paced_seconds, 20.0, 6.0),
+                   grace=pick(a.grace, 20.0, 10.0),
+                   login_seconds=pick(a.login_seconds, 10.0, 3.0),
+                   login_concurrency=a.login_concurrency)
+
+
+class Bench:
+    """Runs the phases against :class:`Peers` and keeps the results."""
+
+    def __init__(self, peers: Peers, sizes: Sizes, bar: Any) -> None:
+        self.peers, self.s, self.bar = peers, sizes, bar
+        self.host = peers.host
+        self.cpu = CpuMeter(peers.pids)
+        self.token = uuid.uuid4().hex[:6]
+        self.messages: dict[str, dict[str, MsgResult]] = {}
+        self.logins: dict[str, OpResult] = {}
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def ticking(self, description: str, total: float,
+                      value: Callable[[], float]) -> AsyncIterator[None]:
+        """A progress task for one phase, refreshed four times a second."""
+        task = self.bar.add_task(description, total=max(total, 1))
+
+        async def tick() -> None:
+            while True:
+                self.bar.update(task, completed=min(value(), total))
+                await asyncio.sleep(0.25)
+
+        ticker = asyncio.create_task(tick())
+        try:
+            yield
+        finally:
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
+            self.bar.remove_task(task)
+
+    async def send(self, net: Network, i: int, body: str) -> None:
+        """Pair ``i``'s sender sends ``body`` through the host's plug-in."""
+        name = net.target("s", i)
+        plugin = self.host.connections[name].plugin
+        await self.host.supervised(name, plugin.send(net.receivers[i].handle, body,
+                                                     uuid.uuid4().hex))
+
+    async def drain(self, tracker: Tracker, streams: Streams, phase: str,
+                    limit: float) -> None:
+        """Wait until every message of ``phase`` arrived, or ``limit`` seconds."""
+        deadline = perf() + limit
+        while tracker.outstanding(phase) and perf() < deadline:
+            streams.check()
+            await asyncio.sleep(0.02)
+
+    # --- message phases ------------------------------------------------------------------------
+
+    async def network(self, net: Network) -> None:
+        """Warm-up, saturation and paced phases of one network."""
+        tracker = Tracker()
+        async with Streams(self.host, net, self.s.pairs, tracker) as streams:
+            await self.warm_up(net, tracker, streams)
+            sat = await self.saturation(net, tracker, streams)
+            paced = await self.paced(net, tracker, streams)
+        for r, phase in ((sat, "sat"), (paced, "paced")):
+            r.duplicates = tracker.duplicates[phase]
+        sat.unexpected = tracker.unexpected  # not attributable to a phase: counted once
+        self.messages[net.name] = {"saturation": sat, "paced": paced}
+
+    async def warm_up(self, net: Network, tracker: Tracker, streams: Streams) -> None:
+        """One message per pair until every stream delivers (connections, caches, rooms)."""
+        waiting = set(range(self.s.pairs))
+        deadline = perf() + 90
+        attempt = 0
+        async with self.ticking(f"{net.label}: warm-up", self.s.pairs,
+                                lambda: self.s.pairs - len(waiting)):
+            while waiting and perf() < deadline:
+                bodies = []
+                for i in sorted(waiting):
+                    body = f"warm:{i}:{attempt}:{self.token}"
+                    tracker.expect(body, perf(), lambda i=i: waiting.discard(i))
+                    bodies.append((i, body))
+                await asyncio.gather(*(self.send(net, i, b) for i, b in bodies))
+                until = perf() + 3
+                while waiting and perf() < until:
+                    streams.check()
+                    await asyncio.sleep(0.05)
+                attempt += 1
+        if waiting:
+            raise RuntimeError(f"{net.label}: pairs {sorted(waiting)} received nothing in "
+                               "90 s of warm-up")
+        await asyncio.sleep(0.5)  # late copies of retried warm-up messages
+
+    async def saturation(self, net: Network, tracker: Tracker, streams: Streams) -> MsgResult:
+        """All senders at once, each with at most ``window`` messages undelivered."""
+        synapse = net.name == "matrix"
+        total = min(self.s.messages, self.s.synapse_messages) if synapse else self.s.messages
+        limit = self.s.synapse_seconds if synapse else self.s.saturation_seconds
+        res = MsgResult(net.name, "saturation", total)
+        pairs = self.s.pairs
+        counts = [total // pairs + (1 if i < total % pairs else 0) for i in range(pairs)]
+        first: list[float] = []
+
+        async def sender(i: int) -> None:
+            slots = asyncio.Semaphore(self.s.window)
+            for k in range(counts[i]):
+                if perf() >= deadline:
+                    res.bound = f"time bound of {limit:g} s reached"
+                    return
+                try:
+                    await asyncio.wait_for(slots.acquire(), STALL)
+                except TimeoutError:
+                    res.stalls += 1
+                    return
+                body = f"sat:{i}:{k}:{self.token}"
+                start = perf()
+                if not first:
+                    first.append(start)
+                tracker.expect(body, start, slots.release)
+                try:
+                    await self.send(net, i, body)
+                except Exception as exc:
+                    tracker.forget(body)
+                    slots.release()
+                    res.errors[f"{type(exc).__name__}: {exc}"[:160]] += 1
+                else:
+                    res.sent += 1
+                    res.acks.append(perf() - start)
+
+        async with self.ticking(f"{net.label}: saturation", total,
+                                lambda: tracker.received("sat")):
+            before = self.cpu.snap()
+            deadline = perf() + limit
+            await asyncio.gather(*(sender(i) for i in range(pairs)))
+            await self.drain(tracker, streams, "sat", self.s.grace)
+            after = self.cpu.snap()
+        lat = tracker.latency.get("sat", {})
+        res.received, res.latencies = len(lat), list(lat.values())
+        if first and "sat" in tracker.last:
+            res.seconds = tracker.last["sat"] - first[0]
+        res.cpu = CpuMeter.cores(before, after)
+        benchkit.say(f"{net.label}: saturation {benchkit.fmt_rate(res.throughput)} "
+                     f"({res.received}/{res.sent} received; p50 {benchkit.fmt_ms(res.p(50))}, "
+                     f"p99 {benchkit.fmt_ms(res.p(99))})" + (f"; {res.bound}" if res.bound
+                                                              else ""))
+        return res
+
+    async def paced(self, net: Network, tracker: Tracker, streams: Streams) -> MsgResult:
+        """``rate`` messages/s, round-robin over the pairs, latency from the intended time."""
+        n = max(1, round(self.s.rate * self.s.paced_seconds))
+        res = MsgResult(net.name, "paced", n, rate=self.s.rate)
+        t0 = perf() + 0.2
+
+        async def one(k: int) -> None:
+            intended = t0 + k / self.s.rate
+            await asyncio.sleep(max(0.0, intended - perf()))
+            i = k % self.s.pairs
+            body = f"paced:{i}:{k}:{self.token}"
+            tracker.expect(body, intended)
+            start = perf()
+            try:
+                await self.send(net, i, body)
+            except Exception as exc:
+                tracker.forget(body)
+                res.errors[f"{type(exc).__name__}: {exc}"[:160]] += 1
+            else:
+                res.sent += 1
+                res.acks.append(perf() - start)
+
+        async with self.ticking(f"{net.label}: paced {self.s.rate:g}/s", n,
+                                lambda: tracker.received("paced")):
+            before = self.cpu.snap()
+            await asyncio.gather(*(one(k) for k in range(n)))
+            await self.drain(tracker, streams, "paced", self.s.grace)
+            after = self.cpu.snap()
+        lat = tracker.latency.get("paced", {})
+        res.received, res.latencies = len(lat), list(lat.values())
+        res.seconds = after[0] - t0
+        res.cpu = CpuMeter.cores(before, after)
+        benchkit.say(f"{net.label}: paced {self.s.rate:g}/s p50 {benchkit.fmt_ms(res.p(50))}, "
+                     f"p99 {benchkit.fmt_ms(res.p(99))} ({res.received}/{res.sent} received)")
+        return res
+
+    # --- logins ----------------------------------------------------------------------------------
+
+    async def closed_loop(self, name: str, label: str, prepare: Callable[[int], Awaitable[Any]],
+                          op: Callable[[Any], Awaitable[Any]],
+                          cleanup: Callable[[Any], Awaitable[None]] | None = None) -> OpResult:
+        """``login_concurrency`` workers repeat ``op`` for ``login_seconds``; each worker's
+        state comes from ``prepare`` (not timed; it also warms the path once)."""
+        c, seconds = self.s.login_concurrency, self.s.login_seconds
+        res = OpResult(name, label, c)
+        states = list(await asyncio.gather(*(prepare(w) for w in range(c))))
+
+        async def worker(w: int) -> None:
+            while perf() < end:
+                start = perf()
+                try:
+                    states[w] = await op(states[w])
+                except Exception as exc:
+                    res.errors[f"{type(exc).__name__}: {exc}"[:160]] += 1
+                    await asyncio.sleep(0.05)
+                    continue
+                done = perf()
+                if done <= end:
+                    res.count += 1
+                    res.latencies.append(done - start)
+
+        before = self.cpu.snap()
+        begin = before[0]
+        end = begin + seconds
+        async with self.ticking(label, seconds, lambda: min(perf() - begin, seconds)):
+            await asyncio.gather(*(worker(w) for w in range(c)))
+        after = self.cpu.snap()
+        res.seconds = seconds
+        res.cpu = CpuMeter.cores(before, (end, after[1]))
+        if cleanup is not None:
+            await asyncio.gather(*(cleanup(s) for s in states), return_exceptions=True)
+        benchkit.say(f"{label}: {benchkit.fmt_rate(res.rate)} (p50 "
+                     f"{benchkit.fmt_ms(benchkit.percentile(res.latencies, 50))}, "
+                     f"{sum(res.errors.values())} errors)")
+        self.logins[name] = res
+        return res
+
+    def _answers(self, net: str, w: int) -> dict[str, Any]:
+        from interapp.secret import Secret
+
+        account = self.peers.networks[net].senders[w % self.s.pairs]
+        return {"username": account.username, "password": Secret(account.password)}
+
+    def _plugin(self, net: str, w: int) -> Any:
+        return self.peers.plugin_for(self.peers.networks[net].target("s", w % self.s.pairs))
+
+    async def login_phases(self, advance: Callable[[], None]) -> None:
+        """interapp password / refresh / JWT grants, Synapse and Prosody logins."""
+        from interapp.host.prompts import NoInput
+        from interapp.host.resolver import Branch
+
+        async def close(state: Any) -> None:
+            plugin = state[0] if isinstance(state, tuple) else state
+            await plugin.close()
+
+        async def new_plugin(net: str, w: int) -> tuple[Any, dict[str, Any]]:
+            plugin, answers = self._plugin(net, w), self._answers(net, w)
+            await plugin.login(answers)
+            return plugin, answers
+
+        async def password(state: tuple[Any, dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
+            await self.host.supervised("interapp", state[0].login(state[1]))
+            return state
+
+        await self.closed_loop("interapp-password", "interapp: password grant",
+                               lambda w: new_plugin("interapp", w), password, close)
+        advance()
+
+        async def refresh_prepare(w: int) -> tuple[Any, Any]:
+            plugin = self._plugin("interapp", w)
+            login = await plugin.login(self._answers("interapp", w))
+            return plugin, login.credential
+
+        async def refresh(state: tuple[Any, Any]) -> tuple[Any, Any]:
+            plugin, credential = state
+            new = await self.host.supervised("interapp", plugin.refresh(
+                plugin.prepare_refresh(credential)))
+            return plugin, new
+
+        await self.closed_loop("interapp-refresh", "interapp: refresh grant", refresh_prepare,
+                               refresh, close)
+        advance()
+
+        out = await self.host.connect("interapp-shared", NoInput())  # the SHARED branch, once
+        if out.failure is not None or out.connection.branch is not Branch.SHARED:
+            raise RuntimeError(f"same-account login through the host failed:\n{out.trace}")
+
+        # Each grant needs a fresh assertion (the server refuses a re-used jti): the local
+        # application mints a pool before the timed loop (sized from the refresh rate), and a
+        # grant that finds the pool empty mints its own inline (counted in the note).
+        audience = await self.peers.plugin_for("interapp-shared").audience()
+        pool: list[Any] = []
+        want = math.ceil(self.logins["interapp-refresh"].rate * self.s.login_seconds * 1.3) + 16
+        stop = perf() + 90
+        minted_at = perf()
+
+        async def minter() -> None:
+            while len(pool) < want and perf() < stop:
+                pool.append(await self.host.local.assertion_for(audience))
+
+        await asyncio.gather(*(minter() for _ in range(self.s.login_concurrency)))
+        premade, mint_rate = len(pool), len(pool) / max(perf() - minted_at, 1e-9)
+        inline = [0]
+
+        async def assertion() -> Any:
+            if pool:
+                return pool.pop()
+            inline[0] += 1
+            return await self.host.local.assertion_for(audience)
+
+        async def jwt_prepare(w: int) -> Any:
+            plugin = self.peers.plugin_for("interapp-shared")
+            await plugin.login_with_assertion(await self.host.local.assertion_for(audience))
+            return plugin
+
+        async def jwt(plugin: Any) -> Any:
+            token = await assertion()
+            await self.host.supervised("interapp-shared", plugin.login_with_assertion(token))
+            return plugin
+
+        res = await self.closed_loop("interapp-jwt", "interapp: same-account (JWT) grant",
+                                     jwt_prepare, jwt, close)
+        res.note = (f"{premade:,} assertions pre-minted by the local application at "
+                    f"{benchkit.fmt_rate(mint_rate)}; {inline[0]:,} minted inline, timed")
+        advance()
+
+        async def matrix_login(state: tuple[Any, dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
+            await self.host.supervised("matrix", state[0].login(state[1]))
+            return state
+
+        await self.closed_loop("synapse-password", "Synapse: password login (matrix)",
+                               lambda w: new_plugin("matrix", w), matrix_login, close)
+        advance()
+
+        async def xmpp_prepare(w: int) -> int:
+            await close(await new_plugin("xmpp", w))
+            return w
+
+        closes: list[float] = []
+        closing: set[asyncio.Task[None]] = set()
+
+        async def timed_close(plugin: Any) -> None:
+            start = perf()
+            await plugin.close()
+            closes.append(perf() - start)
+
+        async def xmpp_login(w: int) -> int:
+            plugin = self._plugin("xmpp", w)
+            try:
+                await self.host.supervised("xmpp", plugin.login(self._answers("xmpp", w)))
+            finally:  # the session's end is not part of the login: untimed, in the background
+                task = asyncio.create_task(timed_close(plugin))
+                closing.add(task)
+                task.add_done_callback(closing.discard)
+            return w
+
+        res = await self.closed_loop("prosody-login", "Prosody: SASL login + session (xmpp)",
+                                     xmpp_prepare, xmpp_login)
+        await asyncio.gather(*closing, return_exceptions=True)
+        res.note = (f"session start; close() untimed, p50 "
+                    f"{benchkit.fmt_ms(benchkit.percentile(closes, 50))}")
+        advance()
+
+
+# --------------------------------------------------------------------------- main
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Start everything, run every phase, stop everything; return the results."""
+    sizes = Sizes.from_args(args)
+    meta: dict[str, Any] = {"machine": benchkit.machine_line(), "quick": args.quick,
+                            "started": f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
+                            "sizes": sizes.__dict__}
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # SIGTERM: clean up too
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    folder = Path(tempfile.mkdtemp(prefix="compare-messages-"))
+    ok = False
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            with benchkit.progress() as bar:
+                steps = 1 + 3 + 5
+                overall = bar.add_task("compare-messages", total=steps)
+
+                def advance() -> None:
+                    bar.advance(overall)
+
+                peers = Peers(folder, sizes.pairs, stack, benchkit.say)
+                setup = perf()
+                await peers.start()
+                meta["setup_seconds"] = round(perf() - setup, 1)
+                advance()
+                bench = Bench(peers, sizes, bar)
+                for name in NETWORKS:
+                    await bench.network(peers.networks[name])
+                    advance()
+                await bench.login_phases(advance)
+                meta["rss_mb"] = {k: round(benchkit.tree_rss_bytes(p) / 2**20, 1)
+                                  for k, p in peers.pids.items()}
+                meta["versions"] = versions()
+        ok = True
+    finally:
+        if ok:
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            print(f"(server logs kept in {folder})", file=sys.stderr)
+    return {"meta": meta,
+            "messages": {n: {p: r for p, r in d.items()} for n, d in bench.messages.items()},
+            "logins": bench.logins}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes (about 2 minutes): 1,000 messages, 6 s paced, 3 s logins")
+    p.add_argument("--pairs", type=int, default=20, help="pairs of buddies per network")
+    p.add_argument("--messages", type=int, help="saturation messages for interapp and "
+                   "Prosody (default 10,000; quick 1,000)")
+    p.add_argument("--window", type=int, default=2,
+                   help="undelivered messages allowed per sender at saturation (default 2)")
+    p.add_argument("--saturation-seconds", type=float,
+                   help="time bound of a saturation phase (default 300; quick 60)")
+    p.add_argument("--synapse-seconds", type=float,
+                   help="Synapse's saturation time bound (default 30; quick 8)")
+    p.add_argument("--synapse-messages", type=int,
+                   help="Synapse's saturation message bound (default 1,000; quick 300)")
+    p.add_argument("--rate", type=float, default=5.0, help="paced rate, messages/s")
+    p.add_argument("--paced-seconds", type=float, help="paced phase length (default 20)")
+    p.add_argument("--grace", type=float,
+                   help="seconds to wait for the last messages of a phase (default 20)")
+    p.add_argument("--login-seconds", type=float, help="each logins phase (default 10)")
+    p.add_argument("--login-concurrency", type=int, default=8,
+                   help="login workers (default 8)")
+    p.add_argument("--no-write", action="store_true",
+                   help="print the report; write neither docs nor charts nor JSON")
+    args = p.parse_args(argv)
+    if args.pairs < 1 or args.window < 1 or args.rate <= 0 or args.login_concurrency < 1:
+        p.error("--pairs, --window, --login-concurrency must be ≥ 1 and --rate > 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: 0 on success, 2 when a peer is missing, 130 on Ctrl-C."""
+    args = parse_args(argv)
+    try:
+        check_peers()
+    except PeerMissing as exc:
+        print(f"compare_messages: {exc}", file=sys.stderr)
+        return 2
+    try:
+        results = asyncio.run(run(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("compare_messages: interrupted; every server it started was stopped",
+              file=sys.stderr)
+        return 130
+    from compare_report import publish
+
+    publish(results, write=not args.no_write)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,401 @@
+"""The three networks of the side-by-side message benchmark (issue 6), ready to measure.
+
+Used by ``bench/compare_messages.py``. :class:`Peers` starts, on 127.0.0.1 and in one run:
+
+* ``interapp serve`` (SQLite, one worker) — the *target* whose figures matter — and a second,
+  idle ``interapp serve`` acting as the host's *local application* (it mints the same-account
+  assertions; the target trusts its issuer). Both are subprocesses, started like
+  ``bench/server_bench.py`` does (its :class:`~server_bench.Server`), with their databases seeded
+  before they start;
+* Synapse on SQLite (:class:`interapp.testing.synapse.SynapseServer`, its own venv);
+* Prosody (:class:`interapp.testing.prosody.ProsodyServer`).
+
+On each network it makes ``pairs`` pairs of accounts (``s00``/``r00`` …) that are buddies: on
+interapp directly in the seeded database, on Prosody by the ``xmpp`` plug-in's subscription
+handshake (``interapp.plugins.xmpp.demo.make_buddies``), on Synapse by the ``matrix`` plug-in's
+``add_buddy``/``accept_buddy`` (a direct room). Then every account is *linked through the host*:
+one :class:`~interapp.host.runtime.Host` (temporary data folder and vault, logged in to the local
+application as ``bench``) has one target per account (``interapp-s00``, ``xmpp-r07``, …), and
+``Host.connect`` runs the claim-1 flow with the account's answers, storing each link in the vault.
+
+Everything started is registered on the caller's :class:`contextlib.AsyncExitStack`, so it is
+stopped (by PID) on success, error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import importlib.metadata as md
+import os
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchkit import cpu_seconds, descendants
+from server_bench import BIN, Server
+
+from interapp.secret import Secret
+
+NETWORKS = ("interapp", "xmpp", "matrix")  # the order they are measured in
+LABELS = {"interapp": "interapp serve", "xmpp": "Prosody (xmpp)",
+          "matrix": "Synapse (matrix)"}
+PASSWORD = "compare-bench-pw-1"  # throw-away accounts on throw-away servers
+SETUP_CONCURRENCY = 8
+SERVE_PATTERN = r"serving \S+ on http://[\d.]+:(\d+)"
+
+
+class PeerMissing(RuntimeError):
+    """A peer server (Prosody or Synapse) is not installed."""
+
+
+def check_peers() -> None:
+    """Raise :class:`PeerMissing` naming every missing peer and ``make peers``."""
+    from interapp.testing.prosody import ProsodyNotInstalled, find_prosody
+    from interapp.testing.synapse import SynapseUnavailable, find_synapse_python
+
+    problems = []
+    try:
+        find_prosody()
+    except ProsodyNotInstalled as exc:
+        problems.append(str(exc))
+    try:
+        find_synapse_python()
+    except SynapseUnavailable as exc:
+        problems.append(str(exc))
+    if problems:
+        raise PeerMissing("a peer server is missing — run `make peers`:\n  "
+                          + "\n  ".join(problems))
+
+
+@dataclass(frozen=True)
+class Account:
+    """A remote account: what the user types, and how buddies address it."""
+
+    username: str
+    password: str
+    handle: str
+
+
+@dataclass
+class Network:
+    """One network under test: its server process and its pairs of buddies."""
+
+    name: str
+    url: str
+    pid: int
+    senders: list[Account] = field(default_factory=list)
+    receivers: list[Account] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """Human name (server and plug-in)."""
+        return LABELS[self.name]
+
+    def target(self, role: str, i: int) -> str:
+        """The host's target name for pair ``i``'s sender (``s``) or receiver (``r``)."""
+        return f"{self.name}-{role}{i:02d}"
+
+
+async def bounded(n: int, jobs: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
+    """Run the jobs at most ``n`` at a time; results in order."""
+    gate = asyncio.Semaphore(n)
+
+    async def one(job: Callable[[], Awaitable[Any]]) -> Any:
+        async with gate:
+            return await job()
+
+    return list(await asyncio.gather(*(one(j) for j in jobs)))
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its descendants so far (0 when it is gone)."""
+    total = 0.0
+    for p in [pid, *descendants(pid)]:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += cpu_seconds(p)
+    return total
+
+
+class CpuMeter:
+    """CPU cores used by each server process and by this process over an interval."""
+
+    SELF = "load generator + host"
+    OTHER = "every other process"
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _busy(self) -> float:
+        """CPU seconds every process of the machine used so far (``/proc/stat``)."""
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+        return (user + nice + system + irq + softirq + steal) / self.tick
+
+    def snap(self) -> tuple[float, dict[str, float]]:
+        """A timestamped reading of CPU seconds."""
+        values = {name: tree_cpu(pid) for name, pid in self.pids.items()}
+        values[self.SELF] = cpu_seconds(os.getpid())
+        values[self.OTHER] = self._busy() - sum(values.values())
+        return time.perf_counter(), values
+
+    @staticmethod
+    def cores(a: tuple[float, dict[str, float]], b: tuple[float, dict[str, float]]
+              ) -> dict[str, float]:
+        """Cores used between readings ``a`` and ``b``."""
+        span = max(b[0] - a[0], 1e-9)
+        return {k: (b[1][k] - a[1].get(k, 0.0)) / span for k in b[1]}
+
+
+class Peers:
+    """The servers, accounts, buddies and host links of one benchmark run."""
+
+    def __init__(self, folder: Path, pairs: int, stack: contextlib.AsyncExitStack,
+                 say: Callable[[str], None]) -> None:
+        self.folder = folder
+        self.pairs = pairs
+        self.stack = stack
+        self.say = say
+        self.networks: dict[str, Network] = {}
+        self.pids: dict[str, int] = {}  # process label → PID, for the CPU tables
+        self.host: Any = None  # interapp.host.runtime.Host
+        self.home_url = ""
+        self.target_client: tuple[str, Secret] | None = None
+
+    # --- servers ---------------------------------------------------------------------------
+
+    async def _serve(self, name: str, db: Path) -> Server:
+        env = {**os.environ, "INTERAPP_HOME": str(self.folder / f"home-{name}"),
+               "PYTHONUNBUFFERED": "1"}
+        for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
+                    "ALL_PROXY"):
+            env.pop(var, None)
+        argv = [str(BIN / "interapp"), "serve", "--app", name, "--db", f"sqlite:///{db}",
+                "--host", "127.0.0.1", "--port", "0"]
+        server = await asyncio.to_thread(Server, f"interapp serve ({name})", argv, env,
+                                         self.folder / f"serve-{name}.log", SERVE_PATTERN)
+        self.stack.callback(server.stop)
+        await server.wait_ready("/healthz")
+        return server
+
+    async def start(self) -> None:
+        """Start every server, make the accounts and buddies, link them through the host."""
+        from interapp.testing.prosody import ProsodyServer
+        from interapp.testing.synapse import SynapseServer
+
+        synapse = SynapseServer(self.folder / "synapse")
+        self.stack.callback(synapse.stop)
+        synapse.launch()  # the slowest to start: it imports while the rest is set up
+        prosody = ProsodyServer(self.folder / "prosody")
+        self.stack.callback(prosody.stop)
+        await asyncio.to_thread(prosody.start)
+        assert prosody.pid is not None
+        home = await self._start_home()
+        target = await self._start_target()
+        await asyncio.to_thread(synapse.wait_ready, 120)
+        assert synapse.pid is not None
+        self.pids = {"interapp serve": target.pid, "Prosody": prosody.pid,
+                     "Synapse": synapse.pid, "local app (idle)": home.pid}
+        self.say(f"servers up: interapp serve pid {target.pid}, Prosody pid {prosody.pid}, "
+                 f"Synapse pid {synapse.pid}, local application pid {home.pid}")
+        self.networks = {
+            "interapp": Network("interapp", f"http://127.0.0.1:{target.port}", target.pid),
+            "xmpp": Network("xmpp", prosody.url, prosody.pid),
+            "matrix": Network("matrix", synapse.url, synapse.pid)}
+        await asyncio.gather(self._accounts_interapp(), self._accounts_xmpp(prosody),
+                             self._accounts_matrix(synapse))
+        await self._host()
+        await self._link_all()
+        await self._matrix_buddies()
+
+    async def _start_home(self) -> Server:
+        """The local application: user ``bench`` and the host's client."""
+        from interapp.server import accounts, passwords
+        from interapp.server.storage import Database
+
+        db_path = self.folder / "local.db"
+        db = Database.open(f"sqlite:///{db_path}")
+        try:
+            async with db.begin() as conn:
+                await accounts.create_user(conn, "bench", password_hash=passwords.hash_sync(
+                    Secret(PASSWORD)))
+                client_id, secret = await accounts.create_client(conn, "bench-host",
+                                                                 public=False)
+        finally:
+            await db.close()
+        assert secret is not None
+        self.home_client = (str(client_id), secret)
+        server = await self._serve("local", db_path)
+        self.home_url = f"http://127.0.0.1:{server.port}"
+        return server
+
+    async def _start_target(self) -> Server:
+        """The measured server: 2 x pairs users, pairwise buddies, the host's client, and trust
+        in the local application's issuer (same-account logins)."""
+        from interapp.server import accounts, passwords, social
+        from interapp.server.storage import Database
+
+        db_path = self.folder / "target.db"
+        db = Database.open(f"sqlite:///{db_path}")
+        hashed = passwords.hash_sync(Secret(PASSWORD))
+        try:
+            async with db.begin() as conn:
+                for i in range(self.pairs):
+                    a = await accounts.create_user(conn, f"s{i:02d}", password_hash=hashed)
+                    b = await accounts.create_user(conn, f"r{i:02d}", password_hash=hashed)
+                    await social.make_buddies(conn, a, b)
+                client_id, secret = await accounts.create_client(conn, "bench-host",
+                                                                 public=False)
+                await accounts.trust_issuer(conn, self.home_url, jwks=None, jwks_url=None)
+        finally:
+            await db.close()
+        assert secret is not None
+        self.target_client = (str(client_id), secret)
+        return await self._serve("chatter", db_path)
+
+    # --- accounts and buddies --------------------------------------------------------------
+
+    async def _accounts_interapp(self) -> None:
+        net = self.networks["interapp"]
+        for i in range(self.pairs):
+            net.senders.append(Account(f"s{i:02d}", PASSWORD, f"s{i:02d}"))
+            net.receivers.append(Account(f"r{i:02d}", PASSWORD, f"r{i:02d}"))
+
+    async def _accounts_xmpp(self, prosody: Any) -> None:
+        from interapp.plugins.xmpp.demo import make_buddies
+
+        net = self.networks["xmpp"]
+
+        def register(user: str) -> Callable[[], Awaitable[str]]:
+            return lambda: asyncio.to_thread(prosody.register, user, PASSWORD)
+
+        names = [f"{r}{i:02d}" for i in range(self.pairs) for r in "sr"]
+        jids = await bounded(4, [register(n) for n in names])
+        for i in range(self.pairs):
+            s, r = jids[2 * i], jids[2 * i + 1]
+            net.senders.append(Account(s, PASSWORD, s))
+            net.receivers.append(Account(r, PASSWORD, r))
+        await bounded(SETUP_CONCURRENCY, [
+            (lambda a=a, b=b: make_buddies(prosody.url, (a.username, a.password),
+                                           (b.username, b.password)))
+            for a, b in zip(net.senders, net.receivers, strict=True)])
+        self.say(f"Prosody: {2 * self.pairs} accounts, {self.pairs} pairs of buddies "
+                 "(subscription handshake by the xmpp plug-in)")
+
+    async def _accounts_matrix(self, synapse: Any) -> None:
+        net = self.networks["matrix"]
+        names = [f"{r}{i:02d}" for i in range(self.pairs) for r in "sr"]
+        await bounded(SETUP_CONCURRENCY, [(lambda n=n: synapse.aregister(n, PASSWORD))
+                                          for n in names])
+        for i in range(self.pairs):
+            net.senders.append(Account(f"s{i:02d}", PASSWORD, synapse.user_id(f"s{i:02d}")))
+            net.receivers.append(Account(f"r{i:02d}", PASSWORD, synapse.user_id(f"r{i:02d}")))
+
+    async def _matrix_buddies(self) -> None:
+        """Each pair opens a direct room through the linked matrix plug-ins."""
+        from interapp.errors import ConfigError
+
+        net = self.networks["matrix"]
+
+        async def befriend(i: int) -> None:
+            sender = self.host.connections[net.target("s", i)].plugin
+            receiver = self.host.connections[net.target("r", i)].plugin
+            await sender.add_buddy(net.receivers[i].handle)
+            for attempt in range(50):
+                try:
+                    await receiver.accept_buddy(net.senders[i].handle)
+                    return
+                except ConfigError:  # the invite is not in the receiver's /sync yet
+                    if attempt == 49:
+                        raise
+                    await asyncio.sleep(0.1)
+
+        await bounded(SETUP_CONCURRENCY, [(lambda i=i: befriend(i)) for i in range(self.pairs)])
+        self.say(f"Synapse: {2 * self.pairs} accounts, {self.pairs} direct rooms "
+                 "(add_buddy/accept_buddy by the matrix plug-in)")
+
+    # --- the host ----------------------------------------------------------------------------
+
+    async def _host(self) -> None:
+        from interapp.host.config import LocalApp, Target
+        from interapp.host.runtime import Host, target_secret_name
+
+        home = self.folder / "host"
+        home.mkdir()
+        env = {"INTERAPP_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
+               "INTERAPP_VAULT_KEYRING": "0"}
+        host = Host(home, env=env, call_timeout=60)
+        self.stack.push_async_callback(host.aclose)
+        self.host = host
+        client_id, client_secret = self.home_client
+        host.set_local(LocalApp(self.home_url, client_id, self.home_url), client_secret)
+        await host.login("bench", Secret(PASSWORD))
+        assert self.target_client is not None
+        cid, secret = self.target_client
+        targets: dict[str, Target] = {}
+        for net in self.networks.values():
+            for i in range(self.pairs):
+                for role in "sr":
+                    name = net.target(role, i)
+                    targets[name] = Target(name, net.name, net.url,
+                                           cid if net.name == "interapp" else None)
+        targets["interapp-shared"] = Target("interapp-shared", "interapp",
+                                            self.networks["interapp"].url, cid, "shared")
+        host.config.save_targets(targets)
+        for name, t in targets.items():
+            if t.plugin == "interapp":
+                host.vault.put_secret(target_secret_name(name), secret)
+
+    async def _link_all(self) -> None:
+        """``Host.connect`` every account with its answers: the claim-1 prompt branch."""
+        from interapp.host.prompts import Scripted
+
+        async def link(name: str, account: Account) -> None:
+            out = await self.host.connect(name, Scripted({"username": account.username,
+                                                          "password": account.password}))
+            if out.failure is not None:
+                raise RuntimeError(f"linking {name} failed: {out.failure}\n{out.trace}")
+
+        jobs = []
+        for net in self.networks.values():
+            for i in range(self.pairs):
+                jobs.append(lambda n=net.target("s", i), a=net.senders[i]: link(n, a))
+                jobs.append(lambda n=net.target("r", i), a=net.receivers[i]: link(n, a))
+        await bounded(SETUP_CONCURRENCY, jobs)
+        self.say(f"host: {len(jobs)} links stored in its vault (Host.connect, prompt branch)")
+
+    def plugin_for(self, target: str) -> Any:
+        """A fresh plug-in instance for ``target`` (what the host would start), not connected."""
+        t = self.host.config.target(target)
+        cls = self.host.registry.get(t.plugin).load()
+        return cls(self.host.target_config(t))
+
+
+def versions() -> str:
+    """Versions of the three servers and the plug-ins' client libraries."""
+    def pkg(name: str) -> str:
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            return "?"
+
+    prosody = "?"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "prosody"],
+                             capture_output=True, text=True, timeout=10, check=False)
+        prosody = out.stdout.strip() or "?"
+    synapse = "?"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        from interapp.testing.synapse import find_synapse_python
+
+        out = subprocess.run([str(find_synapse_python()), "-c",
+                              "import synapse; print(synapse.__version__)"],
+                             capture_output=True, text=True, timeout=60, check=False)
+        synapse = out.stdout.strip() or "?"
+    return (f"interapp {pkg('interapp')}, Synapse {synapse}, Prosody {prosody}; "
+            f"httpx {pkg('httpx')}, websockets {pkg('websockets')}, slixmpp {pkg('slixmpp')}")
