@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,16 +109,17 @@ async def events_since(conn: AsyncConnection, user_id: str, since: int,
 class Subscription:
     """One connected stream's bounded queue of live events.
 
-    Kept small on purpose (one per connected stream, 10,000 per process): a deque, two flags and
-    one :class:`asyncio.Event` the stream waits on — no task or future while it is idle.
+    Kept small on purpose (one per connected stream, 10,000 per process): a list, two flags and,
+    only while the stream waits, one future — no task, no :class:`asyncio.Event` (whose empty
+    deque alone is half a kilobyte).
     """
 
     user_id: str
     limit: int
-    pending: deque[Event] = field(default_factory=deque)
+    pending: list[Event] = field(default_factory=list)
     overflowed: bool = False
     stale: bool = False  # woken: the stream must reconcile with the table
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    waiter: asyncio.Future[None] | None = None
 
     def offer(self, event: Event) -> None:
         """Queue an event, or mark the subscription overflowed when the queue is full."""
@@ -126,15 +127,34 @@ class Subscription:
             return
         if len(self.pending) >= self.limit:
             self.overflowed = True
-            self.pending.clear()  # the stream is cut and resumes from the table
+            self.pending = []  # the stream is cut and resumes from the table
         else:
             self.pending.append(event)
-        self.ready.set()
+        self._notify()
 
     def wake(self) -> None:
         """Ask the stream to reconcile with the table (events may have been missed)."""
         self.stale = True
-        self.ready.set()
+        self._notify()
+
+    def take(self) -> list[Event]:
+        """The queued events, oldest first; the queue starts again empty."""
+        batch, self.pending = self.pending, []
+        return batch
+
+    async def wait(self) -> None:
+        """Return once there is something to do (events, an overflow or a wake-up)."""
+        if self.pending or self.overflowed or self.stale:
+            return
+        self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
+
+    def _notify(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
 
 
 class EventHub:

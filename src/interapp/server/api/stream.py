@@ -146,22 +146,21 @@ class _Stream:
     async def pump(self, sub: Subscription) -> None:
         """Forward live events until the client leaves; raise TooSlow when it falls behind.
 
-        Waits on the subscription's one event (no task or future per wait: an idle stream
-        costs its coroutine frames and nothing else); every ``RECONCILE_SECONDS`` of silence,
-        and whenever the hub wakes it, it reconciles with the table.
+        Waits on the subscription (no task per wait: an idle stream costs its coroutine frames
+        and one future); every ``RECONCILE_SECONDS`` of silence, and whenever the hub wakes it,
+        it reconciles with the table.
         """
         while True:
             idle = False
             try:
                 async with asyncio.timeout(RECONCILE_SECONDS):
-                    await sub.ready.wait()
+                    await sub.wait()
             except TimeoutError:
                 idle = True
-            sub.ready.clear()
             if sub.overflowed:
                 raise TooSlow(self.last, f"more than {sub.limit} events queued")
-            while sub.pending:
-                await self.send(sub.pending.popleft())
+            for event in sub.take():
+                await self.send(event)
             if idle or sub.stale:
                 sub.stale = False
                 await self.catch_up()
@@ -207,12 +206,16 @@ async def events_stream(ws: WebSocket) -> None:
         await stream.catch_up()
         reader = asyncio.create_task(_read(stream, token))
         pump = asyncio.create_task(stream.pump(sub))
-        done, _ = await asyncio.wait({reader, pump}, return_when=asyncio.FIRST_COMPLETED)
-        pump.cancel()
-        for task in done:
-            failure = None if task.cancelled() else task.exception()
-            if failure is not None:
-                raise failure  # handled below like any error of this handler
+        pump.add_done_callback(lambda _: reader.cancel())  # the pump only ends by failing
+        try:
+            await reader  # until the client leaves (or the reader fails)
+        except asyncio.CancelledError:
+            failure = pump.exception() if pump.done() and not pump.cancelled() else None
+            if failure is None:
+                raise  # this handler itself is being cancelled
+            raise failure from None  # handled below like any error of this handler
+        finally:
+            pump.cancel()
     except (WebSocketDisconnect, OSError):
         pass
     except TooSlow as exc:
