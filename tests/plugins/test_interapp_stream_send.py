@@ -24,28 +24,46 @@ PASSWORD = "stream-send-pw-1"  # a throw-away test account
 
 
 @pytest.fixture(scope="module")
-def chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ThreadedServer, str,
-                                                                      Secret | None, list[str]]]:
-    server = ThreadedServer("chat", tmp_path_factory.mktemp("stream-send") / "c.db").start()
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ThreadedServer, str,
+                                                                        Secret | None]]:
+    """One real server for the module, with the host's OAuth client."""
+    srv = ThreadedServer("chat", tmp_path_factory.mktemp("stream-send") / "c.db").start()
+
+    async def client() -> tuple[str, Secret | None]:
+        db = Database.open(srv.db_url)
+        try:
+            async with db.begin() as conn:
+                return await accounts.create_client(conn, "host", public=False)
+        finally:
+            await db.close()
+
+    try:
+        cid, secret = srv.call(client)
+        yield srv, cid, secret
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def chat(server: tuple[ThreadedServer, str, Secret | None]
+         ) -> tuple[ThreadedServer, str, Secret | None, list[str]]:
+    """Two fresh buddies for each test (so no test sees another's messages)."""
+    srv, cid, secret = server
     names = [f"u{secrets.token_hex(4)}" for _ in range(2)]
 
-    async def setup() -> tuple[str, Secret | None]:
-        db = Database.open(server.db_url)
+    async def buddies() -> None:
+        db = Database.open(srv.db_url)
         try:
             async with db.begin() as conn:
                 hashed = passwords.hash_sync(Secret(PASSWORD))
                 a = await accounts.create_user(conn, names[0], password_hash=hashed)
                 b = await accounts.create_user(conn, names[1], password_hash=hashed)
                 await social.make_buddies(conn, a, b)
-                return await accounts.create_client(conn, "host", public=False)
         finally:
             await db.close()
 
-    try:
-        cid, secret = server.call(setup)
-        yield server, cid, secret, names
-    finally:
-        server.stop()
+    srv.call(buddies)
+    return srv, cid, secret, names
 
 
 async def _plugin(chat: tuple[ThreadedServer, str, Secret | None, list[str]],
@@ -65,6 +83,15 @@ async def _plugin(chat: tuple[ThreadedServer, str, Secret | None, list[str]],
     return plugin, posts
 
 
+async def _attached(plugin: InterappPlugin) -> None:
+    """Wait until the plug-in's event stream is open to send on."""
+    for _ in range(200):
+        if plugin._stream_sends.attached:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the event stream never opened")
+
+
 async def _messages(plugin: Plugin, cursor: str | None = None) -> AsyncIterator[PluginEvent]:
     async for event in plugin.events(cursor):
         if event.type == "message":
@@ -79,25 +106,27 @@ async def test_send_uses_the_open_stream_and_http_otherwise(chat: Any) -> None:
     try:
         first = await alice.send(bob_name, "by http", "h1")  # no stream open yet
         assert alice_posts == ["/v1/messages"]
-        ready = asyncio.Event()
+
+        all_sent = asyncio.Event()
 
         async def watch() -> list[str]:
             got = []
             async for event in alice.events(None):
-                ready.set()
                 if event.type == "message":
                     got.append(event.data["body"])
                     if len(got) == 20:
+                        # an event may overtake its send's answer: keep the stream open until
+                        # every send has its answer (closing it would send the rest by HTTP)
+                        await all_sent.wait()
                         return got
             return got
 
         watcher = asyncio.create_task(watch())
-        for _ in range(100):  # the stream is open once the plug-in can send on it
-            if alice._stream_sends.attached:
-                break
-            await asyncio.sleep(0.05)
+        await _attached(alice)
         sent = [await alice.send(bob_name, f"by stream {i}", f"s{i}") for i in range(20)]
-        assert alice_posts == ["/v1/messages"], "a message went over HTTP while streaming"
+        all_sent.set()
+        assert alice_posts == ["/v1/messages"], (
+            f"a message went over HTTP while streaming: {alice._stream_sends.last_fallback}")
         assert [m.body for m in sent] == [f"by stream {i}" for i in range(20)]
         assert await asyncio.wait_for(watcher, 10) == [f"by stream {i}" for i in range(20)]
         # The same client_msg_id once more, over HTTP now: the same stored message.
@@ -118,7 +147,6 @@ async def test_replying_from_inside_the_event_loop_does_not_stall(chat: Any) -> 
     alice_name = chat[3][0]
     try:
         replies = 0
-        started = time.monotonic()
 
         async def bot() -> None:
             nonlocal replies
@@ -131,10 +159,8 @@ async def test_replying_from_inside_the_event_loop_does_not_stall(chat: Any) -> 
                         return
 
         task = asyncio.create_task(bot())
-        for _ in range(100):
-            if bob._stream_sends.attached:
-                break
-            await asyncio.sleep(0.05)
+        await _attached(bob)
+        started = time.monotonic()
         tag = secrets.token_hex(3)
         for i in range(10):
             await alice.send(chat[3][1], f"ping {tag} {i}", f"p-{tag}-{i}")

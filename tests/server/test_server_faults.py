@@ -312,8 +312,8 @@ def test_postgresql_and_redis_restarts_under_load(
         load = Load(srv.url, client, bob, alice.username).start()
         try:
             time.sleep(1.5)
+            private_pg.stop("immediate")  # returns once the postmaster is gone
             pg_down = time.monotonic()
-            private_pg.stop("immediate")
             time.sleep(1)
             drops = len(receiver.drops)
             receiver.reconnect()  # a stream opening now is refused cleanly, and retried
@@ -322,8 +322,8 @@ def test_postgresql_and_redis_restarts_under_load(
             private_pg.start()
             pg_recovery = load.recovered(pg_up, ("send", "contacts", "login"))
             time.sleep(2)
+            private_redis.kill()  # returns once the process is gone
             redis_down = time.monotonic()
-            private_redis.kill()
             time.sleep(3)
             redis_up = time.monotonic()
             private_redis.start()

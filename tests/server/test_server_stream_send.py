@@ -5,9 +5,11 @@ and PostgreSQL."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 from server_kit import (
     Client,
     RunningServer,
@@ -27,13 +29,32 @@ def pair(server: RunningServer, http: httpx.Client, client: Client) -> tuple[Ses
     return a, b
 
 
+EARLY: dict[int, list[dict[str, Any]]] = {}  # events read before an answer, per socket
+
+
+@pytest.fixture(autouse=True)
+def _fresh_early() -> Iterator[None]:
+    EARLY.clear()
+    yield
+    assert not any(EARLY.values()), f"events left unread: {EARLY}"
+    EARLY.clear()
+
+
 def send_frame(ws: ClientConnection, **fields: Any) -> dict[str, Any]:
-    """Send a ``send`` frame and return the answer (skipping events)."""
+    """Send a ``send`` frame and return the answer; events that come first (the ``message``
+    event may overtake the answer) are kept for :func:`next_frame`."""
     ws.send(json.dumps({"type": "send", **fields}))
     while True:
         frame = next_event(ws)
         if frame["type"] in ("sent", "send_failed"):
             return frame
+        EARLY.setdefault(id(ws), []).append(frame)
+
+
+def next_frame(ws: ClientConnection) -> dict[str, Any]:
+    """The next event: one kept by :func:`send_frame`, else the next on the socket."""
+    early = EARLY.get(id(ws))
+    return early.pop(0) if early else next_event(ws)
 
 
 def test_a_message_sent_on_the_stream_is_stored_and_delivered_once(
@@ -47,8 +68,8 @@ def test_a_message_sent_on_the_stream_is_stored_and_delivered_once(
         assert message["from"] == a.username and message["to"] == b.username
         assert message["body"] == "over the stream" and message["client_msg_id"] == "s1"
         expected = {"seq": 2, "type": "message", **message}
-        assert next_event(wb) == expected
-        assert next_event(wa) == expected  # the sender's own stream has it in order too
+        assert next_frame(wb) == expected
+        assert next_frame(wa) == expected  # the sender's own stream has it in order too
         # The same client_msg_id again: the same message, no second event.
         again = send_frame(wa, to=b.username, body="over the stream", client_msg_id="s1")
         assert again["type"] == "sent" and again["message"] == message
@@ -84,7 +105,7 @@ def test_refused_sends_are_answered_and_the_stream_stays_open(
         # Frames that are not sends (or not JSON) are ignored, as before.
         wa.send("not json")
         wa.send(json.dumps({"type": "ping"}))
-        assert next_event(wa)["body"] == "still open"
+        assert next_frame(wa)["body"] == "still open"
         assert_quiet(wa)
 
 
@@ -102,6 +123,7 @@ def test_sending_needs_a_live_bearer_token(server: RunningServer, http: httpx.Cl
         assert revoked.status_code == 200
         answer = send_frame(wa, to=b.username, body="after", client_msg_id="r2")
         assert (answer["type"], answer["status"]) == ("send_failed", 401), answer
+        assert next_frame(wa)["body"] == "before"  # the stream itself still receives
     bodies = [m["body"] for m in b.get(f"/v1/conversations/{a.username}/messages")
               .json()["messages"]]
     assert bodies == ["before"]

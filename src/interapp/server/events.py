@@ -42,9 +42,13 @@ log = logging.getLogger("interapp.server.events")
 Event = dict[str, Any]
 
 
+PUBLISH_PAUSE_SECONDS = 2.0  # after a failed publish, skip Redis this long
 _CHUNK = 500  # ids per statement: well under SQLite's and PostgreSQL's parameter limits
 _IDS: sa.BindParameter[list[str]] = sa.bindparam("ids", expanding=True)
-_LOCK = sa.select(users.c.id).where(users.c.id.in_(_IDS)).order_by(users.c.id).with_for_update()
+# FOR NO KEY UPDATE, as an UPDATE of a non-key column takes: FOR UPDATE would conflict with the
+# KEY SHARE locks that foreign-key checks (inserting contacts) hold, and deadlock two requests
+_LOCK = (sa.select(users.c.id).where(users.c.id.in_(_IDS)).order_by(users.c.id)
+         .with_for_update(key_share=True))
 _BUMP = (sa.update(users).where(users.c.id.in_(_IDS)).values(last_seq=users.c.last_seq + 1)
          .returning(users.c.id, users.c.last_seq))
 _INSERT = events.insert()
@@ -79,7 +83,8 @@ async def append_events(conn: AsyncConnection, items: Iterable[tuple[str, str, d
         else:  # the same account more than once (rare): bump by its count
             rows = await conn.execute(
                 sa.update(users).where(users.c.id.in_(chunk))
-                .values(last_seq=users.c.last_seq + sa.case(counts, value=users.c.id, else_=1))
+                .values(last_seq=users.c.last_seq + sa.case({i: counts[i] for i in chunk},
+                                                             value=users.c.id, else_=1))
                 .returning(users.c.id, users.c.last_seq))
         last.update({row.id: int(row.last_seq) for row in rows})
     now = time.time()
@@ -176,6 +181,7 @@ class EventHub:
         self._redis: Redis | None = None
         self._listener: asyncio.Task[None] | None = None
         self._publish_failing = False
+        self._publish_paused_until = 0.0
         self.delivered = 0
 
     @property
@@ -231,7 +237,7 @@ class EventHub:
         if not items:
             return
         self._deliver(items)
-        if self._redis is not None:
+        if self._redis is not None and time.monotonic() >= self._publish_paused_until:
             data = json.dumps({"o": self._origin, "items": items})
             try:
                 await self._redis.publish(self._channel, data)
@@ -240,6 +246,9 @@ class EventHub:
                     log.warning("redis publish failed (%s); other processes' streams catch up "
                                 "from the table", type(exc).__name__)
                 self._publish_failing = True
+                # a Redis that is down costs each attempt seconds: do not make every request
+                # after a commit wait for it; the listeners of the other processes reconcile
+                self._publish_paused_until = time.monotonic() + PUBLISH_PAUSE_SECONDS
             else:
                 if self._publish_failing:
                     log.warning("redis publish works again")

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from interapp.server.storage.db import Database
 
 JWKS_CACHE_SECONDS = 300.0
+REFETCH_SECONDS = 30.0  # a key set is refetched after a failure at most this often
 
 
 async def _load_or_create(conn: AsyncConnection, name: str, make: Callable[[], str]) -> str:
@@ -115,8 +116,12 @@ class IssuerKeys:
         return keyset
 
     def forget(self, issuer: str) -> None:
-        """Drop a cached key set (after a failed verification, keys may have rotated)."""
-        self._cache.pop(issuer, None)
+        """Drop a cached key set (after a failed verification, keys may have rotated) — unless
+        it was fetched less than ``REFETCH_SECONDS`` ago: junk assertions naming a trusted
+        issuer must not make this server download its keys on every request."""
+        cached = self._cache.get(issuer)
+        if cached and time.monotonic() - cached[0] >= REFETCH_SECONDS:
+            del self._cache[issuer]
 
     async def _fetch(self, url: str) -> KeySet:
         import httpx  # only for issuers that publish a JWKS URL: keeps idle servers smaller

@@ -195,9 +195,12 @@ _RECIPIENT = (sa.select(users.c.id, contacts.c.state)
                   contacts.c.user_id == sa.bindparam("sender"),
                   contacts.c.contact_id == users.c.id)))
               .where(users.c.username == sa.bindparam("to")))
+_SAME_CLIENT_MSG = ["sender_id", "client_msg_id"]  # only this conflict means "sent before"
 _INSERT_NEW = {
-    "postgresql": pg_insert(messages).on_conflict_do_nothing().returning(messages.c.id),
-    "sqlite": sqlite_insert(messages).on_conflict_do_nothing().returning(messages.c.id),
+    "postgresql": pg_insert(messages).on_conflict_do_nothing(index_elements=_SAME_CLIENT_MSG)
+    .returning(messages.c.id),
+    "sqlite": sqlite_insert(messages).on_conflict_do_nothing(index_elements=_SAME_CLIENT_MSG)
+    .returning(messages.c.id),
 }
 
 

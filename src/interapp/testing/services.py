@@ -110,7 +110,11 @@ class PrivatePostgres:
             shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self) -> PrivatePostgres:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()  # a half-started postmaster and its folder outside tmp_path
+            raise
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -149,6 +153,7 @@ class PrivateRedis:
                     return self
                 except redis.ConnectionError:
                     if self._proc.poll() is not None or time.monotonic() > deadline:
+                        self._end(signal.SIGKILL)  # never leave it behind (own session)
                         raise RuntimeError(f"redis-server on port {self.port} did not start; "
                                            f"see {self.folder / 'redis.log'}") from None
                     time.sleep(0.05)
@@ -180,7 +185,11 @@ class PrivateRedis:
         self.stop()
 
     def __enter__(self) -> PrivateRedis:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

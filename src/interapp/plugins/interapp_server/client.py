@@ -216,6 +216,7 @@ class InterappPlugin(Plugin):
         consumer that sends while handling an event never waits on its own generator.
         """
         url = self.client.events_url(cursor)
+        ws: Any = None
         try:
             async with websockets.connect(url, additional_headers=self.client.bearer_header(),
                                           open_timeout=10, max_size=2**20,
@@ -240,7 +241,8 @@ class InterappPlugin(Plugin):
             raise ConnectionLost(f"event stream of {self.target.name} dropped: "
                                  f"{type(exc).__name__}") from exc
         finally:
-            self._stream_sends.detach()
+            if ws is not None:
+                self._stream_sends.detach(ws)
         raise ConnectionLost(f"event stream of {self.target.name} closed")
 
     async def _read_frames(self, ws: Any,
@@ -256,7 +258,7 @@ class InterappPlugin(Plugin):
         else:
             await inbox.put(None)
         finally:
-            self._stream_sends.detach()
+            self._stream_sends.detach(ws)
 
     async def revoke(self, credential: Credential) -> None:
         """RFC 7009: revoking the refresh token revokes the whole login at the target."""

@@ -16,6 +16,8 @@ import asyncio
 import json
 from typing import Any, Protocol
 
+from websockets.exceptions import WebSocketException
+
 from interapp.errors import from_wire
 
 ANSWER_TIMEOUT = 10.0
@@ -32,6 +34,7 @@ class StreamSends:
     def __init__(self) -> None:
         self._socket: _Socket | None = None
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.last_fallback: str | None = None  # why the last send went over HTTP (diagnostics)
 
     @property
     def attached(self) -> bool:
@@ -42,8 +45,11 @@ class StreamSends:
         """The events loop opened a stream."""
         self._socket = socket
 
-    def detach(self) -> None:
-        """The stream closed: every waiting send falls back to HTTP."""
+    def detach(self, socket: _Socket | None = None) -> None:
+        """The stream ``socket`` closed (None: whichever is attached): every waiting send falls
+        back to HTTP. A late detach of an older stream leaves a newer one attached."""
+        if socket is not None and socket is not self._socket:
+            return
         self._socket = None
         waiting, self._waiting = self._waiting, {}
         for future in waiting.values():
@@ -63,6 +69,7 @@ class StreamSends:
         """The stored message, or None when the caller should use HTTP instead."""
         socket = self._socket
         if socket is None or client_msg_id in self._waiting:
+            self.last_fallback = "no stream" if socket is None else "same id in flight"
             return None
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[client_msg_id] = future
@@ -70,18 +77,20 @@ class StreamSends:
             await socket.send(json.dumps({"type": "send", "to": to, "body": body,
                                           "client_msg_id": client_msg_id}))
             frame = await asyncio.wait_for(future, ANSWER_TIMEOUT)
-        except (OSError, TimeoutError, ConnectionError):
+        except (OSError, TimeoutError, ConnectionError, WebSocketException) as exc:
+            self.last_fallback = f"stream failed: {type(exc).__name__}"  # closed under the send
             return None
-        except Exception as exc:  # websockets' ConnectionClosed and kin: use HTTP
-            if type(exc).__module__.startswith("websockets"):
-                return None
-            raise
         finally:
             self._waiting.pop(client_msg_id, None)
         if frame.get("type") == "sent" and isinstance(frame.get("message"), dict):
             message: dict[str, Any] = frame["message"]
             return message
         status = int(frame.get("status") or 0)
+        if status == 401 and self._socket is socket:
+            # the stream's token expired or was revoked: it still receives, but sends go over
+            # HTTP (with the current token) until the stream is opened again
+            self._socket = None
         if not frame or status in _FALL_BACK:
+            self.last_fallback = f"answer {status} {frame.get('error')}" if frame else "detached"
             return None
         raise from_wire(status, frame)

@@ -216,6 +216,8 @@ async def events_stream(ws: WebSocket) -> None:
             raise failure from None  # handled below like any error of this handler
         finally:
             pump.cancel()
+            if pump.done() and not pump.cancelled():
+                pump.exception()  # retrieved, even when the reader ended first
     except (WebSocketDisconnect, OSError):
         pass
     except TooSlow as exc:
@@ -280,7 +282,9 @@ async def _read(stream: _Stream, token: str | None) -> None:
         except ValueError:
             continue
         if isinstance(frame, dict) and frame.get("type") == "send":
-            reply = await _send_message(srv, token, stream.user_id, frame)
+            # shielded: if the stream is cut meanwhile, a send already under way still commits
+            # and publishes (its client retries over HTTP with the same client_msg_id)
+            reply = await asyncio.shield(_send_message(srv, token, stream.user_id, frame))
             try:
                 async with asyncio.timeout(SEND_TIMEOUT):
                     await ws.send_json(reply)
@@ -313,9 +317,13 @@ async def _send_message(srv: AppServer, token: str | None, user_id: str,
     except ApiError as exc:
         return {"type": "send_failed", "client_msg_id": ref, "status": exc.status,
                 **exc.to_wire()}
-    except InterappError as exc:  # e.g. the database is unavailable: retry later
-        return {"type": "send_failed", "client_msg_id": ref, "status": 503,
+    except InterappError as exc:  # e.g. the database is unavailable (503): retry later
+        return {"type": "send_failed", "client_msg_id": ref, "status": exc.status,
                 "error": exc.code, "message": exc.message}
+    except Exception as exc:  # a bug or an unmapped failure: answer it, keep the stream
+        log.error("send on the stream failed: %s", type(exc).__name__, exc_info=exc)
+        return {"type": "send_failed", "client_msg_id": ref, "status": 500,
+                "error": "internal_error", "message": "internal server error"}
     return {"type": "sent", "client_msg_id": ref, "message": out}
 
 

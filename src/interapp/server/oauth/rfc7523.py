@@ -93,6 +93,7 @@ async def jwt_bearer_grant(srv: AppServer, req: TokenRequest) -> dict[str, Any]:
         accounts.check_username(username)
     except Exception as exc:
         raise InvalidGrant("the assertion's subject is not a valid username") from exc
+    await _forget_expired(srv)
     async with srv.db.begin() as conn:
         await _spend(conn, issuer, claims)
         user = await accounts.find_user(conn, username)
@@ -119,11 +120,25 @@ async def _spend(conn: AsyncConnection, issuer: str, claims: dict[str, Any]) -> 
         return
     if not isinstance(jti, str) or not jti or len(jti) > 256:
         raise InvalidGrant("the assertion's jti claim is not valid")
-    now = time.time()
-    await conn.execute(used_assertions.delete().where(used_assertions.c.expires_at < now))
     try:
         async with conn.begin_nested():
             await conn.execute(used_assertions.insert().values(
                 issuer=issuer, jti=jti, expires_at=float(claims["exp"]) + LEEWAY))
     except IntegrityError as exc:
         raise InvalidGrant("the assertion was already used (its jti was seen before)") from exc
+
+
+_swept_at: dict[int, float] = {}  # id(AppServer) -> when its expired jtis were last deleted
+SWEEP_SECONDS = 60.0
+
+
+async def _forget_expired(srv: AppServer) -> None:
+    """Delete expired ``used_assertions`` rows, at most once a minute per process, in a short
+    transaction of its own (inside the grant's, concurrent grants queued on the same rows)."""
+    now = time.monotonic()
+    if now - _swept_at.get(id(srv), float("-inf")) < SWEEP_SECONDS:
+        return
+    _swept_at[id(srv)] = now
+    async with srv.db.begin() as conn:
+        await conn.execute(used_assertions.delete().where(
+            used_assertions.c.expires_at < time.time()))

@@ -8,6 +8,7 @@ revision is already the newest, Alembic is not even imported, so start-up stays 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -118,16 +119,17 @@ class Database:
             # connect_timeout: an unreachable host answers 503 in seconds, not after TCP gives up
             kwargs = {"pool_size": pool_size, "max_overflow": pool_size, "pool_timeout": 10,
                       "connect_args": {"connect_timeout": 5}}
-        elif ":memory:" not in async_url:
+        checkpointer = None
+        if async_url.startswith("sqlite") and ":memory:" not in async_url:
             # one connection used on the loop's thread (see sqlite_inloop): SQLite serialises
             # writers anyway, and a transaction waits for the pool, not in the busy handler
-            path = make_url(async_url).database or ""
-            kwargs = {"pool_size": 1, "max_overflow": 0, "async_creator": opener(path)}
+            checkpointer = Checkpointer(make_url(async_url).database or "")
+            kwargs = {"pool_size": 1, "max_overflow": 0,
+                      "async_creator": opener(checkpointer.path, checkpointer.restart_wal)}
         engine = create_async_engine(async_url, **kwargs)
-        if engine.dialect.name == "sqlite" and "async_creator" not in kwargs:
+        if engine.dialect.name == "sqlite" and checkpointer is None:
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        checkpointer = Checkpointer(path).start() if "async_creator" in kwargs else None
-        return cls(engine, checkpointer)
+        return cls(engine, checkpointer.start() if checkpointer else None)
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
@@ -152,7 +154,7 @@ class Database:
         """Dispose of the pool (and stop the SQLite checkpoint thread)."""
         await self.engine.dispose()
         if self._checkpointer is not None:
-            self._checkpointer.stop()
+            await asyncio.to_thread(self._checkpointer.stop)
 
     @staticmethod
     def now() -> float:
