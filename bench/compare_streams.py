@@ -677,6 +677,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     block = render_block(out)
     print(block)
+    if out["errors"]:  # a partial run must not replace the figures of record
+        say(f"[red]phases failed: {', '.join(out['errors'])}; nothing written")
+        return 1
     if not args.no_write:
         CHARTS.mkdir(parents=True, exist_ok=True)
         charts = draw_charts(out)

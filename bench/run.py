@@ -1,6 +1,6 @@
 """``make bench``: every benchmark, one after the other, updating ``docs/performance.md``.
 
-    .venv/bin/python bench/run.py [--quick] [--only NAME[,NAME…]] [--no-write]
+    .venv/bin/python bench/run.py [--quick] [--only NAME[,NAME…]] [--write | --no-write]
 
 In order (each is also a command of its own, with more options):
 
@@ -37,27 +37,47 @@ STAGES = {
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line."""
     p = argparse.ArgumentParser(description="Run every benchmark and update the report.")
-    p.add_argument("--quick", action="store_true", help="small sizes: a smoke run of each")
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes: a smoke run of each (writes nothing unless --write)")
     p.add_argument("--only", help=f"comma-separated subset of: {', '.join(STAGES)}")
-    p.add_argument("--no-write", action="store_true",
-                   help="print the results only (server_bench then writes nothing either)")
+    p.add_argument("--write", dest="write", action="store_true", default=None,
+                   help="update docs/performance.md and docs/perf/ (the default, but for --quick)")
+    p.add_argument("--no-write", dest="write", action="store_false", help="print results only")
     args = p.parse_args(argv)
     if args.only and set(args.only.split(",")) - set(STAGES):
         p.error(f"--only takes names among {', '.join(STAGES)}")
+    if args.write is None:  # smoke figures must not replace the figures of record
+        args.write = not args.quick
     return args
 
 
 def command(name: str, args: argparse.Namespace) -> list[str]:
     """The command line of one stage."""
-    argv = [sys.executable, str(HERE / STAGES[name][0]), *STAGES[name][1:]]
+    script, *extra = STAGES[name]
+    if not args.write and name == "server_bench":
+        extra = []  # it writes only when given --out
+    argv = [sys.executable, str(HERE / script), *extra]
     if args.quick:
         argv.append("--quick")
-    if args.no_write:
-        if name == "server_bench":
-            argv = argv[:2]
-        else:
-            argv.append("--no-write")
+    if not args.write and name != "server_bench":
+        argv.append("--no-write")
+    elif args.write and name == "host_bench":
+        argv.append("--write")
     return argv
+
+
+def run_stage(argv: list[str]) -> int:
+    """Run one benchmark; on Ctrl-C let it stop its servers before giving up on it."""
+    proc = subprocess.Popen(argv, cwd=ROOT)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        try:  # the child got the SIGINT too: give it time to stop servers, drop databases
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            proc.wait(30)
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, name in enumerate(names, 1):
         print(f"\n=== [{i}/{len(names)}] {name} ===", flush=True)
         t0 = time.monotonic()
-        rc = subprocess.call(command(name, args), cwd=ROOT)
+        rc = run_stage(command(name, args))
         took = time.monotonic() - t0
         print(f"=== {name}: {'ok' if rc == 0 else f'FAILED (exit {rc})'} in {took:.0f} s",
               flush=True)
