@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchkit import cpu_seconds, descendants
+from benchkit import cpu_seconds, tree_cpu
 from server_bench import BIN, Server
 
 from interapp.secret import Secret
@@ -110,15 +110,6 @@ async def bounded(n: int, jobs: list[Callable[[], Awaitable[Any]]]) -> list[Any]
             return await job()
 
     return list(await asyncio.gather(*(one(j) for j in jobs)))
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds of a process and its descendants so far (0 when it is gone)."""
-    total = 0.0
-    for p in [pid, *descendants(pid)]:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            total += cpu_seconds(p)
-    return total
 
 
 class CpuMeter:

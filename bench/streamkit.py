@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchkit import cpu_seconds, descendants
+from benchkit import cpu_seconds, descendants, tree_cpu
 
 HOST = "127.0.0.1"
 perf = time.perf_counter
@@ -326,15 +326,6 @@ def _is_python(pid: int) -> bool:
 
 
 # --------------------------------------------------------------------------- CPU
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds used so far by a process and its live descendants."""
-    total = 0.0
-    for p in [pid, *descendants(pid)]:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            total += cpu_seconds(p)
-    return total
 
 
 def machine_busy() -> float:
