@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -42,6 +43,8 @@ log = logging.getLogger("interapp.server.events")
 Event = dict[str, Any]
 
 
+_KEEPALIVE = {getattr(socket, name): value for name, value in (
+    ("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3)) if hasattr(socket, name)}
 PUBLISH_PAUSE_SECONDS = 2.0  # after a failed publish, skip Redis this long
 _CHUNK = 500  # ids per statement: well under SQLite's and PostgreSQL's parameter limits
 _IDS: sa.BindParameter[list[str]] = sa.bindparam("ids", expanding=True)
@@ -271,8 +274,11 @@ class EventHub:
         assert self._redis_url is not None
         # no retries inside redis-py: every drop must surface here, because a silent
         # resubscription would miss what was published meanwhile
+        # TCP keepalive: a listener waits for messages without a timeout, so a half-open
+        # connection (Redis's host gone silently) is only noticed by the kernel (~25 s)
         client = Redis.from_url(self._redis_url, socket_connect_timeout=2, socket_timeout=None,
-                                retry=Retry(NoBackoff(), 0))
+                                retry=Retry(NoBackoff(), 0), socket_keepalive=True,
+                                socket_keepalive_options=_KEEPALIVE)
         pause, lost = 0.5, False
         try:
             while True:
