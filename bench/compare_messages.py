@@ -170,9 +170,9 @@ class Tracker:
         """Register a body before it is sent; ``done`` runs when it arrives."""
         self.pending[body] = (origin, done)
 
-    def forget(self, body: str) -> None:
-        """The send failed: do not wait for it."""
-        self.pending.pop(body, None)
+    def forget(self, body: str) -> bool:
+        """The send failed: do not wait for it (False: it had arrived all the same)."""
+        return self.pending.pop(body, None) is not None
 
     def got(self, body: str, now: float) -> None:
         """A receiver's stream delivered ``body``."""
@@ -313,6 +313,18 @@ class Bench:
         await self.host.supervised(name, plugin.send(net.receivers[i].handle, body,
                                                      uuid.uuid4().hex))
 
+    async def counted_send(self, net: Network, i: int, body: str, res: MsgResult) -> bool:
+        """Send ``body`` and count it in ``res`` (its send time, or its error); True if sent."""
+        start = perf()
+        try:
+            await self.send(net, i, body)
+        except Exception as exc:
+            res.errors[f"{type(exc).__name__}: {exc}"[:160]] += 1
+            return False
+        res.sent += 1
+        res.acks.append(perf() - start)
+        return True
+
     async def drain(self, tracker: Tracker, streams: Streams, phase: str,
                     limit: float) -> None:
         """Wait until every message of ``phase`` arrived, or ``limit`` seconds."""
@@ -385,15 +397,9 @@ class Bench:
                 if not first:
                     first.append(start)
                 tracker.expect(body, start, slots.release)
-                try:
-                    await self.send(net, i, body)
-                except Exception as exc:
-                    tracker.forget(body)
-                    slots.release()
-                    res.errors[f"{type(exc).__name__}: {exc}"[:160]] += 1
-                else:
-                    res.sent += 1
-                    res.acks.append(perf() - start)
+                if not await self.counted_send(net, i, body, res) and \
+                        tracker.forget(body):
+                    slots.release()  # arrived bodies released their slot already
 
         async with self.ticking(f"{net.label}: saturation", total,
                                 lambda: tracker.received("sat")):
@@ -425,15 +431,8 @@ class Bench:
             i = k % self.s.pairs
             body = f"paced:{i}:{k}:{self.token}"
             tracker.expect(body, intended)
-            start = perf()
-            try:
-                await self.send(net, i, body)
-            except Exception as exc:
+            if not await self.counted_send(net, i, body, res):
                 tracker.forget(body)
-                res.errors[f"{type(exc).__name__}: {exc}"[:160]] += 1
-            else:
-                res.sent += 1
-                res.acks.append(perf() - start)
 
         async with self.ticking(f"{net.label}: paced {self.s.rate:g}/s", n,
                                 lambda: tracker.received("paced")):
