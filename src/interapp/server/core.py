@@ -27,6 +27,7 @@ class AppServer:
         self.limiter: LoginLimiter = MemoryLimiter(self.limits, settings.login_window_seconds)
         self._signing_key: ECKey | None = None
         self.derivation_secret = b""
+        self.assertions_swept_at = float("-inf")  # last deletion of expired JWT ids (rfc7523)
 
     @property
     def issuer(self) -> str:

@@ -128,7 +128,6 @@ async def _spend(conn: AsyncConnection, issuer: str, claims: dict[str, Any]) -> 
         raise InvalidGrant("the assertion was already used (its jti was seen before)") from exc
 
 
-_swept_at: dict[int, float] = {}  # id(AppServer) -> when its expired jtis were last deleted
 SWEEP_SECONDS = 60.0
 
 
@@ -136,9 +135,9 @@ async def _forget_expired(srv: AppServer) -> None:
     """Delete expired ``used_assertions`` rows, at most once a minute per process, in a short
     transaction of its own (inside the grant's, concurrent grants queued on the same rows)."""
     now = time.monotonic()
-    if now - _swept_at.get(id(srv), float("-inf")) < SWEEP_SECONDS:
+    if now - srv.assertions_swept_at < SWEEP_SECONDS:
         return
-    _swept_at[id(srv)] = now
+    srv.assertions_swept_at = now
     async with srv.db.begin() as conn:
         await conn.execute(used_assertions.delete().where(
             used_assertions.c.expires_at < time.time()))
