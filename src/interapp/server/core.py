@@ -5,6 +5,7 @@ from __future__ import annotations
 from joserfc.jwk import ECKey
 
 from interapp.server.events import EventHub
+from interapp.server.groupcommit import SendQueue
 from interapp.server.keys import IssuerKeys, load_app_secret, load_signing_key
 from interapp.server.passwords import Passwords
 from interapp.server.ratelimit import LoginLimiter, MemoryLimiter, RedisLimiter
@@ -21,6 +22,7 @@ class AppServer:
         self.passwords = Passwords(settings.hash_threads)
         self.hub = EventHub(app=settings.app, queue_size=settings.stream_queue_size,
                             redis_url=settings.redis_url)
+        self.sends = SendQueue(self.db, self.hub)
         self.issuer_keys = IssuerKeys()
         self.limits = {"acct": settings.login_failures_per_account,
                        "addr": settings.login_failures_per_address}
@@ -52,5 +54,6 @@ class AppServer:
 
     async def stop(self) -> None:
         """Release every resource."""
+        await self.sends.close()
         await self.hub.stop()
         await self.db.close()

@@ -43,6 +43,9 @@ EVENTS_DELIVERED = Counter("interapp_events_delivered_total",
 ACTIVE_STREAMS = Gauge("interapp_active_streams", "Connected event streams.",
                        multiprocess_mode="livesum")
 ERRORS = Counter("interapp_errors_total", "Error responses by code.", ["code"])
+SEND_BATCH = Histogram(
+    "interapp_message_batch_size", "Messages stored per transaction (group commit).",
+    buckets=(1, 2, 4, 8, 16, 32))
 
 log = logging.getLogger("interapp.server.access")
 

@@ -204,14 +204,19 @@ _INSERT_NEW = {
 }
 
 
-async def send_message(conn: AsyncConnection, sender: User, to: str, body: str,
-                       client_msg_id: str) -> tuple[dict[str, Any], Published]:
-    """Send ``body`` to the buddy ``to``; the same ``client_msg_id`` never makes a duplicate.
+EventItem = tuple[str, str, dict[str, Any]]
 
-    The hot path of the server, in three statements before the events: the recipient and the
-    relation in one SELECT, then an ``INSERT … ON CONFLICT DO NOTHING``; only when that inserts
-    nothing (a retry, or a concurrent request with the same ``client_msg_id``) is the stored
-    message read back and compared.
+
+async def prepare_message(conn: AsyncConnection, sender: User, to: str, body: str,
+                          client_msg_id: str) -> tuple[dict[str, Any], list[EventItem]]:
+    """Store ``body`` for the buddy ``to``; return the message and the events still to append.
+
+    The hot path of the server, in two statements: the recipient and the relation in one
+    SELECT, then an ``INSERT … ON CONFLICT DO NOTHING``; only when that inserts nothing (a
+    retry, or a concurrent request with the same ``client_msg_id``) is the stored message read
+    back and compared, and then there is no event to append. The events are left to the caller
+    so that a batch of messages appends all of its events at once (see
+    :mod:`interapp.server.groupcommit`); an error is raised before anything is written.
     """
     found = (await conn.execute(_RECIPIENT, {"sender": sender.id, "to": to})).first()
     if found is None:
@@ -224,9 +229,7 @@ async def send_message(conn: AsyncConnection, sender: User, to: str, body: str,
         inserted = (await conn.execute(_INSERT_NEW[conn.dialect.name], row)).first()
         if inserted is not None:
             msg = _message(row, sender.username, to)
-            published = await append_events(conn, [(uid, "message", msg)
-                                                   for uid in {sender.id, recipient_id}])
-            return msg, published
+            return msg, [(uid, "message", msg) for uid in {sender.id, recipient_id}]
     existing = (await conn.execute(sa.select(messages).where(
         messages.c.sender_id == sender.id, messages.c.client_msg_id == client_msg_id))).first()
     if existing is not None:
@@ -234,6 +237,16 @@ async def send_message(conn: AsyncConnection, sender: User, to: str, body: str,
             raise Conflict("client_msg_id was already used for a different message")
         return _message(existing, sender.username, to), []
     raise Forbidden("only buddies can be messaged")
+
+
+async def send_message(conn: AsyncConnection, sender: User, to: str, body: str,
+                       client_msg_id: str) -> tuple[dict[str, Any], Published]:
+    """Send ``body`` to the buddy ``to``; the same ``client_msg_id`` never makes a duplicate.
+
+    :func:`prepare_message` and its events appended, in the caller's transaction.
+    """
+    msg, items = await prepare_message(conn, sender, to, body, client_msg_id)
+    return msg, await append_events(conn, items)
 
 
 async def history(conn: AsyncConnection, user: User, username: str, *, before: str | None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import threading
 import time
 
 
@@ -23,6 +24,27 @@ def new_id() -> str:
     return secrets.token_hex(16)
 
 
+_RANDOM_BITS = 48
+_last_id = [0, 0]  # milliseconds and random part of the newest sortable id of this process
+_id_lock = threading.Lock()
+
+
 def sortable_id() -> str:
-    """A 25-hex-character id that sorts by creation time (milliseconds, then 48 random bits)."""
-    return f"{int(time.time() * 1000):013x}{os.urandom(6).hex()}"
+    """A 25-hex-character id that sorts by creation time: milliseconds, then 48 bits.
+
+    Monotonic within a process (as ULID's monotonic mode): an id made in the same millisecond
+    as the one before (or after the clock stepped back) takes that one's time and its random
+    part plus one, so messages stored one after another keep their order even inside one
+    transaction. The random part starts below 2**47, leaving room for the increments.
+    """
+    now = int(time.time() * 1000)
+    with _id_lock:
+        last_ms, last_random = _last_id
+        if now > last_ms:
+            ms, rnd = now, int.from_bytes(os.urandom(6)) >> 1
+        elif last_random + 1 < 1 << _RANDOM_BITS:
+            ms, rnd = last_ms, last_random + 1
+        else:  # 2**47 ids in one millisecond: borrow the next one
+            ms, rnd = last_ms + 1, 0
+        _last_id[:] = [ms, rnd]
+    return f"{ms:013x}{rnd:012x}"

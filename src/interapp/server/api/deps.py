@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from fastapi import Request
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from interapp.errors import Unauthorized
 from interapp.ids import ClientId, UserId
@@ -56,9 +57,14 @@ async def authenticate_token(srv: AppServer, token: str) -> Caller:
     One query (token joined to its account, liveness checked in SQL) on every request: this
     is the hot path of the whole ``/v1`` API.
     """
-    digest = token_hash(token)
     async with srv.db.begin() as conn:
-        row = (await conn.execute(_AUTH, {"digest": digest, "now": time.time()})).first()
+        return await token_caller(conn, token)
+
+
+async def token_caller(conn: AsyncConnection, token: str) -> Caller:
+    """:func:`authenticate_token` inside the caller's transaction."""
+    digest = token_hash(token)
+    row = (await conn.execute(_AUTH, {"digest": digest, "now": time.time()})).first()
     if row is None or not constant_time_equals(row.hash, digest):
         raise Unauthorized("the access token is invalid, expired or revoked")
     return Caller(accounts.User(UserId(row.id), row.username, row.display_name, row.presence,

@@ -114,11 +114,7 @@ async def send_message(request: Request, body: MessageIn, who: Auth) -> dict[str
     """Send a message to a buddy; a repeated ``client_msg_id`` returns the same message."""
     srv = server(request)
     client_msg_id = body.client_msg_id or secrets.token_hex(12)
-    async with srv.db.begin() as conn:
-        out, published = await social.send_message(conn, who.user, body.to, body.body,
-                                                    client_msg_id)
-    await srv.hub.publish(published)
-    return out
+    return await srv.sends.submit(who.user, body.to, body.body, client_msg_id)
 
 
 @router.get("/conversations/{username}/messages", response_model=MessageList,

@@ -37,12 +37,13 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from interapp.errors import ApiError, BadRequest, ConfigError, InterappError, Unauthorized
-from interapp.server import social
-from interapp.server.api.deps import Caller, authenticate_token, bearer_token
+from interapp.server.accounts import User
+from interapp.server.api.deps import Caller, authenticate_token, bearer_token, token_caller
 from interapp.server.api.models import MessageIn
 from interapp.server.core import AppServer
 from interapp.server.events import Subscription, events_since
@@ -282,9 +283,9 @@ async def _read(stream: _Stream, token: str | None) -> None:
         except ValueError:
             continue
         if isinstance(frame, dict) and frame.get("type") == "send":
-            # shielded: if the stream is cut meanwhile, a send already under way still commits
-            # and publishes (its client retries over HTTP with the same client_msg_id)
-            reply = await asyncio.shield(_send_message(srv, token, stream.user_id, frame))
+            # a send under way still commits and publishes if the stream is cut meanwhile (the
+            # batch runs in its own task); its client retries over HTTP with the client_msg_id
+            reply = await _send_message(srv, token, stream.user_id, frame)
             try:
                 async with asyncio.timeout(SEND_TIMEOUT):
                     await ws.send_json(reply)
@@ -307,13 +308,14 @@ async def _send_message(srv: AppServer, token: str | None, user_id: str,
             raise BadRequest(_first_problem(exc)) from exc
         if body.client_msg_id is None:
             raise BadRequest("client_msg_id is required when sending on the stream")
-        who = await authenticate_token(srv, token)
-        if who.user.id != user_id:  # cannot happen with a live token; never send as another
-            raise Unauthorized("the token no longer names this stream's account")
-        async with srv.db.begin() as conn:
-            out, published = await social.send_message(conn, who.user, body.to, body.body,
-                                                        body.client_msg_id)
-        await srv.hub.publish(published)
+
+        async def check(conn: AsyncConnection) -> User:  # in the batch's transaction
+            who = await token_caller(conn, token)
+            if who.user.id != user_id:  # cannot happen with a live token; never send as another
+                raise Unauthorized("the token no longer names this stream's account")
+            return who.user
+
+        out = await srv.sends.submit(check, body.to, body.body, body.client_msg_id)
     except ApiError as exc:
         return {"type": "send_failed", "client_msg_id": ref, "status": exc.status,
                 **exc.to_wire()}

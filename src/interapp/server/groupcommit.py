@@ -1,0 +1,141 @@
+"""Group commit for messages: sends that arrive together share one transaction.
+
+Theory of operation
+-------------------
+Every message costs a transaction: a ``BEGIN``, its own statements, the ``UPDATE`` of the
+accounts' ``last_seq``, the ``INSERT`` of the events and a ``COMMIT`` that writes the touched
+pages to the log. Under load most of that is per *transaction*, not per message, and on SQLite,
+where one connection serialises every transaction of the process, the sends wait for each other
+anyway. So :meth:`SendQueue.submit` puts a send on a queue; while no batch is running, a task
+starts one and keeps taking up to :data:`MAX_BATCH` queued sends at a time until the queue is
+empty:
+
+1. one transaction for the whole batch; each send is checked (its ``check``, e.g. the stream's
+   token looked up again, so a revoked token stops sending at once) and stored with
+   :func:`interapp.server.social.prepare_message`;
+2. the events of every stored message are appended with **one** call of
+   :func:`interapp.server.events.append_events`, which locks the accounts in id order once per
+   batch, so concurrent batches of other processes on PostgreSQL never deadlock;
+3. after the commit, the events are published once, then every sender gets its answer.
+
+A send that is refused (an :class:`~interapp.errors.ApiError`: not a buddy, a token no longer
+valid, a ``client_msg_id`` reused for another message) has written nothing, so it is answered
+with its error and the others go on. When the transaction itself fails (the database went away,
+a conflict), every send of the batch gets that error and nothing of it is kept: each client
+retries with its ``client_msg_id``, which never makes a duplicate.
+
+At a paced rate a batch holds one send, and it costs what a lone transaction did. The batch runs
+in a task of its own, so a sender that goes away meanwhile (a stream cut, an HTTP client gone)
+does not cancel the others' commit, nor its own: its message is stored and published anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from interapp.errors import ApiError
+from interapp.server import social
+from interapp.server.accounts import User
+from interapp.server.events import EventHub, append_events
+from interapp.server.observability import SEND_BATCH
+from interapp.server.storage import Database
+
+log = logging.getLogger("interapp.server.groupcommit")
+
+MAX_BATCH = 32
+"""Sends per transaction at most: enough to share the commit, short enough that one batch
+(which, on SQLite, runs without yielding the event loop) stays around ten milliseconds."""
+
+Check = Callable[[AsyncConnection], Awaitable[User]]
+"""Checks a send inside the batch's transaction and returns its sender (or raises ApiError)."""
+
+
+@dataclass(eq=False, slots=True)
+class _Send:
+    sender: User | Check
+    to: str
+    body: str
+    client_msg_id: str
+    future: asyncio.Future[dict[str, Any]]
+    items: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+
+
+class SendQueue:
+    """The process's queue of messages waiting for a transaction (see the module docstring)."""
+
+    def __init__(self, db: Database, hub: EventHub, *, max_batch: int = MAX_BATCH) -> None:
+        self._db, self._hub, self._max = db, hub, max_batch
+        self._queue: list[_Send] = []
+        self._runner: asyncio.Task[None] | None = None
+        self.batches = 0  # transactions run, for tests and the benchmarks
+        self.largest = 0  # most sends one transaction carried
+
+    async def submit(self, sender: User | Check, to: str, body: str,
+                     client_msg_id: str) -> dict[str, Any]:
+        """Send ``body`` to the buddy ``to``; return the stored message once it is committed
+        and published, or raise the error that refused it.
+
+        ``sender`` is the account already authenticated, or a :data:`Check` run inside the
+        batch's transaction that returns it.
+        """
+        send = _Send(sender, to, body, client_msg_id,
+                     asyncio.get_running_loop().create_future())
+        self._queue.append(send)
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run())
+        # shielded: the batch answers this future whether or not its sender still waits
+        return await asyncio.shield(send.future)
+
+    async def close(self) -> None:
+        """Wait for the batch under way (if any) to finish."""
+        if self._runner is not None:
+            await asyncio.gather(self._runner, return_exceptions=True)
+
+    async def _run(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[:self._max], self._queue[self._max:]
+                await self._commit(batch)
+        finally:
+            self._runner = None
+
+    async def _commit(self, batch: list[_Send]) -> None:
+        self.batches += 1
+        self.largest = max(self.largest, len(batch))
+        SEND_BATCH.observe(len(batch))
+        try:
+            async with self._db.begin() as conn:
+                for send in batch:
+                    await self._prepare(conn, send)
+                published = await append_events(
+                    conn, [item for send in batch for item in send.items])
+            await self._hub.publish(published)
+        except BaseException as exc:  # the transaction failed: nothing of it was kept
+            for send in batch:
+                if not send.future.done():
+                    send.future.set_exception(exc if isinstance(exc, Exception)
+                                              else asyncio.CancelledError())
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for send in batch:
+            if not send.future.done():
+                assert send.result is not None
+                send.future.set_result(send.result)
+
+    @staticmethod
+    async def _prepare(conn: AsyncConnection, send: _Send) -> None:
+        """Check and store one send; an ApiError answers it (it wrote nothing)."""
+        try:
+            sender = send.sender if isinstance(send.sender, User) else await send.sender(conn)
+            send.result, send.items = await social.prepare_message(
+                conn, sender, send.to, send.body, send.client_msg_id)
+        except ApiError as exc:
+            send.future.set_exception(exc)

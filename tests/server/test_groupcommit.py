@@ -1,0 +1,219 @@
+"""Group commit of messages (``interapp.server.groupcommit``), on SQLite and PostgreSQL: sends
+that arrive together share a transaction, yet each is answered on its own — a refused send does
+not sink its batch, a failed transaction keeps nothing, and a sender that goes away does not
+lose its message. The end-to-end test drives a real server over its socket."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from server_kit import Client, RunningServer, Session, events, login, make_buddies, metric, stream
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from interapp.errors import ApiNotFound, Forbidden, Unauthorized, UnavailableError
+from interapp.server import accounts, social
+from interapp.server.accounts import User
+from interapp.server.events import EventHub, events_since
+from interapp.server.groupcommit import SendQueue
+from interapp.server.storage import Database
+from interapp.server.storage.schema import messages
+
+
+async def _pairs(db: Database, count: int) -> list[tuple[User, User]]:
+    tag = uuid.uuid4().hex[:6]
+    out = []
+    async with db.begin() as conn:
+        for i in range(count):
+            a = await accounts.create_user(conn, f"a{i}{tag}", password_hash=None)
+            b = await accounts.create_user(conn, f"b{i}{tag}", password_hash=None)
+            await social.make_buddies(conn, a, b)
+            out.append((a, b))
+    return out
+
+
+def _run(db_url: str, work: Callable[[Database, EventHub, SendQueue], Any]) -> Any:
+    async def main() -> Any:
+        db = Database.open(db_url)
+        hub = EventHub(app="groupcommit")
+        queue = SendQueue(db, hub)
+        try:
+            return await work(db, hub, queue)
+        finally:
+            await queue.close()
+            await db.close()
+
+    return asyncio.run(main())
+
+
+async def _stored(db: Database, sender: User) -> list[str]:
+    async with db.begin() as conn:
+        rows = await conn.execute(sa.select(messages.c.body).where(
+            messages.c.sender_id == sender.id).order_by(messages.c.id))
+        return [r[0] for r in rows]
+
+
+def test_sends_that_arrive_together_share_a_transaction(db_url: str) -> None:
+    async def work(db: Database, hub: EventHub, queue: SendQueue) -> None:
+        pairs = await _pairs(db, 10)
+        subs = {b.id: hub.subscribe(b.id) for _, b in pairs}
+        sends = [queue.submit(a, b.username, f"m{k}", f"c{k}")
+                 for a, b in pairs for k in range(3)]
+        answers = await asyncio.gather(*sends)
+        assert len(answers) == 30 and all(m["message_id"] for m in answers)
+        assert queue.batches < 30 and queue.largest > 1, (queue.batches, queue.largest)
+        for a, b in pairs:  # each message once, each account's seqs contiguous
+            assert await _stored(db, a) == ["m0", "m1", "m2"]
+            async with db.begin() as conn:
+                logged = await events_since(conn, b.id, 0)
+            seqs = [e["seq"] for e in logged]
+            assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+            assert [e["body"] for e in logged if e["type"] == "message"] == ["m0", "m1", "m2"]
+            live = subs[b.id].take()
+            assert [e["body"] for e in live] == ["m0", "m1", "m2"]  # published after commit
+
+    _run(db_url, work)
+
+
+def test_a_refused_send_does_not_sink_its_batch(db_url: str) -> None:
+    async def work(db: Database, hub: EventHub, queue: SendQueue) -> None:
+        (a, b), (c, _) = await _pairs(db, 2)
+
+        async def revoked(conn: AsyncConnection) -> User:
+            raise Unauthorized("the access token is invalid, expired or revoked")
+
+        results = await asyncio.gather(
+            queue.submit(a, b.username, "ok-1", "k1"),
+            queue.submit(a, "nobody-" + uuid.uuid4().hex[:6], "lost", "k2"),
+            queue.submit(c, b.username, "not buddies", "k3"),
+            queue.submit(revoked, b.username, "revoked", "k4"),
+            queue.submit(a, b.username, "ok-2", "k5"),
+            return_exceptions=True)
+        assert queue.batches == 1  # all five in one transaction
+        assert isinstance(results[1], ApiNotFound)
+        assert isinstance(results[2], Forbidden)
+        assert isinstance(results[3], Unauthorized)
+        assert [r["body"] for r in (results[0], results[4])] == ["ok-1", "ok-2"]
+        assert await _stored(db, a) == ["ok-1", "ok-2"]
+        assert await _stored(db, c) == []
+
+    _run(db_url, work)
+
+
+def test_the_same_client_msg_id_twice_in_one_batch_is_stored_once(db_url: str) -> None:
+    async def work(db: Database, hub: EventHub, queue: SendQueue) -> None:
+        ((a, b),) = await _pairs(db, 1)
+        sub = hub.subscribe(b.id)
+        first, again = await asyncio.gather(queue.submit(a, b.username, "hi", "same"),
+                                            queue.submit(a, b.username, "hi", "same"))
+        assert first == again
+        assert await _stored(db, a) == ["hi"]
+        assert [e["body"] for e in sub.take()] == ["hi"]
+
+    _run(db_url, work)
+
+
+def test_a_failed_transaction_keeps_nothing_and_answers_every_send(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from interapp.server import groupcommit
+
+    async def work(db: Database, hub: EventHub, queue: SendQueue) -> None:
+        pairs = await _pairs(db, 3)
+        real = groupcommit.append_events
+
+        async def database_gone(conn: AsyncConnection, items: Any) -> Any:
+            await real(conn, items)  # written, then the connection fails before the commit
+            raise sa.exc.OperationalError("COMMIT", {}, Exception("server closed the connection"))
+
+        monkeypatch.setattr(groupcommit, "append_events", database_gone)
+        results = await asyncio.gather(*(queue.submit(a, b.username, "x", "k")
+                                         for a, b in pairs), return_exceptions=True)
+        assert all(isinstance(r, UnavailableError) for r in results), results
+        for a, _ in pairs:
+            assert await _stored(db, a) == []
+        monkeypatch.setattr(groupcommit, "append_events", real)
+        retried = await asyncio.gather(*(queue.submit(a, b.username, "x", "k")
+                                         for a, b in pairs))  # the client's retry
+        assert [m["body"] for m in retried] == ["x"] * 3
+        for a, _ in pairs:
+            assert await _stored(db, a) == ["x"]
+
+    _run(db_url, work)
+
+
+def test_a_sender_that_goes_away_still_has_its_message_stored(db_url: str) -> None:
+    async def work(db: Database, hub: EventHub, queue: SendQueue) -> None:
+        ((a, b),) = await _pairs(db, 1)
+        sub = hub.subscribe(b.id)
+        task = asyncio.create_task(queue.submit(a, b.username, "bye", "k"))
+        await asyncio.sleep(0)  # queued, and its batch started
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await queue.close()
+        assert await _stored(db, a) == ["bye"]
+        assert [e["body"] for e in sub.take()] == ["bye"]
+
+    _run(db_url, work)
+
+
+def test_concurrent_http_and_stream_sends_to_one_user(server: RunningServer, http: httpx.Client,
+                                                      client: Client) -> None:
+    """24 senders at once (12 over HTTP, 12 on their streams) to one receiver: every message
+    arrives once, in the receiver's seq order, and the server stored them in fewer
+    transactions than messages."""
+    target = login(server, http, client)
+    senders: list[Session] = [login(server, http, client) for _ in range(24)]
+    for s in senders:
+        make_buddies(server.db_url, s.user, target.user)
+    before_batches = metric(server.url, "interapp_message_batch_size_count")
+    before_sum = metric(server.url, "interapp_message_batch_size_sum")
+    barrier = threading.Barrier(len(senders))
+    failures: list[str] = []
+
+    def over_http(s: Session, k: int) -> None:
+        barrier.wait()
+        for n in range(5):
+            r = s.post("/v1/messages", json={"to": target.username, "body": f"{k}:{n}",
+                                             "client_msg_id": f"h{k}-{n}"})
+            if r.status_code != 201:
+                failures.append(r.text)
+
+    def on_stream(s: Session, k: int) -> None:
+        import json
+
+        with stream(server, s.access) as ws:
+            barrier.wait()
+            for n in range(5):
+                ws.send(json.dumps({"type": "send", "to": target.username, "body": f"{k}:{n}",
+                                    "client_msg_id": f"s{k}-{n}"}))
+                while True:
+                    frame = json.loads(ws.recv(10))
+                    if frame.get("type") in ("sent", "send_failed"):
+                        break
+                if frame["type"] != "sent":
+                    failures.append(str(frame))
+
+    with stream(server, target.access) as ws:
+        threads = [threading.Thread(target=over_http if k % 2 else on_stream, args=(s, k))
+                   for k, s in enumerate(senders)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert failures == []
+        got = events(ws, 5 * len(senders))
+    assert sorted(e["body"] for e in got) == sorted(f"{k}:{n}" for k in range(24)
+                                                     for n in range(5))
+    seqs = [e["seq"] for e in got]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    batches = metric(server.url, "interapp_message_batch_size_count") - before_batches
+    stored = metric(server.url, "interapp_message_batch_size_sum") - before_sum
+    assert stored == 5 * len(senders)
+    assert batches < stored, (batches, stored)  # some transactions carried several messages
