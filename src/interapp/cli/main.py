@@ -37,10 +37,17 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """interapp: across-application network communication."""
 
 
-def _register() -> None:
+#: Commands that only run the application server: the host's commands (and the vault,
+#: cryptography and httpx under them, ~10 MB) are not even imported for these.
+SERVER_ONLY = frozenset({"serve"})
+
+
+def _register(argv: list[str]) -> None:
     from interapp.cli import server_cmds
 
     server_cmds.register(app)
+    if argv[:1] and argv[0] in SERVER_ONLY:
+        return
     try:
         from interapp.cli import host_cmds
     except ImportError:  # the host part is optional while it is being built
@@ -50,10 +57,11 @@ def _register() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; turn every error into one line on stderr and an exit code."""
-    _register()
+    args = argv if argv is not None else sys.argv[1:]
+    _register(args)
     command = get_command(app)
     try:
-        rv = command.main(args=argv if argv is not None else sys.argv[1:], prog_name="interapp",
+        rv = command.main(args=args, prog_name="interapp",
                           standalone_mode=False)
     except typer.Abort:
         sys.stderr.write("interapp: aborted\n")

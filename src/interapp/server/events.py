@@ -27,16 +27,16 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff, NoBackoff
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from interapp.server.observability import EVENTS_DELIVERED
 from interapp.server.storage.schema import events, users
+
+if TYPE_CHECKING:  # redis is imported only by servers started with --redis (about 6 MB)
+    from redis.asyncio import Redis
 
 log = logging.getLogger("interapp.server.events")
 
@@ -200,6 +200,10 @@ class EventHub:
         """
         if not self._redis_url:
             return
+        from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import ExponentialBackoff
+
         # commands fail within seconds, never hang: one quick retry covers a dropped connection
         self._redis = Redis.from_url(self._redis_url, socket_connect_timeout=2, socket_timeout=2,
                                      retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1))
@@ -272,6 +276,10 @@ class EventHub:
 
     async def _listen(self, ready: asyncio.Event) -> None:
         assert self._redis_url is not None
+        from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
         # no retries inside redis-py: every drop must surface here, because a silent
         # resubscription would miss what was published meanwhile
         # TCP keepalive: a listener waits for messages without a timeout, so a half-open

@@ -18,15 +18,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from joserfc.jwk import ECKey, KeySet
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from interapp.errors import ConfigError, InvalidGrant
 from interapp.server.storage.schema import app_secrets, trusted_issuers
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # joserfc (and cryptography under it) is imported on first use: ~9 MB
     import httpx
+    from joserfc.jwk import ECKey, KeySet
 
     from interapp.server.storage.db import Database
 
@@ -49,13 +49,28 @@ async def _load_or_create(conn: AsyncConnection, name: str, make: Callable[[], s
     return str((await conn.execute(query)).scalar_one())
 
 
-async def load_signing_key(conn: AsyncConnection) -> ECKey:
-    """This app's ES256 signing key, created on first use."""
+async def load_signing_jwk(conn: AsyncConnection) -> dict[str, Any]:
+    """This app's ES256 signing key as a private JWK, created on first use."""
     def make() -> str:
+        from joserfc.jwk import ECKey
+
         key = ECKey.generate_key("P-256", private=True, auto_kid=True)
         return json.dumps(key.as_dict(private=True))
 
-    return ECKey.import_key(json.loads(await _load_or_create(conn, "signing_jwk", make)))
+    jwk: dict[str, Any] = json.loads(await _load_or_create(conn, "signing_jwk", make))
+    return jwk
+
+
+async def load_signing_key(conn: AsyncConnection) -> ECKey:
+    """This app's ES256 signing key, created on first use."""
+    return signing_key_from(await load_signing_jwk(conn))
+
+
+def signing_key_from(jwk: dict[str, Any]) -> ECKey:
+    """The key of a private JWK made by :func:`load_signing_jwk`."""
+    from joserfc.jwk import ECKey
+
+    return ECKey.import_key(jwk)
 
 
 async def load_app_secret(conn: AsyncConnection, name: str) -> bytes:
@@ -77,6 +92,8 @@ def parse_jwks(text: str) -> KeySet:
         data = json.loads(text)
         if isinstance(data, dict) and "keys" not in data:
             data = {"keys": [data]}
+        from joserfc.jwk import KeySet
+
         keyset = KeySet.import_key_set(data)
     except Exception as exc:  # joserfc raises several types for malformed keys
         raise ConfigError(f"not a valid JWKS document: {exc}") from exc

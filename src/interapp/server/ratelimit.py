@@ -15,12 +15,12 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Protocol
-
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from typing import TYPE_CHECKING, Protocol
 
 from interapp.errors import UnavailableError
+
+if TYPE_CHECKING:  # imported only by servers started with --redis
+    from redis.asyncio import Redis
 
 #: Seconds a client is asked to wait while Redis does not answer.
 REDIS_RETRY_AFTER = 1.0
@@ -81,6 +81,8 @@ class MemoryLimiter:
 @asynccontextmanager
 async def _redis_available() -> AsyncIterator[None]:
     """Turn a Redis failure into :class:`UnavailableError` (HTTP 503 + ``Retry-After``)."""
+    from redis.exceptions import RedisError  # imported only by servers that use Redis
+
     try:
         yield
     except RedisError as exc:

@@ -15,11 +15,8 @@ from __future__ import annotations
 import base64
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from joserfc import jwt
-from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -29,6 +26,9 @@ from interapp.server.core import AppServer
 from interapp.server.oauth import issue
 from interapp.server.oauth.rfc6749 import JWT_BEARER, TokenRequest
 from interapp.server.storage.schema import used_assertions
+
+if TYPE_CHECKING:  # joserfc is imported by the first JWT grant (it and cryptography: ~9 MB)
+    from joserfc.jwk import KeySet
 
 LEEWAY = 30
 MAX_LIFETIME = 3600
@@ -51,6 +51,9 @@ def unverified_issuer(assertion: str) -> str:
 def verify_assertion(assertion: str, keyset: KeySet, *, issuer: str,
                      audiences: list[str]) -> dict[str, Any]:
     """Verify signature and claims; return the claims or raise InvalidGrant."""
+    from joserfc import jwt
+    from joserfc.errors import JoseError
+
     try:
         token = jwt.decode(assertion, keyset, algorithms=ALGORITHMS)
     except JoseError as exc:

@@ -12,8 +12,6 @@ import secrets
 import time
 from typing import Any
 
-from joserfc import jwt
-
 from interapp.errors import InvalidGrant, InvalidRequest, InvalidTarget
 from interapp.server import accounts
 from interapp.server.core import AppServer
@@ -27,6 +25,8 @@ JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 def mint_assertion(srv: AppServer, *, username: str, display_name: str,
                    audience: str) -> str:
     """Sign an assertion about ``username`` for ``audience``."""
+    from joserfc import jwt  # on first use: it and cryptography weigh ~9 MB
+
     now = int(time.time())
     claims = {"iss": srv.issuer, "sub": username, "aud": audience, "iat": now, "nbf": now,
               "exp": now + srv.settings.assertion_ttl, "jti": secrets.token_urlsafe(16),

@@ -1,0 +1,56 @@
+"""A server that does not use an optional part does not import it: without ``--redis`` no Redis
+client, before the first JWT no joserfc/cryptography, and ``interapp serve`` none of the host's
+commands (vault, httpx). Together about 25 MB of the idle server's memory (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+CHECK = """
+import asyncio, sys
+from interapp.cli import main
+main._register(["serve"])
+from interapp.server.app import create_app
+from interapp.server.core import AppServer
+from interapp.server.settings import ServerSettings
+
+settings = ServerSettings(app="imports", db_url=sys.argv[1], issuer="http://127.0.0.1:1",
+                          redis_url=None)
+create_app(settings)
+
+async def start_and_stop():
+    srv = AppServer(settings)
+    await srv.start()
+    await srv.stop()
+
+asyncio.run(start_and_stop())
+heavy = ("redis", "joserfc", "cryptography", "httpx", "interapp.vault", "interapp.host.runtime")
+print(" ".join(m for m in heavy if m in sys.modules))
+"""
+
+
+def test_an_idle_server_imports_no_optional_part(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'i.db'}"
+    first = subprocess.run([sys.executable, "-c", CHECK, url], capture_output=True, text=True,
+                           timeout=120, check=False)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.split() == ["joserfc", "cryptography"]  # the first start makes the key
+    out = subprocess.run([sys.executable, "-c", CHECK, url], capture_output=True, text=True,
+                         timeout=120, check=False)  # every later start only reads it
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"imported by an idle server: {out.stdout.strip()}"
+
+
+def test_the_signing_key_still_works_once_needed(tmp_path: Path) -> None:
+    code = CHECK.replace('heavy = (', 'from interapp.server.keys import public_jwks\n'
+                         'srv = AppServer(settings)\n'
+                         'asyncio.run(srv.start())\n'
+                         'assert public_jwks(srv.signing_key)["keys"][0]["kty"] == "EC"\n'
+                         'asyncio.run(srv.stop())\nheavy = (')
+    out = subprocess.run([sys.executable, "-c", code, f"sqlite:///{tmp_path / 'k.db'}"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "joserfc" in out.stdout.split()
