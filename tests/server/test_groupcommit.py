@@ -81,6 +81,49 @@ def test_sends_that_arrive_together_share_a_transaction(db_url: str) -> None:
     _run(db_url, work)
 
 
+def test_a_send_queued_just_as_a_batch_ends_is_answered(db_url: str) -> None:
+    """A send queued by the loop step right after a batch's last one, before the runner's
+    done-callback, once found the runner slot taken and waited forever. The second send here
+    arrives after 0, 1, 2, … loop steps, so one of them lands in that gap."""
+
+    async def work(db: Database, hub: EventHub, queue: SendQueue) -> None:
+        ((a, b),) = await _pairs(db, 1)
+
+        async def second(steps: int) -> dict[str, Any]:
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            return await queue.submit(a, b.username, f"second-{steps}", f"k2-{steps}")
+
+        for steps in range(40):
+            async with asyncio.timeout(5):
+                first, late = await asyncio.gather(
+                    queue.submit(a, b.username, f"first-{steps}", f"k1-{steps}"), second(steps))
+            assert (first["body"], late["body"]) == (f"first-{steps}", f"second-{steps}")
+        assert len(await _stored(db, a)) == 80
+
+    _run(db_url, work)
+
+
+def test_sends_arriving_at_any_moment_are_all_answered(db_url: str) -> None:
+    """Senders that each send one message after the other, at staggered moments."""
+
+    async def work(db: Database, hub: EventHub, queue: SendQueue) -> None:
+        pairs = await _pairs(db, 8)
+
+        async def sender(k: int, a: User, b: User) -> None:
+            for n in range(40):
+                await queue.submit(a, b.username, f"{n}", f"{k}-{n}")
+                for _ in range((k + n) % 3):
+                    await asyncio.sleep(0)
+
+        async with asyncio.timeout(60):
+            await asyncio.gather(*(sender(k, a, b) for k, (a, b) in enumerate(pairs)))
+        for a, _ in pairs:
+            assert await _stored(db, a) == [str(n) for n in range(40)]
+
+    _run(db_url, work)
+
+
 def test_a_refused_send_does_not_sink_its_batch(db_url: str) -> None:
     async def work(db: Database, hub: EventHub, queue: SendQueue) -> None:
         (a, b), (c, _) = await _pairs(db, 2)

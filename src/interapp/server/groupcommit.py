@@ -6,9 +6,10 @@ Every message costs a transaction: a ``BEGIN``, its own statements, the ``UPDATE
 accounts' ``last_seq``, the ``INSERT`` of the events and a ``COMMIT`` that writes the touched
 pages to the log. Under load most of that is per *transaction*, not per message, and on SQLite,
 where one connection serialises every transaction of the process, the sends wait for each other
-anyway. So :meth:`SendQueue.submit` puts a send on a queue; while no batch is running, a task
-starts one and keeps taking up to :data:`MAX_BATCH` queued sends at a time until the queue is
-empty:
+anyway. So :meth:`SendQueue.submit` puts a send on a queue, and a runner task takes up to
+:data:`MAX_BATCH` queued sends at a time until the queue is empty. On SQLite one runner works
+at a time (there is one connection); on PostgreSQL up to :data:`PG_RUNNERS` batches overlap, so
+that a batch waiting for the database's round trips does not hold back the next one. A batch:
 
 1. one transaction for the whole batch; each send is checked (its ``check``, e.g. the stream's
    token looked up again, so a revoked token stops sending at once) and stored with
@@ -52,6 +53,9 @@ MAX_BATCH = 32
 """Sends per transaction at most: enough to share the commit, short enough that one batch
 (which, on SQLite, runs without yielding the event loop) stays around ten milliseconds."""
 
+PG_RUNNERS = 4
+"""Batches in flight at once on PostgreSQL (well under the pool's 10 connections)."""
+
 Check = Callable[[AsyncConnection], Awaitable[User]]
 """Checks a send inside the batch's transaction and returns its sender (or raises ApiError)."""
 
@@ -70,10 +74,12 @@ class _Send:
 class SendQueue:
     """The process's queue of messages waiting for a transaction (see the module docstring)."""
 
-    def __init__(self, db: Database, hub: EventHub, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, db: Database, hub: EventHub, *, max_batch: int = MAX_BATCH,
+                 runners: int | None = None) -> None:
         self._db, self._hub, self._max = db, hub, max_batch
+        self._most = runners or (PG_RUNNERS if db.dialect == "postgresql" else 1)
         self._queue: list[_Send] = []
-        self._runner: asyncio.Task[None] | None = None
+        self._runners: set[asyncio.Task[None]] = set()
         self.batches = 0  # transactions run, for tests and the benchmarks
         self.largest = 0  # most sends one transaction carried
 
@@ -88,15 +94,15 @@ class SendQueue:
         send = _Send(sender, to, body, client_msg_id,
                      asyncio.get_running_loop().create_future())
         self._queue.append(send)
-        if self._runner is None:
-            self._runner = asyncio.create_task(self._run())
+        if len(self._runners) < self._most:
+            self._runners.add(asyncio.create_task(self._run()))
         # shielded: the batch answers this future whether or not its sender still waits
         return await asyncio.shield(send.future)
 
     async def close(self) -> None:
-        """Wait for the batch under way (if any) to finish."""
-        if self._runner is not None:
-            await asyncio.gather(self._runner, return_exceptions=True)
+        """Wait for the batches under way (if any) to finish."""
+        while self._runners:
+            await asyncio.gather(*self._runners, return_exceptions=True)
 
     async def _run(self) -> None:
         try:
@@ -104,7 +110,9 @@ class SendQueue:
                 batch, self._queue = self._queue[:self._max], self._queue[self._max:]
                 await self._commit(batch)
         finally:
-            self._runner = None
+            # at once, not in a done-callback: a send queued between this runner's last look
+            # at the queue and such a callback would find the runner slots full and wait forever
+            self._runners.discard(asyncio.current_task())
 
     async def _commit(self, batch: list[_Send]) -> None:
         self.batches += 1

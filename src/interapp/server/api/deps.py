@@ -15,6 +15,7 @@ from interapp.secret import constant_time_equals
 from interapp.server import accounts
 from interapp.server.accounts import User
 from interapp.server.core import AppServer
+from interapp.server.groupcommit import Check
 from interapp.server.oauth import issue
 from interapp.server.storage.schema import tokens, users
 from interapp.server.tokens import token_hash
@@ -69,6 +70,19 @@ async def token_caller(conn: AsyncConnection, token: str) -> Caller:
         raise Unauthorized("the access token is invalid, expired or revoked")
     return Caller(accounts.User(UserId(row.id), row.username, row.display_name, row.presence,
                                 row.status_text), ClientId(row.client_id))
+
+
+def token_check(token: str, user_id: str | None = None) -> Check:
+    """A group-commit :data:`~interapp.server.groupcommit.Check`: the token looked up in the
+    batch's transaction (no transaction of its own), optionally required to name ``user_id``."""
+
+    async def check(conn: AsyncConnection) -> User:
+        who = await token_caller(conn, token)
+        if user_id is not None and who.user.id != user_id:
+            raise Unauthorized("the token no longer names this stream's account")
+        return who.user
+
+    return check
 
 
 async def caller(request: Request) -> Caller:
