@@ -260,3 +260,95 @@ def test_concurrent_http_and_stream_sends_to_one_user(server: RunningServer, htt
     stored = metric(server.url, "interapp_message_batch_size_sum") - before_sum
     assert stored == 5 * len(senders)
     assert batches < stored, (batches, stored)  # some transactions carried several messages
+
+
+def test_overlapping_batches_that_deadlock_on_postgresql_are_run_again(pg_url: str) -> None:
+    """Two processes' batches hold the same two retried ``client_msg_id`` in opposite orders:
+    each inserts its first, then waits for the other's (the unique index). PostgreSQL aborts
+    one of them to break the deadlock; that batch runs again and every send is answered."""
+
+    async def main() -> None:
+        db = Database.open(pg_url)
+        one, two = SendQueue(db, EventHub(app="gc-a")), SendQueue(db, EventHub(app="gc-b"))
+        try:
+            (a, x), (b, y) = await _pairs(db, 2)
+            both_inserted_once = asyncio.Barrier(2)
+            waited: set[str] = set()
+
+            def after_the_first_insert(user: User, key: str) -> Any:
+                async def check(conn: AsyncConnection) -> User:
+                    if key not in waited:  # only the first run waits for the other batch
+                        waited.add(key)
+                        await both_inserted_once.wait()
+                    return user
+                return check
+
+            async with asyncio.timeout(30):
+                answers = await asyncio.gather(
+                    one.submit(a, x.username, "from a", "same-a"),
+                    one.submit(after_the_first_insert(b, "one"), y.username, "from b", "same-b"),
+                    two.submit(b, y.username, "from b", "same-b"),
+                    two.submit(after_the_first_insert(a, "two"), x.username, "from a", "same-a"))
+            assert [m["body"] for m in answers] == ["from a", "from b", "from b", "from a"]
+            assert answers[0] == answers[3] and answers[1] == answers[2]
+            assert await _stored(db, a) == ["from a"] and await _stored(db, b) == ["from b"]
+            assert one.batches + two.batches == 3  # one of the two ran twice
+        finally:
+            await one.close()
+            await two.close()
+            await db.close()
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_sender_whose_send_fails_logs_nothing(db_url: str) -> None:
+    """The sender went away (its stream was cut) and its send is then refused: the answer is
+    read by nobody, and asyncio must not report "Future exception was never retrieved"."""
+    reported: list[dict[str, Any]] = []
+
+    async def work(db: Database, hub: EventHub, queue: SendQueue) -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: reported.append(ctx))
+        ((_, b),) = await _pairs(db, 1)
+        release = asyncio.Event()
+
+        async def slow_then_revoked(conn: AsyncConnection) -> User:
+            await release.wait()
+            raise Unauthorized("the access token is invalid, expired or revoked")
+
+        task = asyncio.create_task(queue.submit(slow_then_revoked, b.username, "x", "k"))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        await queue.close()
+
+    _run(db_url, work)
+    import gc
+
+    gc.collect()
+    assert not [r for r in reported if "never retrieved" in str(r.get("message"))], reported
+
+
+def test_a_closed_queue_refuses_and_a_stopped_runner_answers_who_waits(db_url: str) -> None:
+    async def work(db: Database, hub: EventHub, queue: SendQueue) -> None:
+        ((a, b),) = await _pairs(db, 1)
+        hold = asyncio.Event()
+
+        async def held(conn: AsyncConnection) -> User:
+            await hold.wait()
+            return a
+
+        waiting = [asyncio.create_task(queue.submit(held, b.username, "held", "k1")),
+                   asyncio.create_task(queue.submit(a, b.username, "queued", "k2"))]
+        await asyncio.sleep(0.05)
+        for runner in list(queue._runners):  # the process is stopping: its tasks are cancelled
+            runner.cancel()
+        results = await asyncio.gather(*waiting, return_exceptions=True)
+        assert all(isinstance(r, UnavailableError) for r in results), results
+        await queue.close()
+        with pytest.raises(UnavailableError):
+            await queue.submit(a, b.username, "late", "k3")
+        assert await _stored(db, a) == []
+
+    _run(db_url, work)

@@ -205,7 +205,7 @@ def create_app(settings: ServerSettings, server: AppServer | None = None) -> Fas
     @app.get("/.well-known/jwks.json", tags=["discovery"])
     async def jwks() -> dict[str, Any]:
         """The public keys that sign this application's assertions."""
-        return public_jwks(srv.signing_key)
+        return public_jwks(await srv.signing_key())
 
     @app.post("/oauth/token", tags=["oauth"], response_model=TokenResponse,
               responses=_OAUTH_ERRORS, openapi_extra=_FORM_BODY)

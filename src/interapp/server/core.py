@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from interapp.server.events import EventHub
 from interapp.server.groupcommit import SendQueue
@@ -30,8 +30,7 @@ class AppServer:
         self.limits = {"acct": settings.login_failures_per_account,
                        "addr": settings.login_failures_per_address}
         self.limiter: LoginLimiter = MemoryLimiter(self.limits, settings.login_window_seconds)
-        self._signing_jwk: dict[str, Any] | None = None
-        self._signing_key: ECKey | None = None  # built on first use: joserfc is ~9 MB
+        self._signing_key: ECKey | None = None  # see signing_key()
         self.derivation_secret = b""
         self.assertions_swept_at = float("-inf")  # last deletion of expired JWT ids (rfc7523)
 
@@ -40,18 +39,21 @@ class AppServer:
         """This application's issuer identifier (its public URL)."""
         return self.settings.issuer
 
-    @property
-    def signing_key(self) -> ECKey:
-        """This application's ES256 signing key (loaded at start-up)."""
+    async def signing_key(self) -> ECKey:
+        """This application's ES256 signing key, created on first use.
+
+        Neither made nor parsed before something needs it (the JWKS document, an RFC 8693
+        exchange): joserfc and cryptography weigh ~9 MB that a server which never signs keeps.
+        """
         if self._signing_key is None:
-            assert self._signing_jwk is not None, "AppServer.start() was not awaited"
-            self._signing_key = signing_key_from(self._signing_jwk)
+            async with self.db.begin() as conn:  # several processes: the first to create wins
+                jwk = await load_signing_jwk(conn)
+            self._signing_key = signing_key_from(jwk)
         return self._signing_key
 
     async def start(self) -> None:
-        """Load keys and connect Redis (when configured)."""
+        """Load the token-derivation secret and connect Redis (when configured)."""
         async with self.db.begin() as conn:
-            self._signing_jwk = await load_signing_jwk(conn)
             self.derivation_secret = await load_app_secret(conn, "token_derivation")
         await self.hub.start()
         if self.hub.redis is not None:

@@ -67,9 +67,10 @@ async def append_events(conn: AsyncConnection, items: Iterable[tuple[str, str, d
     A constant number of statements whatever the audience (a presence change reaches every
     buddy): the accounts' ``last_seq`` are bumped by one ``UPDATE … RETURNING`` per chunk of
     ids (on PostgreSQL after locking the rows in id order, so concurrent writers never
-    deadlock), then the events go in with one multi-row ``INSERT``.
+    deadlock), then the events go in with one multi-row ``INSERT``. The result keeps the order
+    of ``items`` (the hub delivers in that order: a message's recipient can come first).
     """
-    pending = sorted(items, key=lambda item: item[0])
+    pending = list(items)
     if not pending:
         return []
     counts: dict[str, int] = defaultdict(int)
@@ -93,13 +94,17 @@ async def append_events(conn: AsyncConnection, items: Iterable[tuple[str, str, d
     now = time.time()
     out: list[tuple[str, Event]] = []
     rows_in: list[dict[str, Any]] = []
+    encoded: dict[int, str] = {}  # one payload often goes to several accounts: encode it once
     for user_id, etype, payload in pending:
         if user_id not in last:  # the account was deleted meanwhile: nobody to tell
             continue
         seq = last[user_id] - counts[user_id] + 1
         counts[user_id] -= 1
-        rows_in.append({"user_id": user_id, "seq": seq, "type": etype,
-                        "payload": json.dumps(payload), "created_at": now})
+        text = encoded.get(id(payload))
+        if text is None:
+            text = encoded[id(payload)] = json.dumps(payload)
+        rows_in.append({"user_id": user_id, "seq": seq, "type": etype, "payload": text,
+                        "created_at": now})
         out.append((user_id, {"seq": seq, "type": etype, **payload}))
     if rows_in:
         await conn.execute(_INSERT, rows_in)

@@ -40,7 +40,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from interapp.errors import ApiError
+from interapp.errors import ApiError, UnavailableError
 from interapp.server import social
 from interapp.server.accounts import User
 from interapp.server.events import EventHub, append_events
@@ -52,6 +52,9 @@ log = logging.getLogger("interapp.server.groupcommit")
 MAX_BATCH = 32
 """Sends per transaction at most: enough to share the commit, short enough that one batch
 (which, on SQLite, runs without yielding the event loop) stays around ten milliseconds."""
+
+DEADLOCK_ATTEMPTS = 3
+"""Runs of a batch that PostgreSQL aborted to break a deadlock (see :func:`_deadlocked`)."""
 
 PG_RUNNERS = 4
 """Batches in flight at once on PostgreSQL (well under the pool's 10 connections)."""
@@ -80,6 +83,7 @@ class SendQueue:
         self._most = runners or (PG_RUNNERS if db.dialect == "postgresql" else 1)
         self._queue: list[_Send] = []
         self._runners: set[asyncio.Task[None]] = set()
+        self._closing = False
         self.batches = 0  # transactions run, for tests and the benchmarks
         self.largest = 0  # most sends one transaction carried
 
@@ -91,48 +95,77 @@ class SendQueue:
         ``sender`` is the account already authenticated, or a :data:`Check` run inside the
         batch's transaction that returns it.
         """
-        send = _Send(sender, to, body, client_msg_id,
-                     asyncio.get_running_loop().create_future())
-        self._queue.append(send)
+        if self._closing:
+            raise UnavailableError("the server is stopping", retry_after=1)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_retrieved)  # its sender may have gone: never log it unread
+        self._queue.append(_Send(sender, to, body, client_msg_id, future))
         if len(self._runners) < self._most:
-            self._runners.add(asyncio.create_task(self._run()))
+            runner = asyncio.create_task(self._run())
+            self._runners.add(runner)
+            # also here: a runner cancelled before its first step never reaches its finally
+            runner.add_done_callback(self._runners.discard)
         # shielded: the batch answers this future whether or not its sender still waits
-        return await asyncio.shield(send.future)
+        return await asyncio.shield(future)
 
     async def close(self) -> None:
-        """Wait for the batches under way (if any) to finish."""
-        while self._runners:
-            await asyncio.gather(*self._runners, return_exceptions=True)
+        """Refuse new sends (503) and wait for the batches under way to finish."""
+        self._closing = True
+        while self._runners:  # wait, not gather: cancelling close() must not cancel them
+            await asyncio.wait(set(self._runners))
 
     async def _run(self) -> None:
+        batch: list[_Send] = []
         try:
             while self._queue:
                 batch, self._queue = self._queue[:self._max], self._queue[self._max:]
                 await self._commit(batch)
+        except BaseException:  # cancelled (the process is stopping): answer who waits
+            stopping = UnavailableError("the server is stopping", retry_after=1)
+            for send in [*batch, *self._queue]:
+                _answer(send, stopping)
+            self._queue = []
+            raise
         finally:
             # at once, not in a done-callback: a send queued between this runner's last look
             # at the queue and such a callback would find the runner slots full and wait forever
             self._runners.discard(asyncio.current_task())
 
-    async def _commit(self, batch: list[_Send]) -> None:
+    async def _commit(self, batch: list[_Send], attempts: int = DEADLOCK_ATTEMPTS) -> None:
+        """Store ``batch`` in one transaction and answer every send of it."""
         self.batches += 1
         self.largest = max(self.largest, len(batch))
-        SEND_BATCH.observe(len(batch))
         try:
+            SEND_BATCH.observe(len(batch))
             async with self._db.begin() as conn:
                 for send in batch:
                     await self._prepare(conn, send)
                 published = await append_events(
                     conn, [item for send in batch for item in send.items])
-            await self._hub.publish(published)
-        except BaseException as exc:  # the transaction failed: nothing of it was kept
+        except UnavailableError as exc:
+            waiting = [send for send in batch if not send.future.done()]
+            if attempts > 1 and _deadlocked(exc) and waiting:
+                # two overlapping batches (PostgreSQL) inserted the same retried
+                # client_msg_ids in opposite orders; nothing was kept: run it again
+                log.info("message batch of %d deadlocked; retrying", len(waiting))
+                return await self._commit(waiting, attempts - 1)
             for send in batch:
-                if not send.future.done():
-                    send.future.set_exception(exc if isinstance(exc, Exception)
-                                              else asyncio.CancelledError())
-            if not isinstance(exc, Exception):
-                raise
+                _answer(send, exc)
             return
+        except ApiError as exc:  # refused by the database (e.g. a value it cannot store)
+            waiting = [send for send in batch if not send.future.done()]
+            if len(waiting) > 1:  # find the one it was about: each alone
+                for send in waiting:
+                    await self._commit([send], attempts)
+                return
+            for send in batch:
+                _answer(send, exc)
+            return
+        except Exception as exc:  # a bug: every send gets it (HTTP 500 / send_failed)
+            for send in batch:
+                _answer(send, exc)
+            return
+        await self._hub.publish(published)  # never raises: Redis failures are logged there
         for send in batch:
             if not send.future.done():
                 assert send.result is not None
@@ -141,9 +174,33 @@ class SendQueue:
     @staticmethod
     async def _prepare(conn: AsyncConnection, send: _Send) -> None:
         """Check and store one send; an ApiError answers it (it wrote nothing)."""
+        send.items, send.result = [], None  # a batch may run again (deadlock, isolation)
         try:
             sender = send.sender if isinstance(send.sender, User) else await send.sender(conn)
             send.result, send.items = await social.prepare_message(
                 conn, sender, send.to, send.body, send.client_msg_id)
         except ApiError as exc:
             send.future.set_exception(exc)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as read (its sender may have been cancelled meanwhile)."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _answer(send: _Send, exc: BaseException) -> None:
+    """Fail ``send`` with ``exc`` unless it was answered already."""
+    if not send.future.done():
+        send.future.set_exception(exc)
+
+
+def _deadlocked(exc: BaseException) -> bool:
+    """Whether PostgreSQL aborted the transaction to break a deadlock or a serialization
+    conflict (SQLSTATE 40P01 / 40001): safe to run again, nothing of it was kept."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if getattr(getattr(cause, "orig", None), "sqlstate", None) in ("40P01", "40001"):
+            return True
+        cause = cause.__cause__
+    return False

@@ -229,7 +229,10 @@ async def prepare_message(conn: AsyncConnection, sender: User, to: str, body: st
         inserted = (await conn.execute(_INSERT_NEW[conn.dialect.name], row)).first()
         if inserted is not None:
             msg = _message(row, sender.username, to)
-            return msg, [(uid, "message", msg) for uid in {sender.id, recipient_id}]
+            # the recipient first: the hub delivers in this order, and the recipient is the
+            # one waiting for it (the sender's own streams get it for its other devices)
+            audience = [recipient_id] if recipient_id == sender.id else [recipient_id, sender.id]
+            return msg, [(uid, "message", msg) for uid in audience]
     existing = (await conn.execute(sa.select(messages).where(
         messages.c.sender_id == sender.id, messages.c.client_msg_id == client_msg_id))).first()
     if existing is not None:

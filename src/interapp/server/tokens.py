@@ -44,7 +44,7 @@ def sortable_id() -> str:
             ms, rnd = now, int.from_bytes(os.urandom(6)) >> 1
         elif last_random + 1 < 1 << _RANDOM_BITS:
             ms, rnd = last_ms, last_random + 1
-        else:  # 2**47 ids in one millisecond: borrow the next one
+        else:  # the random part ran out (2**47 ids or more in one millisecond): next ms
             ms, rnd = last_ms + 1, 0
         _last_id[:] = [ms, rnd]
     return f"{ms:013x}{rnd:012x}"

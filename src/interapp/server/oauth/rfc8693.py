@@ -22,8 +22,8 @@ ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 
 
-def mint_assertion(srv: AppServer, *, username: str, display_name: str,
-                   audience: str) -> str:
+async def mint_assertion(srv: AppServer, *, username: str, display_name: str,
+                         audience: str) -> str:
     """Sign an assertion about ``username`` for ``audience``."""
     from joserfc import jwt  # on first use: it and cryptography weigh ~9 MB
 
@@ -31,8 +31,9 @@ def mint_assertion(srv: AppServer, *, username: str, display_name: str,
     claims = {"iss": srv.issuer, "sub": username, "aud": audience, "iat": now, "nbf": now,
               "exp": now + srv.settings.assertion_ttl, "jti": secrets.token_urlsafe(16),
               "preferred_username": username, "name": display_name}
-    header = {"alg": "ES256", "kid": srv.signing_key.kid, "typ": "JWT"}
-    return jwt.encode(header, claims, srv.signing_key)
+    key = await srv.signing_key()
+    header = {"alg": "ES256", "kid": key.kid, "typ": "JWT"}
+    return jwt.encode(header, claims, key)
 
 
 async def token_exchange_grant(srv: AppServer, req: TokenRequest) -> dict[str, Any]:
@@ -62,7 +63,8 @@ async def token_exchange_grant(srv: AppServer, req: TokenRequest) -> dict[str, A
         user = await accounts.get_user(conn, info.user_id)
     if user is None:
         raise InvalidGrant("the subject token's account no longer exists")
-    assertion = mint_assertion(srv, username=user.username, display_name=user.display_name,
-                               audience=audience)
+    # outside the transaction: the signing key may need one of its own (on first use)
+    assertion = await mint_assertion(srv, username=user.username,
+                                     display_name=user.display_name, audience=audience)
     return {"access_token": assertion, "issued_token_type": JWT_TOKEN_TYPE,
             "token_type": "N_A", "expires_in": srv.settings.assertion_ttl}
