@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from server_kit import Client, RunningServer, Session, events, login, make_buddies, metric, stream
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from interapp.errors import ApiNotFound, Forbidden, Unauthorized, UnavailableError
+from interapp.errors import ApiNotFound, BadRequest, Forbidden, Unauthorized, UnavailableError
 from interapp.server import accounts, social
 from interapp.server.accounts import User
 from interapp.server.events import EventHub, events_since
@@ -352,3 +352,28 @@ def test_a_closed_queue_refuses_and_a_stopped_runner_answers_who_waits(db_url: s
         assert await _stored(db, a) == []
 
     _run(db_url, work)
+
+
+def test_a_value_the_database_refuses_fails_only_its_own_send(pg_url: str) -> None:
+    """PostgreSQL refuses a NUL in text for the whole transaction; the batch is then run again
+    one send per transaction, so only that send gets the 400 (the API's validation rejects NUL
+    before this; the queue must not depend on it)."""
+
+    async def main() -> None:
+        db = Database.open(pg_url)
+        queue = SendQueue(db, EventHub(app="gc-nul"))
+        try:
+            ((a, b),) = await _pairs(db, 1)
+            results = await asyncio.gather(queue.submit(a, b.username, "fine", "k1"),
+                                           queue.submit(a, b.username, "bad\x00", "k2"),
+                                           queue.submit(a, b.username, "also fine", "k3"),
+                                           return_exceptions=True)
+            assert isinstance(results[1], BadRequest), results
+            assert [r["body"] for r in (results[0], results[2])] == ["fine", "also fine"]
+            assert await _stored(db, a) == ["fine", "also fine"]
+            assert queue.batches == 4  # the batch of three, then each alone
+        finally:
+            await queue.close()
+            await db.close()
+
+    asyncio.run(main())
