@@ -21,6 +21,7 @@ through :data:`REGISTRY`, shared by the server (which renders them) and the clie
     │   └── SlowDown                 slow_down                429  (login rate limit)
     ├── ApiError                     /v1/* errors              {"error", "message"}
     │   ├── BadRequest               bad_request              400
+    │   │   └── CursorUnknown        cursor_unknown           400  (stream ?since= past the log)
     │   ├── Unauthorized             unauthorized             401
     │   ├── Forbidden                forbidden                403
     │   ├── ApiNotFound              not_found                404
@@ -172,6 +173,22 @@ class BadRequest(ApiError):
     code = "bad_request"
 
 
+class CursorUnknown(BadRequest):
+    """An event stream's ``?since=`` is past the account's newest ``seq`` (e.g. a cursor kept
+    across a reset of the server's database); ``last_seq`` is where the log really ends."""
+
+    code = "cursor_unknown"
+
+    def __init__(self, message: str | None = None, *, last_seq: int = 0,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.last_seq = last_seq
+
+    def to_wire(self) -> dict[str, Any]:
+        """The error body, with the ``last_seq`` to resume from."""
+        return {**super().to_wire(), "last_seq": self.last_seq}
+
+
 class Unauthorized(ApiError):
     """No valid access token."""
 
@@ -297,8 +314,8 @@ def _register(*classes: type[InterappError]) -> None:
 _register(
     InvalidRequest, InvalidClient, InvalidGrant, UnauthorizedClient, UnsupportedGrantType,
     UnsupportedTokenType, InvalidTarget, SlowDown,
-    BadRequest, Unauthorized, Forbidden, ApiNotFound, Conflict, PayloadTooLarge, RateLimited,
-    UnavailableError,
+    BadRequest, CursorUnknown, Unauthorized, Forbidden, ApiNotFound, Conflict, PayloadTooLarge,
+    RateLimited, UnavailableError,
 )
 
 
@@ -313,4 +330,6 @@ def from_wire(status: int, body: Any, retry_after: float | None = None) -> Inter
     if cls is None:
         cls = {401: Unauthorized, 403: Forbidden, 404: ApiNotFound, 409: Conflict,
                413: PayloadTooLarge, 429: RateLimited, 503: UnavailableError}.get(status, ApiError)
+    if cls is CursorUnknown and isinstance(body, dict):
+        return CursorUnknown(message, last_seq=int(body.get("last_seq") or 0))
     return cls(message or f"HTTP {status}", retry_after=retry_after)

@@ -173,3 +173,26 @@ async def test_replying_from_inside_the_event_loop_does_not_stall(chat: Any) -> 
         await alice.close()
         await bob.close()
 
+
+
+@pytest.mark.anyio
+async def test_a_cursor_the_server_no_longer_knows_resets_to_its_newest(chat: Any) -> None:
+    """A cursor kept across a reset of the target's data: the plug-in says so with a
+    ``cursor_reset`` event carrying the server's newest seq, then streams live events again
+    (instead of reconnecting forever with a cursor the server refuses)."""
+    alice, _ = await _plugin(chat, 0)
+    bob, _ = await _plugin(chat, 1)
+    try:
+        events = alice.events("999999")
+        reset = await asyncio.wait_for(anext(events), 10)
+        assert reset.type == "cursor_reset" and reset.data["since"] == "999999"
+        newest = int(reset.cursor)
+        assert reset.data["last_seq"] == newest and newest < 999999
+        await bob.send(chat[3][0], "after the reset", "r1")
+        live = await asyncio.wait_for(anext(events), 10)
+        assert (live.type, live.data["body"]) == ("message", "after the reset")
+        assert int(live.cursor) == newest + 1
+        await events.aclose()
+    finally:
+        await alice.close()
+        await bob.close()

@@ -171,6 +171,26 @@ def test_invalid_since(server: RunningServer, http: httpx.Client, client: Client
         expect_refused(ws, 4400, "bad_request")
 
 
+def test_a_since_past_the_newest_event_is_refused_with_where_the_log_ends(
+        server: RunningServer, http: httpx.Client, client: Client) -> None:
+    """A cursor kept across a reset of the server's data: accepting it would drop every live
+    event up to it as already seen, so it is refused with the ``last_seq`` to resume from."""
+    a, b = buddies(server, http, client)
+    send(b, a, "one")  # a's log: contact_added, message
+    with stream(server, a.access, since=0) as ws:
+        newest = events(ws, 2)[-1]["seq"]
+    with stream(server, a.access, since=newest + 1000) as ws:
+        frame = next_event(ws)
+        assert frame["type"] == "error" and frame["error"] == "cursor_unknown", frame
+        assert frame["last_seq"] == newest and f"since={newest}" in frame["message"]
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=10)
+        assert ws.close_code == 4400
+    with stream(server, a.access, since=newest) as ws:  # the cursor it was told: live again
+        send(b, a, "two")
+        assert next_event(ws)["seq"] == newest + 1
+
+
 def test_missing_or_dead_credentials(server: RunningServer, http: httpx.Client,
                                      client: Client) -> None:
     with stream(server, None) as ws:

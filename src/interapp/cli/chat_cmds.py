@@ -131,6 +131,9 @@ def _line(item: WatchEvent, online: dict[tuple[str, str], str]) -> str:
                f"(interapp contacts accept {t} {data.get('from')})"
     if item.event.type == "contact_added":
         return f"[{t}] {data.get('contact', {}).get('username')} is now your buddy"
+    if item.event.type == "cursor_reset":
+        return f"[{t}] warning: {t} no longer knew where this app left off (its data may " \
+               f"have been reset); events in between may be missing"
     return f"[{t}] {item.event.type}"
 
 

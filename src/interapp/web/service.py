@@ -457,6 +457,10 @@ class UIService:
             if name in self.host.connections:
                 await self._load_buddies(name)
             self.browsers.publish({"type": "buddies"})
+        elif kind == "cursor_reset":
+            self.browsers.publish({"type": "notice", "level": "error", "text":
+                                   f"{name} no longer knew where this app left off (its data "
+                                   f"may have been reset): events in between may be missing"})
         elif kind == "contact_request":
             self.browsers.publish({"type": "notice", "level": "info", "text":
                                    f"{data.get('from')} asks to be your buddy on {name} "

@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from interapp.errors import (
     ConfigError,
     ConnectionLost,
+    CursorUnknown,
     InvalidClient,
     InvalidGrant,
     NeedsReauth,
@@ -213,8 +214,26 @@ class InterappPlugin(Plugin):
         """The WebSocket stream; ConnectionLost when it drops (resume with the last cursor).
 
         A reader task takes the frames off the socket, answering stream sends at once, so a
-        consumer that sends while handling an event never waits on its own generator.
+        consumer that sends while handling an event never waits on its own generator. When the
+        server no longer knows the cursor (its data was reset: ``cursor_unknown``), the stream
+        starts again at the server's newest event and first yields a ``cursor_reset`` event
+        (``since``: the cursor refused, ``last_seq``, ``message``): events in between may be
+        missing, and the consumer can say so.
         """
+        while True:
+            try:
+                async for event in self._stream(cursor):
+                    yield event
+            except CursorUnknown as exc:
+                refused, cursor = cursor, str(exc.last_seq)
+                yield PluginEvent(type="cursor_reset", cursor=cursor, data={
+                    "type": "cursor_reset", "since": refused, "last_seq": exc.last_seq,
+                    "message": exc.message})
+            else:  # _stream only ends by raising
+                raise AssertionError("unreachable")
+
+    async def _stream(self, cursor: str | None) -> AsyncIterator[PluginEvent]:
+        """One connection of :meth:`events`."""
         url = self.client.events_url(cursor)
         ws: Any = None
         try:
@@ -232,6 +251,9 @@ class InterappPlugin(Plugin):
                         if event.get("type") == "error":
                             if event.get("error") == "unauthorized":
                                 raise Unauthorized(str(event.get("message", "")))
+                            if event.get("error") == "cursor_unknown":
+                                raise CursorUnknown(str(event.get("message", "")),
+                                                    last_seq=int(event.get("last_seq") or 0))
                             raise ConnectionLost(str(event.get("message", "stream error")))
                         yield PluginEvent(type=str(event["type"]), cursor=str(event["seq"]),
                                           data=event)

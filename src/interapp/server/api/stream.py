@@ -2,7 +2,9 @@
 
 Theory of operation: authenticate (``Authorization: Bearer`` or a single-use ``?ticket=``; an
 access token in the URL is refused), subscribe to the hub, replay stored events after ``since``
-(or start from the current ``seq`` when no ``since`` is given), then forward live events. The
+(or start from the current ``seq`` when no ``since`` is given; a ``since`` past the newest
+``seq`` is refused with ``cursor_unknown`` and the ``last_seq`` to resume from, since live events
+up to it would be dropped as already seen), then forward live events. The
 stream keeps ``last`` — the highest ``seq`` sent — and only ever sends ``last + 1``: duplicates
 are dropped and gaps are filled from the table, so the client sees each ``seq`` exactly once,
 in order.
@@ -40,7 +42,14 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from interapp.errors import ApiError, BadRequest, ConfigError, InterappError, Unauthorized
+from interapp.errors import (
+    ApiError,
+    BadRequest,
+    ConfigError,
+    CursorUnknown,
+    InterappError,
+    Unauthorized,
+)
 from interapp.server.api.deps import Caller, authenticate_token, bearer_token, token_check
 from interapp.server.api.models import MessageIn
 from interapp.server.core import AppServer
@@ -199,8 +208,13 @@ async def events_stream(ws: WebSocket) -> None:
     ACTIVE_STREAMS.inc()
     reader: asyncio.Task[Any] | None = None
     try:
+        newest = await _current_seq(srv, user_id)
         if since is None:
-            since = await _current_seq(srv, user_id)
+            since = newest
+        elif since > newest:  # e.g. a cursor kept across a reset of this server's database
+            raise CursorUnknown(f"since={since} is past this account's newest event ({newest});"
+                                f" events may be missing: resume with since={newest}",
+                                last_seq=newest)
         stream = _Stream(srv, ws, user_id, since)
         await stream.catch_up()
         reader = asyncio.create_task(_read(stream, token))
@@ -249,9 +263,11 @@ async def _fail(ws: WebSocket, exc: InterappError) -> None:
         code = CLOSE_UNAUTHORIZED if exc.status == 401 else CLOSE_BAD_REQUEST
     else:
         code = CLOSE_TRY_AGAIN if exc.status == 503 else CLOSE_INTERNAL_ERROR
+    body = exc.to_wire() if isinstance(exc, ApiError) else {"error": exc.code,
+                                                            "message": exc.message}
     with contextlib.suppress(Exception):  # the client may be gone, or stalled
         async with asyncio.timeout(SEND_TIMEOUT):
-            await ws.send_json({"type": "error", "error": exc.code, "message": exc.message})
+            await ws.send_json({"type": "error", **body})
     await _close(ws, code, exc.message[:120] if code >= 4000 else exc.code[:120])
 
 
