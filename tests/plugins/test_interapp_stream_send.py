@@ -192,7 +192,21 @@ async def test_a_cursor_the_server_no_longer_knows_resets_to_its_newest(chat: An
         live = await asyncio.wait_for(anext(events), 10)
         assert (live.type, live.data["body"]) == ("message", "after the reset")
         assert int(live.cursor) == newest + 1
+        assert alice._stream_sends.attached
         await events.aclose()
+        assert not alice._stream_sends.attached  # aclose() closed the connection at once
     finally:
         await alice.close()
         await bob.close()
+
+
+def test_a_malformed_seq_ends_the_stream_like_a_drop() -> None:
+    """A third-party server's bad ``seq`` makes the host reconnect (ConnectionLost), instead of
+    a ValueError that would end the target's stream for good."""
+    from interapp.errors import ConnectionLost
+    from interapp.plugins.interapp_server.client import _seq
+
+    assert _seq(7) == 7 and _seq("7") == 7
+    for bad in ("x", "-1", -1, None, True, 1.5):
+        with pytest.raises(ConnectionLost):
+            _seq(bad)

@@ -258,6 +258,8 @@ class Host:
                        "honour it"
         outcome = {True: "ok", False: "failed", None: "not applicable"}[revoked]
         self.vault.delete_link(link.id, detail={"remote_revocation": outcome})
+        # a new link may be to another remote account, whose events have seqs of their own
+        self.vault.delete_secret(self._cursor_name(name))
         self.connections.pop(name, None)
         return revoked, note
 

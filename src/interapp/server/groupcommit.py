@@ -21,9 +21,14 @@ that a batch waiting for the database's round trips does not hold back the next 
 
 A send that is refused (an :class:`~interapp.errors.ApiError`: not a buddy, a token no longer
 valid, a ``client_msg_id`` reused for another message) has written nothing, so it is answered
-with its error and the others go on. When the transaction itself fails (the database went away,
-a conflict), every send of the batch gets that error and nothing of it is kept: each client
-retries with its ``client_msg_id``, which never makes a duplicate.
+with its error and the others go on. When the transaction itself fails, nothing of it is kept:
+
+* PostgreSQL broke a deadlock (two overlapping batches inserting the same retried
+  ``client_msg_id`` values in opposite orders) — the batch runs again, up to three times;
+* the database refused a value (400) or a write conflicted (409) — the batch runs again one
+  send per transaction, so only the send it was about gets the error;
+* anything else (the database went away: 503) — every send of the batch gets the error, and
+  each client retries with its ``client_msg_id``, which never makes a duplicate.
 
 At a paced rate a batch holds one send, and it costs what a lone transaction did. The batch runs
 in a task of its own, so a sender that goes away meanwhile (a stream cut, an HTTP client gone)
@@ -120,7 +125,7 @@ class SendQueue:
             while self._queue:
                 batch, self._queue = self._queue[:self._max], self._queue[self._max:]
                 await self._commit(batch)
-        except BaseException:  # cancelled (the process is stopping): answer who waits
+        except asyncio.CancelledError:  # the process is stopping: answer who waits
             stopping = UnavailableError("the server is stopping", retry_after=1)
             for send in [*batch, *self._queue]:
                 _answer(send, stopping)
@@ -165,7 +170,10 @@ class SendQueue:
             for send in batch:
                 _answer(send, exc)
             return
-        await self._hub.publish(published)  # never raises: Redis failures are logged there
+        try:
+            await self._hub.publish(published)
+        except Exception:  # committed: the streams catch up from the table on their next wake
+            log.exception("publishing a batch of %d messages failed", len(batch))
         for send in batch:
             if not send.future.done():
                 assert send.result is not None

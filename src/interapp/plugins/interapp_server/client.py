@@ -8,10 +8,11 @@ never stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import websockets
@@ -222,8 +223,11 @@ class InterappPlugin(Plugin):
         """
         while True:
             try:
-                async for event in self._stream(cursor):
-                    yield event
+                # aclosing: a consumer's aclose() must close this connection now, not when the
+                # inner generator is collected (async for never closes what it iterates)
+                async with contextlib.aclosing(self._stream(cursor)) as stream:
+                    async for event in stream:
+                        yield event
             except CursorUnknown as exc:
                 refused, cursor = cursor, str(exc.last_seq)
                 yield PluginEvent(type="cursor_reset", cursor=cursor, data={
@@ -232,7 +236,7 @@ class InterappPlugin(Plugin):
             else:  # _stream only ends by raising
                 raise AssertionError("unreachable")
 
-    async def _stream(self, cursor: str | None) -> AsyncIterator[PluginEvent]:
+    async def _stream(self, cursor: str | None) -> AsyncGenerator[PluginEvent, None]:
         """One connection of :meth:`events`."""
         url = self.client.events_url(cursor)
         ws: Any = None
@@ -253,10 +257,10 @@ class InterappPlugin(Plugin):
                                 raise Unauthorized(str(event.get("message", "")))
                             if event.get("error") == "cursor_unknown":
                                 raise CursorUnknown(str(event.get("message", "")),
-                                                    last_seq=int(event.get("last_seq") or 0))
+                                                    last_seq=_seq(event.get("last_seq")))
                             raise ConnectionLost(str(event.get("message", "stream error")))
-                        yield PluginEvent(type=str(event["type"]), cursor=str(event["seq"]),
-                                          data=event)
+                        yield PluginEvent(type=str(event.get("type")),
+                                          cursor=str(_seq(event.get("seq"))), data=event)
                 finally:
                     reader.cancel()
         except (ConnectionClosed, OSError, InvalidStatus, TimeoutError) as exc:
@@ -291,3 +295,13 @@ class InterappPlugin(Plugin):
     async def close(self) -> None:
         """Close the HTTP pool."""
         await self.client.aclose()
+
+
+def _seq(value: Any) -> int:
+    """A ``seq`` from the server; a malformed one ends the stream like a dropped connection
+    (the host reconnects) instead of escaping as a ValueError."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and value.isdigit() and len(value) <= 18:
+        return int(value)
+    raise ConnectionLost(f"the event stream sent a malformed seq: {str(value)[:40]!r}")
