@@ -512,12 +512,15 @@ class Bench:
             await plugin.login(answers)
             return plugin, answers
 
-        async def password(state: tuple[Any, dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
-            await self.host.supervised("interapp", state[0].login(state[1]))
-            return state
+        def password(net: str) -> Callable[[tuple[Any, dict[str, Any]]], Awaitable[Any]]:
+            """The plug-in's password login again, on its own state."""
+            async def login(state: tuple[Any, dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
+                await self.host.supervised(net, state[0].login(state[1]))
+                return state
+            return login
 
         await self.closed_loop("interapp-password", "interapp: password grant",
-                               lambda w: new_plugin("interapp", w), password, close)
+                               lambda w: new_plugin("interapp", w), password("interapp"), close)
         advance()
 
         async def refresh_prepare(w: int) -> tuple[Any, Any]:
@@ -578,12 +581,8 @@ class Bench:
                     f"{benchkit.fmt_rate(mint_rate)}; {inline[0]:,} minted inline, timed")
         advance()
 
-        async def matrix_login(state: tuple[Any, dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
-            await self.host.supervised("matrix", state[0].login(state[1]))
-            return state
-
         await self.closed_loop("synapse-password", "Synapse: password login (matrix)",
-                               lambda w: new_plugin("matrix", w), matrix_login, close)
+                               lambda w: new_plugin("matrix", w), password("matrix"), close)
         advance()
 
         async def xmpp_prepare(w: int) -> int:

@@ -21,18 +21,9 @@ class Servers:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.chatter = ThreadedServer("chatter", folder / "chatter.db").start()
-        self.client = self.chatter.call(lambda: self._client(self.chatter))
+        self.client = self.chatter.create_client()
         self.shared: ThreadedServer | None = None
         self.shared_client: tuple[str, Secret | None] | None = None
-
-    @staticmethod
-    async def _client(server: ThreadedServer) -> tuple[str, Secret | None]:
-        db = Database.open(server.db_url)
-        try:
-            async with db.begin() as conn:
-                return await accounts.create_client(conn, "host", public=False)
-        finally:
-            await db.close()
 
     def trusting(self, home: HomeApp) -> tuple[ThreadedServer, tuple[str, Secret | None]]:
         if self.shared is None:

@@ -28,17 +28,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ThreadedS
                                                                         Secret | None]]:
     """One real server for the module, with the host's OAuth client."""
     srv = ThreadedServer("chat", tmp_path_factory.mktemp("stream-send") / "c.db").start()
-
-    async def client() -> tuple[str, Secret | None]:
-        db = Database.open(srv.db_url)
-        try:
-            async with db.begin() as conn:
-                return await accounts.create_client(conn, "host", public=False)
-        finally:
-            await db.close()
-
     try:
-        cid, secret = srv.call(client)
+        cid, secret = srv.create_client()
         yield srv, cid, secret
     finally:
         srv.stop()

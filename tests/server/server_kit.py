@@ -261,6 +261,14 @@ def login(server: RunningServer | Endpoint, http: httpx.Client, client: Client,
     return Session(user, password_login(http, client, user.username), http)
 
 
+def buddies(server: RunningServer | Endpoint, http: httpx.Client,
+            client: Client) -> tuple[Session, Session]:
+    """Two new users, logged in and buddies (each has seq 1: ``contact_added``)."""
+    a, b = login(server, http, client), login(server, http, client)
+    make_buddies(server.db_url, a.user, b.user)
+    return a, b
+
+
 # --- the event stream ------------------------------------------------------------------------
 
 

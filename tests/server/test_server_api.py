@@ -14,9 +14,9 @@ import pytest
 from server_kit import (
     Client,
     RunningServer,
-    Session,
     assert_api_error,
     assert_quiet,
+    buddies,
     login,
     make_buddies,
     make_user,
@@ -27,12 +27,6 @@ from server_kit import (
 
 PROFILE_KEYS = {"id", "username", "display_name", "presence", "status_text"}
 MESSAGE_KEYS = {"message_id", "client_msg_id", "from", "to", "body", "sent_at"}
-
-
-def buddies(server: RunningServer, http: httpx.Client, client: Client) -> tuple[Session, Session]:
-    a, b = login(server, http, client), login(server, http, client)
-    make_buddies(server.db_url, a.user, b.user)
-    return a, b
 
 
 def test_v1_requires_a_live_bearer_token(http: httpx.Client) -> None:

@@ -18,6 +18,7 @@ from server_kit import (
     app_name,
     assert_api_error,
     assert_quiet,
+    buddies,
     events,
     login,
     make_buddies,
@@ -27,12 +28,6 @@ from server_kit import (
 )
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
-
-
-def buddies(server: RunningServer, http: httpx.Client, client: Client) -> tuple[Session, Session]:
-    a, b = login(server, http, client), login(server, http, client)
-    make_buddies(server.db_url, a.user, b.user)  # seq 1 for each: contact_added
-    return a, b
 
 
 def send(s: Session, to: Session, body: str) -> dict[str, object]:

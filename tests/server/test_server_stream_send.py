@@ -13,21 +13,13 @@ import pytest
 from server_kit import (
     Client,
     RunningServer,
-    Session,
     assert_quiet,
+    buddies,
     login,
-    make_buddies,
     next_event,
     stream,
 )
 from websockets.sync.client import ClientConnection
-
-
-def pair(server: RunningServer, http: httpx.Client, client: Client) -> tuple[Session, Session]:
-    a, b = login(server, http, client), login(server, http, client)
-    make_buddies(server.db_url, a.user, b.user)  # seq 1 for each
-    return a, b
-
 
 EARLY: dict[int, list[dict[str, Any]]] = {}  # events read before an answer, per socket
 
@@ -59,7 +51,7 @@ def next_frame(ws: ClientConnection) -> dict[str, Any]:
 
 def test_a_message_sent_on_the_stream_is_stored_and_delivered_once(
         server: RunningServer, http: httpx.Client, client: Client) -> None:
-    a, b = pair(server, http, client)
+    a, b = buddies(server, http, client)
     with stream(server, a.access, since=1) as wa, stream(server, b.access, since=1) as wb:
         answer = send_frame(wa, to=b.username, body="over the stream", client_msg_id="s1")
         assert answer["type"] == "sent" and answer["client_msg_id"] == "s1"
@@ -84,7 +76,7 @@ def test_a_message_sent_on_the_stream_is_stored_and_delivered_once(
 
 def test_refused_sends_are_answered_and_the_stream_stays_open(
         server: RunningServer, http: httpx.Client, client: Client) -> None:
-    a, b = pair(server, http, client)
+    a, b = buddies(server, http, client)
     stranger = login(server, http, client)
     with stream(server, a.access, since=1) as wa:
         cases = [
@@ -111,7 +103,7 @@ def test_refused_sends_are_answered_and_the_stream_stays_open(
 
 def test_sending_needs_a_live_bearer_token(server: RunningServer, http: httpx.Client,
                                            client: Client) -> None:
-    a, b = pair(server, http, client)
+    a, b = buddies(server, http, client)
     ticket = a.post("/v1/events/ticket").json()["ticket"]
     with stream(server, None, since=1, ticket=ticket) as wt:
         answer = send_frame(wt, to=b.username, body="by ticket", client_msg_id="t1")

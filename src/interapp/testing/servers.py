@@ -14,7 +14,10 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from interapp.secret import Secret
+from interapp.server import accounts
 from interapp.server.embedded import EmbeddedServer
+from interapp.server.storage import Database
 
 T = TypeVar("T")
 
@@ -93,6 +96,20 @@ class ThreadedServer:
         """Run a coroutine on the server's loop (e.g. to seed its database) and wait for it."""
         assert self._loop is not None, "the server is not running"
         return asyncio.run_coroutine_threadsafe(make(), self._loop).result(timeout)
+
+    def create_client(self, name: str = "host", *, public: bool = False
+                      ) -> tuple[str, Secret | None]:
+        """Register an OAuth client in the server's database: its id and (confidential) secret."""
+
+        async def work() -> tuple[str, Secret | None]:
+            db = Database.open(self.db_url)
+            try:
+                async with db.begin() as conn:
+                    return await accounts.create_client(conn, name, public=public)
+            finally:
+                await db.close()
+
+        return self.call(work)
 
     def restart(self) -> None:
         """Stop, then serve again on the same port and data."""
