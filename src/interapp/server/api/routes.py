@@ -36,17 +36,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter(prefix="/v1", responses=ERRORS)
 
 
-async def caller(request: Request, creds: Annotated[
-        HTTPAuthorizationCredentials | None, Security(_bearer)]) -> Caller:
-    """The authenticated caller (Bearer access token)."""
-    if creds is None:
-        raise Unauthorized("missing Authorization: Bearer token")
-    return await authenticate_token(server(request), creds.credentials)
-
-
-Auth = Annotated[Caller, Depends(caller)]
-
-
 async def bearer(creds: Annotated[HTTPAuthorizationCredentials | None,
                                   Security(_bearer)]) -> str:
     """The Bearer token, not looked up yet (the message route checks it in its batch)."""
@@ -56,6 +45,14 @@ async def bearer(creds: Annotated[HTTPAuthorizationCredentials | None,
 
 
 Token = Annotated[str, Depends(bearer)]
+
+
+async def caller(request: Request, token: Token) -> Caller:
+    """The authenticated caller (Bearer access token)."""
+    return await authenticate_token(server(request), token)
+
+
+Auth = Annotated[Caller, Depends(caller)]
 
 
 @router.get("/me", response_model=Profile)
