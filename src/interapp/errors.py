@@ -7,7 +7,10 @@ through :data:`REGISTRY`, shared by the server (which renders them) and the clie
 
     InterappError
     ├── ConfigError                  bad configuration or command-line input
-    │   └── NotFoundError            a named app, user, target or plug-in does not exist
+    │   ├── NotFoundError            a named app, user, target or plug-in does not exist
+    │   ├── NoLocalApp               no local application is configured yet
+    │   ├── NotSignedIn              nobody is signed in to the local application
+    │   └── MissingExtra             an optional part is not installed (pip install interapp[X])
     ├── StorageError                 the database could not be used
     │   └── UnavailableError         a backing service is down (HTTP 503 + Retry-After)
     ├── OAuthError                   RFC 6749 §5.2 errors {"error", "error_description"}
@@ -30,8 +33,12 @@ through :data:`REGISTRY`, shared by the server (which renders them) and the clie
     │   └── RateLimited              rate_limited             429
     ├── LinkError                    the host's link-or-prompt flow
     │   ├── PromptUnavailable        no face can answer a prompt
-    │   ├── LinkMismatch             a re-link answered with a different remote account
-    │   └── NeedsReauth              the stored credential was refused
+    │   ├── PromptDeclined           the user declined the prompt
+    │   ├── LoginRefused             the target refused the answers given at the prompt
+    │   ├── AssertionRefused         same account system: no assertion, no fallback
+    │   ├── LinkMismatch             a different remote account than the link's
+    │   ├── NeedsReauth              the stored credential was refused
+    │   └── ServerChanged            the target now names another server than the link's
     ├── VaultError                   the encrypted link vault
     │   ├── VaultLocked              no master key available
     │   └── VaultTampered            ciphertext or audit chain failed verification
@@ -51,6 +58,10 @@ class InterappError(Exception):
 
     code: ClassVar[str] = "interapp_error"
     status: ClassVar[int] = 500
+    #: The target (opposite application) the error is about, when there is one.
+    target: str | None = None
+    #: For a failed connect: the resolver's trace, step by step (``--explain``).
+    explain: str = ""
 
     def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
         self.message = message or self.code.replace("_", " ")
@@ -73,6 +84,29 @@ class NotFoundError(ConfigError):
 
     code = "not_found"
     status = 404
+
+
+class NoLocalApp(ConfigError):
+    """No local application is configured yet (``set_local``, ``interapp local``)."""
+
+    code = "no_local_app"
+
+
+class NotSignedIn(ConfigError):
+    """Nobody is signed in to the local application (``sign_in``, ``interapp login``)."""
+
+    code = "not_signed_in"
+
+
+class MissingExtra(ConfigError):
+    """An optional part of interapp is not installed; ``extra`` names what to install."""
+
+    code = "missing_extra"
+
+    def __init__(self, message: str | None = None, *, extra: str = "",
+                 retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.extra = extra
 
 
 class StorageError(InterappError):
@@ -235,9 +269,22 @@ class RateLimited(ApiError):
 
 
 class LinkError(InterappError):
-    """The link-or-prompt flow could not complete."""
+    """The link-or-prompt flow could not complete.
+
+    ``target`` names the target, ``account`` the remote account concerned (the link's, when
+    there is one) and ``cause`` what the target or plug-in said, so that each face can render
+    its own hint (a command, a button) next to the message.
+    """
 
     code = "link_error"
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None,
+                 target: str | None = None, account: str | None = None,
+                 cause: str = "") -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.target = target
+        self.account = account
+        self.cause = cause
 
 
 class PromptUnavailable(LinkError):
@@ -246,16 +293,41 @@ class PromptUnavailable(LinkError):
     code = "prompt_unavailable"
 
 
+class PromptDeclined(LinkError):
+    """The user declined (or did not answer) the prompt."""
+
+    code = "prompt_declined"
+
+
+class LoginRefused(LinkError):
+    """The target refused the account information given at the prompt."""
+
+    code = "login_refused"
+
+
+class AssertionRefused(LinkError):
+    """Same account system: no assertion was issued or accepted, and nothing to fall back to."""
+
+    code = "assertion_refused"
+
+
 class LinkMismatch(LinkError):
-    """The prompt was answered with a different remote account than the link's."""
+    """A different remote account than the link's: asked for, or signed in as, at a re-link."""
 
     code = "link_mismatch"
 
 
 class NeedsReauth(LinkError):
-    """The stored credential was refused by the target."""
+    """The stored credential was refused by the target; the user must sign in again."""
 
     code = "needs_reauth"
+
+
+class ServerChanged(LinkError):
+    """The target's configuration names another server than the one the link was made with;
+    its credential is never sent there."""
+
+    code = "server_changed"
 
 
 class VaultError(InterappError):

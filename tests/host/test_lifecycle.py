@@ -17,13 +17,13 @@ from interapp.host.lifecycle import (
     USABLE_STATES,
     LifecycleError,
     LinkEvent,
-    LinkLifecycleState,
+    LinkState,
     allowed_events,
     is_usable,
     next_state,
 )
 
-S = LinkLifecycleState
+S = LinkState
 E = LinkEvent
 
 ALL_PAIRS = list(itertools.product(S, E))

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from interapp import errors
 from interapp.host import resolver as resolver_module
 from interapp.host.lifecycle import TRANSITIONS as LIFECYCLE
-from interapp.host.lifecycle import LinkEvent, LinkLifecycleState, next_state
+from interapp.host.lifecycle import LinkEvent, LinkState, next_state
 from interapp.host.resolver import (
     EVENT_TYPES,
     FAILURE_CODES,
@@ -38,6 +38,7 @@ from interapp.host.resolver import (
     PromptAnswered,
     PromptDeclined,
     PromptField,
+    PromptReason,
     PromptUnavailable,
     ProtocolError,
     RecordAudit,
@@ -163,8 +164,8 @@ def test_account_system_string_is_normalised() -> None:
 
 
 def test_link_state_is_normalised() -> None:
-    assert make_link("degraded").lifecycle is LinkLifecycleState.DEGRADED
-    assert make_link(LinkLifecycleState.REVOKED).state == "revoked"
+    assert make_link("degraded").lifecycle is LinkState.DEGRADED
+    assert make_link(LinkState.REVOKED).state == "revoked"
 
 
 @pytest.mark.parametrize("state", ["unlinked", "bogus", ""])
@@ -254,7 +255,8 @@ def test_refused_assertion_falls_back_to_the_separate_flow(
         assert actions == [LoginWithStoredCredential(LINK_ID)]
     else:
         assert r.branch is Branch.REAUTH and r.state is State.AWAIT_PROMPT
-        assert kinds(actions) == ["MarkLink", "RecordAudit", "Prompt"]
+        marks = [] if link_state == "needs_reauth" else ["MarkLink"]  # already marked
+        assert kinds(actions) == [*marks, "RecordAudit", "Prompt"]
     note = r.trace[-1].note
     assert "assertion refused" in note and "falling back" in note
     assert ("audience not allowed" in note) or ("unknown issuer" in note)
@@ -340,7 +342,7 @@ def test_degraded_link_is_marked_linked_again_on_success() -> None:
     assert kinds(actions) == ["MarkLink", "Connected"]
     mark = actions[0]
     assert isinstance(mark, MarkLink)
-    assert (mark.link_id, mark.state) == (LINK_ID, LinkLifecycleState.LINKED)
+    assert (mark.link_id, mark.state) == (LINK_ID, LinkState.LINKED)
 
 
 @pytest.mark.parametrize("link_state", ["linked", "degraded"])
@@ -351,7 +353,7 @@ def test_unreachable_target_marks_the_link_degraded_without_prompt(link_state: s
     assert kinds(actions) == ["MarkLink", "Failed"]
     mark, failed = actions
     assert isinstance(mark, MarkLink) and isinstance(failed, Failed)
-    assert mark == MarkLink(LINK_ID, LinkLifecycleState.DEGRADED, mark.reason)
+    assert mark == MarkLink(LINK_ID, LinkState.DEGRADED, mark.reason)
     assert "connect timeout" in mark.reason
     assert failed.code == "connection_lost"
     assert "connection lost" in failed.message
@@ -367,7 +369,7 @@ def test_refused_stored_credential_leads_to_reauth(link_state: str) -> None:
     mark, audit, prompt = actions
     assert isinstance(mark, MarkLink) and isinstance(prompt, Prompt)
     assert isinstance(audit, RecordAudit)
-    assert mark.link_id == LINK_ID and mark.state is LinkLifecycleState.NEEDS_REAUTH
+    assert mark.link_id == LINK_ID and mark.state is LinkState.NEEDS_REAUTH
     assert "invalid_grant password changed" in mark.reason
     assert prompt.expected_account == "bob" and prompt.attempt == 1
     assert prompt.fields == FIELDS
@@ -498,22 +500,90 @@ def test_declined_prompt() -> None:
     assert r.state is State.FAILED
 
 
-@pytest.mark.parametrize("link_state", [None, "needs_reauth"])
 @pytest.mark.parametrize("interactive", [True, False])
-def test_unavailable_prompt_names_the_connect_command(
-    link_state: str | None, interactive: bool
-) -> None:
-    link = make_link(link_state) if link_state else None
-    r = Resolver(make_req(link=link, interactive=interactive))
+def test_unavailable_prompt_says_why_without_any_faces_command(interactive: bool) -> None:
+    r = Resolver(make_req(interactive=interactive))
     r.start()
     actions = r.send(PromptUnavailable())
     assert audits(actions) == ["prompt_unavailable"]
     failed = actions[-1]
     assert isinstance(failed, Failed) and failed.code == "prompt_unavailable"
-    assert "`interapp connect chatter`" in failed.message
-    assert "`interapp connect chatter --username U --password-stdin`" in failed.message
+    assert "no prompt is available" in failed.message and failed.target == TARGET
+    assert "interapp " not in failed.message  # each face adds its own hint
     err = failed.to_error()
     assert isinstance(err, errors.PromptUnavailable) and err.message == failed.message
+    assert err.target == TARGET
+
+
+def test_unavailable_prompt_for_a_stale_link_says_it_needs_reauth_and_why() -> None:
+    link = LinkSnapshot(LINK_ID, "r-bob", "bob", "linked")
+    r = Resolver(make_req(link=link, interactive=False))
+    r.start()
+    r.send(LoginRefused("the server's salt changed: the password was changed"))
+    failed = r.send(PromptUnavailable())[-1]
+    assert isinstance(failed, Failed) and failed.code == "needs_reauth"
+    assert "needs re-authentication" in failed.message and "salt changed" in failed.message
+    assert "no prompt is available" in failed.message and "interapp " not in failed.message
+    err = failed.to_error()
+    assert isinstance(err, errors.NeedsReauth) and "salt changed" in err.cause
+    assert (err.target, err.account) == (TARGET, "bob")
+
+
+def test_a_link_already_needing_reauth_keeps_its_reason() -> None:
+    link = LinkSnapshot(LINK_ID, "r-bob", "bob", "needs_reauth", "refresh token refused")
+    r = Resolver(make_req(link=link, interactive=False))
+    actions = r.start()
+    assert kinds(actions) == ["RecordAudit", "Prompt"]  # no MarkLink restating the state
+    prompt = actions[-1]
+    assert isinstance(prompt, Prompt) and prompt.reason_code is PromptReason.REAUTH
+    assert prompt.cause == "refresh token refused"
+    failed = r.send(PromptUnavailable())[-1]
+    assert isinstance(failed, Failed) and failed.code == "needs_reauth"
+    assert "refresh token refused" in failed.message
+
+
+@pytest.mark.parametrize("link_state", [*LINK_STATES])
+def test_a_stored_link_to_another_account_than_asked_is_refused(link_state: str) -> None:
+    r = Resolver(ResolveRequest(
+        target=TARGET, account_system="separate", supports_assertion=True,
+        local_issuer=ISSUER, local_account=LOCAL, link=make_link(link_state),
+        prompt_fields=FIELDS, interactive=False, requested_account="carol"))
+    actions = r.start()
+    assert kinds(actions) == ["Failed"]  # nothing is tried, nothing is changed
+    failed = actions[0]
+    assert isinstance(failed, Failed) and failed.code == "link_mismatch"
+    assert "linked to bob, not carol" in failed.message
+    assert isinstance(failed.to_error(), errors.LinkMismatch)
+
+
+@pytest.mark.parametrize("asked", ["bob", "r-bob"])
+def test_asking_for_the_linked_account_uses_the_link(asked: str) -> None:
+    r = Resolver(ResolveRequest(
+        target=TARGET, account_system="separate", supports_assertion=True,
+        local_issuer=ISSUER, local_account=LOCAL, link=make_link("linked"),
+        prompt_fields=FIELDS, interactive=False, requested_account=asked))
+    assert r.start() == [LoginWithStoredCredential(LINK_ID)]
+
+
+@pytest.mark.parametrize("link_state", [*LINK_STATES])
+def test_a_link_made_with_another_server_is_never_used(link_state: str) -> None:
+    link = LinkSnapshot(LINK_ID, "r-bob", "bob", link_state, "", "https://chatter.example")
+    r = Resolver(ResolveRequest(
+        target=TARGET, account_system="shared", supports_assertion=True,
+        local_issuer=ISSUER, local_account=LOCAL, link=link, prompt_fields=FIELDS,
+        interactive=True, server="https://evil.example"))
+    actions = r.start()
+    assert kinds(actions) == ["Failed"]  # no login of any kind: the credential stays here
+    failed = actions[0]
+    assert isinstance(failed, Failed) and failed.code == "server_changed"
+    assert "https://chatter.example" in failed.message and "evil" in failed.message
+    assert isinstance(failed.to_error(), errors.ServerChanged)
+    same = LinkSnapshot(LINK_ID, "r-bob", "bob", "linked", "", "https://chatter.example/")
+    r = Resolver(ResolveRequest(
+        target=TARGET, account_system="separate", supports_assertion=True,
+        local_issuer=ISSUER, local_account=LOCAL, link=same, prompt_fields=FIELDS,
+        interactive=True, server="https://chatter.example"))
+    assert r.start() == [LoginWithStoredCredential(LINK_ID)]
 
 
 def test_unreachable_during_prompt_login_stores_nothing() -> None:
@@ -534,11 +604,16 @@ def test_unreachable_during_prompt_login_stores_nothing() -> None:
 def test_invalid_stored_link_prompts_then_repairs_the_same_link(link_state: str) -> None:
     r = Resolver(make_req(link=make_link(link_state)))
     actions = r.start()
-    assert kinds(actions) == ["MarkLink", "RecordAudit", "Prompt"]
-    mark, _, prompt = actions
-    assert isinstance(mark, MarkLink) and isinstance(prompt, Prompt)
-    assert mark.link_id == LINK_ID and mark.state is LinkLifecycleState.NEEDS_REAUTH
-    assert link_state in mark.reason
+    prompt = actions[-1]
+    if link_state == "revoked":
+        assert kinds(actions) == ["MarkLink", "RecordAudit", "Prompt"]
+        mark = actions[0]
+        assert isinstance(mark, MarkLink)
+        assert mark.link_id == LINK_ID and mark.state is LinkState.NEEDS_REAUTH
+        assert link_state in mark.reason
+    else:
+        assert kinds(actions) == ["RecordAudit", "Prompt"]
+    assert isinstance(prompt, Prompt) and prompt.reason_code is PromptReason.REAUTH
     assert prompt.expected_account == "bob"
     assert r.branch is Branch.REAUTH
     r.send(answered())
@@ -966,8 +1041,10 @@ def test_random_walk_invariants(req: ResolveRequest, data: st.DataObject, secret
     else:
         assert r.state is State.FAILED and terminal.code in FAILURE_CODES
         assert not stores and not repairs
-    # no secret anywhere
-    assert secret not in everything_shown(r, events, all_actions)
+    # no secret anywhere, and no face's command in what the core says
+    shown = everything_shown(r, events, all_actions)
+    assert secret not in shown
+    assert "interapp " not in shown
     # and nothing more is accepted
     for et in EVENT_TYPES:
         with pytest.raises(ProtocolError):

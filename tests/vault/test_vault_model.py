@@ -47,8 +47,15 @@ def test_credential_basics() -> None:
         Credential.from_json(b"not json")
 
 
-def test_link_state_values() -> None:
-    assert [s.value for s in LinkState] == ["linked", "degraded", "needs_reauth", "revoked"]
+def test_one_link_state_vocabulary() -> None:
+    from interapp.host import lifecycle
+    from interapp.plugins import contract
+
+    assert LinkState is lifecycle.LinkState  # defined once, in the core
+    assert Credential is contract.Credential
+    assert [s.value for s in LinkState] == ["linked", "degraded", "needs_reauth", "revoked",
+                                            "unlinked"]
+    assert set(LinkState) - {LinkState.UNLINKED} == lifecycle.STORED_STATES
 
 
 def test_entry_hash_is_canonical() -> None:

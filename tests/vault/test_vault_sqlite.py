@@ -151,9 +151,20 @@ def test_unknown_newer_schema_is_refused(tmp_path: Path) -> None:
         Vault.open(path, env=KEY_ENV)
 
 
-def test_memory_database_is_refused() -> None:
-    with pytest.raises(VaultError, match="in-memory"):
-        Vault.open("sqlite://", env=KEY_ENV)
+def test_memory_vault_keeps_links_for_its_life_only() -> None:
+    from interapp.vault import Credential
+
+    for location in ("sqlite://", ":memory:"):
+        with Vault.open(location, env=KEY_ENV) as v:
+            assert v.location == ":memory:"
+            link = v.create_link(local_app="https://arena", local_account="alice", target="t",
+                                 target_app="https://t", remote_account_id="1",
+                                 remote_account_name="alice",
+                                 credential=Credential("password", {"password": "pw"}))
+            assert v.read_credential(link.id).get("password") == "pw"
+            assert v.verify_audit().ok
+        with Vault.open(location, env=KEY_ENV) as v:
+            assert v.list_links() == []  # nothing was written anywhere
 
 
 def test_sqlite_url_is_accepted(tmp_path: Path) -> None:

@@ -99,6 +99,9 @@ def test_state_repair_and_delete(vault: Vault) -> None:
     degraded = vault.set_state(link.id, LinkState.NEEDS_REAUTH, "invalid_grant")
     assert degraded.state is LinkState.NEEDS_REAUTH and degraded.state_reason == "invalid_grant"
     assert degraded.version == link.version
+    assert degraded.last_used_at is None
+    with pytest.raises(VaultError):  # a stored link is never 'unlinked': it is deleted
+        vault.set_state(link.id, LinkState.UNLINKED)
 
     fresh = Credential("password", {"password": SECRET_PASSWORD})
     repaired = vault.repair_link(link.id, remote_account_id="@alice2:matrix",
@@ -106,6 +109,7 @@ def test_state_repair_and_delete(vault: Vault) -> None:
     assert repaired.state is LinkState.LINKED and repaired.state_reason == ""
     assert repaired.version == 2 and repaired.credential_kind == "password"
     assert repaired.remote_account_id == "@alice2:matrix"
+    assert repaired.last_used_at is not None  # the repair was a sign-in: the link was used
     assert vault.read_credential(link.id) == fresh
 
     vault.delete_link(link.id, detail={"remote_revocation": "ok"})

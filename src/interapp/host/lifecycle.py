@@ -50,15 +50,16 @@ __all__ = [
     "USABLE_STATES",
     "LifecycleError",
     "LinkEvent",
-    "LinkLifecycleState",
+    "LinkState",
     "allowed_events",
     "is_usable",
     "next_state",
 ]
 
 
-class LinkLifecycleState(StrEnum):
-    """The state of one link."""
+class LinkState(StrEnum):
+    """The state of one link: the one link-state vocabulary (the vault stores these values;
+    a stored link is never ``unlinked``)."""
 
     LINKED = "linked"
     DEGRADED = "degraded"
@@ -92,11 +93,11 @@ class LifecycleError(InterappError):
     code = "link_lifecycle_error"
 
 
-_S = LinkLifecycleState
+_S = LinkState
 _E = LinkEvent
 
 #: ``(state, event) → next state``. Every pair not listed is impossible.
-TRANSITIONS: Mapping[tuple[LinkLifecycleState, LinkEvent], LinkLifecycleState] = (
+TRANSITIONS: Mapping[tuple[LinkState, LinkEvent], LinkState] = (
     MappingProxyType(
         {
             # no link yet: only a successful first login creates one
@@ -134,24 +135,24 @@ TRANSITIONS: Mapping[tuple[LinkLifecycleState, LinkEvent], LinkLifecycleState] =
 )
 
 #: States in which a link exists in the vault.
-STORED_STATES: frozenset[LinkLifecycleState] = frozenset(
+STORED_STATES: frozenset[LinkState] = frozenset(
     {_S.LINKED, _S.DEGRADED, _S.NEEDS_REAUTH, _S.REVOKED}
 )
 
 #: States in which the stored credential may be tried without prompting (branch 2).
-USABLE_STATES: frozenset[LinkLifecycleState] = frozenset({_S.LINKED, _S.DEGRADED})
+USABLE_STATES: frozenset[LinkState] = frozenset({_S.LINKED, _S.DEGRADED})
 
 
 def next_state(
-    state: LinkLifecycleState | str, event: LinkEvent | str
-) -> LinkLifecycleState:
+    state: LinkState | str, event: LinkEvent | str
+) -> LinkState:
     """Return the state a link in ``state`` moves to on ``event``.
 
     Accepts the enum members or their string values. Raises :class:`LifecycleError` for an
     unknown state or event and for a pair that is not in :data:`TRANSITIONS`.
     """
     try:
-        s = LinkLifecycleState(state)
+        s = LinkState(state)
     except ValueError:
         raise LifecycleError(f"unknown link state {state!r}") from None
     try:
@@ -164,15 +165,15 @@ def next_state(
         raise LifecycleError(f"a link in state {s} cannot take event {e}") from None
 
 
-def allowed_events(state: LinkLifecycleState | str) -> frozenset[LinkEvent]:
+def allowed_events(state: LinkState | str) -> frozenset[LinkEvent]:
     """Return the events a link in ``state`` can take."""
     try:
-        s = LinkLifecycleState(state)
+        s = LinkState(state)
     except ValueError:
         raise LifecycleError(f"unknown link state {state!r}") from None
     return frozenset(e for (st, e) in TRANSITIONS if st is s)
 
 
-def is_usable(state: LinkLifecycleState | str) -> bool:
+def is_usable(state: LinkState | str) -> bool:
     """Return whether a link in ``state`` may be used without prompting."""
-    return LinkLifecycleState(state) in USABLE_STATES
+    return LinkState(state) in USABLE_STATES

@@ -31,24 +31,121 @@ refuses the credential or the account information (wrong password, revoked grant
 from __future__ import annotations
 
 import importlib
+import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from interapp.errors import ConfigError
-from interapp.host.resolver import PromptField
-from interapp.secret import Secret
-from interapp.vault.model import Credential
+from interapp.errors import ConfigError, VaultError
+from interapp.presence import PresenceState
+from interapp.secret import Secret, constant_time_equals
 
 __all__ = [
     "Buddy", "ChatMessage", "Credential", "Login", "Plugin", "PluginEvent", "PluginSpec",
-    "Profile", "PromptField", "TargetConfig",
+    "PresenceState", "Profile", "PromptField", "TargetConfig",
 ]
 
-PresenceState = Literal["online", "away", "busy", "offline"]
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+@dataclass(frozen=True)
+class PromptField:
+    """One field the plug-in asks for (e.g. ``username``, or ``password`` with ``secret``)."""
+
+    name: str
+    label: str
+    secret: bool = False
+
+
+class _HiddenFields(Mapping[str, str]):
+    """A read-only mapping whose ``repr`` shows the keys only."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, str]) -> None:
+        self._data = dict(data)
+
+    def __getitem__(self, key: str) -> str:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return "{" + ", ".join(f"{k!r}: '***'" for k in sorted(self._data)) + "}"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("credential fields are not picklable")
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Credential:
+    """What a plug-in keeps to log in again: a ``kind`` and named string ``fields``.
+
+    ``kind`` names the scheme (``"oauth_tokens"``, ``"matrix_session"``, ``"xmpp_scram"``,
+    ...); the fields are whatever that scheme needs. The vault stores it only encrypted; its
+    ``repr``/``str`` (and that of ``fields``) show field *names* only, it refuses to be
+    pickled, and equality is constant-time.
+    """
+
+    kind: str
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, str) or not self.kind:
+            raise VaultError("a credential needs a non-empty kind")
+        for name, value in self.fields.items():
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise VaultError("credential field names and values must be str")
+        object.__setattr__(self, "fields", _HiddenFields(self.fields))
+
+    def get(self, name: str) -> str | None:
+        """The value of field ``name``, or ``None``."""
+        return self.fields.get(name)
+
+    def secret(self, name: str) -> Secret | None:
+        """The value of field ``name`` wrapped in a :class:`Secret`, or ``None``."""
+        value = self.fields.get(name)
+        return None if value is None else Secret(value)
+
+    def to_json(self) -> bytes:
+        """Canonical JSON bytes (what the vault encrypts)."""
+        doc = {"v": 1, "kind": self.kind, "fields": dict(self.fields)}
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Credential:
+        """Rebuild a credential from :meth:`to_json` output."""
+        try:
+            doc = json.loads(data)
+            kind, fields = doc["kind"], doc["fields"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise VaultError("stored credential is not valid JSON") from exc
+        if not isinstance(kind, str) or not isinstance(fields, dict):
+            raise VaultError("stored credential has the wrong shape")
+        return cls(kind=kind, fields=fields)
+
+    def __repr__(self) -> str:
+        names = ", ".join(sorted(self.fields))
+        return f"Credential(kind={self.kind!r}, fields=[{names}])"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Credential):
+            return NotImplemented
+        return constant_time_equals(self.to_json(), other.to_json())
+
+    def __hash__(self) -> int:
+        return hash(("Credential", self.kind, tuple(sorted(self.fields))))
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("Credential values are not picklable")
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,13 @@ from interapp.vault.model import (
 )
 
 if TYPE_CHECKING:
+    from interapp.vault.aio import AsyncVault
     from interapp.vault.keys import KdfParams, KeySource, derive_key, resolve_master_key
     from interapp.vault.store import StaleVersion, Vault
 
 # The store (SQLAlchemy, cryptography) is imported on first use, so that importing the light
 # value types (``Credential``, ``LinkState`` …) — as every plug-in does — stays cheap.
-_LAZY = {"KdfParams": "keys", "KeySource": "keys", "derive_key": "keys",
+_LAZY = {"AsyncVault": "aio", "KdfParams": "keys", "KeySource": "keys", "derive_key": "keys",
          "resolve_master_key": "keys", "StaleVersion": "store", "Vault": "store"}
 
 
@@ -39,6 +40,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AsyncVault",
     "AuditEntry",
     "AuditEvent",
     "AuditReport",

@@ -36,11 +36,14 @@ from typing import Any, Final, cast
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
 from interapp.errors import VaultError
 
+#: The location of a vault that lives in memory only (tests, short-lived tools).
+MEMORY: Final = ":memory:"
 _BEGIN_KEY: Final = "interapp_vault_begin"
 _ADVISORY_LOCK: Final = 0x1A7E_5A17
 _SIDE_FILES: Final = ("", "-wal", "-shm", "-journal")
@@ -124,10 +127,13 @@ class Database:
         self.url = url
         self.is_sqlite = url.get_backend_name() == "sqlite"
         if self.is_sqlite:
-            if self.path is None:
-                raise VaultError("an in-memory SQLite vault is not supported")
-            _private_file(self.path)
-            self.engine: Engine = create_engine(url)
+            if self.path is None:  # in memory: one connection, kept for the vault's life
+                self.engine: Engine = create_engine(
+                    "sqlite+pysqlite://", poolclass=StaticPool,
+                    connect_args={"check_same_thread": False})
+            else:
+                _private_file(self.path)
+                self.engine = create_engine(url)
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
         elif url.get_backend_name() == "postgresql":
@@ -136,6 +142,8 @@ class Database:
             raise VaultError(f"unsupported vault database {url.get_backend_name()!r}")
 
     def _url(self, target: str | Path) -> URL:
+        if target == MEMORY:
+            return make_url("sqlite+pysqlite://")
         if isinstance(target, Path) or "://" not in target:
             self.path = Path(target).expanduser().absolute()
             return URL.create("sqlite+pysqlite", database=str(self.path))
@@ -150,6 +158,8 @@ class Database:
         """The file path, or the URL without its password."""
         if self.path is not None:
             return str(self.path)
+        if self.is_sqlite:
+            return MEMORY
         return self.url.render_as_string(hide_password=True)
 
     def tighten(self) -> None:

@@ -201,6 +201,8 @@ class Vault:
     def set_state(self, link_id: str, state: LinkState, reason: str = "") -> Link:
         """Record the link's health (``degraded``, ``needs_reauth``, ...)."""
         state = LinkState(state)
+        if state is LinkState.UNLINKED:
+            raise VaultError("a stored link cannot be 'unlinked': delete it instead")
         with self._db.write() as conn:
             before = self._select_link(conn, link_id)
             conn.execute(links.update().where(links.c.id == link_id)
@@ -216,10 +218,11 @@ class Vault:
         blob = self._cipher.seal(credential.to_json(), link_aad(link_id))
         with self._db.write(durable=True) as conn:
             before = self._select_link(conn, link_id)
+            ts = _now()  # a repaired link was just used to sign in: last_used_at moves too
             conn.execute(links.update().where(links.c.id == link_id).values(
                 remote_account_id=remote_account_id, remote_account_name=remote_account_name,
                 credential=blob, credential_kind=credential.kind, state=LinkState.LINKED.value,
-                state_reason="", version=links.c.version + 1, updated_at=_now()))
+                state_reason="", version=links.c.version + 1, updated_at=ts, last_used_at=ts))
             link = self._select_link(conn, link_id)
             detail = {"version": str(link.version), "credential_kind": credential.kind,
                       "remote_account_id": remote_account_id, "from_state": before.state.value}

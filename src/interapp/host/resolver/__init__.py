@@ -80,7 +80,7 @@ from interapp.host.resolver.model import (
     Prompt,
     PromptAnswered,
     PromptDeclined,
-    PromptField,
+    PromptReason,
     PromptUnavailable,
     ProtocolError,
     RecordAudit,
@@ -90,9 +90,8 @@ from interapp.host.resolver.model import (
     RevokeCredential,
     StoreLink,
     TargetUnavailable,
-    connect_commands,
-    unlink_command,
 )
+from interapp.plugins.contract import PromptField
 
 __all__ = [
     "EVENT_TYPES",
@@ -117,6 +116,7 @@ __all__ = [
     "PromptAnswered",
     "PromptDeclined",
     "PromptField",
+    "PromptReason",
     "PromptUnavailable",
     "ProtocolError",
     "RecordAudit",
@@ -129,7 +129,5 @@ __all__ = [
     "StoreLink",
     "TargetUnavailable",
     "TraceStep",
-    "connect_commands",
     "describe_action",
-    "unlink_command",
 ]

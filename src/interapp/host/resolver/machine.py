@@ -14,7 +14,7 @@ from typing import Final
 from interapp.host.lifecycle import (
     USABLE_STATES,
     LinkEvent,
-    LinkLifecycleState,
+    LinkState,
     next_state,
 )
 from interapp.host.resolver.model import (
@@ -37,6 +37,7 @@ from interapp.host.resolver.model import (
     Prompt,
     PromptAnswered,
     PromptDeclined,
+    PromptReason,
     PromptUnavailable,
     ProtocolError,
     RecordAudit,
@@ -46,8 +47,6 @@ from interapp.host.resolver.model import (
     RevokeCredential,
     StoreLink,
     TargetUnavailable,
-    connect_commands,
-    unlink_command,
 )
 from interapp.secret import Secret
 
@@ -152,8 +151,9 @@ class Resolver:
         self._state = State.START
         self._branch: Branch | None = None
         self._attempt = 0
-        self._link_state: LinkLifecycleState | None = req.link.lifecycle if req.link else None
+        self._link_state: LinkState | None = req.link.lifecycle if req.link else None
         self._assertion_refusal: str | None = None
+        self._reauth_cause = ""
         self._outcome: Connected | Failed | None = None
         self._trace: list[TraceStep] = []
         self._notes: list[str] = []
@@ -200,6 +200,9 @@ class Resolver:
         if self._state is not State.START:
             raise ProtocolError(f"start() called in state {self._state}")
         req = self._req
+        refusal = self._server_changed() or self._requested_mismatch()
+        if refusal is not None:
+            return self._record(State.START, "start", [refusal])
         if req.uses_assertion:
             self._branch = Branch.SHARED
             self._note(
@@ -260,12 +263,45 @@ class Resolver:
         self._outcome = Connected(branch, link_id, name)
         return self._outcome
 
-    def _failed(self, code: str, message: str) -> Failed:
+    def _failed(self, code: str, message: str, *, account: str | None = None,
+                cause: str = "") -> Failed:
         assert code in FAILURE_CODES
         self._state = State.FAILED
-        self._outcome = Failed(code, message)
+        if account is None and self._req.link is not None:
+            account = self._req.link.remote_account_name
+        self._outcome = Failed(code, message, self._req.target, account, cause)
         self._note(f"failed ({code}): {message}")
         return self._outcome
+
+    def _server_changed(self) -> Failed | None:
+        """A link made with another server than the target names now is not used at all: its
+        credential must only ever go back to the server that issued it."""
+        req, link = self._req, self._req.link
+        if link is None or not link.server or not req.server or \
+                link.server.rstrip("/") == req.server.rstrip("/"):
+            return None
+        self._note(f"the link to {link.remote_account_name} was made with {link.server}, but "
+                   f"{req.target} now names {req.server}: not sending its credential there")
+        return self._failed(
+            "server_changed",
+            f"{req.target} now names the server {req.server}, but its link to "
+            f"{link.remote_account_name} was made with {link.server}; the stored credential "
+            "is never sent to another server: change the server back, or unlink and link "
+            "again", account=link.remote_account_name, cause=link.server)
+
+    def _requested_mismatch(self) -> Failed | None:
+        """A stored link to another account than the one asked for is refused, not used."""
+        req, link = self._req, self._req.link
+        wanted = req.requested_account
+        if link is None or wanted is None or wanted in (link.remote_account_name,
+                                                        link.remote_account_id):
+            return None
+        self._note(f"{wanted} was asked for, but {req.local_account} is linked to "
+                   f"{link.remote_account_name} on {req.target}: refusing")
+        return self._failed(
+            "link_mismatch",
+            f"{req.target} is linked to {link.remote_account_name}, not {wanted}; unlink it "
+            f"first to link {wanted} instead", account=link.remote_account_name)
 
     def _link(self) -> LinkSnapshot:
         link = self._req.link
@@ -298,7 +334,8 @@ class Resolver:
             self._branch = Branch.PROMPT
             self._note(f"no link stored for {req.local_account} on {req.target}: prompting")
             return self._prompt(
-                f"sign in to your {req.target} account to link it to {req.local_account}"
+                f"sign in to your {req.target} account to link it to {req.local_account}",
+                PromptReason.NO_LINK,
             )
         assert self._link_state is not None
         if self._link_state in USABLE_STATES:
@@ -309,26 +346,34 @@ class Resolver:
             )
             self._state = State.AWAIT_STORED_LOGIN
             return [LoginWithStoredCredential(link.link_id)]
-        reason = f"the link to {link.remote_account_name} is {self._link_state}"
+        cause = link.reason or f"the link is {self._link_state}"
         self._note(
-            f"link found for {self._who()} (state {self._link_state}): re-authentication "
-            f"needed, marking link {link.link_id} needs_reauth and prompting"
+            f"link found for {self._who()} (state {self._link_state}, {cause}): "
+            f"re-authentication needed, prompting"
         )
-        return self._reauth(reason)
+        return self._reauth(cause)
 
-    def _reauth(self, reason: str) -> list[Action]:
-        """Branch 4: mark the link ``needs_reauth`` and prompt for the same remote account."""
+    def _reauth(self, cause: str) -> list[Action]:
+        """Branch 4: the link needs re-authentication; prompt for the same remote account.
+
+        The link is marked ``needs_reauth`` with ``cause`` unless it already is (its stored
+        reason, the target's own words when it refused the credential, is kept).
+        """
         self._branch = Branch.REAUTH
         link = self._link()
-        mark = self._mark(LinkEvent.CREDENTIAL_REFUSED, reason)
+        actions: list[Action] = []
+        if self._link_state is not LinkState.NEEDS_REAUTH:
+            actions.append(self._mark(LinkEvent.CREDENTIAL_REFUSED, cause))
+        self._reauth_cause = cause
         return [
-            mark,
+            *actions,
             *self._prompt(
-                f"{reason}: sign in to {self._req.target} again as {link.remote_account_name}"
-            ),
+                f"the link to {link.remote_account_name} on {self._req.target} needs you to "
+                f"sign in again ({cause})", PromptReason.REAUTH, cause),
         ]
 
-    def _prompt(self, reason: str) -> list[Action]:
+    def _prompt(self, reason: str, code: PromptReason = PromptReason.NO_LINK,
+                cause: str = "") -> list[Action]:
         req = self._req
         if not req.prompt_fields:
             why = self._assertion_refusal or "no assertion"
@@ -336,7 +381,7 @@ class Resolver:
                 self._failed(
                     "assertion_refused",
                     f"{req.target} did not accept an assertion ({why}) and its plug-in declares "
-                    "no sign-in fields to fall back to",
+                    "no sign-in fields to fall back to", cause=why,
                 )
             ]
         self._attempt += 1
@@ -356,7 +401,7 @@ class Resolver:
                 fields=",".join(f.name for f in req.prompt_fields),
                 expected_account=expected or "",
             ),
-            Prompt(req.prompt_fields, reason, self._attempt, expected, allowed),
+            Prompt(req.prompt_fields, reason, self._attempt, expected, allowed, code, cause),
         ]
 
     def _nothing_stored(self) -> str:
@@ -404,7 +449,7 @@ class Resolver:
     def _on_stored_login_ok(self, event: LoginSucceeded) -> list[Action]:
         link = self._link()
         actions: list[Action] = []
-        if self._link_state is LinkLifecycleState.DEGRADED:
+        if self._link_state is LinkState.DEGRADED:
             actions.append(self._mark(LinkEvent.LOGIN_OK, "the stored credential works again"))
             self._note(f"{self._req.target} reachable again: marking link {link.link_id} linked")
         self._note(f"stored credential accepted: signed in as {event.remote_account_name}")
@@ -413,7 +458,7 @@ class Resolver:
 
     def _on_stored_login_refused(self, event: LoginRefused) -> list[Action]:
         self._note(f"stored credential refused: {event.reason}; marking link needs_reauth")
-        return self._reauth(f"the stored credential was refused ({event.reason})")
+        return self._reauth(f"the stored credential was refused: {event.reason}")
 
     def _on_stored_unreachable(self, event: TargetUnavailable) -> list[Action]:
         link = self._link()
@@ -468,17 +513,21 @@ class Resolver:
         ]
 
     def _on_prompt_unavailable(self, event: PromptUnavailable) -> list[Action]:
-        target = self._req.target
-        interactive, scripted = connect_commands(target)
+        req = self._req
         self._note("no prompt can be shown here")
-        return [
-            self._audit(AUDIT_PROMPT_UNAVAILABLE, attempt=str(self._attempt)),
-            self._failed(
-                "prompt_unavailable",
-                f"{target} needs your account details but no prompt is available here; "
-                f"link the account with `{interactive}` (interactive) or `{scripted}`",
-            ),
-        ]
+        audit = self._audit(AUDIT_PROMPT_UNAVAILABLE, attempt=str(self._attempt))
+        if self._branch is Branch.REAUTH:
+            link = self._link()
+            cause = self._reauth_cause
+            return [audit, self._failed(
+                "needs_reauth",
+                f"the link to {link.remote_account_name} on {req.target} needs "
+                f"re-authentication ({cause}), and no prompt is available here to sign in "
+                "again", cause=cause)]
+        return [audit, self._failed(
+            "prompt_unavailable",
+            f"{req.target} needs your account details to link it to {req.local_account}, "
+            "but no prompt is available here")]
 
     def _on_prompt_login_ok(self, event: LoginSucceeded) -> list[Action]:
         req = self._req
@@ -521,7 +570,7 @@ class Resolver:
                     "link_mismatch",
                     f"you signed in to {req.target} as {event.remote_account_name}, but "
                     f"{req.local_account} is linked to {link.remote_account_name}; unlink it "
-                    f"first (`{unlink_command(req.target)}`), then connect again",
+                    "first, then connect again",
                 ),
             ]
         assert self._link_state is not None
@@ -550,7 +599,8 @@ class Resolver:
                 audit,
                 *self._prompt(
                     f"{req.target} refused the sign-in ({event.reason}); "
-                    f"attempt {self._attempt + 1} of {allowed}"
+                    f"attempt {self._attempt + 1} of {allowed}", PromptReason.RETRY,
+                    event.reason,
                 ),
             ]
         why = "" if req.interactive else " (answers given non-interactively are tried once)"
@@ -560,7 +610,7 @@ class Resolver:
             self._failed(
                 "login_refused",
                 f"{req.target} refused the sign-in after {self._attempt} attempt(s): "
-                f"{event.reason}; {self._nothing_stored()}",
+                f"{event.reason}; {self._nothing_stored()}", cause=event.reason,
             ),
         ]
 

@@ -13,9 +13,8 @@ from typing import Final, Literal
 
 from interapp import errors
 from interapp.errors import InterappError
-from interapp.host.lifecycle import (
-    LinkLifecycleState,
-)
+from interapp.host.lifecycle import LinkState
+from interapp.plugins.contract import PromptField
 from interapp.secret import Secret
 
 _MASK: Final = "<redacted>"
@@ -25,19 +24,6 @@ class ProtocolError(InterappError):
     """The driver fed an event the resolver cannot take in its current state."""
 
     code = "resolver_protocol_error"
-
-
-def connect_commands(target: str) -> tuple[str, str]:
-    """Return the interactive and the non-interactive command that link ``target``."""
-    return (
-        f"interapp connect {target}",
-        f"interapp connect {target} --username U --password-stdin",
-    )
-
-
-def unlink_command(target: str) -> str:
-    """Return the command that removes the link to ``target``."""
-    return f"interapp unlink {target}"
 
 
 # --- input -------------------------------------------------------------------------------------
@@ -59,13 +45,15 @@ class Branch(StrEnum):
     REAUTH = "reauth"
 
 
-@dataclass(frozen=True)
-class PromptField:
-    """One field the plug-in asks for (e.g. ``username``, or ``password`` with ``secret``)."""
+class PromptReason(StrEnum):
+    """Why the user is asked (a stable code; each face renders its own words and hints)."""
 
-    name: str
-    label: str
-    secret: bool = False
+    NO_LINK = "no_link"
+    """No link is stored: sign in once to make one (branch 3)."""
+    REAUTH = "reauth"
+    """The stored link is no longer accepted: sign in again as the same account (branch 4)."""
+    RETRY = "retry"
+    """The previous answer was refused: try again."""
 
 
 @dataclass(frozen=True)
@@ -76,13 +64,17 @@ class LinkSnapshot:
     remote_account_id: str
     remote_account_name: str
     state: str
+    reason: str = ""
+    """Why the link is in its state (e.g. the plug-in's words when a credential was refused)."""
+    server: str = ""
+    """The server the link's credential was issued by (it is never sent anywhere else)."""
 
     def __post_init__(self) -> None:
         try:
-            lifecycle = LinkLifecycleState(self.state)
+            lifecycle = LinkState(self.state)
         except ValueError:
-            lifecycle = LinkLifecycleState.UNLINKED
-        if lifecycle is LinkLifecycleState.UNLINKED:
+            lifecycle = LinkState.UNLINKED
+        if lifecycle is LinkState.UNLINKED:
             raise ValueError(
                 "a stored link is linked, degraded, needs_reauth or revoked, "
                 f"not {self.state!r}"
@@ -90,9 +82,9 @@ class LinkSnapshot:
         object.__setattr__(self, "state", lifecycle)
 
     @property
-    def lifecycle(self) -> LinkLifecycleState:
-        """The link's state as a :class:`LinkLifecycleState`."""
-        return LinkLifecycleState(self.state)
+    def lifecycle(self) -> LinkState:
+        """The link's state as a :class:`LinkState`."""
+        return LinkState(self.state)
 
 
 @dataclass(frozen=True)
@@ -108,6 +100,11 @@ class ResolveRequest:
     prompt_fields: tuple[PromptField, ...]
     interactive: bool
     max_attempts: int = 3
+    requested_account: str | None = None
+    """The remote account the user asked for (``--username``), if any: a stored link to another
+    account is refused instead of being used silently."""
+    server: str = ""
+    """The server the target's configuration names now; a link made with another is refused."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "account_system", AccountSystem(self.account_system))
@@ -262,13 +259,19 @@ class LoginWithStoredCredential(Action):
 
 @dataclass(frozen=True)
 class Prompt(Action):
-    """Ask the user for ``fields``; answer with PromptAnswered/Declined/Unavailable."""
+    """Ask the user for ``fields``; answer with PromptAnswered/Declined/Unavailable.
+
+    ``reason_code`` says why (:class:`PromptReason`), ``reason`` in words; ``cause`` is what
+    the target or plug-in said when it refused the stored credential or the last answer.
+    """
 
     fields: tuple[PromptField, ...]
     reason: str
     attempt: int
     expected_account: str | None
     max_attempts: int = 1
+    reason_code: PromptReason = PromptReason.NO_LINK
+    cause: str = ""
 
 
 @dataclass(frozen=True, repr=False)
@@ -289,7 +292,7 @@ class MarkLink(Action):
     """Set link ``link_id`` to ``state``, recording ``reason``."""
 
     link_id: str
-    state: LinkLifecycleState
+    state: LinkState
     reason: str
 
 
@@ -367,6 +370,8 @@ FAILURE_CODES: frozenset[str] = frozenset(
         "prompt_declined",
         "login_refused",
         "link_mismatch",
+        "needs_reauth",
+        "server_changed",
         "connection_lost",
         "assertion_refused",
     }
@@ -375,20 +380,36 @@ FAILURE_CODES: frozenset[str] = frozenset(
 _ERROR_FOR_CODE: Mapping[str, type[InterappError]] = {
     "prompt_unavailable": errors.PromptUnavailable,
     "link_mismatch": errors.LinkMismatch,
+    "needs_reauth": errors.NeedsReauth,
+    "server_changed": errors.ServerChanged,
     "connection_lost": errors.ConnectionLost,
-    "login_refused": errors.LinkError,
-    "prompt_declined": errors.LinkError,
-    "assertion_refused": errors.LinkError,
+    "login_refused": errors.LoginRefused,
+    "prompt_declined": errors.PromptDeclined,
+    "assertion_refused": errors.AssertionRefused,
 }
 
 
 @dataclass(frozen=True)
 class Failed(Action):
-    """Terminal: could not connect. ``code`` is one of :data:`FAILURE_CODES`."""
+    """Terminal: could not connect. ``code`` is one of :data:`FAILURE_CODES`.
+
+    ``message`` is a complete sentence without any face's commands in it; ``target``,
+    ``account`` (the remote account concerned) and ``cause`` (the target's or plug-in's own
+    words) let each face add its own hint.
+    """
 
     code: str
     message: str
+    target: str = ""
+    account: str | None = None
+    cause: str = ""
 
     def to_error(self) -> InterappError:
         """The :mod:`interapp.errors` exception to raise for this failure."""
-        return _ERROR_FOR_CODE.get(self.code, errors.LinkError)(self.message)
+        cls = _ERROR_FOR_CODE.get(self.code, errors.LinkError)
+        if issubclass(cls, errors.LinkError):
+            return cls(self.message, target=self.target or None, account=self.account,
+                       cause=self.cause)
+        error = cls(self.message)
+        error.target = self.target or None
+        return error

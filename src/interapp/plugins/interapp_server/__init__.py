@@ -7,8 +7,7 @@ that listing plug-ins never imports httpx or websockets.
 from __future__ import annotations
 
 from interapp import __version__
-from interapp.host.resolver import PromptField
-from interapp.plugins.contract import PluginSpec
+from interapp.plugins.contract import PluginSpec, PromptField
 
 PLUGIN = PluginSpec(
     name="interapp",

@@ -18,6 +18,7 @@ from typing import Any
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from interapp.client import ServerClient
 from interapp.errors import (
     ConfigError,
     ConnectionLost,
@@ -40,7 +41,6 @@ from interapp.plugins.contract import (
     Profile,
 )
 from interapp.plugins.interapp_server import PLUGIN
-from interapp.plugins.interapp_server.api import ServerClient
 from interapp.plugins.interapp_server.streamsend import StreamSends
 from interapp.secret import Secret
 

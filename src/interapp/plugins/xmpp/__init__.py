@@ -14,8 +14,7 @@ behalf. Unlinking therefore destroys the local credential only. See ``docs/xmpp.
 from __future__ import annotations
 
 from interapp import __version__
-from interapp.host.resolver import PromptField
-from interapp.plugins.contract import PluginSpec
+from interapp.plugins.contract import PluginSpec, PromptField
 
 PLUGIN = PluginSpec(
     name="xmpp",

@@ -129,7 +129,7 @@ class XmppPlugin(RosterMixin, ArchiveMixin):
             self._mam, self._start_cursor = False, ""
         self._cursor = self._start_cursor
         name = await self._vcard_name(self._jid)
-        self._state, self._status = "online", ""
+        self._state, self._status = PresenceState.ONLINE, ""
         client.send_presence()
         return Profile(id=self._jid, username=self._jid,
                        display_name=name or JID(self._jid).user, presence=self._state,

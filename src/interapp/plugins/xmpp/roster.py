@@ -13,8 +13,9 @@ from interapp.plugins.contract import PresenceState
 from interapp.plugins.xmpp.session import XmppSession, bare_jid
 from interapp.plugins.xmpp.stanzas import InboxItem
 
-_SHOW_TO_STATE: dict[str, PresenceState] = {"": "online", "chat": "online", "away": "away",
-                                           "xa": "away", "dnd": "busy"}
+_ON, _AWAY, _BUSY = PresenceState.ONLINE, PresenceState.AWAY, PresenceState.BUSY
+_SHOW_TO_STATE: dict[str, PresenceState] = {"": _ON, "chat": _ON, "away": _AWAY, "xa": _AWAY,
+                                           "dnd": _BUSY}
 STATE_TO_SHOW = {"online": "chat", "away": "away", "busy": "dnd"}
 _RANK = {"online": 0, "away": 1, "busy": 2, "offline": 3}
 
@@ -43,11 +44,10 @@ class RosterMixin(XmppSession):
         resources = client.client_roster[jid].resources if client.client_roster.has_jid(
             jid) else {}
         if not resources:
-            return "offline", fallback_status
+            return PresenceState.OFFLINE, fallback_status
         best = sorted(resources.values(), key=lambda r: (
-            -int(r.get("priority") or 0), _RANK[_SHOW_TO_STATE.get(r.get("show") or "",
-                                                                   "online")]))[0]
-        return _SHOW_TO_STATE.get(best.get("show") or "", "online"), str(best.get("status") or "")
+            -int(r.get("priority") or 0), _RANK[_SHOW_TO_STATE.get(r.get("show") or "", _ON)]))[0]
+        return _SHOW_TO_STATE.get(best.get("show") or "", _ON), str(best.get("status") or "")
 
     def _on_status(self, client: Any, pres: Any) -> None:
         who = str(pres["from"].bare)

@@ -149,7 +149,7 @@ class XmppSession(Plugin):
         self._requests: set[str] = set()  # incoming subscription requests not yet answered
         self._mam_results: dict[str, list[Any]] = {}
         self._send_errors: dict[str, asyncio.Future[tuple[str, str, str]]] = {}
-        self._state: PresenceState = "online"
+        self._state: PresenceState = PresenceState.ONLINE
         self._status = ""
 
     # --- connection ------------------------------------------------------------------------
