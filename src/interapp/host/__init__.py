@@ -1,1 +1,157 @@
-"""The host side: connecting the logged-in user to targets (link-or-prompt flow)."""
+"""interapp's host SDK: add cross-application buddies, presence and chat to your application.
+
+Everything an application needs is importable from here (``__all__``); the modules behind it
+are internal. Start with :class:`Host` and ``docs/sdk.md``::
+
+    from interapp.host import Host, Prompter, PromptRequest, events
+
+    async with Host.open(home=None) as host:
+        await host.connect("chatter", prompter=my_dialog)
+        for buddy in await host.buddies():
+            ...
+        async for event in host.events():
+            ...
+
+Programs whose main loop is not asyncio use :class:`interapp.host.blocking.BlockingHost`.
+
+The names are loaded on first use, so that the light parts of this package (the link
+lifecycle and the resolver, which plug-ins and the vault use) import nothing heavy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from interapp.errors import (
+        AssertionRefused,
+        ConfigError,
+        ConnectionLost,
+        InterappError,
+        LinkError,
+        LinkMismatch,
+        LoginRefused,
+        NeedsReauth,
+        NoLocalApp,
+        NotFoundError,
+        NotSignedIn,
+        PluginCrashed,
+        PluginTimeout,
+        PromptDeclined,
+        PromptUnavailable,
+        ServerChanged,
+        VaultTampered,
+    )
+    from interapp.host import events
+    from interapp.host.facade import Host
+    from interapp.host.lifecycle import LinkState
+    from interapp.host.model import (
+        Buddies,
+        Buddy,
+        ConnectResult,
+        LinkInfo,
+        LocalInfo,
+        LocalUser,
+        Message,
+        PresenceResult,
+        TargetInfo,
+        TargetState,
+        UnlinkResult,
+    )
+    from interapp.host.plugins import PluginInfo, available_plugins
+    from interapp.host.prompts import Answers, NoInput, Prompter, PromptRequest, Scripted, Terminal
+    from interapp.host.resolver import Branch, PromptReason
+    from interapp.plugins.contract import PromptField
+    from interapp.presence import PRESENCE_STATES, PresenceState
+    from interapp.secret import Secret
+    from interapp.vault.model import AuditReport
+
+_ERRORS = ("AssertionRefused", "ConfigError", "ConnectionLost", "InterappError", "LinkError",
+           "LinkMismatch", "LoginRefused", "NeedsReauth", "NoLocalApp", "NotFoundError",
+           "NotSignedIn", "PluginCrashed", "PluginTimeout", "PromptDeclined",
+           "PromptUnavailable", "ServerChanged", "VaultTampered")
+
+_WHERE: dict[str, str] = {
+    "Host": "interapp.host.facade",
+    "LinkState": "interapp.host.lifecycle",
+    **{n: "interapp.host.model" for n in (
+        "Buddies", "Buddy", "ConnectResult", "LinkInfo", "LocalInfo", "LocalUser", "Message",
+        "PresenceResult", "TargetInfo", "TargetState", "UnlinkResult")},
+    "PluginInfo": "interapp.host.plugins",
+    "available_plugins": "interapp.host.plugins",
+    **{n: "interapp.host.prompts" for n in (
+        "Answers", "NoInput", "Prompter", "PromptRequest", "Scripted", "Terminal")},
+    "Branch": "interapp.host.resolver",
+    "PromptReason": "interapp.host.resolver",
+    "PromptField": "interapp.plugins.contract",
+    "PRESENCE_STATES": "interapp.presence",
+    "PresenceState": "interapp.presence",
+    "Secret": "interapp.secret",
+    "AuditReport": "interapp.vault.model",
+    **{n: "interapp.errors" for n in _ERRORS},
+}
+
+__all__ = [
+    "PRESENCE_STATES",
+    "Answers",
+    "AssertionRefused",
+    "AuditReport",
+    "Branch",
+    "Buddies",
+    "Buddy",
+    "ConfigError",
+    "ConnectResult",
+    "ConnectionLost",
+    "Host",
+    "InterappError",
+    "LinkError",
+    "LinkInfo",
+    "LinkMismatch",
+    "LinkState",
+    "LocalInfo",
+    "LocalUser",
+    "LoginRefused",
+    "Message",
+    "NeedsReauth",
+    "NoInput",
+    "NoLocalApp",
+    "NotFoundError",
+    "NotSignedIn",
+    "PluginCrashed",
+    "PluginInfo",
+    "PluginTimeout",
+    "PresenceResult",
+    "PresenceState",
+    "PromptDeclined",
+    "PromptField",
+    "PromptReason",
+    "PromptRequest",
+    "PromptUnavailable",
+    "Prompter",
+    "Scripted",
+    "Secret",
+    "ServerChanged",
+    "TargetInfo",
+    "TargetState",
+    "Terminal",
+    "UnlinkResult",
+    "VaultTampered",
+    "available_plugins",
+    "events",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "events":
+        return importlib.import_module("interapp.host.events")
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'interapp.host' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,7 +1,8 @@
 """The host's hand-editable configuration: ``local.toml`` and ``targets.toml`` in the data folder.
 
-Secrets never go in these files: client secrets live in the vault under ``local:client_secret``
-and ``target:NAME:client_secret``.
+Secrets never go in these files: client secrets live in the vault (see :mod:`._names`). A
+host opened with ``memory=True`` keeps both documents in memory instead. The methods here do
+file I/O: the façade calls them on the vault's worker thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Literal
 
 import tomli_w
 
-from interapp.errors import ConfigError, NotFoundError
+from interapp.errors import ConfigError, NoLocalApp, NotFoundError
 
 TARGET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 AccountSystem = Literal["shared", "separate"]
@@ -91,20 +92,39 @@ def check_server_url(url: str, schemes: tuple[str, ...] = ("http", "https")) -> 
 
 
 class HostConfig:
-    """Reads and writes ``local.toml`` and ``targets.toml`` in ``home``."""
+    """Reads and writes ``local.toml`` and ``targets.toml`` in ``home`` (None: in memory)."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path | None) -> None:
         self.home = home
-        self.local_path = home / "local.toml"
-        self.targets_path = home / "targets.toml"
+        base = home if home is not None else Path("<memory>")
+        self.local_path = base / "local.toml"
+        self.targets_path = base / "targets.toml"
+        self._memory: dict[Path, dict[str, Any]] | None = {} if home is None else None
         self._built: tuple[dict[str, Any], dict[str, Target]] | None = None
 
+    def _read(self, path: Path) -> dict[str, Any]:
+        if self._memory is not None:
+            return self._memory.get(path, {})
+        return _read(path)
+
+    def _write(self, path: Path, data: dict[str, Any]) -> None:
+        if self._memory is not None:
+            self._memory[path] = data
+        else:
+            _write(path, data)
+
+    def local_or_none(self) -> LocalApp | None:
+        """The local application, or None when none is configured yet."""
+        try:
+            return self.local()
+        except NoLocalApp:
+            return None
+
     def local(self) -> LocalApp:
-        """The local application; ConfigError when ``interapp local`` was never run."""
-        data = _read(self.local_path).get("local")
+        """The local application; ConfigError when none was configured."""
+        data = self._read(self.local_path).get("local")
         if not data:
-            raise ConfigError("no local application configured: run 'interapp local --server "
-                              "URL --client-id ID' first")
+            raise NoLocalApp("no local application is configured yet")
         try:
             return LocalApp(server=data["server"], client_id=data["client_id"],
                             issuer=data.get("issuer", data["server"]),
@@ -114,12 +134,12 @@ class HostConfig:
 
     def set_local(self, local: LocalApp) -> None:
         """Save the local application."""
-        _write(self.local_path, {"local": {k: v for k, v in asdict(local).items()
-                                           if v is not None}})
+        self._write(self.local_path, {"local": {k: v for k, v in asdict(local).items()
+                                                if v is not None}})
 
     def targets(self) -> dict[str, Target]:
         """Every configured target, by name (built once per change of the file)."""
-        raw = _read(self.targets_path).get("targets", {})
+        raw = self._read(self.targets_path).get("targets", {})
         if self._built is not None and self._built[0] is raw:
             return dict(self._built[1])
         out = self._build(raw)
@@ -148,8 +168,9 @@ class HostConfig:
         targets = self.targets()
         if name not in targets:
             known = ", ".join(sorted(targets)) or "none yet"
-            raise NotFoundError(f"no target {name!r} (configured: {known}); add it with "
-                                f"'interapp targets add {name} --plugin … --server …'")
+            error = NotFoundError(f"no target {name!r} (configured: {known})")
+            error.target = name
+            raise error
         return targets[name]
 
     def save_targets(self, targets: dict[str, Target]) -> None:
@@ -165,4 +186,4 @@ class HostConfig:
             if t.options:
                 entry["options"] = dict(t.options)
             data[name] = entry
-        _write(self.targets_path, {"targets": data})
+        self._write(self.targets_path, {"targets": data})

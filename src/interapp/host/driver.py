@@ -31,6 +31,7 @@ from interapp.errors import (
     ConnectionLost,
     InterappError,
     NeedsReauth,
+    NotSignedIn,
     PromptUnavailable,
     RateLimited,
     Unauthorized,
@@ -40,7 +41,8 @@ from interapp.host.config import Target
 from interapp.host.localapp import LocalSession
 from interapp.host.prompts import Prompter, PromptRequest
 from interapp.plugins.contract import Credential, Login, Plugin, Profile
-from interapp.vault import AuditEvent, Link, LinkState, StaleVersion, Vault
+from interapp.vault import AuditEvent, Link, StaleVersion
+from interapp.vault.aio import AsyncVault
 
 #: Fault-injection switch for crash-safety tests: ``crash-after-refresh`` kills the process
 #: after the target answered a refresh and before the vault saved the new credential.
@@ -70,15 +72,22 @@ class Outcome:
 
 @dataclass
 class CredentialKeeper:
-    """Single-flight, crash-safe refresh of stored credentials."""
+    """Single-flight, crash-safe refresh of stored credentials.
 
-    vault: Vault
-    lock_dir: Path
+    ``lock_dir`` None (an in-memory host) means no other process can share the vault, so the
+    in-process lock is enough.
+    """
+
+    vault: AsyncVault
+    lock_dir: Path | None
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     refreshes: int = 0
 
     @contextlib.contextmanager
     def _file_lock(self, link_id: str) -> Iterator[None]:
+        if self.lock_dir is None:
+            yield
+            return
         self.lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.lock_dir / f"{link_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         with os.fdopen(fd, "r+") as fh:
@@ -102,10 +111,10 @@ class CredentialKeeper:
 
     async def _fresh_locked(self, link_id: str, plugin: Plugin, force: bool,
                             seen_version: int | None) -> tuple[Credential, Link]:
-        link = self.vault.get_link_by_id(link_id)
+        link = await self.vault.get_link_by_id(link_id)
         if link is None:
             raise NeedsReauth("the link was removed")
-        credential = self.vault.read_credential(link_id)
+        credential = await self.vault.read_credential(link_id)
         someone_refreshed = seen_version is not None and link.version != seen_version
         pending = plugin.has_pending_refresh(credential)
         if not pending and (someone_refreshed or not (
@@ -113,19 +122,19 @@ class CredentialKeeper:
             return credential, link
         if not pending:  # write-ahead: the intent (with its idempotency key) is durable first
             credential = plugin.prepare_refresh(credential)
-            link = self.vault.replace_credential(link_id, expected_version=link.version,
-                                                 credential=credential,
-                                                 event=AuditEvent.REFRESH)
+            link = await self.vault.replace_credential(link_id, expected_version=link.version,
+                                                       credential=credential,
+                                                       event=AuditEvent.REFRESH)
         new = await plugin.refresh(credential)
         if os.environ.get(FAULT_ENV) == "crash-after-refresh":  # fault injection (tests)
             os._exit(97)
         self.refreshes += 1
         try:
-            link = self.vault.replace_credential(link_id, expected_version=link.version,
-                                                 credential=new, event=AuditEvent.REFRESH)
+            link = await self.vault.replace_credential(link_id, expected_version=link.version,
+                                                       credential=new, event=AuditEvent.REFRESH)
         except StaleVersion:  # another process saved first; theirs is as good as ours
-            link = self.vault.get_link_by_id(link_id) or link
-            return self.vault.read_credential(link_id), link
+            link = await self.vault.get_link_by_id(link_id) or link
+            return await self.vault.read_credential(link_id), link
         return new, link
 
 
@@ -133,7 +142,7 @@ class CredentialKeeper:
 class HostContext:
     """What the driver needs from the host."""
 
-    vault: Vault
+    vault: AsyncVault
     local: LocalSession
     keeper: CredentialKeeper
 
@@ -142,7 +151,7 @@ def _snapshot(link: Link | None) -> r.LinkSnapshot | None:
     if link is None:
         return None
     return r.LinkSnapshot(link.id, link.remote_account_id, link.remote_account_name,
-                          str(link.state))
+                          str(link.state), link.state_reason, link.target_app)
 
 
 async def _login_event(call: object) -> tuple[r.Event, Profile | None]:
@@ -186,19 +195,20 @@ async def _stored_login(ctx: HostContext, plugin: Plugin, link: Link) -> tuple[r
 
 
 async def connect_target(ctx: HostContext, target: Target, plugin: Plugin, prompter: Prompter,
-                         *, max_attempts: int = 3) -> Outcome:
+                         *, max_attempts: int = 3,
+                         requested_account: str | None = None) -> Outcome:
     """Run the claim-1 flow for ``target``; never raises for a flow failure (see Outcome)."""
     local = ctx.local.local
     if local.username is None:
-        raise PromptUnavailable("not logged in to the local application: run "
-                                "'interapp login USERNAME' first")
-    link = ctx.vault.get_link(local.issuer, local.username, target.name)
+        raise NotSignedIn("nobody is signed in to the local application")
+    link = await ctx.vault.get_link(local.issuer, local.username, target.name)
     spec = plugin.spec
     machine = r.Resolver(r.ResolveRequest(
         target=target.name, account_system=target.account_system,
         supports_assertion=spec.supports_assertion, local_issuer=local.issuer,
         local_account=local.username, link=_snapshot(link), prompt_fields=spec.account_fields,
-        interactive=prompter.interactive, max_attempts=max_attempts))
+        interactive=prompter.interactive, max_attempts=max_attempts,
+        requested_account=requested_account, server=target.server))
     actions = machine.start()
     profile: Profile | None = None
     stored_link = link
@@ -223,25 +233,26 @@ async def connect_target(ctx: HostContext, target: Target, plugin: Plugin, promp
                 try:
                     answers = await prompter.ask(PromptRequest(
                         target.name, action.fields, action.reason, action.attempt,
-                        action.max_attempts, action.expected_account))
+                        action.max_attempts, action.expected_account, action.reason_code,
+                        action.cause))
                     event = r.PromptDeclined() if answers is None else r.PromptAnswered(answers)
                 except PromptUnavailable:
                     event = r.PromptUnavailable()
             elif isinstance(action, r.LoginWithAnswers):
                 event, profile = await _login_event(plugin.login(action.answers))
             elif isinstance(action, r.MarkLink):
-                stored_link = ctx.vault.set_state(action.link_id, LinkState(action.state.value),
-                                                  action.reason)
+                stored_link = await ctx.vault.set_state(action.link_id, action.state,
+                                                        action.reason)
             elif isinstance(action, r.StoreLink):
                 assert isinstance(action.credential, Credential)
-                stored_link = ctx.vault.create_link(
+                stored_link = await ctx.vault.create_link(
                     local_app=local.issuer, local_account=local.username, target=target.name,
                     target_app=target.server, remote_account_id=action.remote_account_id,
                     remote_account_name=action.remote_account_name,
                     credential=action.credential)
             elif isinstance(action, r.RepairLink):
                 assert isinstance(action.credential, Credential)
-                stored_link = ctx.vault.repair_link(
+                stored_link = await ctx.vault.repair_link(
                     action.link_id, remote_account_id=action.remote_account_id,
                     remote_account_name=action.remote_account_name,
                     credential=action.credential)
@@ -250,12 +261,12 @@ async def connect_target(ctx: HostContext, target: Target, plugin: Plugin, promp
                 with contextlib.suppress(InterappError):
                     await plugin.revoke(action.credential)
             elif isinstance(action, r.RecordAudit):
-                ctx.vault.record(AuditEvent.PROMPT, link_id=None, target=target.name,
-                                 detail={"step": action.event, **action.detail})
+                await ctx.vault.record(AuditEvent.PROMPT, link_id=None, target=target.name,
+                                       detail={"step": action.event, **action.detail})
             elif isinstance(action, r.Connected):
                 assert profile is not None
                 if action.branch is not r.Branch.SHARED and stored_link is not None:
-                    stored_link = ctx.vault.get_link_by_id(stored_link.id)
+                    stored_link = await ctx.vault.get_link_by_id(stored_link.id)
                 return Outcome(Connection(target, plugin, action.branch,
                                           None if action.branch is r.Branch.SHARED
                                           else stored_link, profile, machine.explain()),

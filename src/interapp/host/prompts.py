@@ -19,15 +19,27 @@ from typing import Protocol
 import anyio
 
 from interapp.errors import PromptUnavailable
-from interapp.host.resolver import PromptField
+from interapp.host.resolver import PromptReason
+from interapp.plugins.contract import PromptField
 from interapp.secret import Secret
 
+#: What a :class:`Prompter` answers: a value per field name; secret fields as :class:`Secret`.
 Answers = Mapping[str, Secret | str]
 
 
 @dataclass(frozen=True)
 class PromptRequest:
-    """What the host needs to know from the user."""
+    """What the host needs to know from the user, to sign in to ``target``.
+
+    * ``fields`` — what to ask for, in order: each has a ``name`` (the key of the answer), a
+      ``label`` to show, and ``secret`` (don't echo it, answer with a :class:`Secret`);
+    * ``reason_code`` — why (:class:`~interapp.host.resolver.PromptReason`: ``no_link``,
+      ``reauth``, ``retry``) and ``reason``, the same in words (no face's commands in it);
+      ``cause`` — what the target said when it refused the stored link or the last answer;
+    * ``attempt`` of ``max_attempts``;
+    * ``expected_account`` — on re-authentication, the remote account the link is for (a
+      sign-in as anyone else is refused, so a dialog may pre-fill it).
+    """
 
     target: str
     fields: tuple[PromptField, ...]
@@ -35,10 +47,18 @@ class PromptRequest:
     attempt: int
     max_attempts: int
     expected_account: str | None = None
+    reason_code: PromptReason = PromptReason.NO_LINK
+    cause: str = ""
 
 
 class Prompter(Protocol):
-    """A face that can answer prompts."""
+    """Your application's dialog for the claim-1 prompt.
+
+    ``ask`` shows ``request`` to the user and returns the answers (a value for every field),
+    or None when the user declines. When nobody can answer (no window, a headless run) it
+    raises :class:`~interapp.errors.PromptUnavailable` at once rather than wait. ``interactive``
+    is True when a person answers, so a refused answer may be asked again.
+    """
 
     @property
     def interactive(self) -> bool:

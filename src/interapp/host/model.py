@@ -1,0 +1,201 @@
+"""The values the host façade hands out: targets, links, buddies, messages, results.
+
+All are frozen dataclasses with plain fields, so an application can keep, compare and show
+them; ``to_dict()`` gives JSON-ready data (what ``--json`` and the agent print).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from interapp.errors import InterappError
+from interapp.host.lifecycle import LinkState
+from interapp.host.resolver import Branch
+from interapp.presence import PresenceState
+
+__all__ = [
+    "Buddies", "Buddy", "ConnectResult", "LinkInfo", "LocalInfo", "LocalUser", "Message",
+    "PresenceResult", "TargetInfo", "TargetState", "UnlinkResult",
+]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, StrEnum):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+class _Plain:
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data."""
+        out: dict[str, Any] = _plain(asdict(self))  # type: ignore[call-overload]
+        return out
+
+
+class TargetState(StrEnum):
+    """Where the host's connection to one target stands."""
+
+    IDLE = "idle"
+    """Not connected (nothing asked for it yet, or it was closed)."""
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DEGRADED = "degraded"
+    """The target dropped or cannot be reached; the host retries with backoff."""
+    NEEDS_REAUTH = "needs_reauth"
+    """The stored link is no longer accepted: someone must sign in again (``connect``)."""
+    FAILED = "failed"
+    """The last connect failed for another reason (``problem`` says which)."""
+
+
+@dataclass(frozen=True)
+class LocalInfo(_Plain):
+    """The local application; ``username`` is the local account signed in last
+    (:attr:`Host.signed_in` says whether it still is)."""
+
+    server: str
+    client_id: str
+    issuer: str
+    username: str | None
+
+
+@dataclass(frozen=True)
+class LocalUser(_Plain):
+    """Who signed in to the local application."""
+
+    username: str
+    display_name: str
+    issuer: str
+
+
+@dataclass(frozen=True)
+class LinkInfo(_Plain):
+    """A stored link of the signed-in user to one target (no secret in here).
+
+    ``server`` is the server the link was made with; ``server_changed`` is True when the
+    target's configuration now names another one — the link is then not used at all.
+    """
+
+    target: str
+    remote_account: str
+    remote_account_id: str
+    state: LinkState
+    reason: str
+    server: str
+    server_changed: bool
+    created_at: datetime
+    last_used: datetime | None
+    id: str = ""
+    """The link's id in the vault (stays the same when the link is repaired)."""
+
+
+@dataclass(frozen=True)
+class TargetInfo(_Plain):
+    """A configured target (``targets.toml``) and its connection as this host sees it."""
+
+    name: str
+    plugin: str
+    server: str
+    client_id: str | None
+    account_system: str
+    tls: bool | None
+    options: Mapping[str, str]
+    state: TargetState = TargetState.IDLE
+    account: str | None = None
+    """The remote account connected as (when connected)."""
+    branch: Branch | None = None
+    """Which branch of the flow connected it (when connected)."""
+    problem: str = ""
+    """Why the last connect or the event stream failed, in words."""
+    problem_code: str = ""
+
+
+@dataclass(frozen=True)
+class ConnectResult(_Plain):
+    """A connected target: how (``branch``), as whom, and the resolver's trace (``explain``)."""
+
+    target: str
+    branch: Branch
+    account: str
+    account_id: str
+    display_name: str
+    link: LinkInfo | None
+    explain: str = field(repr=False, default="")
+
+
+@dataclass(frozen=True)
+class UnlinkResult(_Plain):
+    """What unlinking did remotely (``remote_revoked``: True, False = failed, None = nothing
+    the target could revoke) and locally (the credential is always destroyed)."""
+
+    target: str
+    remote_revoked: bool | None
+    local_credential_destroyed: bool
+    note: str
+
+
+@dataclass(frozen=True)
+class Buddy(_Plain):
+    """A buddy on one target, with the presence last seen."""
+
+    target: str
+    id: str
+    username: str
+    display_name: str
+    presence: PresenceState = PresenceState.OFFLINE
+    status_text: str = ""
+    groups: tuple[str, ...] = ()
+    subscription: str = "both"
+
+
+class Buddies(list[Buddy]):
+    """The buddy list across targets (a list), with ``problems``: the targets that could not
+    be asked, and why."""
+
+    problems: dict[str, InterappError]
+
+    def __init__(self, buddies: Iterable[Buddy] = (),
+                 problems: Mapping[str, InterappError] | None = None) -> None:
+        super().__init__(buddies)
+        self.problems = dict(problems or {})
+
+
+@dataclass(frozen=True)
+class Message(_Plain):
+    """A chat message on one target; ``own`` is True for the signed-in user's own messages."""
+
+    target: str
+    id: str
+    sender: str
+    recipient: str
+    body: str
+    sent_at: str
+    client_msg_id: str | None = None
+    own: bool = False
+
+
+@dataclass(frozen=True)
+class PresenceResult(_Plain):
+    """Where the presence was set, and where it could not be (``errors``: target → message;
+    ``problems``: target → the error itself)."""
+
+    state: PresenceState
+    status_text: str
+    targets: tuple[str, ...]
+    errors: Mapping[str, str]
+    problems: Mapping[str, InterappError] = field(default_factory=dict, compare=False,
+                                                  repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data (without ``problems``)."""
+        return {"state": str(self.state), "status_text": self.status_text,
+                "targets": list(self.targets), "errors": dict(self.errors)}
