@@ -546,15 +546,15 @@ def test_unlink_revokes_at_the_target_then_forgets(world: World) -> None:
 def test_unlink_says_plainly_when_the_remote_revocation_failed(world: World) -> None:
     world.ensure_linked()
     refresh = world.harvest_tokens()["chatter"]["refresh_token"]
-    targets = world.home / "targets.toml"
-    original = targets.read_text()
-    assert world.url("chatter") in original
-    # targets.toml is editable by hand: point chatter at a port where nothing listens
-    targets.write_text(original.replace(world.url("chatter"), "http://127.0.0.1:9"))
+    c = world.clients["chatter"]
+    add = ("targets", "add", "chatter", "--plugin", "interapp", "--server",
+           world.url("chatter"), "--client-id", c["client_id"], "--client-secret-stdin")
+    # chatter refuses this host's client now (RFC 7009 answers invalid_client)
+    world.cli.ok(*add, input="not-the-client-secret\n")
     try:
         out = world.cli.run("unlink", "chatter")
     finally:
-        targets.write_text(original)
+        world.cli.ok(*add, input=c["client_secret"] + "\n")
     assert out.returncode != 0, out.describe()
     # a partial failure is a failure: one line on stderr saying what happened on each side
     assert out.stderr.count("\n") == 1, out.describe()

@@ -29,9 +29,8 @@ from interapp.errors import (
     NeedsReauth,
     RateLimited,
 )
-from interapp.host.config import LocalApp, Target
+from interapp.host import Host
 from interapp.host.prompts import Scripted
-from interapp.host.runtime import Host
 from interapp.plugins.contract import PluginEvent, TargetConfig
 from interapp.plugins.xmpp.client import (
     PASSWORD_KIND,
@@ -46,6 +45,7 @@ from interapp.plugins.xmpp.demo import make_buddies, prepare_demo
 from interapp.secret import Secret
 from interapp.testing import HomeApp
 from interapp.testing.prosody import ProsodyServer
+from interapp.vault import Vault
 
 PLAIN_DOMAIN = "plain.localhost"
 
@@ -363,16 +363,16 @@ async def test_the_vault_keeps_scram_keys_not_the_password(
     env = {"INTERAPP_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
            "INTERAPP_VAULT_KEYRING": "0"}
     local_user, local_password = interapp_home.new_user()
-    async with Host(tmp_path, env=env, call_timeout=30) as host:
-        host.set_local(LocalApp(interapp_home.url, interapp_home.client_id, interapp_home.url),
-                       interapp_home.client_secret)
-        await host.login(local_user, Secret(local_password))
-        host.config.save_targets({"x": Target("x", "xmpp", prosody.url)})
-        out = await host.connect("x", Scripted({"username": alice[0], "password": alice[1]}))
-        assert out.failure is None, out.trace
-        [link] = host.vault.list_links()
+    async with Host.open(tmp_path, env=env, call_timeout=30) as host:
+        await host.set_local(interapp_home.url, client_id=interapp_home.client_id,
+                             client_secret=interapp_home.client_secret)
+        await host.sign_in(local_user, local_password)
+        await host.add_target("x", plugin="xmpp", server=prosody.url)
+        await host.connect("x", Scripted({"username": alice[0], "password": alice[1]}))
+    with Vault.open(tmp_path / "vault.db", env=env) as vault:
+        [link] = vault.list_links()
         assert link.remote_account_id == alice[0] and link.credential_kind == SCRAM_KIND
-        credential = host.vault.read_credential(link.id)
+        credential = vault.read_credential(link.id)
     stored = credential.to_json().decode()
     assert alice[1] not in stored and "password" not in credential.fields
     assert set(credential.fields) == {"jid", "mechanism", "scram_salt", "scram_iterations",

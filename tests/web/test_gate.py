@@ -14,15 +14,15 @@ from contextlib import closing
 
 import httpx
 import pytest
-from web_kit import UIProcess, launch_ui, run_async, stop_ui
+from web_kit import UIProcess, launch_ui, stop_ui
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 from websockets.typing import Origin
 
-from interapp.host.config import LocalApp
-from interapp.host.runtime import Host
+from interapp.host.config import HostConfig, LocalApp
 from interapp.secret import Secret
 from interapp.testing.servers import free_port
+from interapp.vault import Vault
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +35,11 @@ def lone_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UIProcess]:
                INTERAPP_VAULT_KEY=base64.b64encode(os.urandom(32)).decode())
     dead = f"http://127.0.0.1:{free_port()}"  # a local app that does not answer
 
-    async def configure() -> None:
-        async with Host(home, env=env) as host:
-            host.set_local(LocalApp(dead, "ia_client", dead), Secret("cs-" + "x" * 20))
-
-    run_async(configure)
+    # a local app that does not answer cannot be set through the host (it asks the app for
+    # its metadata): write the configuration as an earlier session would have left it
+    HostConfig(home).set_local(LocalApp(dead, "ia_client", dead))
+    with Vault.open(home / "vault.db", env=env) as vault:
+        vault.put_secret("local:client_secret", Secret("cs-" + "x" * 20))
     ui = launch_ui(tmp, env)
     yield ui
     stop_ui(ui)

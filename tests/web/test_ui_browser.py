@@ -383,11 +383,11 @@ def test_no_secret_in_pages_output_or_data_folder(world: World, ui: UIProcess) -
 
 def test_the_cli_sees_what_the_ui_did(world: World) -> None:
     """Same data folder and vault: the UI's sign-in is the CLI's sign-in."""
-    from interapp.host.runtime import Host
+    from interapp.host import Host
 
     async def check() -> tuple[str | None, list[Any]]:
-        async with Host(world.home, env=world.env) as host:
-            return host.config.local().username, host.vault.list_links()
+        async with Host.open(world.home, env=world.env) as host:
+            return host.signed_in, await host.links()
 
     username, links = run_async(check)
     assert username == "alice"

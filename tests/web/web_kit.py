@@ -32,8 +32,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from interapp.host.config import LocalApp, Target
-from interapp.host.runtime import Host, target_secret_name
+from interapp.host import Host
 from interapp.secret import Secret
 from interapp.testing.servers import ThreadedServer
 
@@ -208,17 +207,14 @@ async def trust_arena(tmp: Path, issuer: str) -> None:
 
 
 async def configure_host(w: World) -> None:
-    async with Host(w.home, env=w.env) as host:
+    async with Host.open(w.home, env=w.env) as host:
         arena = w.servers["arena"]
         cid, secret = w.clients["arena"]
-        host.set_local(LocalApp(arena.url, cid, arena.url), secret)
-        host.config.save_targets({
-            "chatter": Target("chatter", "interapp", w.servers["chatter"].url,
-                              w.clients["chatter"][0], "separate"),
-            "arena-chat": Target("arena-chat", "interapp", w.servers["arena-chat"].url,
-                                 w.clients["arena-chat"][0], "shared")})
-        for name in ("chatter", "arena-chat"):
-            host.vault.put_secret(target_secret_name(name), w.clients[name][1])
+        await host.set_local(arena.url, client_id=cid, client_secret=secret)
+        for name, system in (("chatter", "separate"), ("arena-chat", "shared")):
+            await host.add_target(name, plugin="interapp", server=w.servers[name].url,
+                                  client_id=w.clients[name][0], client_secret=w.clients[name][1],
+                                  account_system=system)
 
 
 @dataclass

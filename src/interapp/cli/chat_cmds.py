@@ -6,26 +6,29 @@ import asyncio
 import json
 import sys
 import time
-import uuid
 from typing import Annotated, Any
 
 import typer
 
 from interapp.cli.common import NoInputOpt, make_prompter, run_host
+from interapp.cli.hints import render
 from interapp.cli.output import JSON_OPTION, emit
-from interapp.errors import ConfigError, InterappError
-from interapp.host.driver import Connection
-from interapp.host.runtime import Host, WatchEvent, describe_event
+from interapp.host import PRESENCE_STATES, ConfigError, Host, InterappError, events
 
 JsonOpt = Annotated[bool, JSON_OPTION]
 ACTIONS = ("add", "accept", "remove")
 
 
-def _fail_all(results: dict[str, Any]) -> None:
-    errors = {k: v for k, v in results.items() if isinstance(v, InterappError)}
-    if errors and len(errors) == len(results):
-        first = next(iter(errors.items()))
-        raise type(first[1])(f"{first[0]}: {first[1].message}")
+def _fail_all(errors: dict[str, InterappError], total: int) -> None:
+    if errors and len(errors) == total:
+        name, first = next(iter(errors.items()))
+        first.message = f"{name}: {first.message}"
+        raise first
+
+
+def _rows(found: list[Any]) -> list[dict[str, Any]]:
+    return [{"target": b.target, "username": b.username, "display_name": b.display_name,
+             "presence": str(b.presence), "status_text": b.status_text} for b in found]
 
 
 def contacts(args: Annotated[list[str] | None, typer.Argument(
@@ -41,12 +44,11 @@ def contacts(args: Annotated[list[str] | None, typer.Argument(
         action, name, user = args
 
         async def act(host: Host) -> None:
-            conn = await host.connection(name, prompter)
-            call = {"add": conn.plugin.add_buddy, "accept": conn.plugin.accept_buddy,
-                    "remove": conn.plugin.remove_buddy}[action]
-            await host.supervised(name, call(user))
+            call = {"add": host.add_buddy, "accept": host.accept_buddy,
+                    "remove": host.remove_buddy}[action]
+            await call(name, user)
 
-        run_host(act)
+        run_host(act, prompter)
         done = {"add": "asked {u} to be your buddy on {n}",
                 "accept": "{u} is now your buddy on {n}",
                 "remove": "{u} removed from your buddies on {n}"}[action]
@@ -56,23 +58,28 @@ def contacts(args: Annotated[list[str] | None, typer.Argument(
     if len(args) > 1:
         raise ConfigError("usage: interapp contacts [NAME] | contacts add|accept|remove NAME USER")
 
-    async def work(host: Host) -> dict[str, Any]:
-        async def buddies(conn: Connection) -> list[dict[str, Any]]:
-            return [{"target": conn.target.name, "username": b.username,
-                     "display_name": b.display_name, "presence": b.presence,
-                     "status_text": b.status_text} for b in await conn.plugin.buddies()]
+    async def work(host: Host) -> tuple[list[dict[str, Any]], dict[str, InterappError], int]:
+        if args:
+            found = await host.buddies(args[0])
+            return _rows(found), {}, 1
+        failed: dict[str, InterappError] = {}
+        for t in host.targets():  # a one-shot command: each target once, via the prompt
+            if t.state != "connected":
+                try:
+                    await host.connect(t.name)
+                except InterappError as exc:
+                    failed[t.name] = exc
+        found = await host.buddies()
+        return _rows(found), {**found.problems, **failed}, len(host.targets())
 
-        return await host.each_target(args or None, prompter, buddies)
-
-    results = run_host(work)
-    _fail_all(results)
-    rows = [row for v in results.values() if isinstance(v, list) for row in v]
-    problems = {k: v.message for k, v in results.items() if isinstance(v, InterappError)}
+    rows, problems, total = run_host(work, prompter)
+    _fail_all(problems, total)
     lines = [f"{r['target']:<12} {r['username']:<16} {r['display_name']:<20} "
              f"{r['presence']:<8} {r['status_text']}" for r in rows]
-    lines += [f"{k}: not available ({msg})" for k, msg in problems.items()]
+    lines += [f"{k}: not available ({render(exc)})" for k, exc in problems.items()]
     header = f"{'TARGET':<12} {'USERNAME':<16} {'DISPLAY NAME':<20} {'PRESENCE':<8} STATUS"
-    emit({"contacts": rows, "errors": problems}, "\n".join([header, *lines]), as_json=as_json)
+    emit({"contacts": rows, "errors": {k: v.message for k, v in problems.items()}},
+         "\n".join([header, *lines]), as_json=as_json)
 
 
 def send(name: Annotated[str, typer.Argument(help="The target.")],
@@ -82,16 +89,13 @@ def send(name: Annotated[str, typer.Argument(help="The target.")],
     """Send a message to a buddy on a target."""
     if not text.strip():
         raise ConfigError("the message is empty")
-    prompter = make_prompter(no_input=no_input)
-    client_msg_id = uuid.uuid4().hex
 
     async def work(host: Host) -> dict[str, Any]:
-        conn = await host.connection(name, prompter)
-        msg = await host.supervised(name, conn.plugin.send(user, text, client_msg_id))
+        msg = await host.send(name, user, text)
         return {"target": name, "message_id": msg.id, "to": msg.recipient, "body": msg.body,
-                "sent_at": msg.sent_at, "client_msg_id": client_msg_id}
+                "sent_at": msg.sent_at, "client_msg_id": msg.client_msg_id}
 
-    info = run_host(work)
+    info = run_host(work, make_prompter(no_input=no_input))
     emit(info, f"sent to {user} on {name} ({info['message_id']})", as_json=as_json)
 
 
@@ -101,40 +105,58 @@ def history(name: Annotated[str, typer.Argument(help="The target.")],
                                                help="How many messages.")] = 20,
             no_input: NoInputOpt = False, as_json: JsonOpt = False) -> None:
     """The conversation with a buddy, newest last."""
-    prompter = make_prompter(no_input=no_input)
 
     async def work(host: Host) -> list[dict[str, Any]]:
-        conn = await host.connection(name, prompter)
-        msgs = await host.supervised(name, conn.plugin.history(user, limit=limit))
+        msgs = await host.history(name, user, limit=limit)
         return [{"id": m.id, "from": m.sender, "to": m.recipient, "body": m.body,
                  "sent_at": m.sent_at} for m in msgs]
 
-    rows = run_host(work)
+    rows = run_host(work, make_prompter(no_input=no_input))
     lines = [f"{m['sent_at']}  {m['from']}: {m['body']}" for m in rows]
     emit({"target": name, "with": user, "messages": rows},
          "\n".join(lines) or f"no messages with {user} on {name}", as_json=as_json)
 
 
-def _line(item: WatchEvent, online: dict[tuple[str, str], str]) -> str:
-    data, t = item.event.data, item.target
-    if item.event.type == "message":
-        return f"[{t}] {data.get('from')} → {data.get('to')}: {data.get('body')}"
-    if item.event.type == "presence":
-        key = (t, str(data.get("username")))
-        before, online[key] = online.get(key, "offline"), str(data.get("state"))
-        text = f" ({data['status_text']})" if data.get("status_text") else ""
-        if before == "offline" and data.get("state") != "offline":
-            return f"[{t}] {data.get('username')} came online{text}"
-        return f"[{t}] {data.get('username')} is {data.get('state')}{text}"
-    if item.event.type == "contact_request":
-        return f"[{t}] {data.get('from')} asks to be your buddy " \
-               f"(interapp contacts accept {t} {data.get('from')})"
-    if item.event.type == "contact_added":
-        return f"[{t}] {data.get('contact', {}).get('username')} is now your buddy"
-    if item.event.type == "cursor_reset":
-        return f"[{t}] warning: {t} no longer knew where this app left off (its data may " \
-               f"have been reset); events in between may be missing"
-    return f"[{t}] {item.event.type}"
+def _line(event: events.Event) -> str | None:
+    t = event.target
+    match event:
+        case events.MessageReceived(message=m):
+            return f"[{t}] {m.sender} → {m.recipient}: {m.body}"
+        case events.BuddyPresence(username=u, state=state, status_text=text, previous=before):
+            extra = f" ({text})" if text else ""
+            if before == "offline" and state != "offline":
+                return f"[{t}] {u} came online{extra}"
+            return f"[{t}] {u} is {state}{extra}"
+        case events.ContactRequest(username=u):
+            return f"[{t}] {u} asks to be your buddy (interapp contacts accept {t} {u})"
+        case events.ContactAdded(username=u):
+            return f"[{t}] {u} is now your buddy"
+        case events.ContactRemoved(username=u):
+            return f"[{t}] {u} is no longer your buddy"
+        case events.CursorReset():
+            return (f"[{t}] warning: {t} no longer knew where this app left off (its data may "
+                    f"have been reset); events in between may be missing")
+        case events.TargetDegraded(reason=why, retry_in=wait):
+            return f"[{t}] connection lost ({why}); trying again in {wait:.0f} s"
+        case events.LinkNeedsReauth(reason=why):
+            return f"[{t}] the link needs you to sign in again ({why}): interapp connect {t}"
+        case events.OtherEvent(type=kind):
+            return f"[{t}] {kind}"
+    return None  # came_online (shown as presence), target_connected
+
+
+def _json_line(event: events.Event) -> str | None:
+    if isinstance(event, events.BuddyCameOnline):
+        return None  # the same target event is printed once, as its presence
+    raw = getattr(event, "raw", None)
+    if raw:  # what the target sent, as before: target, type, cursor and its fields
+        out = {"target": event.target, "type": raw.get("type", event.kind),
+               "cursor": getattr(event, "cursor", None),
+               **{k: v for k, v in raw.items() if k not in ("seq", "type")}}
+        return json.dumps(out, sort_keys=True, default=str)
+    if isinstance(event, events.TargetDegraded | events.LinkNeedsReauth | events.EventsDropped):
+        return json.dumps({"target": event.target, **event.to_dict()}, sort_keys=True)
+    return None
 
 
 def watch(name: Annotated[str | None, typer.Argument(help="One target (default: all).")] = None,
@@ -144,64 +166,54 @@ def watch(name: Annotated[str | None, typer.Argument(help="One target (default: 
                                                         help="Stop after S seconds.")] = None,
           no_input: NoInputOpt = False, as_json: JsonOpt = False) -> None:
     """Live events across targets, one per line: messages and buddies coming online."""
-    prompter = make_prompter(no_input=no_input)
 
     async def work(host: Host) -> int:
-        names = [name] if name else sorted(host.config.targets())
+        names = [name] if name else [t.name for t in host.targets()]
         if not names:
             raise ConfigError("no targets configured")
         for n in names:  # connect first, so that a failure is reported at once
-            await host.connection(n, prompter)
-        sink: asyncio.Queue[WatchEvent] = asyncio.Queue()
-        tasks = [asyncio.create_task(host.stream(n, prompter, sink, autosave=False))
-                 for n in names]
-        online: dict[tuple[str, str], str] = {}
+            await host.connect(n)
         seen = 0
         deadline = time.monotonic() + timeout if timeout else None
-        try:
+        async with host.events() as stream:
             while count is None or seen < count:
                 wait = None if deadline is None else deadline - time.monotonic()
                 if wait is not None and wait <= 0:
                     break
                 try:
-                    item = await asyncio.wait_for(sink.get(), wait)
-                except TimeoutError:
+                    event = await asyncio.wait_for(anext(stream), wait)
+                except (TimeoutError, StopAsyncIteration):
                     break
+                if name and event.target not in (name, "*"):
+                    continue
+                out = _json_line(event) if as_json else _line(event)
+                if out is None:
+                    continue
                 seen += 1
-                out = json.dumps(describe_event(item.target, item.event), sort_keys=True) \
-                    if as_json else _line(item, online)
                 sys.stdout.write(out + "\n")
                 sys.stdout.flush()
-                host.save_cursor(item.target, item.event.cursor)  # seen only once printed
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
         return seen
 
-    run_host(work)
+    run_host(work, make_prompter(no_input=no_input))
 
 
 def status(text: Annotated[str, typer.Argument(help="Status text (e.g. what you play).")] = "",
-           state: Annotated[str, typer.Option("--state", help="online, away, busy or offline.")
-                            ] = "online",
+           state: Annotated[str, typer.Option(
+               "--state", help=f"{', '.join(PRESENCE_STATES)}.")] = "online",
            no_input: NoInputOpt = False, as_json: JsonOpt = False) -> None:
     """Set presence and status text on every connected target."""
-    if state not in ("online", "away", "busy", "offline"):
-        raise ConfigError("--state must be online, away, busy or offline")
-    prompter = make_prompter(no_input=no_input)
+    if state not in PRESENCE_STATES:
+        raise ConfigError(f"--state must be {', '.join(PRESENCE_STATES[:-1])} or "
+                          f"{PRESENCE_STATES[-1]}")
 
-    async def work(host: Host) -> dict[str, Any]:
-        async def put(conn: Connection) -> bool:
-            await conn.plugin.set_presence(state, text)  # type: ignore[arg-type]
-            return True
+    async def work(host: Host) -> tuple[Any, int]:
+        names = [t.name for t in host.targets()]
+        result = await host.set_presence(state, text, targets=names)
+        return result, len(names)
 
-        return await host.each_target(None, prompter, put)
-
-    results = run_host(work)
-    _fail_all(results)
-    ok = [k for k, v in results.items() if v is True]
-    failed = {k: v.message for k, v in results.items() if isinstance(v, InterappError)}
+    result, total = run_host(work, make_prompter(no_input=no_input))
+    ok, failed = list(result.targets), dict(result.errors)
+    _fail_all(dict(result.problems), total)
     line = f"{state}{' — ' + text if text else ''} on {', '.join(ok) or 'no target'}"
     if failed:
         line += "; not on " + ", ".join(f"{k} ({m})" for k, m in failed.items())

@@ -1,8 +1,12 @@
-"""Shared plumbing of the host's commands: opening the host, choosing the prompter, running."""
+"""Shared plumbing of the host's commands: opening the host, choosing the prompter, running.
+
+The commands use only :mod:`interapp.host`'s public names (a test checks it).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import getpass
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
@@ -10,16 +14,15 @@ from typing import Annotated, TypeVar
 import typer
 
 from interapp.cli.output import read_secret_line
-from interapp.host.prompts import NoInput, Prompter, Scripted, Terminal
-from interapp.host.runtime import Host
-from interapp.paths import data_home
+from interapp.host import Host, NoInput, Prompter, Scripted, Terminal
 
 T = TypeVar("T")
 
 NoInputOpt = Annotated[bool, typer.Option(
     "--no-input", help="Never prompt; fail with the command to run instead.")]
 UsernameOpt = Annotated[str | None, typer.Option(
-    "--username", help="The opposite account's username (answers the prompt).")]
+    "--username", help="The opposite account's username (answers the prompt; a stored link "
+    "to another account is refused).")]
 PasswordStdinOpt = Annotated[bool, typer.Option(
     "--password-stdin", help="Read the opposite account's password from standard input.")]
 
@@ -44,14 +47,16 @@ def make_prompter(*, no_input: bool = False, username: str | None = None,
     return NoInput()
 
 
-def run_host(work: Callable[[Host], Awaitable[T]]) -> T:
+def _passphrase() -> str:
+    return getpass.getpass("Vault passphrase: ", stream=sys.stderr)
+
+
+def run_host(work: Callable[[Host], Awaitable[T]], prompter: Prompter | None = None) -> T:
     """Open the host on the data folder, run ``work``, and close everything."""
 
     async def go() -> T:
-        host = Host(data_home(), interactive=interactive())
-        try:
+        async with Host.open(prompter=prompter,
+                             passphrase=_passphrase if interactive() else None) as host:
             return await work(host)
-        finally:
-            await host.aclose()
 
     return asyncio.run(go())

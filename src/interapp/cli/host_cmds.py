@@ -15,10 +15,17 @@ from interapp.cli.common import (
     run_host,
 )
 from interapp.cli.output import JSON_OPTION, ask_password, emit, read_secret_line
-from interapp.errors import ConfigError, LinkError, VaultTampered
-from interapp.host.config import LocalApp, Target, check_server_url, check_target_name
-from interapp.host.runtime import Host, target_secret_name
-from interapp.secret import Secret
+from interapp.host import (
+    ConfigError,
+    Host,
+    InterappError,
+    LinkError,
+    LinkInfo,
+    Secret,
+    TargetInfo,
+    VaultTampered,
+    available_plugins,
+)
 
 JsonOpt = Annotated[bool, JSON_OPTION]
 targets_app = typer.Typer(no_args_is_help=True, help="Configure the opposite applications "
@@ -33,23 +40,15 @@ def local(server: Annotated[str, typer.Option("--server", help="The local app's 
           ] = False,
           as_json: JsonOpt = False) -> None:
     """Choose which interapp server is the local application."""
-    url = check_server_url(server)
     secret = Secret(read_secret_line("client-secret")) if client_secret_stdin else None
 
     async def work(host: Host) -> dict[str, Any]:
-        from interapp.plugins.interapp_server.api import ServerClient
-
-        client = ServerClient(url, client_id=client_id, client_secret=secret)
-        try:
-            issuer = str((await client.metadata())["issuer"])
-        finally:
-            await client.aclose()
-        host.set_local(LocalApp(server=url, client_id=client_id, issuer=issuer), secret)
-        return {"server": url, "issuer": issuer, "client_id": client_id}
+        info = await host.set_local(server, client_id=client_id, client_secret=secret)
+        return {"server": info.server, "issuer": info.issuer, "client_id": info.client_id}
 
     info = run_host(work)
-    emit(info, f"local application: {url} (issuer {info['issuer']}), client {client_id}",
-         as_json=as_json)
+    emit(info, f"local application: {info['server']} (issuer {info['issuer']}), client "
+               f"{client_id}", as_json=as_json)
 
 
 def login(username: Annotated[str, typer.Argument(help="Your account at the local app.")],
@@ -65,14 +64,20 @@ def login(username: Annotated[str, typer.Argument(help="Your account at the loca
         raise ConfigError("no terminal to ask for the password: use --password-stdin")
 
     async def work(host: Host) -> dict[str, Any]:
-        current = host.config.local()
-        me = await host.login(username, password)
-        return {"issuer": current.issuer, "username": me["username"],
-                "display_name": me["display_name"]}
+        me = await host.sign_in(username, password)
+        return {"issuer": me.issuer, "username": me.username, "display_name": me.display_name}
 
     info = run_host(work)
     emit(info, f"logged in to {info['issuer']} as {info['username']} ({info['display_name']})",
          as_json=as_json)
+
+
+def _server_warning(name: str, link: LinkInfo | None) -> str | None:
+    if link is None or not link.server_changed:
+        return None
+    return (f"warning: {name}'s link to {link.remote_account} was made with {link.server}; "
+            f"it will not be used (nor its credential sent) with the new server — "
+            f"'interapp unlink {name}' and connect again, or set the server back")
 
 
 @targets_app.command("add")
@@ -95,7 +100,6 @@ def targets_add(name: Annotated[str, typer.Argument(help="A name for the target.
                     "jwt_audience=https://…")] = None,
                 as_json: JsonOpt = False) -> None:
     """Add (or replace) a target."""
-    check_target_name(name)
     options: dict[str, str] = {}
     for item in option or []:
         key, sep, value = item.partition("=")
@@ -106,22 +110,20 @@ def targets_add(name: Annotated[str, typer.Argument(help="A name for the target.
         raise ConfigError("--account-system must be shared or separate")
     secret = Secret(read_secret_line("client-secret")) if client_secret_stdin else None
 
-    async def work(host: Host) -> dict[str, Any]:
-        spec = host.registry.get(plugin)
-        url = check_server_url(server, spec.url_schemes)
-        targets = host.config.targets()
-        kept = dict(targets[name].options) if name in targets else {}
-        targets[name] = Target(name, plugin, url, client_id,
-                               "shared" if account_system == "shared" else "separate", tls,
-                               {**kept, **options})
-        host.config.save_targets(targets)
-        if secret is not None:
-            host.vault.put_secret(target_secret_name(name), secret)
-        return {"name": name, "plugin": plugin, "server": url, "client_id": client_id,
-                "account_system": account_system, "options": options}
+    async def work(host: Host) -> tuple[TargetInfo, str | None]:
+        info = await host.add_target(name, plugin=plugin, server=server, client_id=client_id,
+                                     client_secret=secret, account_system=account_system,
+                                     tls=tls, options=options)
+        link = await host.link(name) if host.signed_in else None
+        return info, _server_warning(name, link)
 
-    info = run_host(work)
-    emit(info, f"target {name}: {plugin} at {info['server']} ({account_system} account system)",
+    info, warning = run_host(work)
+    data = {"name": name, "plugin": plugin, "server": info.server, "client_id": client_id,
+            "account_system": account_system, "options": options}
+    if warning:
+        data["warning"] = warning
+        sys.stderr.write(warning + "\n")
+    emit(data, f"target {name}: {plugin} at {info.server} ({account_system} account system)",
          as_json=as_json)
 
 
@@ -129,12 +131,11 @@ def targets_add(name: Annotated[str, typer.Argument(help="A name for the target.
 def targets_list(as_json: JsonOpt = False) -> None:
     """List the configured targets."""
 
-    async def work(host: Host) -> list[dict[str, Any]]:
-        return [{"name": t.name, "plugin": t.plugin, "server": t.server,
-                 "client_id": t.client_id, "account_system": t.account_system}
-                for t in host.config.targets().values()]
+    async def work(host: Host) -> list[TargetInfo]:
+        return host.targets()
 
-    rows = run_host(work)
+    rows = [{"name": t.name, "plugin": t.plugin, "server": t.server, "client_id": t.client_id,
+             "account_system": t.account_system} for t in run_host(work)]
     lines = [f"{r['name']}\t{r['plugin']}\t{r['server']}\t{r['account_system']}" for r in rows]
     emit({"targets": rows}, "\n".join(lines) or "no targets configured", as_json=as_json)
 
@@ -145,11 +146,7 @@ def targets_remove(name: Annotated[str, typer.Argument(help="The target to remov
     """Remove a target from the configuration (its link, if any, stays until unlinked)."""
 
     async def work(host: Host) -> None:
-        targets = host.config.targets()
-        host.config.target(name)
-        del targets[name]
-        host.config.save_targets(targets)
-        host.vault.delete_secret(target_secret_name(name))
+        await host.remove_target(name)
 
     run_host(work)
     emit({"removed": name}, f"target {name} removed", as_json=as_json)
@@ -157,12 +154,10 @@ def targets_remove(name: Annotated[str, typer.Argument(help="The target to remov
 
 def plugins(as_json: JsonOpt = False) -> None:
     """List the installed plug-ins with their versions and capabilities."""
-    from interapp.host.registry import discover
-
-    registry = discover()
-    rows = [{"name": s.name, "version": s.version, "description": s.description,
-             "capabilities": s.capabilities()} for s in registry.specs.values()]
-    broken = [{"name": n, "problem": p} for n, p in registry.problems.items()]
+    found = available_plugins()
+    rows = [{"name": p.name, "version": p.version, "description": p.description,
+             "capabilities": p.capabilities} for p in found if not p.problem]
+    broken = [{"name": p.name, "problem": p.problem} for p in found if p.problem]
     lines = [f"{r['name']} {r['version']}: {r['description']}" for r in rows]
     lines += [f"{b['name']}: BROKEN ({b['problem']})" for b in broken]
     emit({"plugins": rows, "broken": broken}, "\n".join(lines), as_json=as_json)
@@ -179,49 +174,56 @@ def connect(name: Annotated[str, typer.Argument(help="The target to connect.")],
                              password_stdin=password_stdin)
 
     async def work(host: Host) -> dict[str, Any]:
-        outcome = await host.connect(name, prompter)
+        try:
+            c = await host.connect(name, prompter, account=username)
+        except InterappError as exc:
+            if explain and exc.explain:
+                sys.stderr.write(exc.explain + "\n")
+            raise
         if explain:
-            sys.stderr.write(outcome.trace + "\n")
-        if outcome.failure is not None:
-            raise outcome.failure
-        assert outcome.connection is not None
-        c = outcome.connection
-        return {"target": name, "branch": str(c.branch), "remote_account": c.profile.username,
-                "link_state": str(c.link.state) if c.link else None, "trace": outcome.trace}
+            sys.stderr.write(c.explain + "\n")
+        return {"target": name, "branch": str(c.branch), "remote_account": c.account,
+                "link_state": str(c.link.state) if c.link else None, "trace": c.explain}
 
     info = run_host(work)
     emit(info, f"connected to {name} as {info['remote_account']} ({info['branch']})",
          as_json=as_json)
 
 
+def _link_row(name: str, ln: LinkInfo | None) -> dict[str, Any]:
+    if ln is None:
+        return {"target": name, "remote_account": None, "state": "not linked", "reason": "",
+                "last_used": None, "server": None, "server_changed": False}
+    return {"target": name, "remote_account": ln.remote_account, "state": str(ln.state),
+            "reason": ln.reason, "last_used": ln.last_used.isoformat() if ln.last_used else None,
+            "server": ln.server, "server_changed": ln.server_changed}
+
+
+def _link_line(r: dict[str, Any]) -> str:
+    why = r["reason"]
+    if r["server_changed"]:
+        why = f"made with {r['server']}, the target now names another server: not used"
+    return (f"{r['target']}\t{r['remote_account'] or '-'}\t{r['state']}"
+            f"{' (' + why + ')' if why else ''}\t{r['last_used'] or '-'}")
+
+
 def links(as_json: JsonOpt = False,
           verify_audit: Annotated[bool, typer.Option(
               "--verify-audit", help="Check the audit log's hash chain.")] = False) -> None:
-    """Each target's link: remote account, state, last use."""
+    """Each target's link: remote account, state and why, last use."""
 
     async def work(host: Host) -> dict[str, Any]:
-        local = host.config.local()
-        rows = []
-        linked = {str(ln.target): ln
-                  for ln in host.vault.list_links(local.issuer, local.username)}
-        for name in sorted(set(host.config.targets()) | set(linked)):
-            ln = linked.get(name)
-            rows.append({"target": name, "remote_account": ln.remote_account_name if ln else None,
-                         "state": str(ln.state) if ln else "not linked",
-                         "reason": ln.state_reason if ln else "",
-                         "last_used": ln.last_used_at.isoformat() if ln and ln.last_used_at
-                         else None})
-        out: dict[str, Any] = {"links": rows}
+        linked = {ln.target: ln for ln in await host.links()}
+        names = sorted({t.name for t in host.targets()} | set(linked))
+        out: dict[str, Any] = {"links": [_link_row(n, linked.get(n)) for n in names]}
         if verify_audit:
-            report = host.vault.verify_audit()
+            report = await host.verify_audit()
             out["audit"] = {"ok": report.ok, "entries": report.entries,
                             "first_bad_seq": report.first_bad_seq, "reason": report.reason}
         return out
 
     data = run_host(work)
-    lines = [f"{r['target']}\t{r['remote_account'] or '-'}\t{r['state']}"
-             f"{' (' + r['reason'] + ')' if r['reason'] else ''}\t{r['last_used'] or '-'}"
-             for r in data["links"]]
+    lines = [_link_line(r) for r in data["links"]]
     if "audit" in data:
         a = data["audit"]
         lines.append(f"audit chain: {'ok' if a['ok'] else 'BROKEN'} ({a['entries']} entries"
@@ -236,17 +238,17 @@ def unlink(name: Annotated[str, typer.Argument(help="The target to unlink.")],
            as_json: JsonOpt = False) -> None:
     """Revoke the grant at the target, then destroy the local credential."""
 
-    async def work(host: Host) -> tuple[bool | None, str]:
+    async def work(host: Host) -> Any:
         return await host.unlink(name)
 
-    revoked, note = run_host(work)
-    result = {"target": name, "remote_revoked": revoked, "local_credential_destroyed": True,
-              "note": note}
-    if revoked is False:  # the remote grant may still be alive: a failure, on stderr
+    done = run_host(work)
+    result = {"target": name, "remote_revoked": done.remote_revoked,
+              "local_credential_destroyed": done.local_credential_destroyed, "note": done.note}
+    if done.remote_revoked is False:  # the remote grant may still be alive: a failure
         if as_json:
             emit(result, "", as_json=True)
-        raise LinkError(f"unlinked {name} here, but {note}")
-    emit(result, f"unlinked {name}: {note}; local credential destroyed", as_json=as_json)
+        raise LinkError(f"unlinked {name} here, but {done.note}")
+    emit(result, f"unlinked {name}: {done.note}; local credential destroyed", as_json=as_json)
 
 
 def register(root: typer.Typer) -> None:

@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(f"interapp: error: {exc.format_message()}\n")
         sys.exit(exc.exit_code)
     except InterappError as exc:
-        sys.stderr.write(f"interapp: error: {exc.message}\n")
+        from interapp.cli.hints import render
+
+        sys.stderr.write(f"interapp: error: {render(exc)}\n")
         sys.exit(1)
     except KeyboardInterrupt:
         sys.stderr.write("interapp: interrupted\n")

@@ -2,7 +2,7 @@
 
 Use it from a plug-in's test suite::
 
-    from interapp.testing import Account, Harness, PluginConformance
+    from interapp.testing import Account, Harness, PluginConformance, Target
 
     class TestMyNet(PluginConformance):
         @pytest.fixture
@@ -19,9 +19,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from interapp.testing.kit import Account, Harness, HomeApp, PluginConformance
+    from interapp.testing.kit import Account, Harness, HomeApp, PluginConformance, Target
 
-__all__ = ["Account", "Harness", "HomeApp", "PluginConformance"]
+__all__ = ["Account", "Harness", "HomeApp", "PluginConformance", "Target"]
 
 
 def __getattr__(name: str) -> Any:

@@ -4,11 +4,12 @@ Theory of operation: a plug-in author subclasses :class:`PluginConformance` in a
 provides a ``harness`` fixture returning a :class:`Harness` for a *real* server of their network
 (account creation, buddies, password change, restart). The kit brings the rest: a real local
 application (an interapp server in a thread, the ``interapp_home`` fixture of this pytest
-plug-in), a real :class:`~interapp.host.runtime.Host` with its vault in a temporary folder, and
-the scenarios — the claim-1 branches, buddy list, presence and messages both ways, history
-paging, reconnect
-after a server restart with nothing lost or doubled, and unlink revoking remotely. The other
-side of every conversation is the same plug-in, logged in as a second account.
+plug-in), a real :class:`~interapp.host.Host` — the public SDK, exactly as applications use
+it — with its vault in a temporary folder, and the scenarios: the claim-1 branches, buddy list,
+presence and messages both ways, history paging, reconnect after a server restart with nothing
+lost or doubled, and unlink revoking remotely. The other side of every conversation is the
+same plug-in, driven directly and logged in as a second account, so the kit also checks the
+raw events a plug-in yields.
 
 Events a plug-in yields must carry normalized data: ``message`` events ``from``, ``to``,
 ``body``; ``presence`` events ``username``, ``state``, ``status_text``.
@@ -22,20 +23,21 @@ import os
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
-from interapp.errors import InterappError, LinkError, PromptUnavailable
-from interapp.host.config import LocalApp, Target
-from interapp.host.prompts import NoInput, Scripted
-from interapp.host.resolver import Branch
-from interapp.host.runtime import Host, WatchEvent, target_secret_name
-from interapp.plugins.contract import Plugin, PluginEvent, TargetConfig
+from interapp.errors import InterappError, LinkError, NeedsReauth
+from interapp.host import Branch, Host, LinkState, Message, PresenceState, Scripted, events
+from interapp.host.config import Target
+from interapp.host.registry import discover
+from interapp.plugins.contract import Credential, Plugin, PluginEvent, TargetConfig
 from interapp.secret import Secret
-from interapp.vault import LinkState
+
+HostFactory = Callable[[], AbstractAsyncContextManager[Host]]
 
 
 @dataclass(frozen=True)
@@ -108,37 +110,35 @@ class PluginConformance:
 
     @pytest.fixture
     async def host_factory(self, interapp_home: HomeApp, harness: Harness,
-                           tmp_path: Path) -> AsyncIterator[Callable[[], Host]]:
-        """Builds hosts (a new one = a restarted host) sharing one data folder and login."""
-        env = {"INTERAPP_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
-               "INTERAPP_VAULT_KEYRING": "0"}
+                           tmp_path: Path) -> AsyncIterator[HostFactory]:
+        """Opens hosts (a new one = a restarted host) sharing one data folder and sign-in."""
+        key = base64.b64encode(os.urandom(32)).decode()
         home = tmp_path / "host"
-        home.mkdir()
         username, password = interapp_home.new_user()
         target, secret = await harness.target()
         shared = await harness.shared_target(interapp_home)
-        async with Host(home, env=env, call_timeout=30) as host:
-            host.set_local(LocalApp(interapp_home.url, interapp_home.client_id,
-                                    interapp_home.url), interapp_home.client_secret)
-            await host.login(username, Secret(password))
-            targets = {"t": Target("t", target.plugin, target.server, target.client_id,
-                                   "separate", target.tls, dict(target.options))}
-            if secret is not None:
-                host.vault.put_secret(target_secret_name("t"), secret)
+
+        def factory() -> AbstractAsyncContextManager[Host]:
+            return Host.open(home, vault_key=key, call_timeout=30, max_backoff=1.0)
+
+        async with factory() as host:
+            await host.set_local(interapp_home.url, client_id=interapp_home.client_id,
+                                 client_secret=interapp_home.client_secret)
+            await host.sign_in(username, password)
+            await host.add_target("t", plugin=target.plugin, server=target.server,
+                                  client_id=target.client_id, client_secret=secret,
+                                  tls=target.tls, options=target.options)
             if shared is not None:
                 st, ssecret = shared
-                targets["shared"] = Target("shared", st.plugin, st.server, st.client_id,
-                                           "shared", st.tls, dict(st.options))
-                if ssecret is not None:
-                    host.vault.put_secret(target_secret_name("shared"), ssecret)
-            host.config.save_targets(targets)
-        yield lambda: Host(home, env=env, call_timeout=30)
+                await host.add_target("shared", plugin=st.plugin, server=st.server,
+                                      client_id=st.client_id, client_secret=ssecret,
+                                      account_system="shared", tls=st.tls, options=st.options)
+        self._home, self._key = home, key
+        yield factory
 
     async def _peer(self, harness: Harness, account: Account) -> Plugin:
         """The other side: the same plug-in, logged in as ``account``."""
         target, secret = await harness.target()
-        from interapp.host.registry import discover
-
         cls = discover().get(target.plugin).load()
         plugin = cls(TargetConfig(name="peer", plugin=target.plugin, server=target.server,
                                   client_id=target.client_id, client_secret=secret,
@@ -148,106 +148,106 @@ class PluginConformance:
         await plugin.open(login.credential)
         return plugin
 
-    async def _link(self, host_factory: Callable[[], Host], account: Account) -> None:
+    async def _link(self, host_factory: HostFactory, account: Account) -> None:
         async with host_factory() as host:
-            out = await host.connect("t", _answers(account))
-            assert out.failure is None, out.trace
-            assert out.connection is not None and out.connection.branch is Branch.PROMPT
+            c = await host.connect("t", _answers(account))
+            assert c.branch is Branch.PROMPT, c.explain
 
     # --- the claim-1 branches ------------------------------------------------------------------
 
     @pytest.mark.anyio
     async def test_first_link_through_the_prompt(self, harness: Harness,
-                                                 host_factory: Callable[[], Host]) -> None:
+                                                 host_factory: HostFactory) -> None:
         """No link: the prompt's answer is sent, and the link is stored only then."""
         alice = await harness.new_account()
         async with host_factory() as host:
-            assert host.vault.list_links() == []
+            assert await host.links() == []
             prompter = _answers(alice)
-            out = await host.connect("t", prompter)
-            assert out.failure is None, out.trace
-            assert out.connection is not None and out.connection.branch is Branch.PROMPT
+            c = await host.connect("t", prompter)
+            assert c.branch is Branch.PROMPT, c.explain
             assert prompter.asked == 1
-            [link] = host.vault.list_links()
+            [link] = await host.links()
             assert link.state is LinkState.LINKED and link.target == "t"
 
     @pytest.mark.anyio
     async def test_wrong_password_stores_nothing(self, harness: Harness,
-                                                 host_factory: Callable[[], Host]) -> None:
+                                                 host_factory: HostFactory) -> None:
         """A refused login stores nothing and says why."""
         alice = await harness.new_account()
         async with host_factory() as host:
-            out = await host.connect("t", Scripted({"username": alice.username,
-                                                    "password": alice.password + "-wrong"}))
-            assert out.connection is None and isinstance(out.failure, LinkError)
-            assert out.failure.message
-            assert host.vault.list_links() == []
+            with pytest.raises(LinkError) as refused:
+                await host.connect("t", Scripted({"username": alice.username,
+                                                  "password": alice.password + "-wrong"}))
+            assert refused.value.message and refused.value.target == "t"
+            assert await host.links() == []
 
     @pytest.mark.anyio
     async def test_stored_link_is_reused_without_prompt(self, harness: Harness,
-                                                        host_factory: Callable[[], Host]) -> None:
+                                                        host_factory: HostFactory) -> None:
         """A restarted host uses the stored link; nobody is asked anything."""
         alice = await harness.new_account()
         await self._link(host_factory, alice)
         async with host_factory() as host:
-            out = await host.connect("t", NoInput())
-            assert out.failure is None, out.trace
-            assert out.connection is not None and out.connection.branch is Branch.STORED
+            c = await host.connect("t")
+            assert c.branch is Branch.STORED, c.explain
 
     @pytest.mark.anyio
     async def test_same_account_login(self, harness: Harness, interapp_home: HomeApp,
-                                      host_factory: Callable[[], Host]) -> None:
+                                      host_factory: HostFactory) -> None:
         """Same account system: no prompt, no link."""
         if await harness.shared_target(interapp_home) is None:
             pytest.skip(f"plug-in {harness.plugin} has no same-account login (allowed: the "
                         "scenario applies where the plug-in supports it)")
         async with host_factory() as host:
-            out = await host.connect("shared", NoInput())
-            assert out.failure is None, out.trace
-            assert out.connection is not None and out.connection.branch is Branch.SHARED
-            assert host.vault.list_links() == []
+            c = await host.connect("shared")
+            assert c.branch is Branch.SHARED, c.explain
+            assert await host.links() == []
 
     @pytest.mark.anyio
     async def test_changed_credential_reauths_the_same_link(
-            self, harness: Harness, host_factory: Callable[[], Host]) -> None:
-        """Password changed: needs_reauth, prompt again, the same link is repaired."""
+            self, harness: Harness, host_factory: HostFactory) -> None:
+        """Password changed: needs_reauth (saying why), prompt again, the same link is
+        repaired."""
         alice = await harness.new_account()
         await self._link(host_factory, alice)
         alice = await harness.change_password(alice)
         async with host_factory() as host:
-            [before] = host.vault.list_links()
-            out = await host.connect("t", NoInput())
-            assert isinstance(out.failure, PromptUnavailable), out.trace
-            link = host.vault.get_link_by_id(before.id)
+            [before] = await host.links()
+            with pytest.raises(NeedsReauth) as stale:
+                await host.connect("t")
+            assert stale.value.cause, "the plug-in's reason is passed on"
+            link = await host.link("t")
             assert link is not None and link.state is LinkState.NEEDS_REAUTH
-            out = await host.connect("t", _answers(alice))
-            assert out.failure is None, out.trace
-            assert out.connection is not None and out.connection.branch is Branch.REAUTH
-            [after] = host.vault.list_links()
+            assert link.reason and link.reason != "needs_reauth"
+            c = await host.connect("t", _answers(alice))
+            assert c.branch is Branch.REAUTH, c.explain
+            [after] = await host.links()
             assert after.id == before.id and after.state is LinkState.LINKED
+            assert after.last_used is not None, "a repaired link was just used"
+            assert before.last_used is None or after.last_used > before.last_used
 
     # --- what the plug-in obtains -------------------------------------------------------------
 
     @pytest.mark.anyio
     async def test_buddy_list_shape(self, harness: Harness,
-                                    host_factory: Callable[[], Host]) -> None:
+                                    host_factory: HostFactory) -> None:
         """Buddies come back with the contract's fields."""
         alice, bob = await harness.new_account(), await harness.new_account()
         await harness.make_buddies(alice, bob)
         await self._link(host_factory, alice)
         async with host_factory() as host:
-            conn = await host.connection("t", NoInput())
-            buddies = await conn.plugin.buddies()
+            buddies = await host.buddies("t")
             names = [b.username for b in buddies]
             assert bob.seen_as in names, names
             for b in buddies:
+                assert b.target == "t"
                 assert isinstance(b.display_name, str) and b.display_name
-                assert b.presence in ("online", "away", "busy", "offline")
+                assert b.presence in tuple(PresenceState)
                 assert isinstance(b.status_text, str)
 
     @pytest.mark.anyio
     async def test_presence_change_is_seen_by_the_other_side(
-            self, harness: Harness, host_factory: Callable[[], Host]) -> None:
+            self, harness: Harness, host_factory: HostFactory) -> None:
         """alice sets away + status text through the host; bob's side sees it live."""
         alice, bob = await harness.new_account(), await harness.new_account()
         await harness.make_buddies(alice, bob)
@@ -256,10 +256,11 @@ class PluginConformance:
         status = f"in a match {uuid.uuid4().hex[:6]}"
         try:
             async with host_factory() as host:
-                conn = await host.connection("t", NoInput())
+                await host.connect("t")
                 async with _collect(peer) as seen:
                     await asyncio.sleep(harness.settle)
-                    await conn.plugin.set_presence("away", status)
+                    done = await host.set_presence("away", status, targets=["t"])
+                    assert done.targets == ("t",), done.errors
                     event = await _wait_for(seen, lambda e: e.type == "presence"
                                             and e.data.get("status_text") == status)
                 assert event.data["username"] == alice.seen_as
@@ -269,7 +270,7 @@ class PluginConformance:
 
     @pytest.mark.anyio
     async def test_message_round_trip_both_ways(self, harness: Harness,
-                                                host_factory: Callable[[], Host]) -> None:
+                                                host_factory: HostFactory) -> None:
         """alice → bob through the host, and bob → alice back, live."""
         alice, bob = await harness.new_account(), await harness.new_account()
         await harness.make_buddies(alice, bob)
@@ -277,29 +278,24 @@ class PluginConformance:
         peer = await self._peer(harness, bob)
         try:
             async with host_factory() as host:
-                sink: asyncio.Queue[WatchEvent] = asyncio.Queue()
-                task = asyncio.create_task(host.stream("t", NoInput(), sink))
-                try:
-                    conn = await host.connection("t", NoInput())
+                await host.connect("t")
+                async with host.events() as stream:
                     async with _collect(peer) as seen:
                         await asyncio.sleep(0.5 + harness.settle)
-                        await conn.plugin.send(bob.seen_as, "ping from alice", uuid.uuid4().hex)
+                        sent = await host.send("t", bob.seen_as, "ping from alice")
+                        assert sent.body == "ping from alice" and sent.own
                         got = await _wait_for(seen, lambda e: e.type == "message"
                                               and e.data.get("body") == "ping from alice")
                         assert got.data["from"] == alice.seen_as
                     await peer.send(alice.seen_as, "pong from bob", uuid.uuid4().hex)
-                    item = await _wait_queue(sink, lambda w: w.event.type == "message"
-                                             and w.event.data.get("body") == "pong from bob")
-                    assert item.event.data["from"] == bob.seen_as
-                finally:
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
+                    item = await _next_message(stream, lambda m: m.body == "pong from bob")
+                    assert item.sender == bob.seen_as and not item.own
         finally:
             await peer.close()
 
     @pytest.mark.anyio
     async def test_history_is_newest_last_and_pages_back(
-            self, harness: Harness, host_factory: Callable[[], Host]) -> None:
+            self, harness: Harness, host_factory: HostFactory) -> None:
         """History comes oldest → newest; ``before`` scrolls back to older messages."""
         alice, bob = await harness.new_account(), await harness.new_account()
         await harness.make_buddies(alice, bob)
@@ -312,31 +308,29 @@ class PluginConformance:
             await peer.close()
         await asyncio.sleep(harness.settle)
         async with host_factory() as host:
-            conn = await host.connection("t", NoInput())
-            newest = await conn.plugin.history(bob.seen_as, limit=3)
+            newest = await host.history("t", bob.seen_as, limit=3)
             assert [m.body for m in newest] == ["history 2", "history 3", "history 4"]
-            older = await conn.plugin.history(bob.seen_as, limit=3, before=newest[0].id)
+            older = await host.history("t", bob.seen_as, limit=3, before=newest[0].id)
             assert [m.body for m in older] == ["history 0", "history 1"]
-            assert all(m.sender == bob.seen_as for m in newest + older)
+            assert all(m.sender == bob.seen_as and not m.own for m in newest + older)
 
     @pytest.mark.anyio
     async def test_reconnect_after_server_restart_loses_nothing(
-            self, harness: Harness, host_factory: Callable[[], Host]) -> None:
+            self, harness: Harness, host_factory: HostFactory) -> None:
         """Messages sent around a server restart arrive once each, in order."""
         alice, bob = await harness.new_account(), await harness.new_account()
         await harness.make_buddies(alice, bob)
         await self._link(host_factory, alice)
         async with host_factory() as host:
-            sink: asyncio.Queue[WatchEvent] = asyncio.Queue()
-            task = asyncio.create_task(host.stream("t", NoInput(), sink, max_backoff=1.0))
-            try:
+            await host.connect("t")
+            async with host.events() as stream:
                 await asyncio.sleep(0.5 + harness.settle)
                 peer = await self._peer(harness, bob)
                 try:
                     await peer.send(alice.seen_as, "before restart", uuid.uuid4().hex)
                 finally:
                     await peer.close()
-                await _wait_queue(sink, lambda w: w.event.data.get("body") == "before restart")
+                await _next_message(stream, lambda m: m.body == "before restart")
                 await harness.restart_server()
                 peer = await self._peer(harness, bob)
                 try:
@@ -347,40 +341,49 @@ class PluginConformance:
                     await peer.close()
                 bodies: list[str] = []
                 while len(bodies) < 5:
-                    item = await _wait_queue(sink, lambda w: w.event.type == "message"
-                                             and w.event.data.get("from") == bob.seen_as)
-                    bodies.append(str(item.event.data["body"]))
+                    m = await _next_message(stream, lambda m: m.sender == bob.seen_as)
+                    bodies.append(m.body)
                 assert bodies == [f"after restart {n}" for n in range(5)]
                 await asyncio.sleep(1.0)
-                extra = [sink.get_nowait() for _ in range(sink.qsize())]
-                assert not [w for w in extra if w.event.type == "message"
-                            and w.event.data.get("from") == bob.seen_as], "duplicates"
-            finally:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+                extra = []
+                while (event := stream.get_nowait()) is not None:
+                    extra.append(event)
+                assert not [e for e in extra if isinstance(e, events.MessageReceived)
+                            and e.message.sender == bob.seen_as], "duplicates"
 
     @pytest.mark.anyio
     async def test_unlink_revokes_remotely(self, harness: Harness,
-                                           host_factory: Callable[[], Host]) -> None:
+                                           host_factory: HostFactory) -> None:
         """unlink gives the grant back to the target first, then forgets it here."""
         alice = await harness.new_account()
         await self._link(host_factory, alice)
+        target, secret = await harness.target()
+        spec = discover().get(target.plugin)
+        if not spec.supports_revocation:
+            pytest.skip(f"plug-in {spec.name} keeps nothing the target can revoke "
+                        "(allowed: unlink then only destroys the local credential)")
+        credential = await asyncio.to_thread(self._stored_credential)
         async with host_factory() as host:
-            link = host.vault.list_links()[0]
-            credential = host.vault.read_credential(link.id)
-            spec = host.registry.get(host.config.target("t").plugin)
-            if not spec.supports_revocation:
-                pytest.skip(f"plug-in {spec.name} keeps nothing the target can revoke "
-                            "(allowed: unlink then only destroys the local credential)")
-            revoked, note = await host.unlink("t")
-            assert revoked, note
-            assert host.vault.list_links() == []
-            plugin = spec.load()(host.target_config(host.config.target("t")))
-            try:
-                with pytest.raises(InterappError):
-                    await plugin.open(credential)
-            finally:
-                await plugin.close()
+            done = await host.unlink("t")
+            assert done.remote_revoked, done.note
+            assert await host.links() == []
+        plugin = spec.load()(TargetConfig(name="t", plugin=target.plugin, server=target.server,
+                                          client_id=target.client_id, client_secret=secret,
+                                          tls=target.tls, options=dict(target.options)))
+        try:
+            with pytest.raises(InterappError):
+                await plugin.open(credential)
+        finally:
+            await plugin.close()
+
+    def _stored_credential(self) -> Credential:
+        """What the vault keeps for the link (the kit looks inside on purpose)."""
+        from interapp.vault import Vault
+
+        with Vault.open(self._home / "vault.db", env={"INTERAPP_VAULT_KEY": self._key,
+                                                      "INTERAPP_VAULT_KEYRING": "0"}) as vault:
+            [link] = vault.list_links()
+            return vault.read_credential(link.id, audit=False)
 
 
 class _collect:
@@ -417,15 +420,16 @@ async def _wait_for(queue: asyncio.Queue[PluginEvent], match: Callable[[PluginEv
     return await asyncio.wait_for(find(), limit)
 
 
-async def _wait_queue(queue: asyncio.Queue[WatchEvent], match: Callable[[WatchEvent], bool],
-                      limit: float = 30.0) -> WatchEvent:
-    async def find() -> WatchEvent:
-        while True:
-            item = await queue.get()
-            if match(item):
-                return item
+async def _next_message(stream: AsyncIterator[events.Event],
+                        match: Callable[[Message], bool],
+                        limit: float = 30.0) -> Message:
+    async def find() -> Message:
+        async for event in stream:
+            if isinstance(event, events.MessageReceived) and match(event.message):
+                return event.message
+        raise AssertionError("the event stream ended")
 
     return await asyncio.wait_for(find(), limit)
 
 
-__all__ = ["Account", "Harness", "HomeApp", "PluginConformance"]
+__all__ = ["Account", "Harness", "HomeApp", "PluginConformance", "Target"]

@@ -28,8 +28,7 @@ from starlette.templating import Jinja2Templates
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from interapp import __version__
-from interapp.errors import ConfigError, InterappError, NotFoundError
-from interapp.secret import Secret
+from interapp.host import ConfigError, InterappError, NotFoundError, Secret
 from interapp.web.security import CSRF_FIELD, Session, SessionGate, Sessions
 from interapp.web.service import PRESENCE, Retryable, UIService
 
@@ -133,6 +132,7 @@ def create_app(service: UIService, sessions: Sessions, *,
 
     async def unlink_confirm(request: Request) -> Response:
         name = request.path_params["name"]
+        await service.tick()
         link = service.link_of(name)
         if link is None:
             return page(request, "unlink.html", status=404, name=name, link=None, result=None)
@@ -141,12 +141,12 @@ def create_app(service: UIService, sessions: Sessions, *,
     async def unlink_do(request: Request) -> Response:
         name = request.path_params["name"]
         try:
-            revoked, note = await service.unlink(name)
+            done = await service.unlink(name)
         except InterappError as exc:
             return page(request, "unlink.html", status=400, name=name, link=None,
                         result={"ok": False, "revoked": False, "note": exc.message})
         return page(request, "unlink.html", name=name, link=None,
-                    result={"ok": True, "revoked": revoked, "note": note})
+                    result={"ok": True, "revoked": done.remote_revoked, "note": done.note})
 
     async def api_state(request: Request) -> Response:
         local = service.local_view()

@@ -22,9 +22,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from interapp.errors import ConfigError, NotFoundError, PromptUnavailable
-from interapp.host.prompts import Answers, PromptRequest
-from interapp.secret import Secret
+from interapp.host import (
+    Answers,
+    ConfigError,
+    NotFoundError,
+    PromptRequest,
+    PromptUnavailable,
+    Secret,
+)
 
 QUEUE_SIZE = 500
 PROMPT_TIMEOUT = 300.0
@@ -95,7 +100,8 @@ class PendingPrompt:
     def describe(self) -> dict[str, Any]:
         """What the page needs to build the form (no secret in here)."""
         r = self.request
-        return {"id": self.id, "target": r.target, "reason": r.reason, "attempt": r.attempt,
+        return {"id": self.id, "target": r.target, "reason": r.reason,
+                "reason_code": str(r.reason_code), "cause": r.cause, "attempt": r.attempt,
                 "max_attempts": r.max_attempts, "expected_account": r.expected_account,
                 "fields": [{"name": f.name, "label": f.label, "secret": f.secret,
                             "value": "" if f.secret else (r.expected_account or "")}

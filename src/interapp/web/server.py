@@ -10,6 +10,7 @@ URL and, when asked and a display exists, opens it in the default browser.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import ipaddress
 import os
 import socket
@@ -20,8 +21,7 @@ from pathlib import Path
 
 import uvicorn
 
-from interapp.errors import ConfigError
-from interapp.host.runtime import Host
+from interapp.host import ConfigError, Host
 from interapp.web.app import create_app
 from interapp.web.security import Sessions
 from interapp.web.service import UIService
@@ -72,8 +72,12 @@ async def serve(home: Path, *, host: str = "127.0.0.1", port: int = 0,
                 announce: Callable[[str], None] | None = None) -> None:
     """Serve the web UI until interrupted."""
     env = os.environ if env is None else env
-    core = Host(home, env=env, interactive=interactive)
-    core.vault  # noqa: B018 - open it now: a passphrase is asked before serving
+
+    def passphrase() -> str:
+        return getpass.getpass("Vault passphrase: ", stream=sys.stderr)
+
+    # opened first: a vault passphrase, if one is needed, is asked before serving
+    core = await Host.open(home, env=env, passphrase=passphrase if interactive else None)
     sock = bind(host, port)
     actual = int(sock.getsockname()[1])
     sessions = Sessions(port=actual)

@@ -1,60 +1,58 @@
 """What the web UI does with the host: the same operations as the CLI, kept alive in one loop.
 
-Theory of operation: :class:`UIService` owns one :class:`~interapp.host.runtime.Host` on the data
+Theory of operation: :class:`UIService` holds one :class:`~interapp.host.Host` on the data
 folder the CLI uses (same ``local.toml``, ``targets.toml`` and vault), so what one face does the
-other shows. For every connected target it runs :meth:`Host.stream` into one queue; a
-dispatcher turns those events into updates for the pages (:class:`~interapp.web.live.Broadcaster`)
-and keeps a buddy cache with presence. A watcher looks at the configuration and the vault every
-few seconds: a change made by the CLI (a new link, an unlink, a hand-edited ``targets.toml``)
-reaches the pages, and a target that can connect *without a prompt* (a stored link, or the same
-account system) is connected on its own. Prompts happen only when the user presses Connect or
-Re-link, or when a live link stops being accepted (then the host asks again, as the CLI would).
+other shows; it uses nothing but the host's public API. It subscribes to the host's events and
+turns them into updates for the pages (:class:`~interapp.web.live.Broadcaster`), keeping a buddy
+cache with presence. A watcher reloads the configuration and the links every few seconds: a
+change made by the CLI (a new link, an unlink, a hand-edited ``targets.toml``) reaches the pages,
+and a target that can connect *without a prompt* (a stored link, or the same account system) is
+connected on its own. Prompts happen only when the user presses Connect or Re-link, or when a
+live link stops being accepted (then the host asks again, through the page).
 
 Sending is idempotent: the page gives each message a ``client_msg_id`` and may post it again
-after a dropped connection; the service answers a repeat from memory and the target
-de-duplicates by the same id, so a message is delivered once.
+after a dropped connection; the host answers a repeat from memory and the target de-duplicates
+by the same id, so a message is delivered once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import re
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from interapp.errors import (
+from interapp.host import (
+    PRESENCE_STATES,
     ConfigError,
     ConnectionLost,
+    Host,
     InterappError,
+    LinkInfo,
+    LinkState,
+    LocalUser,
+    Message,
+    NoInput,
     PluginTimeout,
-    Unauthorized,
+    Secret,
+    TargetInfo,
+    UnlinkResult,
+    events,
 )
-from interapp.host.config import Target
-from interapp.host.driver import Connection
-from interapp.host.localapp import SESSION
-from interapp.host.prompts import NoInput
-from interapp.host.runtime import Host, WatchEvent
-from interapp.plugins.contract import ChatMessage
-from interapp.secret import Secret
-from interapp.vault import Link, LinkState
 from interapp.web.live import Broadcaster, WebPrompter
 
 log = logging.getLogger("interapp.web")
 T = TypeVar("T")
 
-PRESENCE = ("online", "away", "busy", "offline")
+PRESENCE = tuple(str(s) for s in PRESENCE_STATES)
 CLIENT_MSG_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 MAX_BODY = 4000
 PAGE = 30
-HISTORY_WINDOW = 200
 WATCH_EVERY = 2.0
 AUTO_RETRY = 30.0
-SENT_MEMORY = 2000
 USABLE = (LinkState.LINKED, LinkState.DEGRADED)
 
 
@@ -145,10 +143,10 @@ class BuddyGroup:
     buddies: list[BuddyView] = field(default_factory=list)
 
 
-def message_dict(target: str, m: ChatMessage) -> dict[str, Any]:
+def message_dict(m: Message) -> dict[str, Any]:
     """A chat message as the pages see it."""
-    return {"target": target, "id": m.id, "from": m.sender, "to": m.recipient, "body": m.body,
-            "sent_at": m.sent_at, "client_msg_id": m.client_msg_id}
+    return {"target": m.target, "id": m.id, "from": m.sender, "to": m.recipient,
+            "body": m.body, "sent_at": m.sent_at, "client_msg_id": m.client_msg_id}
 
 
 def _presence_rank(b: BuddyView) -> tuple[int, str]:
@@ -164,34 +162,33 @@ class UIService:
         self.browsers = Broadcaster()
         self.prompter = WebPrompter(self.browsers, timeout=prompt_timeout,
                                     viewer_wait=viewer_wait)
+        host.prompter = self.prompter  # a live link that is refused asks again, in the page
         self.watch_every = watch_every
-        self.events: asyncio.Queue[WatchEvent] = asyncio.Queue()
-        self.streams: dict[str, asyncio.Task[None]] = {}
         self.jobs: dict[str, asyncio.Task[None]] = {}
         self.problems: dict[str, str] = {}
         self.buddies: dict[str, dict[str, BuddyView]] = {}
         self.me: dict[str, str] = {}
         self.my_presence: tuple[str, str] = ("online", "")
+        self._links: dict[str, LinkInfo] = {}
         self._auto_tried: dict[str, tuple[str, float]] = {}
-        self._sent: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._send_locks: dict[str, asyncio.Lock] = {}
         self._background: list[asyncio.Task[None]] = []
         self._signature: object = None
+        self._user: str | None = None
 
     # --- life cycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the dispatcher and the watcher."""
+        """Start the event dispatcher and the watcher."""
+        await self._refresh()
         self._background = [asyncio.create_task(self._dispatch(), name="ui-dispatch"),
                             asyncio.create_task(self._watch(), name="ui-watch")]
 
     async def stop(self) -> None:
         """Stop every task and close the host."""
-        tasks = [*self._background, *self.streams.values(), *self.jobs.values()]
+        tasks = [*self._background, *self.jobs.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self.streams.clear()
         self.jobs.clear()
         await self.host.aclose()
 
@@ -199,90 +196,66 @@ class UIService:
 
     def local_view(self) -> LocalView:
         """Whether a local app is configured and someone is signed in (CLI or UI)."""
-        try:
-            local = self.host.config.local()
-        except ConfigError as exc:
-            return LocalView(configured=False, problem=exc.message)
-        signed_in = local.username is not None and \
-            self.host.vault.get_secret(SESSION) is not None
-        session = self.host.local
-        if (session.local.server, session.local.client_id) != (local.server, local.client_id):
-            return LocalView(configured=False, problem=(
-                "the local application was changed ('interapp local') while the UI runs: "
-                "restart 'interapp ui'"))
-        if session.local.username != local.username:  # 'interapp login' as someone else
-            session.local = local
-            self._forget_connections()
-        return LocalView(True, "", local.server, local.issuer, local.username, signed_in)
+        local = self.host.local
+        if local is None:
+            return LocalView(configured=False, problem="no local application is configured "
+                             "yet: run 'interapp local --server URL --client-id ID'")
+        return LocalView(True, "", local.server, local.issuer, local.username,
+                         self.host.signed_in is not None)
 
-    async def sign_in(self, username: str, password: Secret) -> dict[str, Any]:
-        """``interapp login``: log in to the local app; connections of another user end."""
-        before = self.host.config.local().username
-        me = await self.host.login(username, password)
-        if me.get("username") != before:
-            await self._reset()
-        self._auto_tried.clear()
+    async def sign_in(self, username: str, password: Secret) -> LocalUser:
+        """``interapp login``: sign in to the local app; connections of another user end."""
+        me = await self.host.sign_in(username, password)
+        await self._refresh()
         self.browsers.publish({"type": "targets"})
         return me
 
     async def sign_out(self) -> None:
         """Forget the local session (the CLI is signed out too: it is the same vault)."""
-        await self._reset()
-        self.host.local.logout()
+        await self.host.sign_out()
+        await self._refresh()
         self.browsers.publish({"type": "targets"})
 
-    async def _reset(self) -> None:
-        for name in list(self.streams) + list(self.jobs):
-            await self._stop_tasks(name)
-        self._forget_connections()
-
-    def _forget_connections(self) -> None:
-        for name in list(self.streams):
-            self.streams.pop(name).cancel()
-        self.host.connections.clear()
+    def _forget(self) -> None:
         self.buddies.clear()
         self.me.clear()
         self.problems.clear()
         self._auto_tried.clear()
+        self._links.clear()
 
     # --- targets --------------------------------------------------------------------------
 
-    def _links(self) -> dict[str, Link]:
-        local = self.host.config.local()
-        if local.username is None:
-            return {}
-        return {str(ln.target): ln
-                for ln in self.host.vault.list_links(local.issuer, local.username)}
+    def _view(self, t: TargetInfo | None, name: str) -> TargetView:
+        ln = self._links.get(name)
+        job = self.jobs.get(name)
+        problem = self.problems.get(name, "")
+        if t is None:
+            problem = "no longer in targets.toml (unlink it, or add it back)"
+        elif not problem and t.state in ("failed", "needs_reauth", "degraded") and t.problem:
+            problem = t.problem
+        connected = t is not None and t.state in ("connected", "degraded") and \
+            t.account is not None
+        reason = ln.reason if ln else ""
+        if ln is not None and ln.server_changed:
+            reason = f"made with {ln.server}; the target now names another server"
+        return TargetView(
+            name=name, plugin=t.plugin if t else "?", server=t.server if t else "",
+            account_system=t.account_system if t else "separate",
+            link_state=str(ln.state) if ln else "not linked", reason=reason,
+            remote_account=ln.remote_account if ln else (t.account if t else None),
+            connected=connected, busy=(job is not None and not job.done()) or
+            (t is not None and t.state == "connecting"),
+            problem=problem, branch=str(t.branch) if t and t.branch else "")
 
     def targets(self) -> list[TargetView]:
         """Every configured target (and any linked one no longer configured)."""
-        configured = self.host.config.targets()
-        links = self._links()
-        views = []
-        for name in sorted(set(configured) | set(links)):
-            t, ln = configured.get(name), links.get(name)
-            conn = self.host.connections.get(name)
-            job = self.jobs.get(name)
-            problem = self.problems.get(name, "")
-            state = self.host.states.get(name, "")
-            if not problem and state.startswith("plugin_"):
-                problem = state.replace("_", " ")
-            if t is None:
-                problem = "no longer in targets.toml (unlink it, or add it back)"
-            views.append(TargetView(
-                name=name, plugin=t.plugin if t else "?", server=t.server if t else "",
-                account_system=t.account_system if t else "separate",
-                link_state=str(ln.state) if ln else "not linked",
-                reason=ln.state_reason if ln else "",
-                remote_account=ln.remote_account_name if ln else
-                (conn.profile.username if conn else None),
-                connected=conn is not None, busy=job is not None and not job.done(),
-                problem=problem, branch=str(conn.branch) if conn else ""))
-        return views
+        configured = {t.name: t for t in self.host.targets()}
+        return [self._view(configured.get(n), n)
+                for n in sorted(set(configured) | set(self._links))]
 
     def start_connect(self, name: str, *, auto: bool = False) -> bool:
         """Connect (or re-link) ``name`` in the background; False when already under way."""
-        self.host.config.target(name)  # NotFoundError for an unknown target
+        self.host.target(name)  # NotFoundError for an unknown target
         job = self.jobs.get(name)
         if job is not None and not job.done():
             return False
@@ -292,24 +265,15 @@ class UIService:
         return True
 
     async def _connect(self, name: str, auto: bool) -> None:
-        stream = self.streams.pop(name, None)
-        if stream is not None:
-            stream.cancel()
-            await asyncio.gather(stream, return_exceptions=True)
         failure: str | None = None
         try:
-            outcome = await self.host.connect(name, NoInput() if auto else self.prompter)
-            if outcome.connection is None:
-                assert outcome.failure is not None
-                failure = outcome.failure.message
-            else:
-                conn = outcome.connection
-                self.me[name] = conn.profile.username
-                await self._load_buddies(name)
-                self._start_stream(name)
-                if not auto:
-                    self.browsers.publish({"type": "notice", "level": "ok", "text":
-                                           f"connected to {name} as {conn.profile.username}"})
+            c = await self.host.connect(name, NoInput() if auto else self.prompter,
+                                        reconnect=not auto)  # Re-link: the flow runs again
+            self.me[name] = c.account
+            await self._load_buddies(name)
+            if not auto:
+                self.browsers.publish({"type": "notice", "level": "ok",
+                                       "text": f"connected to {name} as {c.account}"})
         except InterappError as exc:
             failure = exc.message
         except Exception as exc:  # a plug-in bug must not kill the UI
@@ -322,74 +286,64 @@ class UIService:
             if not auto:
                 self.browsers.publish({"type": "notice", "level": "error",
                                        "text": f"{name}: {failure}"})
+        await self._refresh_links()
         self.browsers.publish({"type": "targets"})
         self.browsers.publish({"type": "buddies"})
 
-    def _start_stream(self, name: str) -> None:
-        self.streams[name] = asyncio.create_task(self._stream(name), name=f"stream-{name}")
-
-    async def _stream(self, name: str) -> None:
-        try:
-            await self.host.stream(name, self.prompter, self.events)
-        except InterappError as exc:  # needs re-authentication, or a failed re-connect
-            self.problems[name] = exc.message
-            self.host.connections.pop(name, None)
-            self.buddies.pop(name, None)
-            self.browsers.publish({"type": "notice", "level": "error",
-                                   "text": f"{name}: {exc.message}"})
-            self.browsers.publish({"type": "targets"})
-            self.browsers.publish({"type": "buddies"})
-        finally:
-            if self.streams.get(name) is asyncio.current_task():
-                self.streams.pop(name, None)
-
-    async def _stop_tasks(self, name: str) -> None:
-        tasks = [t for t in (self.streams.pop(name, None), self.jobs.pop(name, None)) if t]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def unlink(self, name: str) -> tuple[bool | None, str]:
+    async def unlink(self, name: str) -> UnlinkResult:
         """``interapp unlink``: revoke at the target, then destroy the local credential."""
-        await self._stop_tasks(name)
+        job = self.jobs.pop(name, None)
+        if job is not None:
+            job.cancel()
+            await asyncio.gather(job, return_exceptions=True)
         try:
             return await self.host.unlink(name)
         finally:
-            self.host.connections.pop(name, None)
             self.buddies.pop(name, None)
             self.me.pop(name, None)
             self.problems.pop(name, None)
             self._auto_tried[name] = ("unlinked", time.monotonic())
+            await self._refresh_links()
             self.browsers.publish({"type": "targets"})
             self.browsers.publish({"type": "buddies"})
 
-    def link_of(self, name: str) -> Link | None:
-        """The stored link of ``name`` for the signed-in user."""
-        return self._links().get(name)
+    def link_of(self, name: str) -> LinkInfo | None:
+        """The stored link of ``name`` for the signed-in user (as last read)."""
+        return self._links.get(name)
 
     # --- watching the configuration and the vault -------------------------------------------
+
+    async def _refresh_links(self) -> None:
+        self._links = {ln.target: ln for ln in await self.host.links()} \
+            if self.host.signed_in else {}
+
+    async def _refresh(self) -> None:
+        await self.host.reload()
+        if self.host.signed_in != self._user:  # 'interapp login' as someone else
+            self._user = self.host.signed_in
+            self._forget()
+        await self._refresh_links()
 
     async def _watch(self) -> None:
         while True:
             try:
-                self.tick()
+                await self.tick()
             except InterappError:
                 pass  # no local app yet, or a broken hand edit: the page shows it
             except Exception:
                 log.exception("watching the configuration failed")
             await asyncio.sleep(self.watch_every)
 
-    def tick(self) -> None:
+    async def tick(self) -> None:
         """Publish changes made elsewhere; connect what needs no prompt."""
-        local = self.local_view()
-        if not local.signed_in:
+        await self._refresh()
+        if self.host.signed_in is None:
             return
-        views = self.targets()
-        for v in views:
+        for v in self.targets():
             key = f"{v.link_state}:{v.account_system}"
             auto_ok = v.link_state in USABLE or (v.account_system == "shared"
                                                  and not v.has_link)
-            if v.connected or v.busy or v.name in self.streams or not auto_ok:
+            if v.connected or v.busy or not auto_ok:
                 continue
             tried = self._auto_tried.get(v.name)
             if v.plugin == "?" or (tried is not None and tried[0] == key and (
@@ -406,100 +360,94 @@ class UIService:
     # --- buddies and events ---------------------------------------------------------------
 
     async def _load_buddies(self, name: str) -> None:
-        found = await self.call(name, lambda c: c.plugin.buddies())
+        found = await self.call(self.host.buddies(name))
         self.buddies[name] = {b.username: BuddyView(name, b.username, b.display_name,
-                                                    b.presence, b.status_text) for b in found}
+                                                    str(b.presence), b.status_text)
+                              for b in found}
 
     def buddy_groups(self) -> list[BuddyGroup]:
         """One buddy list across the targets, grouped by target (also while reconnecting)."""
+        infos = {t.name: t for t in self.host.targets()}
+        connected = {n for n, t in infos.items() if t.account is not None}
         groups = []
-        for name in sorted(set(self.host.connections) | set(self.buddies)):
-            conn = self.host.connections.get(name)
-            plugin = conn.target.plugin if conn else ""
-            group = BuddyGroup(name, plugin, conn.profile.username if conn else
-                               self.me.get(name, ""), connected=conn is not None)
+        for name in sorted(connected | set(self.buddies)):
+            t = infos.get(name)
+            group = BuddyGroup(name, t.plugin if t else "",
+                               (t.account if t else None) or self.me.get(name, ""),
+                               connected=t is not None and t.state == "connected")
             group.buddies = sorted(self.buddies.get(name, {}).values(), key=_presence_rank)
             groups.append(group)
         return groups
 
     async def _dispatch(self) -> None:
-        while True:
-            item = await self.events.get()
-            try:
-                await self._handle(item)
-            except Exception:
-                log.exception("handling a %s event of %s failed", item.event.type, item.target)
+        async with self.host.events() as stream:
+            async for event in stream:
+                try:
+                    await self._handle(event)
+                except Exception:
+                    log.exception("handling a %s event of %s failed", event.kind, event.target)
 
-    async def _handle(self, item: WatchEvent) -> None:
-        data, name, kind = item.event.data, item.target, item.event.type
-        if kind == "message":
-            self.browsers.publish({"type": "message", "message": {
-                "target": name, "id": str(data.get("message_id", "")),
-                "from": str(data.get("from", "")), "to": str(data.get("to", "")),
-                "body": str(data.get("body", "")), "sent_at": str(data.get("sent_at", "")),
-                "client_msg_id": data.get("client_msg_id")}})
-        elif kind == "presence":
-            username = str(data.get("username", ""))
-            state, text = str(data.get("state", "offline")), str(data.get("status_text", ""))
-            if username == self.me.get(name):
+    async def _handle(self, event: events.Event) -> None:
+        name = event.target
+        match event:
+            case events.MessageReceived(message=m):
+                self.browsers.publish({"type": "message", "message": message_dict(m)})
+            case events.BuddyPresence(own=True, state=state, status_text=text):
                 self.browsers.publish({"type": "self_presence", "target": name,
-                                       "state": state, "status_text": text})
-                return
-            known = self.buddies.setdefault(name, {})
-            buddy = known.get(username)
-            before = buddy.presence if buddy else "offline"
-            if buddy is None:
-                buddy = known[username] = BuddyView(name, username, username, state, text)
-            buddy.presence, buddy.status_text = state, text
-            self.browsers.publish({"type": "presence", "buddy": buddy.as_dict(),
-                                   "came_online": before == "offline" and state != "offline"})
-        elif kind in ("contact_added", "contact_removed", "contact_accepted"):
-            if name in self.host.connections:
-                await self._load_buddies(name)
-            self.browsers.publish({"type": "buddies"})
-        elif kind == "cursor_reset":
-            self.browsers.publish({"type": "notice", "level": "error", "text":
-                                   f"{name} no longer knew where this app left off (its data "
-                                   f"may have been reset): events in between may be missing"})
-        elif kind == "contact_request":
-            self.browsers.publish({"type": "notice", "level": "info", "text":
-                                   f"{data.get('from')} asks to be your buddy on {name} "
-                                   f"(interapp contacts accept {name} {data.get('from')})"})
+                                       "state": str(state), "status_text": text})
+            case events.BuddyPresence(username=username, state=state, status_text=text,
+                                      previous=before):
+                known = self.buddies.setdefault(name, {})
+                buddy = known.get(username)
+                if buddy is None:
+                    buddy = known[username] = BuddyView(name, username, username, "", "")
+                buddy.presence, buddy.status_text = str(state), text
+                self.browsers.publish({"type": "presence", "buddy": buddy.as_dict(),
+                                       "came_online": before == "offline" and
+                                       state != "offline"})
+            case events.ContactAdded() | events.ContactRemoved():
+                if self.host.target(name).account is not None:
+                    await self._load_buddies(name)
+                self.browsers.publish({"type": "buddies"})
+            case events.CursorReset():
+                self.browsers.publish({"type": "notice", "level": "error", "text":
+                                       f"{name} no longer knew where this app left off (its "
+                                       f"data may have been reset): events in between may be "
+                                       "missing"})
+            case events.ContactRequest(username=who):
+                self.browsers.publish({"type": "notice", "level": "info", "text":
+                                       f"{who} asks to be your buddy on {name} "
+                                       f"(interapp contacts accept {name} {who})"})
+            case events.LinkNeedsReauth(reason=why) | events.TargetDegraded(reason=why):
+                self.problems[name] = why
+                if isinstance(event, events.LinkNeedsReauth):
+                    self.browsers.publish({"type": "notice", "level": "error",
+                                           "text": f"{name}: {why}"})
+                await self._refresh_links()
+                self.browsers.publish({"type": "targets"})
+                self.browsers.publish({"type": "buddies"})
+            case events.TargetConnected():
+                self.problems.pop(name, None)
+                self.browsers.publish({"type": "targets"})
 
     # --- calls into connected targets -----------------------------------------------------
 
-    async def call(self, name: str, work: Callable[[Connection], Awaitable[T]]) -> T:
-        """Run ``work`` on ``name``'s live connection; an expired token is refreshed once."""
-        conn = self.host.connections.get(name)
-        if conn is None:
-            raise Retryable(f"{name} is not connected")
+    async def call(self, work: Awaitable[T]) -> T:
+        """Await a host call; a target that cannot take it now is ``Retryable`` (503)."""
         try:
-            return await self.host.supervised(name, work(conn))
-        except Unauthorized:
-            self.host.connections.pop(name, None)
-            conn = await self.host.connection(name, NoInput())  # stored link: refresh, no prompt
-            return await self.host.supervised(name, work(conn))
+            return await work
         except (ConnectionLost, PluginTimeout) as exc:
             raise Retryable(exc.message) from exc
 
     async def history(self, name: str, user: str, before: str | None,
                       limit: int = PAGE) -> dict[str, Any]:
         """The conversation with ``user``, newest last; ``next_before`` pages back."""
-
-        async def fetch(conn: Connection) -> list[ChatMessage]:
-            history: Callable[..., Awaitable[list[ChatMessage]]] = conn.plugin.history
-            if "before" in inspect.signature(history).parameters:
-                return await history(user, limit=limit + 1, before=before)
-            window = await history(user, limit=HISTORY_WINDOW)  # older plug-in contract
-            if before is not None:
-                ids = [m.id for m in window]
-                window = window[:ids.index(before)] if before in ids else []
-            return window[-(limit + 1):]
-
-        found = await self.call(name, fetch)
+        if self.host.target(name).account is None:
+            raise Retryable(f"{name} is not connected")
+        found = await self.call(self.host.history(name, user, limit=limit + 1, before=before))
         page = found[-limit:]
         more = len(found) > limit
-        return {"messages": [message_dict(name, m) for m in page],
+        return {"messages": [message_dict(m) for m in page],
                 "next_before": page[0].id if more and page else None}
 
     async def send(self, name: str, to: str, body: str, client_msg_id: str) -> dict[str, Any]:
@@ -510,19 +458,10 @@ class UIService:
             raise ConfigError("the message is empty")
         if len(body) > MAX_BODY:
             raise ConfigError(f"the message is longer than {MAX_BODY} characters")
-        key = f"{name}\0{client_msg_id}"
-        async with self._send_locks.setdefault(key, asyncio.Lock()):
-            try:
-                if key in self._sent:
-                    return self._sent[key]
-                msg = await self.call(name, lambda c: c.plugin.send(to, body, client_msg_id))
-                out = message_dict(name, msg)
-                self._sent[key] = out
-                while len(self._sent) > SENT_MEMORY:
-                    self._sent.popitem(last=False)
-                return out
-            finally:
-                self._send_locks.pop(key, None)
+        if self.host.target(name).account is None:
+            raise Retryable(f"{name} is not connected")
+        msg = await self.call(self.host.send(name, to, body, client_msg_id=client_msg_id))
+        return message_dict(msg)
 
     async def set_presence(self, state: str, text: str) -> dict[str, Any]:
         """``interapp status``: presence and status text on every connected target."""
@@ -530,23 +469,10 @@ class UIService:
             raise ConfigError(f"state must be one of {', '.join(PRESENCE)}")
         if len(text) > 200:
             raise ConfigError("the status text is longer than 200 characters")
-        names = sorted(self.host.connections)
-
-        async def one(name: str) -> str | None:
-            try:
-                await self.call(name, lambda c: c.plugin.set_presence(
-                    state, text))  # type: ignore[arg-type]
-            except InterappError as exc:
-                return exc.message
-            return None
-
-        results = dict(zip(names, await asyncio.gather(*(one(n) for n in names)), strict=True))
+        result = await self.host.set_presence(state, text)
         self.my_presence = (state, text)
-        return {"state": state, "status_text": text,
-                "targets": [n for n, err in results.items() if err is None],
-                "errors": {n: err for n, err in results.items() if err is not None}}
+        return result.to_dict()
 
-    def target_of(self, name: str) -> Target:
+    def target_of(self, name: str) -> TargetInfo:
         """The configured target ``name`` (NotFoundError listing the known ones)."""
-        return self.host.config.target(name)
-
+        return self.host.target(name)
