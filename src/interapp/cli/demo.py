@@ -107,7 +107,10 @@ async def _trust(db_url: str, issuer: str) -> None:
 
     db = Database.open(db_url)
     async with db.begin() as conn:  # arena-chat trusts arena: the shared account system
-        await accounts.trust_issuer(conn, issuer, jwks=None, jwks_url=None)
+        # alice and carol were made here before arena's URL was known: arena may sign in to
+        # these local accounts (a second trusted issuer would not)
+        await accounts.trust_issuer(conn, issuer, jwks=None, jwks_url=None,
+                                    may_sign_in_local_accounts=True)
     await db.close()
 
 
