@@ -306,5 +306,6 @@ if _PYTEST:
             server.close()
 
 
-__all__ = ["INSTALL_HINT", "EjabberdNotInstalled", "EjabberdServer", "ejabberd",
-           "find_ejabberdctl"]
+__all__ = ["INSTALL_HINT", "EjabberdNotInstalled", "EjabberdServer", "find_ejabberdctl"]
+if _PYTEST:
+    __all__ += ["ejabberd"]
