@@ -24,12 +24,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src/interapp
 
-peers:  ## real peer servers for the network tests: Prosody (Debian) and Synapse (own venv)
-	@command -v prosody >/dev/null 2>&1 || { \
-	  echo "installing Prosody (Debian package)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends prosody lua-unbound >/dev/null; }
+peers:  ## real peer servers for the network tests: Prosody and ejabberd (Debian), Synapse (own venv)
+	@missing=""; \
+	  command -v prosody >/dev/null 2>&1 || missing="$$missing prosody lua-unbound"; \
+	  PATH="$$PATH:/usr/sbin" command -v ejabberdctl >/dev/null 2>&1 || missing="$$missing ejabberd"; \
+	  test -z "$$missing" || { \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends $$missing >/dev/null; }
 	@command -v prosody >/dev/null 2>&1 || { echo "FATAL: Prosody is required for the XMPP tests"; exit 1; }
+	@PATH="$$PATH:/usr/sbin" command -v ejabberdctl >/dev/null 2>&1 || { echo "FATAL: ejabberd is required for the XMPP tests"; exit 1; }
 	@test -x .peers/synapse/bin/python -a -f .peers/synapse/.installed || { \
 	  echo "installing Synapse into .peers/synapse (about a minute)"; \
 	  $(PYTHON) -m venv .peers/synapse && \

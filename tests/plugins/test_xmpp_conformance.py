@@ -1,4 +1,5 @@
-"""The ``xmpp`` plug-in passes the conformance kit against a real Prosody on 127.0.0.1."""
+"""The ``xmpp`` plug-in passes the conformance kit against a real Prosody and a real ejabberd,
+both on 127.0.0.1 (one Prosody for the module, the session's ejabberd)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import secrets
 from collections.abc import Iterator
 
 import pytest
+from xmpp_kit import XmppServer, new_account
 
 from interapp.host.config import Target
 from interapp.plugins.xmpp.demo import make_buddies
 from interapp.secret import Secret
 from interapp.testing import Account, Harness, PluginConformance
+from interapp.testing.ejabberd import EjabberdServer
 from interapp.testing.prosody import ProsodyServer
+
+pytest_plugins = ["interapp.testing.ejabberd"]
 
 
 @pytest.fixture(scope="module")
@@ -25,15 +30,14 @@ def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProsodyServer]
 class XmppHarness(Harness):
     plugin = "xmpp"
 
-    def __init__(self, server: ProsodyServer) -> None:
+    def __init__(self, server: XmppServer) -> None:
         self.server = server
 
     async def target(self) -> tuple[Target, Secret | None]:
         return Target("t", "xmpp", self.server.url), None
 
     async def new_account(self) -> Account:
-        user, password = f"u{secrets.token_hex(5)}", secrets.token_urlsafe(12)
-        jid = await asyncio.to_thread(self.server.register, user, password)
+        jid, password = await asyncio.to_thread(new_account, self.server)
         return Account(username=jid, password=password)
 
     async def make_buddies(self, a: Account, b: Account) -> None:
@@ -50,6 +54,16 @@ class XmppHarness(Harness):
 
 
 class TestXmppPlugin(PluginConformance):
+    """On Prosody."""
+
     @pytest.fixture
     def harness(self, prosody: ProsodyServer) -> Harness:
         return XmppHarness(prosody)
+
+
+class TestXmppPluginOnEjabberd(PluginConformance):
+    """On ejabberd."""
+
+    @pytest.fixture
+    def harness(self, ejabberd: EjabberdServer) -> Harness:
+        return XmppHarness(ejabberd)

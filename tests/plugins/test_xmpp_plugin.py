@@ -2,7 +2,7 @@
 
 Where a test needs "another XMPP client" (to see what went over the wire, or to do something the
 plug-in contract has no verb for: renaming a roster entry, publishing a vCard) it uses plain
-slixmpp, independent of the plug-in's code.
+slixmpp (``xmpp_kit.raw_client``), independent of the plug-in's code.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import slixmpp
+from xmpp_kit import raw_client
 
 from interapp.errors import (
     ApiNotFound,
@@ -117,32 +117,6 @@ async def eventually(check: Callable[[], Any], limit: float = 10.0) -> None:
     while not await check():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.05)
-
-
-@contextlib.asynccontextmanager
-async def raw_client(server: ProsodyServer, who: tuple[str, str],
-                     presence: bool = True) -> AsyncIterator[Any]:
-    """Another XMPP client (plain slixmpp) for the same or another account."""
-    c = slixmpp.ClientXMPP(f"{who[0]}/raw", who[1],
-                           plugin_config={"feature_mechanisms": {"unencrypted_scram": True}})
-    c.enable_starttls = False
-    c.enable_direct_tls = False
-    c.enable_plaintext = True
-    c.register_plugin("xep_0054")
-    c.auto_authorize = None
-    c.auto_subscribe = False
-    started = asyncio.ensure_future(c.wait_until("session_start", 10))
-    c.connect("127.0.0.1", server.port)
-    await started
-    await c.get_roster()
-    if presence:
-        c.send_presence()
-    try:
-        yield c
-    finally:
-        c.disconnect()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(c.disconnected, 5)
 
 
 # --- roster ------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ Use it from a plug-in's test suite::
 
 The pytest plug-in (entry point ``pytest11: interapp``) provides the ``interapp_home`` fixture:
 a real interapp application server acting as the local application. The kit is imported lazily,
-so the server launchers (``interapp.testing.servers``, ``.prosody``, ``.synapse``) also work
-where pytest is not installed (the demo uses them).
+so the server launchers (``interapp.testing.servers``, ``.prosody``, ``.ejabberd``,
+``.synapse``) also work where pytest is not installed (the demo uses them).
 """
 
 from __future__ import annotations

@@ -7,6 +7,14 @@ the running loop, resource ``interapp-XXXXXXXX``). :meth:`XmppPlugin.login` auth
 the typed password, :meth:`XmppPlugin.open` with the stored credential; both leave the session
 running: roster fetched, archive position taken, vCard read, initial presence sent.
 
+**Presence and priority** (:mod:`~interapp.plugins.xmpp.presence`). The initial presence has a
+negative priority: the server then delivers no message for the bare JID to this session and
+flushes no offline message to it, so a one-shot command takes nothing the user's other clients
+rely on. :meth:`XmppPlugin.buddies` on a fresh session first waits, under a second, for the
+answers to the initial presence's probes. :meth:`XmppPlugin.events` first raises the priority
+to 0 (after the XEP-0013 count request where offered, which keeps ejabberd's offline store), and
+yields a buddy's presence only when it changed — across the host's reconnects too.
+
 **Credential.** SASL SCRAM is required whenever the server offers it. After the first login the
 link keeps ``xmpp_scram`` = the mechanism, salt, iteration count, ``ClientKey`` and
 ``ServerKey`` (RFC 5802), never the password: :mod:`interapp.plugins.xmpp.sasl` teaches
@@ -60,6 +68,7 @@ from interapp.errors import (
     ApiNotFound,
     ConfigError,
     ConnectionLost,
+    InterappError,
     NeedsReauth,
     RateLimited,
 )
@@ -74,6 +83,7 @@ from interapp.plugins.contract import (
 )
 from interapp.plugins.xmpp import PLUGIN
 from interapp.plugins.xmpp.archive import CURSOR_START, MAM_PAGE, ArchiveMixin
+from interapp.plugins.xmpp.presence import LIVE_PRIORITY, hand_over, take_over
 from interapp.plugins.xmpp.roster import STATE_TO_SHOW, RosterMixin, subscription_state
 from interapp.plugins.xmpp.sasl import ScramKeys, StoredKeySCRAM
 from interapp.plugins.xmpp.session import (
@@ -83,7 +93,14 @@ from interapp.plugins.xmpp.session import (
     retry_after_of,
     stanza_error,
 )
-from interapp.plugins.xmpp.stanzas import NS_CLIENT, NS_MAM, Archived, dedup_keys
+from interapp.plugins.xmpp.stanzas import (
+    NS_CLIENT,
+    NS_FLEX_OFFLINE,
+    NS_MAM,
+    Archived,
+    InboxItem,
+    dedup_keys,
+)
 from interapp.secret import Secret
 
 SCRAM_KIND = "xmpp_scram"
@@ -107,6 +124,7 @@ class XmppPlugin(RosterMixin, ArchiveMixin):
 
         client.add_event_handler("message", mine(self._on_message))
         client.add_event_handler("message_error", mine(self._on_message_error))
+        client.add_event_handler("presence", mine(self._on_presence_seen))
         client.add_event_handler("changed_status", mine(self._on_status))
         client.add_event_handler("roster_update", mine(self._on_roster))
         client.add_event_handler("roster_subscription_request", mine(self._on_subscribe))
@@ -129,8 +147,12 @@ class XmppPlugin(RosterMixin, ArchiveMixin):
             self._mam, self._start_cursor = False, ""
         self._cursor = self._start_cursor
         name = await self._vcard_name(self._jid)
-        self._state, self._status = PresenceState.ONLINE, ""
-        client.send_presence()
+        self._state, self._status, self._show = PresenceState.ONLINE, "", None
+        inherited = take_over(self._handover_key())
+        if inherited is not None:
+            self._announced, self._inherited = inherited, True
+        self._start_probe_wait(client)
+        client.send_presence(ppriority=self._priority)
         return Profile(id=self._jid, username=self._jid,
                        display_name=name or JID(self._jid).user, presence=self._state,
                        status_text=self._status)
@@ -207,7 +229,13 @@ class XmppPlugin(RosterMixin, ArchiveMixin):
         return await self._start_session()
 
     async def buddies(self) -> list[Buddy]:
-        """The roster (names, groups, subscription state, presence) and pending requests."""
+        """The roster (names, groups, subscription state, presence) and pending requests.
+
+        On a fresh session this first waits (under a second) for the server to relay the
+        buddies' presence: the answers to the probes of the initial presence.
+        """
+        self._require()
+        await self._await_presence()
         client = self._require()
         out: list[Buddy] = []
         for jid in sorted(self._roster_jids | self._requests):
@@ -314,7 +342,9 @@ class XmppPlugin(RosterMixin, ArchiveMixin):
         if state == "offline":
             client.send_presence(ptype="unavailable", pstatus=status_text or None)
         elif state in STATE_TO_SHOW:
-            client.send_presence(pshow=STATE_TO_SHOW[state], pstatus=status_text or None)
+            self._show = STATE_TO_SHOW[state]
+            client.send_presence(pshow=self._show, pstatus=status_text or None,
+                                 ppriority=self._priority)
         else:
             raise ConfigError(f"presence must be online, away, busy or offline, not {state!r}")
         self._state, self._status = state, status_text
@@ -323,38 +353,99 @@ class XmppPlugin(RosterMixin, ArchiveMixin):
     async def events(self, cursor: str | None) -> AsyncIterator[PluginEvent]:
         """Archive after ``cursor`` first, then live events; ConnectionLost when it drops.
 
-        Every archived message after ``cursor`` is yielded, even if an earlier stream of this
-        session yielded it already (the caller asked to resume there); a live message is
-        skipped when this stream's catch-up or an earlier stream already yielded it.
+        The session first takes live messages (:meth:`_go_live`). Every archived message after
+        ``cursor`` is yielded, even if an earlier stream of this session yielded it already (the
+        caller asked to resume there); a live message is skipped when this stream's catch-up or
+        an earlier stream already yielded it. A buddy's presence is yielded only when its
+        (state, status text) differs from the last one yielded — also across a reconnect, where
+        a buddy who went offline meanwhile gets an ``offline`` event.
         """
         self._require()
-        self._cursor = cursor or self._start_cursor
-        caught_up: set[str] = set()
-        if self._mam and self._cursor:
-            try:
-                async for event in self._catch_up(self._cursor, caught_up):
-                    yield event
-            except (ApiError, ConfigError) as exc:  # the stream only ever ends in ConnectionLost
-                raise ConnectionLost(f"reading the archive of {self._jid} failed: "
-                                     f"{exc.message}", retry_after=exc.retry_after) from exc
-        while True:
-            try:  # asyncio.timeout, not wait_for: a cancel must never be swallowed here
-                async with asyncio.timeout(KEEPALIVE):
-                    item = await self._inbox.get()
-            except TimeoutError:  # quiet: make sure the server is still there (XEP-0199)
-                with contextlib.suppress(RateLimited):
-                    await self._round_trip("keepalive ping")
-                continue
-            if item.type == "lost":
-                self._inbox.put_nowait(item)  # later readers learn it too
-                raise ConnectionLost(self._lost.message if self._lost else "connection lost")
-            if item.message is not None:
-                keys = dedup_keys(item.message)
-                if any(k in caught_up or k in self._yielded for k in keys):
+        try:
+            await self._go_live()
+            self._cursor = cursor or self._start_cursor
+            caught_up: set[str] = set()
+            if self._mam and self._cursor:
+                try:
+                    async for event in self._catch_up(self._cursor, caught_up):
+                        yield event
+                except (ApiError, ConfigError) as exc:
+                    # the stream only ever ends in ConnectionLost
+                    raise ConnectionLost(f"reading the archive of {self._jid} failed: "
+                                         f"{exc.message}", retry_after=exc.retry_after) from exc
+            if self._inherited:
+                self._inherited = False
+                for item in await self._gone_meanwhile():
+                    self._inbox.put_nowait(item)
+            while True:
+                try:  # asyncio.timeout, not wait_for: a cancel must never be swallowed here
+                    async with asyncio.timeout(KEEPALIVE):
+                        item = await self._inbox.get()
+                except TimeoutError:  # quiet: make sure the server is still there (XEP-0199)
+                    with contextlib.suppress(RateLimited):
+                        await self._round_trip("keepalive ping")
                     continue
-                self._remember(keys)
-                self._cursor = item.message.archive_id or self._cursor
-            yield PluginEvent(type=item.type, cursor=self._cursor, data=item.data)
+                if item.type == "lost":
+                    self._inbox.put_nowait(item)  # later readers learn it too
+                    raise ConnectionLost(self._lost.message if self._lost
+                                         else "connection lost")
+                if item.message is not None:
+                    keys = dedup_keys(item.message)
+                    if any(k in caught_up or k in self._yielded for k in keys):
+                        continue
+                    self._remember(keys)
+                    self._cursor = item.message.archive_id or self._cursor
+                elif item.type == "presence" and not self._announced.fresh(
+                        item.data["username"], item.data["state"], item.data["status_text"]):
+                    continue  # the same as last time: no news
+                yield PluginEvent(type=item.type, cursor=self._cursor, data=item.data)
+        except ConnectionLost:
+            if not self._closed_by_us:  # the host reconnects: the next session goes on
+                hand_over(self._handover_key(), self._announced)
+            raise
+
+    async def _go_live(self) -> None:
+        """From now on take messages live: raise the presence priority to
+        :data:`~interapp.plugins.xmpp.presence.LIVE_PRIORITY` — after asking the server to
+        keep its offline store where it offers XEP-0013 (ejabberd would flush it to this
+        session as its priority becomes non-negative). Prosody keeps it anyway for a session
+        that queried the archive before its initial presence."""
+        if self._live:
+            return
+        client = self._require()
+        self._live = True
+        disco = client.plugin["xep_0030"]
+        try:
+            info = await self._call(disco.get_info(jid=JID(self._jid), timeout=IQ_TIMEOUT),
+                                    "service discovery")
+            if NS_FLEX_OFFLINE in info["disco_info"]["features"]:
+                # XEP-0013 §2.2: asking for the count makes ejabberd stop resending them
+                await self._call(disco.get_info(jid=JID(self._jid), node=NS_FLEX_OFFLINE,
+                                                timeout=IQ_TIMEOUT), "offline message count")
+        except ConnectionLost:
+            raise
+        except InterappError:  # no XEP-0013 here: nothing to ask for
+            pass
+        self._priority = LIVE_PRIORITY
+        if self._state != "offline":
+            client.send_presence(pshow=self._show, pstatus=self._status or None,
+                                 ppriority=self._priority)
+        try:  # once answered, the server has the new priority: catch-up covers what came before
+            await self._round_trip("presence update")
+        except RateLimited as exc:
+            raise ConnectionLost(exc.message, retry_after=exc.retry_after) from exc
+
+    async def _gone_meanwhile(self) -> list[InboxItem]:
+        """After a reconnect: ``offline`` for the buddies the dropped stream last showed
+        available who have no presence now (ejabberd sends none for offline contacts)."""
+        await self._await_presence()
+        client = self._require()
+        out = []
+        for jid in self._announced.available():
+            if self._presence_of(client, jid)[0] == "offline":
+                out.append(InboxItem("presence", {"username": jid, "state": "offline",
+                                                  "status_text": "", "resource": ""}))
+        return out
 
     async def close(self) -> None:
         """Close the stream (the server then tells the buddies this resource went offline)."""

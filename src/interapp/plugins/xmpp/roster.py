@@ -1,15 +1,19 @@
 """Roster and presence of the ``xmpp`` plug-in: XMPP ``show`` ↔ interapp presence states,
-subscription states, and :class:`RosterMixin` — buddy JIDs, the presence of a buddy, and the
-handlers of presence, roster pushes and subscription requests/answers."""
+subscription states, and :class:`RosterMixin` — buddy JIDs, the presence of a buddy, waiting
+for the answers to the initial presence, and the handlers of presence, roster pushes and
+subscription requests/answers."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from slixmpp.jid import JID
 
 from interapp.errors import BadRequest
 from interapp.plugins.contract import PresenceState
+from interapp.plugins.xmpp.presence import ProbeWait
 from interapp.plugins.xmpp.session import XmppSession, bare_jid
 from interapp.plugins.xmpp.stanzas import InboxItem
 
@@ -48,6 +52,35 @@ class RosterMixin(XmppSession):
         best = sorted(resources.values(), key=lambda r: (
             -int(r.get("priority") or 0), _RANK[_SHOW_TO_STATE.get(r.get("show") or "", _ON)]))[0]
         return _SHOW_TO_STATE.get(best.get("show") or "", _ON), str(best.get("status") or "")
+
+    def _start_probe_wait(self, client: Any) -> None:
+        """Just before the initial presence: the contacts whose presence the server will
+        probe (subscription ``to`` or ``both``) are now awaited."""
+        subscribed = {jid for jid in self._roster_jids
+                      if jid != self._jid and client.client_roster[jid]["to"]}
+        self._probe = ProbeWait(subscribed, asyncio.get_running_loop().time())
+        self._presence_news = asyncio.Event()
+
+    async def _await_presence(self) -> None:
+        """Wait, bounded, until the contacts answered the initial presence's probes (see
+        :mod:`~interapp.plugins.xmpp.presence`); at once when they already did."""
+        probe = self._probe
+        if probe is None:
+            return
+        loop = asyncio.get_running_loop()
+        while not probe.done(loop.time()):
+            self._presence_news.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(probe.until() - loop.time(), 0.0)):
+                    await self._presence_news.wait()
+        if self._probe is probe:
+            self._probe = None
+
+    def _on_presence_seen(self, client: Any, pres: Any) -> None:
+        who = str(pres["from"].bare)
+        if self._probe is not None and who and who != self._jid:
+            self._probe.heard(who, asyncio.get_running_loop().time())
+            self._presence_news.set()
 
     def _on_status(self, client: Any, pres: Any) -> None:
         who = str(pres["from"].bare)

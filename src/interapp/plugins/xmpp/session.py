@@ -35,6 +35,7 @@ from interapp.errors import (
     RateLimited,
 )
 from interapp.plugins.contract import Plugin, PresenceState, TargetConfig
+from interapp.plugins.xmpp.presence import ONE_SHOT_PRIORITY, Announced, ProbeWait
 from interapp.plugins.xmpp.sasl import ScramKeys, StoredKeySCRAM, install
 from interapp.plugins.xmpp.stanzas import InboxItem
 
@@ -151,11 +152,23 @@ class XmppSession(Plugin):
         self._send_errors: dict[str, asyncio.Future[tuple[str, str, str]]] = {}
         self._state: PresenceState = PresenceState.ONLINE
         self._status = ""
+        self._show: str | None = None  # the <show> last sent (None: plain "available")
+        self._priority = ONE_SHOT_PRIORITY  # raised once a stream wants live messages
+        self._live = False
+        self._probe: ProbeWait | None = None  # answers to the initial presence still awaited
+        self._presence_news = asyncio.Event()
+        self._announced = Announced()  # what the event streams said of each buddy
+        self._inherited = False  # _announced came from a dropped predecessor
+        self._closed_by_us = False
 
     # --- connection ------------------------------------------------------------------------
 
     def _where(self) -> str:
         return f"{self.target.name} ({self.host}:{self.port})"
+
+    def _handover_key(self) -> tuple[str, str, str]:
+        """Which session a replacement of this one continues (see ``presence.hand_over``)."""
+        return self.target.name, self.target.server, self._jid
 
     async def _connect(self, jid: str, *, password: str = "",
                        keys: ScramKeys | None = None) -> Any:
@@ -249,6 +262,8 @@ class XmppSession(Plugin):
         self._yielded = OrderedDict()
         self._roster_jids = set()
         self._requests = set()
+        self._priority, self._live, self._probe = ONE_SHOT_PRIORITY, False, None
+        self._closed_by_us = False
         client.connect(self.host, self.port)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):  # (wait_for may swallow a cancel)
@@ -334,6 +349,7 @@ class XmppSession(Plugin):
         if client is None:
             return
         if self._lost is None:
+            self._closed_by_us = True
             self._lost = ConnectionLost(f"the session with {self._where()} was closed")
             self._inbox.put_nowait(InboxItem("lost"))
         if self._dropped is not None and not self._dropped.done():

@@ -15,6 +15,7 @@ NS_MAM = "{urn:xmpp:mam:2}"
 NS_CLIENT = "{jabber:client}"
 NS_FORWARD = "{urn:xmpp:forward:0}"
 NS_DELAY = "{urn:xmpp:delay}"
+NS_FLEX_OFFLINE = "http://jabber.org/protocol/offline"  # XEP-0013 (no braces: a disco name)
 
 
 def iso_time(stamp: str | None) -> str:
