@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from interapp.host.config import Target
 from interapp.secret import Secret
 from interapp.server import accounts, passwords, social
 from interapp.server.oauth import issue
 from interapp.server.storage import Database
-from interapp.testing import Account, Harness, HomeApp, PluginConformance
+from interapp.testing import Account, Harness, HomeApp, PluginConformance, Target
 from interapp.testing.servers import ThreadedServer
 
 

@@ -14,9 +14,8 @@ import secrets
 import pytest
 from nio import AsyncClient, JoinResponse, RoomCreateResponse, RoomPreset
 
-from interapp.host.config import Target
 from interapp.secret import Secret
-from interapp.testing import Account, Harness, HomeApp, PluginConformance
+from interapp.testing import Account, Harness, HomeApp, PluginConformance, Target
 from interapp.testing.synapse import SynapseServer
 
 pytest_plugins = ["interapp.testing.synapse"]

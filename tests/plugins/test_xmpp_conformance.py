@@ -10,10 +10,9 @@ from collections.abc import Iterator
 import pytest
 from xmpp_kit import XmppServer, new_account
 
-from interapp.host.config import Target
 from interapp.plugins.xmpp.demo import make_buddies
 from interapp.secret import Secret
-from interapp.testing import Account, Harness, PluginConformance
+from interapp.testing import Account, Harness, PluginConformance, Target
 from interapp.testing.ejabberd import EjabberdServer
 from interapp.testing.prosody import ProsodyServer
 

@@ -28,7 +28,7 @@ async def start_and_stop():
     await srv.stop()
 
 asyncio.run(start_and_stop())
-heavy = ("redis", "joserfc", "cryptography", "httpx", "interapp.vault", "interapp.host.runtime")
+heavy = ("redis", "joserfc", "cryptography", "httpx", "interapp.vault", "interapp.host.facade")
 print(" ".join(m for m in heavy if m in sys.modules))
 """
 

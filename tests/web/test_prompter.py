@@ -9,8 +9,8 @@ import pytest
 from web_kit import run_async
 
 from interapp.errors import ConfigError, NotFoundError, PromptUnavailable
+from interapp.host import PromptField
 from interapp.host.prompts import PromptRequest
-from interapp.host.resolver import PromptField
 from interapp.secret import Secret
 from interapp.web.live import Broadcaster, WebPrompter
 

@@ -2,7 +2,7 @@
 
 Server-rendered pages (Starlette + Jinja2) and one small script of the project's own
 (``static/app.js``) that talks to the UI server with ``fetch`` and one WebSocket; no CDN, no
-build step. The UI server runs a :class:`~interapp.host.runtime.Host` on the same data folder,
+build step. The UI server runs a :class:`~interapp.host.Host` on the same data folder,
 vault and targets as the CLI. See ``docs/web.md``.
 
 Modules: :mod:`~interapp.web.security` (launch secret, session cookie, CSRF),
