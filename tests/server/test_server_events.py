@@ -158,12 +158,27 @@ def test_access_token_in_url_is_refused(server: RunningServer, http: httpx.Clien
         expect_refused(ws, 4401, "unauthorized")
 
 
-@pytest.mark.parametrize("since", ["abc", "-1", "1.5", "9" * 30])
+# "²" is a digit to str.isdigit() but not to int() (it crashed the stream); int() reads "١٢"
+# and a bold nine: only ASCII digits are a seq
+@pytest.mark.parametrize("since", ["abc", "-1", "1.5", "9" * 30, "²", "1²", "١٢", "\U0001d7d7"])
 def test_invalid_since(server: RunningServer, http: httpx.Client, client: Client,
                        since: str) -> None:
     a = login(server, http, client)
     with stream(server, a.access, since=since) as ws:
         expect_refused(ws, 4400, "bad_request")
+
+
+def test_a_deeply_nested_frame_is_refused_cleanly(server: RunningServer, http: httpx.Client,
+                                                   client: Client) -> None:
+    """5,000 nested arrays make json.loads raise RecursionError: an error frame and 4400."""
+    a, b = buddies(server, http, client)
+    for frame in ("[" * 5000 + "]" * 5000, '{"type": "send", "to": ' + "[" * 5000):
+        with stream(server, a.access, since=1) as ws:
+            ws.send(frame)
+            expect_refused(ws, 4400, "bad_request")
+    with stream(server, a.access, since=1) as ws:  # nothing broke: the next stream works
+        send(b, a, "after")
+        assert next_event(ws)["body"] == "after"
 
 
 def test_a_since_past_the_newest_event_is_refused_with_where_the_log_ends(

@@ -116,7 +116,8 @@ def _since(ws: WebSocket) -> int | None:
     raw = ws.query_params.get("since")
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    # isascii: str.isdigit() also accepts digits int() refuses, such as "²"
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise BadRequest("since must be a non-negative integer")
     return int(raw)
 
@@ -296,6 +297,8 @@ async def _read(stream: _Stream, token: str | None) -> None:
             frame = json.loads(text)
         except ValueError:
             continue
+        except RecursionError:  # e.g. 5,000 nested arrays: refused, not a crash of the stream
+            raise BadRequest("a frame is nested too deeply to be read") from None
         if isinstance(frame, dict) and frame.get("type") == "send":
             # a send under way still commits and publishes if the stream is cut meanwhile (the
             # batch runs in its own task); its client retries over HTTP with the client_msg_id
