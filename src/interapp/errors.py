@@ -27,6 +27,7 @@ through :data:`REGISTRY`, shared by the server (which renders them) and the clie
     │   ├── ApiNotFound              not_found                404
     │   ├── Conflict                 conflict                 409
     │   ├── PayloadTooLarge          payload_too_large        413
+    │   ├── UpgradeRequired          upgrade_required         426  (GET /v1/events, no upgrade)
     │   └── RateLimited              rate_limited             429
     ├── LinkError                    the host's link-or-prompt flow
     │   ├── PromptUnavailable        no face can answer a prompt
@@ -224,6 +225,13 @@ class PayloadTooLarge(ApiError):
     status = 413
 
 
+class UpgradeRequired(ApiError):
+    """A WebSocket endpoint was requested without the upgrade (HTTP 426 + ``Upgrade``)."""
+
+    code = "upgrade_required"
+    status = 426
+
+
 class RateLimited(ApiError):
     """Too many requests."""
 
@@ -315,7 +323,7 @@ _register(
     InvalidRequest, InvalidClient, InvalidGrant, UnauthorizedClient, UnsupportedGrantType,
     UnsupportedTokenType, InvalidTarget, SlowDown,
     BadRequest, CursorUnknown, Unauthorized, Forbidden, ApiNotFound, Conflict, PayloadTooLarge,
-    RateLimited, UnavailableError,
+    UpgradeRequired, RateLimited, UnavailableError,
 )
 
 

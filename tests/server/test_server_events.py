@@ -201,6 +201,21 @@ def test_a_since_past_the_newest_event_is_refused_with_where_the_log_ends(
         assert next_event(ws)["seq"] == newest + 1
 
 
+def test_a_plain_get_is_told_to_upgrade(server: RunningServer, http: httpx.Client,
+                                        client: Client) -> None:
+    """Without the WebSocket handshake: 426 Upgrade Required, the ``/v1`` error body and
+    ``Upgrade: websocket`` (RFC 9110 §15.5.22), with or without a token; other methods 405."""
+    a = login(server, http, client)
+    for headers in ({}, a.headers()):
+        resp = http.get("/v1/events", params={"since": "0"}, headers=headers)
+        assert_api_error(resp, 426, "upgrade_required")
+        assert resp.headers["upgrade"] == "websocket"
+        assert "upgrade" in resp.headers["connection"].lower()
+    assert_api_error(http.post("/v1/events", headers=a.headers()), 405, "method_not_allowed")
+    with stream(server, a.access) as ws:  # the WebSocket itself is unchanged
+        assert_quiet(ws)
+
+
 def test_missing_or_dead_credentials(server: RunningServer, http: httpx.Client,
                                      client: Client) -> None:
     with stream(server, None) as ws:

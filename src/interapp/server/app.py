@@ -30,6 +30,7 @@ from interapp.errors import (
     OAuthError,
     PayloadTooLarge,
     UnavailableError,
+    UpgradeRequired,
 )
 from interapp.server.api import routes, stream
 from interapp.server.api.models import (
@@ -75,6 +76,8 @@ def _error(exc: InterappError) -> JSONResponse:
         headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="interapp"'
+    if isinstance(exc, UpgradeRequired):  # RFC 9110 §15.5.22: say which protocol to upgrade to
+        headers["Upgrade"], headers["Connection"] = "websocket", "Upgrade"
     if isinstance(exc, OAuthError):
         return oauth_error_response(exc)
     body = exc.to_wire() if isinstance(exc, ApiError) else {"error": exc.code,
@@ -248,6 +251,11 @@ def create_app(settings: ServerSettings, server: AppServer | None = None) -> Fas
             await conn.execute(sa.text("SELECT 1"))
         return {"status": "ready"}
 
+    @app.get("/v1/events", include_in_schema=False)  # documented by _finish_openapi
+    async def events_without_upgrade() -> Response:
+        """``/v1/events`` without a WebSocket upgrade (the stream itself never gets here)."""
+        raise UpgradeRequired("/v1/events is a WebSocket: connect with Upgrade: websocket")
+
     app.include_router(routes.router, tags=["v1"])
     app.openapi_schema = None
     _finish_openapi(app)
@@ -283,8 +291,15 @@ def _finish_openapi(app: FastAPI) -> None:
                  "schema": {"type": "integer", "minimum": 0}},
                 {"name": "ticket", "in": "query", "required": False,
                  "schema": {"type": "string"}}],
-            "responses": {"101": {"description": "Switching to the WebSocket protocol; "
-                                                 "each frame is one JSON event with a seq."}}}}
+            "responses": {
+                "101": {"description": "Switching to the WebSocket protocol; "
+                                       "each frame is one JSON event with a seq."},
+                "426": {"description": "Upgrade Required: a request without a WebSocket "
+                                       "upgrade (error upgrade_required).",
+                        "headers": {"Upgrade": {"schema": {"type": "string",
+                                                           "enum": ["websocket"]}}},
+                        "content": {"application/json": {"schema": {
+                            "$ref": "#/components/schemas/ErrorBody"}}}}}}}
         app.openapi_schema = schema
         return schema
 
