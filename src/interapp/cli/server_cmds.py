@@ -227,6 +227,11 @@ def serve(app: AppOpt, db: DbOpt = None,
           workers: Annotated[int, typer.Option(
               "--workers", min=1, max=64, help="Server processes sharing the port; more than "
               "one needs PostgreSQL and --redis.")] = 1,
+          forwarded_allow_ips: Annotated[str | None, typer.Option(
+              "--forwarded-allow-ips", help="Reverse proxies to trust (comma-separated "
+              "addresses or networks, e.g. 127.0.0.1): X-Forwarded-For from them names the "
+              "client, for logs and per-address login limits. Without it the header is "
+              "ignored.")] = None,
           ) -> None:
     """Run an application server (accounts, verification, tokens, buddies, live events)."""
     # Cheap checks first, so a wrong setting is reported before the heavy imports.
@@ -244,6 +249,7 @@ def serve(app: AppOpt, db: DbOpt = None,
                           "events written through any worker")
     if workers > 1 and url.startswith("sqlite"):
         raise ConfigError("--workers above 1 needs a PostgreSQL --db (SQLite has one writer)")
+    proxies = _trusted_proxies(forwarded_allow_ips) if forwarded_allow_ips is not None else None
     if redis:
         _check_redis(redis)
 
@@ -263,7 +269,11 @@ def serve(app: AppOpt, db: DbOpt = None,
                               # events are small JSON frames: permessage-deflate saved little and
                               # cost CPU per frame and a zlib context (~tens of KB) per stream
                               "ws_per_message_deflate": False,
-                              "proxy_headers": False, "log_config": log_config}
+                              "log_config": log_config,
+                              # X-Forwarded-For/-Proto only from the proxies named: anyone else
+                              # could pick the address its failed logins are counted against
+                              "proxy_headers": proxies is not None,
+                              "forwarded_allow_ips": proxies or "127.0.0.1"}
     if workers > 1:
         _serve_workers(settings, sock, workers, common, where, log_format)
         return
@@ -304,6 +314,27 @@ def _serve_workers(settings: Any, sock: socket.socket, workers: int, common: dic
 
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+def _trusted_proxies(value: str) -> list[str]:
+    """The ``--forwarded-allow-ips`` list: IP addresses or networks, no wildcard."""
+    import ipaddress
+
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items:
+        raise ConfigError("--forwarded-allow-ips needs at least one address, e.g. 127.0.0.1")
+    trusted = []
+    for item in items:
+        if item == "*":
+            raise ConfigError("--forwarded-allow-ips '*' would trust every client to name its "
+                              "own address: give the proxy's address or network")
+        try:  # normalised: uvicorn silently ignores a network written with host bits set
+            trusted.append(str(ipaddress.ip_network(item, strict=False)) if "/" in item
+                           else str(ipaddress.ip_address(item)))
+        except ValueError:
+            raise ConfigError(f"--forwarded-allow-ips: {item!r} is not an IP address or "
+                              "network (e.g. 127.0.0.1 or 10.0.0.0/8)") from None
+    return trusted
 
 
 def _check_redis(url: str) -> None:
