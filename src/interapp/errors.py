@@ -25,6 +25,7 @@ through :data:`REGISTRY`, shared by the server (which renders them) and the clie
     │   ├── Unauthorized             unauthorized             401
     │   ├── Forbidden                forbidden                403
     │   ├── ApiNotFound              not_found                404
+    │   ├── RequestTimeout           request_timeout          408  (headers or body too slow)
     │   ├── Conflict                 conflict                 409
     │   ├── PayloadTooLarge          payload_too_large        413
     │   ├── UpgradeRequired          upgrade_required         426  (GET /v1/events, no upgrade)
@@ -211,6 +212,13 @@ class ApiNotFound(ApiError):
     status = 404
 
 
+class RequestTimeout(ApiError):
+    """The request's headers or body did not arrive in time."""
+
+    code = "request_timeout"
+    status = 408
+
+
 class Conflict(ApiError):
     """The request conflicts with the current state."""
 
@@ -322,8 +330,8 @@ def _register(*classes: type[InterappError]) -> None:
 _register(
     InvalidRequest, InvalidClient, InvalidGrant, UnauthorizedClient, UnsupportedGrantType,
     UnsupportedTokenType, InvalidTarget, SlowDown,
-    BadRequest, CursorUnknown, Unauthorized, Forbidden, ApiNotFound, Conflict, PayloadTooLarge,
-    UpgradeRequired, RateLimited, UnavailableError,
+    BadRequest, CursorUnknown, Unauthorized, Forbidden, ApiNotFound, RequestTimeout, Conflict,
+    PayloadTooLarge, UpgradeRequired, RateLimited, UnavailableError,
 )
 
 
