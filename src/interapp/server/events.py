@@ -251,6 +251,11 @@ class EventHub:
                 del self._subs[sub.user_id]
 
     @property
+    def has_streams(self) -> bool:
+        """Whether any stream is connected to this process (cheaper than counting them)."""
+        return bool(self._subs)
+
+    @property
     def active_streams(self) -> int:
         """Number of connected streams in this process."""
         return sum(len(s) for s in self._subs.values())

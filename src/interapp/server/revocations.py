@@ -103,7 +103,7 @@ class RevocationWatch:
     async def poke(self) -> None:
         """A revocation was just committed here: poll now — so this process's streams are
         marked before the revoking request is answered — and tell the other processes."""
-        if self._hub.active_streams:
+        if self._hub.has_streams:
             try:
                 await self.poll()
             except Exception as exc:  # the revocation stands; the next poll tries again
@@ -117,7 +117,7 @@ class RevocationWatch:
                 async with asyncio.timeout(self._interval):
                     await self._poked.wait()
             self._poked.clear()
-            if not self._hub.active_streams:
+            if not self._hub.has_streams:
                 continue  # nobody to close; rows stay readable for WINDOW_SECONDS
             try:
                 await self.poll()
