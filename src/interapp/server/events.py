@@ -291,13 +291,15 @@ class EventHub:
 
     async def announce_revocation(self) -> None:
         """Tell the other processes (with Redis) to look for new revocations now."""
-        if self._redis is None:
-            return
+        if self._redis is None or time.monotonic() < self._publish_paused_until:
+            return  # (Redis failing: they find it on their next poll anyway)
         try:
             await self._redis.publish(self._channel, json.dumps({"o": self._origin,
                                                                  "revoked": True}))
-        except Exception as exc:  # they find it on their next poll anyway
-            log.warning("redis publish of a revocation failed (%s)", type(exc).__name__)
+        except Exception as exc:
+            log.warning("redis publish of a revocation failed (%s); other processes notice "
+                        "it within a second", type(exc).__name__)
+            self._publish_paused_until = time.monotonic() + PUBLISH_PAUSE_SECONDS
 
     def _deliver(self, items: list[tuple[str, Event]]) -> None:
         for user_id, event in items:
