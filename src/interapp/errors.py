@@ -30,8 +30,10 @@ through :data:`REGISTRY`, shared by the server (which renders them) and the clie
     │   ├── Unauthorized             unauthorized             401
     │   ├── Forbidden                forbidden                403
     │   ├── ApiNotFound              not_found                404
+    │   ├── RequestTimeout           request_timeout          408  (headers or body too slow)
     │   ├── Conflict                 conflict                 409
     │   ├── PayloadTooLarge          payload_too_large        413
+    │   ├── UpgradeRequired          upgrade_required         426  (GET /v1/events, no upgrade)
     │   └── RateLimited              rate_limited             429
     ├── LinkError                    the host's link-or-prompt flow
     │   ├── PromptUnavailable        no face can answer a prompt
@@ -267,6 +269,13 @@ class ApiNotFound(ApiError):
     status = 404
 
 
+class RequestTimeout(ApiError):
+    """The request's headers or body did not arrive in time."""
+
+    code = "request_timeout"
+    status = 408
+
+
 class Conflict(ApiError):
     """The request conflicts with the current state."""
 
@@ -279,6 +288,13 @@ class PayloadTooLarge(ApiError):
 
     code = "payload_too_large"
     status = 413
+
+
+class UpgradeRequired(ApiError):
+    """A WebSocket endpoint was requested without the upgrade (HTTP 426 + ``Upgrade``)."""
+
+    code = "upgrade_required"
+    status = 426
 
 
 class RateLimited(ApiError):
@@ -409,8 +425,8 @@ def _register(*classes: type[InterappError]) -> None:
 _register(
     InvalidRequest, InvalidClient, InvalidGrant, UnauthorizedClient, UnsupportedGrantType,
     UnsupportedTokenType, InvalidTarget, SlowDown,
-    BadRequest, CursorUnknown, Unauthorized, Forbidden, ApiNotFound, Conflict, PayloadTooLarge,
-    RateLimited, UnavailableError,
+    BadRequest, CursorUnknown, Unauthorized, Forbidden, ApiNotFound, RequestTimeout, Conflict,
+    PayloadTooLarge, UpgradeRequired, RateLimited, UnavailableError,
 )
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from interapp.plugins.contract import Plugin, PluginEvent, TargetConfig
 from interapp.plugins.interapp_server.client import InterappPlugin
@@ -198,6 +200,22 @@ def test_a_malformed_seq_ends_the_stream_like_a_drop() -> None:
     from interapp.plugins.interapp_server.client import _seq
 
     assert _seq(7) == 7 and _seq("7") == 7
-    for bad in ("x", "-1", -1, None, True, 1.5):
+    # "²" is a digit to str.isdigit() but int() refuses it (it raised ValueError)
+    for bad in ("x", "-1", -1, None, True, 1.5, "²", "1²", "١٢"):
         with pytest.raises(ConnectionLost):
             _seq(bad)
+
+
+@settings(max_examples=300, database=None)
+@given(st.text(max_size=20) | st.sampled_from(["²", "³", "¹²", "٣", "\U0001d7d7", "0", "18"]))
+def test_any_seq_text_is_a_number_or_a_reconnect(value: str) -> None:
+    """Generated: whatever text a server puts in ``seq``, the plug-in reads a number or ends
+    the stream with ConnectionLost; nothing else escapes."""
+    from interapp.errors import ConnectionLost
+    from interapp.plugins.interapp_server.client import _seq
+
+    try:
+        seq = _seq(value)
+    except ConnectionLost:
+        return
+    assert str(seq) == value.lstrip("0") or (seq == 0 and set(value) == {"0"})

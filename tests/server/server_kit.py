@@ -36,6 +36,7 @@ from interapp.server import accounts, passwords, social
 from interapp.server.app import create_app
 from interapp.server.settings import ServerSettings
 from interapp.server.storage import Database
+from interapp.server.transport import GuardedConfig
 
 T = TypeVar("T")
 
@@ -79,8 +80,9 @@ class RunningServer:
         overrides.setdefault("issuer", self.url)
         self.settings = ServerSettings(app=app, db_url=db_url, **overrides)
         self.asgi = create_app(self.settings)
-        config = uvicorn.Config(self.asgi, log_level="warning", access_log=False, lifespan="on",
-                                ws_max_size=64 * 1024)
+        # the connection limits of `interapp serve` (header timeout, header size, JSON errors)
+        config = GuardedConfig(self.asgi, log_level="warning", access_log=False, lifespan="on",
+                               ws_max_size=64 * 1024)
         self.uvicorn = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.uvicorn.run, kwargs={"sockets": [self.sock]},
                                         name=f"uvicorn-{app}-{self.port}", daemon=True)

@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
@@ -28,6 +28,8 @@ from server_kit import (
     make_buddies,
     make_client,
 )
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 LIMIT = 64 * 1024
 
@@ -192,7 +194,11 @@ CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/
                  "multipart/form-data; boundary=x", "application/json; charset=latin-1", None]
 
 NASTY = ["\x00", "a\x00b", "%00", "'; DROP TABLE users; --", "../..", "\u202e",
-         "\U0001f600" * 20, "9" * 40, "-1", " ", "null", "x" * 300]
+         "\U0001f600" * 20, "9" * 40, "-1", " ", "null", "x" * 300,
+         "²", "1²", "١٢"]  # digits to str.isdigit(), not (all) to int()
+# JSON nested deeper than json.loads can recurse (RecursionError), as raw bodies and frames
+DEEP = ["[" * 5000 + "]" * 5000, '{"to": ' + "[" * 5000 + "]" * 5000 + "}",
+        '{"type": "send", "to": "x", "body": ' + '{"a": ' * 3000 + "1" + "}" * 3001]
 text = st.text(max_size=40) | st.sampled_from(NASTY)
 # Lone surrogates cannot travel in a URL or a form, only as JSON escapes ("\ud800").
 json_text = text | st.sampled_from(["\ud800", "x\udfff"])
@@ -274,12 +280,14 @@ def test_generated_junk_never_5xx(server: RunningServer, http: httpx.Client, cli
                 max_size=2, unique=True), label="extra headers"):
             headers[name] = data.draw(header_text, label=name)
         # Hypothesis favours the first choices: lead with the body each endpoint expects.
-        kinds = (["form", "form", "json", "bytes", "none"] if path.startswith("/oauth")
-                 else ["json", "json", "form", "bytes", "none"])
+        kinds = (["form", "form", "json", "bytes", "none", "deep"] if path.startswith("/oauth")
+                 else ["json", "json", "form", "bytes", "none", "deep"])
         kind = data.draw(st.sampled_from(kinds), label="body")
         content: bytes | None = None
         if kind == "bytes":
             content = data.draw(st.binary(max_size=300))
+        elif kind == "deep":
+            content = data.draw(st.sampled_from(DEEP)).encode()
         elif kind == "json":
             props = json_properties(doc, op)
             if coherent and props:  # the documented fields, with nasty values
@@ -298,8 +306,8 @@ def test_generated_junk_never_5xx(server: RunningServer, http: httpx.Client, cli
                 fields[key] = data.draw(st.sampled_from(GRANTS if key == "grant_type"
                                                         else values), label=key)
             content = str(httpx.QueryParams(fields)).encode()
-        if coherent and kind in ("json", "form"):
-            ctype: str | None = {"json": "application/json",
+        if coherent and kind in ("json", "form", "deep"):
+            ctype: str | None = {"json": "application/json", "deep": "application/json",
                                  "form": "application/x-www-form-urlencoded"}[kind]
         else:
             ctype = data.draw(st.sampled_from(CONTENT_TYPES), label="content-type")
@@ -333,3 +341,55 @@ def test_groups_cover_every_documented_operation(http: httpx.Client) -> None:
                for m, p, _ in operations(doc, rx, {"v1-read": False, "v1-write": True}.get(g))}
     listed = {(m.upper(), p) for p, item in doc["paths"].items() for m in item}
     assert listed == covered
+
+
+# --- generated junk on the event stream ----------------------------------------------------
+
+# The closes the server itself starts: 4400 bad request, 4401 unauthorized. A crash shows as
+# 1006 (no close frame) or 1000 (the handler's clean-up closing behind an exception).
+CLEAN_CLOSES = {4400, 4401}
+send_frames = st.fixed_dictionaries({"type": st.just("send")}, optional={
+    "to": json_values, "body": json_values, "client_msg_id": json_values}).map(json.dumps)
+frames = st.sampled_from(DEEP) | text | json_values.map(json.dumps) | send_frames
+
+
+def test_generated_junk_on_the_event_stream_is_answered_cleanly(
+        server: RunningServer, pair: tuple[Session, Session]) -> None:
+    """Junk queries (``since=²``…), credentials and frames (5,000 nested arrays…): the stream
+    answers with JSON frames and either stays open or closes with one of its own codes."""
+    a, _ = pair
+    closes: list[int] = []
+
+    @settings(max_examples=60, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(data=st.data())
+    def probe(data: st.DataObject) -> None:
+        query = data.draw(st.dictionaries(
+            st.sampled_from(["since", "since", "ticket", "access_token"]) | text,
+            st.sampled_from(["²", "1²", "١٢", "0", "1"]) | text | st.integers().map(str),
+            max_size=3), label="query")
+        token = data.draw(st.sampled_from([a.access, a.access, None, "ia_at_junk"]),
+                          label="token")
+        sent = data.draw(st.lists(frames, max_size=3), label="frames")
+        url = f"{server.ws_url}/v1/events?{urlencode(query)}"
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        with connect(url, additional_headers=headers, open_timeout=10, close_timeout=5,
+                     max_size=2**20) as ws:
+            try:
+                for frame in sent:
+                    ws.send(frame)
+                while True:
+                    answer = json.loads(ws.recv(timeout=0.15))
+                    assert isinstance(answer, dict) and isinstance(answer.get("type"), str)
+            except TimeoutError:
+                return  # still open: nothing it was sent needed more than an answer
+            except ConnectionClosed:
+                pass
+        assert ws.close_code in CLEAN_CLOSES, (query, sent, ws.close_code, ws.close_reason)
+        closes.append(ws.close_code)
+
+    probe()
+    assert closes  # some junk really was refused
+    with connect(f"{server.ws_url}/v1/events?since=0",  # and the stream still works
+                 additional_headers={"Authorization": f"Bearer {a.access}"}) as ws:
+        assert json.loads(ws.recv(timeout=10))["type"] == "contact_added"

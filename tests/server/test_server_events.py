@@ -158,12 +158,27 @@ def test_access_token_in_url_is_refused(server: RunningServer, http: httpx.Clien
         expect_refused(ws, 4401, "unauthorized")
 
 
-@pytest.mark.parametrize("since", ["abc", "-1", "1.5", "9" * 30])
+# "²" is a digit to str.isdigit() but not to int() (it crashed the stream); int() reads "١٢"
+# and a bold nine: only ASCII digits are a seq
+@pytest.mark.parametrize("since", ["abc", "-1", "1.5", "9" * 30, "²", "1²", "١٢", "\U0001d7d7"])
 def test_invalid_since(server: RunningServer, http: httpx.Client, client: Client,
                        since: str) -> None:
     a = login(server, http, client)
     with stream(server, a.access, since=since) as ws:
         expect_refused(ws, 4400, "bad_request")
+
+
+def test_a_deeply_nested_frame_is_refused_cleanly(server: RunningServer, http: httpx.Client,
+                                                   client: Client) -> None:
+    """5,000 nested arrays make json.loads raise RecursionError: an error frame and 4400."""
+    a, b = buddies(server, http, client)
+    for frame in ("[" * 5000 + "]" * 5000, '{"type": "send", "to": ' + "[" * 5000):
+        with stream(server, a.access, since=1) as ws:
+            ws.send(frame)
+            expect_refused(ws, 4400, "bad_request")
+    with stream(server, a.access, since=1) as ws:  # nothing broke: the next stream works
+        send(b, a, "after")
+        assert next_event(ws)["body"] == "after"
 
 
 def test_a_since_past_the_newest_event_is_refused_with_where_the_log_ends(
@@ -184,6 +199,21 @@ def test_a_since_past_the_newest_event_is_refused_with_where_the_log_ends(
     with stream(server, a.access, since=newest) as ws:  # the cursor it was told: live again
         send(b, a, "two")
         assert next_event(ws)["seq"] == newest + 1
+
+
+def test_a_plain_get_is_told_to_upgrade(server: RunningServer, http: httpx.Client,
+                                        client: Client) -> None:
+    """Without the WebSocket handshake: 426 Upgrade Required, the ``/v1`` error body and
+    ``Upgrade: websocket`` (RFC 9110 §15.5.22), with or without a token; other methods 405."""
+    a = login(server, http, client)
+    for headers in ({}, a.headers()):
+        resp = http.get("/v1/events", params={"since": "0"}, headers=headers)
+        assert_api_error(resp, 426, "upgrade_required")
+        assert resp.headers["upgrade"] == "websocket"
+        assert "upgrade" in resp.headers["connection"].lower()
+    assert_api_error(http.post("/v1/events", headers=a.headers()), 405, "method_not_allowed")
+    with stream(server, a.access) as ws:  # the WebSocket itself is unchanged
+        assert_quiet(ws)
 
 
 def test_missing_or_dead_credentials(server: RunningServer, http: httpx.Client,

@@ -77,8 +77,6 @@ def test_every_documented_operation_answers(server: RunningServer, doc: dict[str
         for path, item in doc["paths"].items():
             for method in item:
                 url = re.sub(r"{\w+}", "x", path)
-                if path == "/v1/events":  # a WebSocket: tested in test_server_events
-                    continue
                 resp = http.request(method.upper(), url)
                 assert resp.status_code != 405, (method, path)
                 assert resp.status_code != 404 or resp.json() != {
@@ -184,10 +182,12 @@ def test_real_responses_validate_against_the_declared_schemas(
         check("GET", "/v1/conversations/{username}/messages",
               me.get("/v1/conversations/ghost-x/messages"))
         check("POST", "/v1/events/ticket", me.post("/v1/events/ticket"))
+        upgrade = check("GET", "/v1/events", me.get("/v1/events"))  # no WebSocket upgrade
+        assert upgrade.status_code == 426 and upgrade.headers["upgrade"] == "websocket"
         check("DELETE", "/v1/contacts/{contact_id}", me.delete(f"/v1/contacts/{other.user.id}"))
         check("DELETE", "/v1/contacts/{contact_id}", me.delete(f"/v1/contacts/{other.user.id}"))
 
     statuses = {s for _, _, s in check.checked}
-    assert {200, 201, 204, 400, 401, 403, 404, 409, 413} <= statuses
+    assert {200, 201, 204, 400, 401, 403, 404, 409, 413, 426} <= statuses
     documented_ops = {(m.upper(), p) for p, item in doc["paths"].items() for m in item}
-    assert {(m, p) for m, p, _ in check.checked} == documented_ops - {("GET", "/v1/events")}
+    assert {(m, p) for m, p, _ in check.checked} == documented_ops

@@ -19,6 +19,7 @@ from server_kit import (
     next_event,
     stream,
 )
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
 EARLY: dict[int, list[dict[str, Any]]] = {}  # events read before an answer, per socket
@@ -111,11 +112,20 @@ def test_sending_needs_a_live_bearer_token(server: RunningServer, http: httpx.Cl
             "send_failed", 401, "unauthorized")
     with stream(server, a.access, since=1) as wa:
         assert send_frame(wa, to=b.username, body="before", client_msg_id="r1")["type"] == "sent"
+        assert next_frame(wa)["body"] == "before"
         revoked = http.post("/oauth/revoke", auth=client.basic(), data={"token": a.access})
         assert revoked.status_code == 200
-        answer = send_frame(wa, to=b.username, body="after", client_msg_id="r2")
-        assert (answer["type"], answer["status"]) == ("send_failed", 401), answer
-        assert next_frame(wa)["body"] == "before"  # the stream itself still receives
+        # the revocation closes the stream (4401); a send that gets in first is refused
+        wa.send(json.dumps({"type": "send", "to": b.username, "body": "after",
+                            "client_msg_id": "r2"}))
+        frames = []
+        with pytest.raises(ConnectionClosed):
+            while True:
+                frames.append(next_event(wa))
+        assert wa.close_code == 4401
+        assert frames and frames[-1]["error"] == "unauthorized", frames
+        assert all(f["type"] == "error" or (f["type"], f["status"]) == ("send_failed", 401)
+                   for f in frames), frames
     bodies = [m["body"] for m in b.get(f"/v1/conversations/{a.username}/messages")
               .json()["messages"]]
     assert bodies == ["before"]

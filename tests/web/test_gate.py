@@ -183,6 +183,24 @@ def test_request_bodies_are_bounded(lone_ui: UIProcess) -> None:
     assert resp.status_code == 413
 
 
+DEEP = ["[" * 5000 + "]" * 5000, '{"answers": ' + '{"a": ' * 3000 + "1" + "}" * 3001,
+        '{"state": ' + "[" * 5000 + "]" * 5000 + "}"]
+
+
+@pytest.mark.parametrize("path", ["/api/presence", "/api/messages", "/api/prompts/p1"])
+@pytest.mark.parametrize("body", [*DEEP, "{", "[1, 2]", "\ud800", "null"])
+def test_malformed_json_posts_are_4xx(lone_ui: UIProcess, path: str, body: str) -> None:
+    """Bad JSON bodies — 5,000 nested arrays too (a RecursionError in json.loads) — are
+    answered with a 4xx JSON error, never a 500."""
+    client, token = signed_in(lone_ui)
+    with closing(client):
+        resp = client.post(path, content=body.encode("utf-8", "surrogatepass"), headers={
+            "X-CSRF-Token": token, "Origin": lone_ui.base, "Content-Type": "application/json"})
+    assert 400 <= resp.status_code < 500, (resp.status_code, resp.text)
+    assert resp.headers["content-type"].startswith("application/json")
+    assert set(resp.json()) == {"error", "message"}
+
+
 def test_server_output_has_no_secret(lone_ui: UIProcess) -> None:
     out = lone_ui.output()
     assert out.count(lone_ui.secret) == 1  # the printed address, nothing else

@@ -252,6 +252,21 @@ def serve(app: AppOpt, db: DbOpt = None,
           workers: Annotated[int, typer.Option(
               "--workers", min=1, max=64, help="Server processes sharing the port; more than "
               "one needs PostgreSQL and --redis.")] = 1,
+          forwarded_allow_ips: Annotated[str | None, typer.Option(
+              "--forwarded-allow-ips", help="Reverse proxies to trust (comma-separated "
+              "addresses or networks, e.g. 127.0.0.1): X-Forwarded-For from them names the "
+              "client, for logs and per-address login limits. Without it the header is "
+              "ignored.")] = None,
+          timeout_header: Annotated[float, typer.Option(
+              "--timeout-header", help="Seconds a connection may take to send complete request "
+              "headers (from connecting, or from the end of the previous response); then it "
+              "is closed.")] = 10.0,
+          timeout_keep_alive: Annotated[float, typer.Option(
+              "--timeout-keep-alive", help="Seconds an idle keep-alive connection stays open "
+              "after a response.")] = 5.0,
+          limit_concurrency: Annotated[int, typer.Option(
+              "--limit-concurrency", help="Open connections (event streams included) or running "
+              "requests per process past which new requests and streams get 503.")] = 20_000,
           ) -> None:
     """Run an application server (accounts, verification, tokens, buddies, live events)."""
     # Cheap checks first, so a wrong setting is reported before the heavy imports.
@@ -269,6 +284,13 @@ def serve(app: AppOpt, db: DbOpt = None,
                           "events written through any worker")
     if workers > 1 and url.startswith("sqlite"):
         raise ConfigError("--workers above 1 needs a PostgreSQL --db (SQLite has one writer)")
+    proxies = _trusted_proxies(forwarded_allow_ips) if forwarded_allow_ips is not None else None
+    for flag, seconds in (("--timeout-header", timeout_header),
+                          ("--timeout-keep-alive", timeout_keep_alive)):
+        if not 0 < seconds <= 3600:
+            raise ConfigError(f"{flag} must be a number of seconds in (0, 3600]")
+    if limit_concurrency < 1:
+        raise ConfigError("--limit-concurrency must be at least 1")
     if redis:
         _check_redis(redis)
 
@@ -277,6 +299,7 @@ def serve(app: AppOpt, db: DbOpt = None,
     from interapp.server.app import create_app
     from interapp.server.observability import configure_logging
     from interapp.server.settings import ServerSettings
+    from interapp.server.transport import GuardedConfig
 
     sock = bind_socket(host, port)
     real_port = sock.getsockname()[1]
@@ -288,11 +311,18 @@ def serve(app: AppOpt, db: DbOpt = None,
                               # events are small JSON frames: permessage-deflate saved little and
                               # cost CPU per frame and a zlib context (~tens of KB) per stream
                               "ws_per_message_deflate": False,
-                              "proxy_headers": False, "log_config": log_config}
+                              "log_config": log_config,
+                              # X-Forwarded-For/-Proto only from the proxies named: anyone else
+                              # could pick the address its failed logins are counted against
+                              "proxy_headers": proxies is not None,
+                              "forwarded_allow_ips": proxies or "127.0.0.1",
+                              "header_timeout": timeout_header,
+                              "timeout_keep_alive": timeout_keep_alive,
+                              "limit_concurrency": limit_concurrency}
     if workers > 1:
         _serve_workers(settings, sock, workers, common, where, log_format)
         return
-    config = uvicorn.Config(create_app(settings), **common)
+    config = GuardedConfig(create_app(settings), **common)
     server = uvicorn.Server(config)
     _announce({"app": app, "url": where, "issuer": settings.issuer})
     server.run(sockets=[sock])
@@ -308,16 +338,16 @@ def _serve_workers(settings: Any, sock: socket.socket, workers: int, common: dic
     import os
     import tempfile
 
-    import uvicorn
     from uvicorn.supervisors import Multiprocess
 
     from interapp.server.app import SETTINGS_ENV
+    from interapp.server.transport import GuardedConfig
 
     os.environ[SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))
     os.environ["INTERAPP_LOG"] = f"{common['log_level']}:{log_format}"
     metrics_dir = tempfile.mkdtemp(prefix="interapp-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # /metrics sums over the workers
-    config = uvicorn.Config("interapp.server.app:app_from_env", factory=True, workers=workers,
+    config = GuardedConfig("interapp.server.app:app_from_env", factory=True, workers=workers,
                             **common)
     _announce({"app": settings.app, "url": where, "issuer": settings.issuer})
     try:
@@ -329,6 +359,27 @@ def _serve_workers(settings: Any, sock: socket.socket, workers: int, common: dic
 
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+def _trusted_proxies(value: str) -> list[str]:
+    """The ``--forwarded-allow-ips`` list: IP addresses or networks, no wildcard."""
+    import ipaddress
+
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items:
+        raise ConfigError("--forwarded-allow-ips needs at least one address, e.g. 127.0.0.1")
+    trusted = []
+    for item in items:
+        if item == "*":
+            raise ConfigError("--forwarded-allow-ips '*' would trust every client to name its "
+                              "own address: give the proxy's address or network")
+        try:  # normalised: uvicorn silently ignores a network written with host bits set
+            trusted.append(str(ipaddress.ip_network(item, strict=False)) if "/" in item
+                           else str(ipaddress.ip_address(item)))
+        except ValueError:
+            raise ConfigError(f"--forwarded-allow-ips: {item!r} is not an IP address or "
+                              "network (e.g. 127.0.0.1 or 10.0.0.0/8)") from None
+    return trusted
 
 
 def _check_redis(url: str) -> None:

@@ -8,6 +8,7 @@ unexpected ever shows a stack trace to the caller.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -29,7 +30,9 @@ from interapp.errors import (
     InterappError,
     OAuthError,
     PayloadTooLarge,
+    RequestTimeout,
     UnavailableError,
+    UpgradeRequired,
 )
 from interapp.server.api import routes, stream
 from interapp.server.api.errors import to_http
@@ -78,6 +81,8 @@ def _error(exc: InterappError) -> JSONResponse:
         headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="interapp"'
+    if isinstance(exc, UpgradeRequired):  # RFC 9110 §15.5.22: say which protocol to upgrade to
+        headers["Upgrade"], headers["Connection"] = "websocket", "Upgrade"
     if isinstance(exc, OAuthError):
         return oauth_error_response(exc)
     body = exc.to_wire() if isinstance(exc, ApiError) else {"error": exc.code,
@@ -99,16 +104,18 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 class BodyLimit:
-    """Refuses request bodies over ``limit`` bytes with 413, by header and while streaming.
+    """Refuses request bodies over ``limit`` bytes with 413, by header and while streaming,
+    and bodies that take more than ``timeout`` seconds to arrive with 408.
 
     The body is read (at most ``limit`` bytes of it) before the app runs, so a chunked body that
-    grows past the limit is answered 413 here rather than failing somewhere inside the app. URLs
-    carrying a NUL character (``%00``) are refused with 400 too: no stored text may contain one
-    (PostgreSQL cannot store it), so they could never name anything.
+    grows past the limit is answered 413 here rather than failing somewhere inside the app, and
+    a client trickling its body in cannot hold a request open for ever. URLs carrying a NUL
+    character (``%00``) are refused with 400 too: no stored text may contain one (PostgreSQL
+    cannot store it), so they could never name anything.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int, timeout: float = 30.0) -> None:
+        self.app, self.limit, self.timeout = app, limit, timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -118,26 +125,28 @@ class BodyLimit:
             await _error(BadRequest("the URL contains a NUL character (%00)"))(
                 scope, receive, send)
             return
+        declared = False  # a body is coming (without one the read below returns at once)
         for name, value in scope["headers"]:
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
-                await _error(PayloadTooLarge(f"request body over {self.limit} bytes"))(
-                    scope, receive, send)
-                return
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > self.limit:
+                    await _error(PayloadTooLarge(f"request body over {self.limit} bytes"))(
+                        scope, receive, send)
+                    return
+                declared = declared or value.strip(b"0") != b""
+            elif name == b"transfer-encoding":
+                declared = True
         chunks: list[bytes] = []
-        seen = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            chunk = message.get("body", b"")
-            seen += len(chunk)
-            if seen > self.limit:
-                await _error(PayloadTooLarge(f"request body over {self.limit} bytes"))(
-                    scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.timeout if declared else None):
+                if not await self._read(receive, chunks):
+                    return  # the client went away
+        except TimeoutError:
+            await _error(RequestTimeout(f"the request body did not arrive within "
+                                        f"{self.timeout:g} s"))(scope, receive, send)
+            return
+        except PayloadTooLarge as exc:
+            await _error(exc)(scope, receive, send)
+            return
         body = b"".join(chunks)
         replayed = False
 
@@ -150,14 +159,29 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
+    async def _read(self, receive: Receive, chunks: list[bytes]) -> bool:
+        """The whole body into ``chunks``; False when the client left first."""
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return False
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                raise PayloadTooLarge(f"request body over {self.limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return True
+
 
 _FORM_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
     "application/x-www-form-urlencoded": {"schema": {"type": "object", "additionalProperties": {
         "type": "string"}}}}}}
 _OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     **{code: {"model": OAuthErrorBody} for code in (400, 401, 429)},
-    # Refused before the OAuth layer (body limit) or by an outage: the general error shape.
-    413: {"model": ErrorBody}, 503: {"model": ErrorBody}}
+    # Refused before the OAuth layer (body limit or timeout) or by an outage: the general shape.
+    408: {"model": ErrorBody}, 413: {"model": ErrorBody}, 503: {"model": ErrorBody}}
 
 
 def create_app(settings: ServerSettings, server: AppServer | None = None) -> FastAPI:
@@ -251,10 +275,15 @@ def create_app(settings: ServerSettings, server: AppServer | None = None) -> Fas
             await conn.execute(sa.text("SELECT 1"))
         return {"status": "ready"}
 
+    @app.get("/v1/events", include_in_schema=False)  # documented by _finish_openapi
+    async def events_without_upgrade() -> Response:
+        """``/v1/events`` without a WebSocket upgrade (the stream itself never gets here)."""
+        raise UpgradeRequired("/v1/events is a WebSocket: connect with Upgrade: websocket")
+
     app.include_router(routes.router, tags=["v1"])
     app.openapi_schema = None
     _finish_openapi(app)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, timeout=settings.body_timeout)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(stream.EventStreamRoute)  # outermost: streams skip the HTTP layers
     return app
@@ -286,8 +315,15 @@ def _finish_openapi(app: FastAPI) -> None:
                  "schema": {"type": "integer", "minimum": 0}},
                 {"name": "ticket", "in": "query", "required": False,
                  "schema": {"type": "string"}}],
-            "responses": {"101": {"description": "Switching to the WebSocket protocol; "
-                                                 "each frame is one JSON event with a seq."}}}}
+            "responses": {
+                "101": {"description": "Switching to the WebSocket protocol; "
+                                       "each frame is one JSON event with a seq."},
+                "426": {"description": "Upgrade Required: a request without a WebSocket "
+                                       "upgrade (error upgrade_required).",
+                        "headers": {"Upgrade": {"schema": {"type": "string",
+                                                           "enum": ["websocket"]}}},
+                        "content": {"application/json": {"schema": {
+                            "$ref": "#/components/schemas/ErrorBody"}}}}}}}
         app.openapi_schema = schema
         return schema
 

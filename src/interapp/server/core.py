@@ -9,6 +9,7 @@ from interapp.server.groupcommit import SendQueue
 from interapp.server.keys import IssuerKeys, load_app_secret, load_signing_jwk, signing_key_from
 from interapp.server.passwords import Passwords
 from interapp.server.ratelimit import LoginLimiter, MemoryLimiter, RedisLimiter
+from interapp.server.revocations import RevocationWatch
 from interapp.server.settings import ServerSettings
 from interapp.server.storage import Database
 
@@ -26,6 +27,7 @@ class AppServer:
         self.hub = EventHub(app=settings.app, queue_size=settings.stream_queue_size,
                             redis_url=settings.redis_url)
         self.sends = SendQueue(self.db, self.hub)
+        self.revocations = RevocationWatch(self.db, self.hub)  # closes revoked streams
         self.issuer_keys = IssuerKeys()
         self.limits = {"acct": settings.login_failures_per_account,
                        "addr": settings.login_failures_per_address}
@@ -56,6 +58,7 @@ class AppServer:
         async with self.db.begin() as conn:
             self.derivation_secret = await load_app_secret(conn, "token_derivation")
         await self.hub.start()
+        await self.revocations.start()
         if self.hub.redis is not None:
             self.limiter = RedisLimiter(self.hub.redis, f"interapp:{self.settings.app}",
                                         self.limits, self.settings.login_window_seconds)
@@ -63,5 +66,6 @@ class AppServer:
     async def stop(self) -> None:
         """Release every resource."""
         await self.sends.close()
+        await self.revocations.stop()
         await self.hub.stop()
         await self.db.close()

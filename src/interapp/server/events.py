@@ -13,6 +13,9 @@ Theory of operation:
   client sees every ``seq`` exactly once and in order, whichever process served the writer.
 * **Slow readers are cut, not buffered.** A full queue marks the subscription overflowed; the
   stream is closed and the client resumes from its last ``seq``.
+* **Revocations close streams.** :meth:`EventHub.recheck` marks an account's subscriptions so
+  that each stream looks its credential up again (see ``revocations``); the same channel
+  carries, besides events, a poke telling the other processes to look for new revocations.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import os
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -132,6 +135,7 @@ class Subscription:
     pending: list[Event] = field(default_factory=list)
     overflowed: bool = False
     stale: bool = False  # woken: the stream must reconcile with the table
+    recheck: bool = False  # a revocation for this account: the stream checks its credential
     waiter: asyncio.Future[None] | None = None
 
     def offer(self, event: Event) -> None:
@@ -150,6 +154,11 @@ class Subscription:
         self.stale = True
         self._notify()
 
+    def revoked(self) -> None:
+        """Ask the stream to check its credential again (tokens of the account were revoked)."""
+        self.recheck = True
+        self._notify()
+
     def take(self) -> list[Event]:
         """The queued events, oldest first; the queue starts again empty."""
         batch, self.pending = self.pending, []
@@ -157,7 +166,7 @@ class Subscription:
 
     async def wait(self) -> None:
         """Return once there is something to do (events, an overflow or a wake-up)."""
-        if self.pending or self.overflowed or self.stale:
+        if self.pending or self.overflowed or self.stale or self.recheck:
             return
         self.waiter = asyncio.get_running_loop().create_future()
         try:
@@ -191,6 +200,8 @@ class EventHub:
         self._publish_failing = False
         self._publish_paused_until = 0.0
         self.delivered = 0
+        self.revocation_epoch = 0  # bumped by every recheck(): a stream compares it
+        self.on_revocation: Callable[[], None] | None = None  # a poke from another process
 
     @property
     def redis(self) -> Redis | None:
@@ -240,6 +251,11 @@ class EventHub:
                 del self._subs[sub.user_id]
 
     @property
+    def has_streams(self) -> bool:
+        """Whether any stream is connected to this process (cheaper than counting them)."""
+        return bool(self._subs)
+
+    @property
     def active_streams(self) -> int:
         """Number of connected streams in this process."""
         return sum(len(s) for s in self._subs.values())
@@ -265,6 +281,25 @@ class EventHub:
                 if self._publish_failing:
                     log.warning("redis publish works again")
                 self._publish_failing = False
+
+    def recheck(self, user_ids: Iterable[str]) -> None:
+        """Make every stream of these accounts in this process check its credential again."""
+        self.revocation_epoch += 1
+        for user_id in user_ids:
+            for sub in self._subs.get(user_id, ()):
+                sub.revoked()
+
+    async def announce_revocation(self) -> None:
+        """Tell the other processes (with Redis) to look for new revocations now."""
+        if self._redis is None or time.monotonic() < self._publish_paused_until:
+            return  # (Redis failing: they find it on their next poll anyway)
+        try:
+            await self._redis.publish(self._channel, json.dumps({"o": self._origin,
+                                                                 "revoked": True}))
+        except Exception as exc:
+            log.warning("redis publish of a revocation failed (%s); other processes notice "
+                        "it within a second", type(exc).__name__)
+            self._publish_paused_until = time.monotonic() + PUBLISH_PAUSE_SECONDS
 
     def _deliver(self, items: list[tuple[str, Event]]) -> None:
         for user_id, event in items:
@@ -305,7 +340,12 @@ class EventHub:
                         pause, lost = 0.5, False
                         async for message in pubsub.listen():
                             data = json.loads(message["data"])
-                            if data.get("o") != self._origin:
+                            if data.get("o") == self._origin:
+                                continue
+                            if "revoked" in data:
+                                if self.on_revocation is not None:
+                                    self.on_revocation()
+                            else:
                                 self._deliver([(u, e) for u, e in data["items"]])
                 except asyncio.CancelledError:
                     raise

@@ -7,7 +7,9 @@ events, the stream handler tracks open streams, the error renderer counts errors
 query string, which may carry tickets). With ``--workers N`` each worker writes its samples to
 ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` aggregates them, so any worker answers for all.
 Log records are one JSON object per line and carry no secrets: nothing logs a token, password
-or URL query.
+or URL query value. uvicorn's own lines do name the path and query of each WebSocket
+(``"WebSocket /v1/events?ticket=…" [accepted]``, at ``info``), so every record passes
+:class:`RedactQuery` on its way out, which keeps the parameter names and drops their values.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from typing import Any
@@ -107,9 +110,33 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+_QUERY_VALUE = re.compile(r"([?&][^?&=\s\"#]+)=[^&\s\"#]*")
+REDACTED = "[redacted]"
+
+
+def redact_query(text: str) -> str:
+    """``/v1/events?ticket=abc&since=3`` → ``/v1/events?ticket=[redacted]&since=[redacted]``."""
+    return _QUERY_VALUE.sub(rf"\1={REDACTED}", text) if "=" in text else text
+
+
+class RedactQuery(logging.Filter):
+    """Drops the values of URL query parameters from a record's message and arguments
+    (a browser's single-use event ticket travels as ``?ticket=``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record in place; never drops it."""
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(redact_query(a) if isinstance(a, str) else a
+                                for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = redact_query(record.msg)
+        return True
+
+
 def configure_logging(level: str, fmt: str) -> dict[str, Any]:
     """Route interapp's and uvicorn's logs to stderr as JSON lines (or text); uvicorn config."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactQuery())
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in ("interapp", "uvicorn", "uvicorn.error"):

@@ -39,6 +39,7 @@ class ServerSettings:
     assertion_ttl: int = 120
     ticket_ttl: int = 30
     max_body_bytes: int = 64 * 1024
+    body_timeout: float = 30.0  # seconds for a request body to arrive (then 408)
     max_message_chars: int = 8000
     login_failures_per_account: int = 5
     login_failures_per_address: int = 30

@@ -64,6 +64,8 @@ async def _json(request: Request) -> dict[str, Any]:
         data = json.loads(await request.body() or b"{}")
     except ValueError as exc:
         raise ConfigError("the request body is not JSON") from exc
+    except RecursionError:  # e.g. 5,000 nested arrays
+        raise ConfigError("the request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError("the request body must be a JSON object")
     return data

@@ -302,6 +302,7 @@ def _seq(value: Any) -> int:
     (the host reconnects) instead of escaping as a ValueError."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
-    if isinstance(value, str) and value.isdigit() and len(value) <= 18:
+    # isascii: str.isdigit() also accepts digits int() refuses, such as "²"
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
         return int(value)
     raise ConnectionLost(f"the event stream sent a malformed seq: {str(value)[:40]!r}")

@@ -137,7 +137,7 @@ async def conversation(request: Request, username: str, who: Auth,
 
 
 @router.post("/events/ticket", response_model=Ticket, status_code=201)
-async def event_ticket(request: Request, who: Auth) -> dict[str, Any]:
+async def event_ticket(request: Request, who: Auth, token: Token) -> dict[str, Any]:
     """A single-use, short-lived ticket to open ``/v1/events?ticket=`` from a browser."""
     srv = server(request)
     ticket = secrets.token_urlsafe(32)
@@ -145,5 +145,6 @@ async def event_ticket(request: Request, who: Auth) -> dict[str, Any]:
         await conn.execute(tickets.delete().where(tickets.c.expires_at < time.time()))
         await conn.execute(tickets.insert().values(
             hash=token_hash(ticket), user_id=who.user.id,
-            expires_at=time.time() + srv.settings.ticket_ttl))
+            expires_at=time.time() + srv.settings.ticket_ttl,
+            token_hash=token_hash(token)))  # its stream closes when this token is revoked
     return {"ticket": ticket, "expires_in": srv.settings.ticket_ttl}

@@ -17,6 +17,12 @@ at most ``SEND_TIMEOUT`` too: a peer that reads nothing never gets the close fra
 task ends, its queue is freed and uvicorn closes the connection behind the frames already
 written (a client that reads again gets them first, then the close or the end of the stream).
 
+Revocation closes the stream: when tokens of the account are revoked (RFC 7009, ``admin
+revoke``, ``admin set-password``, refresh-token reuse), in this process or any other, the hub
+marks its streams (see ``server.revocations``); each looks its own access token up again (a
+ticket's: the token it was minted with) before sending anything more and, when that token was
+revoked, ends with an ``unauthorized`` error frame and close code 4401.
+
 Sending on the stream: a stream opened with a bearer token also takes
 ``{"type": "send", "to", "body", "client_msg_id"}`` frames — the same message as
 ``POST /v1/messages``, without an HTTP request per message. Each is checked like that request
@@ -56,6 +62,7 @@ from interapp.server.api.models import MessageIn
 from interapp.server.core import AppServer
 from interapp.server.events import Subscription, events_since
 from interapp.server.observability import ACTIVE_STREAMS, ERRORS
+from interapp.server.revocations import credential_revoked
 from interapp.server.storage.schema import tickets, users
 from interapp.server.tokens import token_hash
 
@@ -93,8 +100,9 @@ class TooSlow(Exception):
         self.last = last
 
 
-async def _authenticate(srv: AppServer, ws: WebSocket) -> tuple[str, str | None]:
-    """The stream's account id, and its bearer token (None for a ticket)."""
+async def _authenticate(srv: AppServer, ws: WebSocket) -> tuple[str, str | None, str | None]:
+    """The stream's account id, its bearer token (None for a ticket) and the hash of the access
+    token it stands on (for a ticket: the one the ticket was minted with)."""
     params = ws.query_params
     if "access_token" in params:
         raise Unauthorized("never put an access token in a URL: use the Authorization header "
@@ -104,27 +112,40 @@ async def _authenticate(srv: AppServer, ws: WebSocket) -> tuple[str, str | None]
         async with srv.db.begin() as conn:
             row = (await conn.execute(tickets.delete().where(
                 tickets.c.hash == token_hash(ticket)).returning(
-                tickets.c.user_id, tickets.c.expires_at))).first()
-        if row is None or row.expires_at < time.time():
+                tickets.c.user_id, tickets.c.expires_at, tickets.c.token_hash))).first()
+            revoked = row is not None and await credential_revoked(conn, row.token_hash)
+        if row is None or row.expires_at < time.time():  # (used up either way: deleted)
             raise Unauthorized("the ticket is invalid, used or expired")
-        return str(row.user_id), None
+        if revoked:
+            raise Unauthorized("the access token this ticket was made with was revoked")
+        return str(row.user_id), None, row.token_hash
     token = bearer_token(ws.headers.get("authorization"))
     who: Caller = await authenticate_token(srv, token)
-    return who.user.id, token
+    return who.user.id, token, token_hash(token)
 
 
 def _since(ws: WebSocket) -> int | None:
     raw = ws.query_params.get("since")
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    # isascii: str.isdigit() also accepts digits int() refuses, such as "²"
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise BadRequest("since must be a non-negative integer")
     return int(raw)
 
 
 class _Stream:
-    def __init__(self, srv: AppServer, ws: WebSocket, user_id: str, last: int) -> None:
+    def __init__(self, srv: AppServer, ws: WebSocket, user_id: str, last: int,
+                 credential: str | None) -> None:
         self.srv, self.ws, self.user_id, self.last = srv, ws, user_id, last
+        self.credential = credential  # hash of the access token the stream stands on
+
+    async def check_credential(self) -> None:
+        """Unauthorized (close 4401) when the stream's access token was revoked meanwhile."""
+        async with self.srv.db.begin() as conn:
+            revoked = await credential_revoked(conn, self.credential)
+        if revoked:
+            raise Unauthorized("the access token of this stream was revoked: log in again")
 
     async def catch_up(self) -> None:
         """Send every stored event after ``last``."""
@@ -166,6 +187,9 @@ class _Stream:
                     await sub.wait()
             except TimeoutError:
                 idle = True
+            if sub.recheck:  # tokens of the account were revoked: before any other event
+                sub.recheck = False
+                await self.check_credential()
             if sub.overflowed:
                 raise TooSlow(self.last, f"more than {sub.limit} events queued")
             for event in sub.take():
@@ -199,13 +223,16 @@ async def events_stream(ws: WebSocket) -> None:
     """The WebSocket event stream (see the module docstring)."""
     srv: AppServer = ws.app.state.server
     await ws.accept()
+    epoch = srv.hub.revocation_epoch
     try:
-        user_id, token = await _authenticate(srv, ws)
+        user_id, token, credential = await _authenticate(srv, ws)
         since = _since(ws)
     except InterappError as exc:
         await _fail(ws, exc)
         return
     sub = srv.hub.subscribe(user_id)
+    if srv.hub.revocation_epoch != epoch:  # a revocation came in while we authenticated
+        sub.recheck = True
     ACTIVE_STREAMS.inc()
     reader: asyncio.Task[Any] | None = None
     try:
@@ -216,7 +243,7 @@ async def events_stream(ws: WebSocket) -> None:
             raise CursorUnknown(f"since={since} is past this account's newest event ({newest});"
                                 f" events may be missing: resume with since={newest}",
                                 last_seq=newest)
-        stream = _Stream(srv, ws, user_id, since)
+        stream = _Stream(srv, ws, user_id, since, credential)
         await stream.catch_up()
         reader = asyncio.create_task(_read(stream, token))
         pump = asyncio.create_task(stream.pump(sub))
@@ -298,6 +325,8 @@ async def _read(stream: _Stream, token: str | None) -> None:
             frame = json.loads(text)
         except ValueError:
             continue
+        except RecursionError:  # e.g. 5,000 nested arrays: refused, not a crash of the stream
+            raise BadRequest("a frame is nested too deeply to be read") from None
         if isinstance(frame, dict) and frame.get("type") == "send":
             # a send under way still commits and publishes if the stream is cut meanwhile (the
             # batch runs in its own task); its client retries over HTTP with the client_msg_id

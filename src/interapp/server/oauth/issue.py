@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from interapp.errors import InvalidGrant, InvalidRequest
 from interapp.ids import ClientId, FamilyId, UserId
 from interapp.secret import constant_time_equals
+from interapp.server import revocations
 from interapp.server.storage.schema import token_families, tokens
 from interapp.server.tokens import new_id, new_token, token_hash
 
@@ -195,8 +196,10 @@ async def revoke_family(conn: AsyncConnection, family_id: str) -> None:
     now = time.time()
     await conn.execute(sa.update(token_families).where(token_families.c.id == family_id,
                        token_families.c.revoked_at.is_(None)).values(revoked_at=now))
-    await conn.execute(sa.update(tokens).where(tokens.c.family_id == family_id,
-                       tokens.c.revoked_at.is_(None)).values(revoked_at=now))
+    revoked = await conn.execute(sa.update(tokens).where(
+        tokens.c.family_id == family_id, tokens.c.revoked_at.is_(None))
+        .values(revoked_at=now).returning(tokens.c.user_id))
+    await revocations.record(conn, {row.user_id for row in revoked})  # open streams close
 
 
 async def revoke_user(conn: AsyncConnection, user_id: str) -> int:
@@ -207,6 +210,7 @@ async def revoke_user(conn: AsyncConnection, user_id: str) -> int:
         .values(revoked_at=now))).rowcount
     await conn.execute(sa.update(tokens).where(tokens.c.user_id == user_id,
                        tokens.c.revoked_at.is_(None)).values(revoked_at=now))
+    await revocations.record(conn, [user_id])  # open streams close
     return int(count or 0)
 
 
@@ -215,7 +219,8 @@ async def revoke_token(conn: AsyncConnection, token: str, client_id: str) -> boo
 
     Returns True when something was revoked. Unknown tokens are not an error (RFC 7009 §2.2).
     """
-    row = (await conn.execute(sa.select(tokens.c.kind, tokens.c.family_id, tokens.c.client_id)
+    row = (await conn.execute(sa.select(tokens.c.kind, tokens.c.family_id, tokens.c.client_id,
+                                        tokens.c.user_id)
                               .where(tokens.c.hash == token_hash(token)))).first()
     if row is None or row.client_id != client_id:
         return False
@@ -224,4 +229,5 @@ async def revoke_token(conn: AsyncConnection, token: str, client_id: str) -> boo
     else:
         await conn.execute(sa.update(tokens).where(tokens.c.hash == token_hash(token))
                            .values(revoked_at=time.time()))
+        await revocations.record(conn, [row.user_id])  # its open streams close
     return True

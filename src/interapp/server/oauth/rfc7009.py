@@ -25,7 +25,9 @@ async def revoke_endpoint(request: Request) -> Response:
         if params.get("token_type_hint", "") not in HINTS:
             raise UnsupportedTokenType("token_type_hint must be access_token or refresh_token")
         async with srv.db.begin() as conn:
-            await issue.revoke_token(conn, token, client_id)
+            revoked = await issue.revoke_token(conn, token, client_id)
     except OAuthError as exc:
         return oauth_error_response(exc)
+    if revoked:  # committed: its open event streams (in every process) close now
+        await srv.revocations.poke()
     return JSONResponse({}, headers=NO_STORE)

@@ -9,6 +9,9 @@ revision is already the newest, Alembic is not even imported, so start-up stays 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import stat
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,8 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from interapp.errors import ConcurrentChange, ConfigError, UnavailableError, ValueRefused
 from interapp.server.storage.sqlite_inloop import Checkpointer, opener
 
+log = logging.getLogger("interapp.server.storage")
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 MIGRATION_LOCK_KEY = 0x1A7E_A9F5  # pg_advisory_xact_lock key serialising schema migrations
 
 
@@ -43,13 +47,46 @@ def normalize_url(url: str) -> tuple[str, str]:
     if backend == "sqlite":
         db = u.database or ""
         if db and db != ":memory:":
-            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         return (u.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False),
                 u.set(drivername="sqlite").render_as_string(hide_password=False))
     if backend == "postgresql":
         pg = u.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
         return pg, pg
     raise ConfigError(f"unsupported database {backend!r}: use sqlite:///FILE or postgresql+psycopg://")
+
+
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def private_sqlite_file(path: Path) -> None:
+    """Create the server's SQLite file with mode 0600, wherever it is, and tighten an existing
+    one (and its ``-wal``, ``-shm``, ``-journal``) that others may read.
+
+    It holds the signing key, the token derivation secret and the password hashes. SQLite
+    creates the side files with the database file's own permissions, so a 0600 file keeps
+    them 0600 too; files left readable by an older version are tightened on the next open.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ConfigError(f"cannot create the database {path}: {exc.strerror}") from exc
+    else:
+        os.close(fd)
+    for name in (str(path), *(f"{path}{suffix}" for suffix in SQLITE_SIDE_FILES)):
+        try:
+            mode = stat.S_IMODE(os.stat(name).st_mode)
+            if mode & 0o077:
+                os.chmod(name, mode & 0o700)
+                log.warning("%s was readable by other users (mode %o): now %o", name, mode,
+                            mode & 0o700)
+        except FileNotFoundError:
+            continue
+        except PermissionError as exc:  # not ours (e.g. opened by root): say so, go on
+            log.warning("cannot make %s private: %s", name, exc.strerror)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -127,6 +164,9 @@ class Database:
     def open(cls, url: str, *, pool_size: int = 10) -> Database:
         """Migrate the schema if needed and open the async engine."""
         async_url, sync_url = normalize_url(url)
+        sqlite_file = make_url(sync_url).database if sync_url.startswith("sqlite") else None
+        if sqlite_file and sqlite_file != ":memory:" and not sqlite_file.startswith("file:"):
+            private_sqlite_file(Path(sqlite_file).expanduser())
         migrate(sync_url)
         kwargs: dict[str, Any] = {}
         if async_url.startswith("postgresql"):

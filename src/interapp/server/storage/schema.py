@@ -140,4 +140,16 @@ tickets = sa.Table(
     sa.Column("hash", sa.String(64), primary_key=True),
     sa.Column("user_id", sa.String(32), nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
+    # the access token it was minted with: its stream closes when that is revoked (0005)
+    sa.Column("token_hash", sa.String(64), nullable=True),
+)
+
+revocations = sa.Table(  # accounts whose tokens were just revoked: open streams re-check (0005)
+    "revocations",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("user_id", sa.String(32), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_revocations_created", "created_at"),
 )
