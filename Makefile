@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[all,test]'
 	touch $(STAMP)
 
 demo: $(STAMP)  ## the main job: the whole claim-1 story on embedded SQLite
@@ -46,7 +46,7 @@ unit: $(STAMP) peers
 test: lint typecheck unit  ## lint, type-check and the whole test suite
 
 $(VENV)/.bench-installed: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[all,test,bench]'
 	touch $@
 
 bench: $(VENV)/.bench-installed peers  ## every benchmark, side by side with Synapse and Prosody

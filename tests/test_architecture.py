@@ -22,11 +22,11 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "interapp"
 
 CORE = ("interapp.errors", "interapp.secret", "interapp.ids", "interapp.presence",
-        "interapp.paths", "interapp.plugins.contract", "interapp.host.lifecycle",
+        "interapp.paths", "interapp.extras", "interapp.plugins.contract", "interapp.host.lifecycle",
         "interapp.host.resolver")
 #: The core modules a face may import directly (besides interapp.host's public names).
 FACE_ALLOWED_CORE = ("interapp.errors", "interapp.secret", "interapp.presence",
-                     "interapp.paths")
+                     "interapp.paths", "interapp.extras")
 #: Faces that also run servers (``demo`` starts three; the server's own commands).
 RUNS_SERVERS = {"interapp.cli.demo", "interapp.cli.server_cmds", "interapp.cli.main"}
 #: Attributes that only the host's insides have: a face touching one reaches past the façade

@@ -269,6 +269,9 @@ def demo(yes: Annotated[bool, typer.Option(
              "--network", help="Run against a real network started here: matrix (Synapse) "
              "or xmpp (Prosody).")] = None) -> None:
     """Run the whole story: SSO to arena-chat, link chatter after a prompt, chat, reuse link."""
+    from interapp.extras import require
+
+    require("server", "interapp demo (it runs three application servers)")
     if network is not None and network not in ("matrix", "xmpp"):
         raise InterappError(f"--network must be matrix or xmpp, not {network!r}")
     tmp = tempfile.mkdtemp(prefix="interapp-demo-")

@@ -31,6 +31,13 @@ admin = typer.Typer(no_args_is_help=True, help="Manage an application's accounts
                     "trusted issuers, offline, on its database.")
 
 
+@admin.callback()
+def _admin_needs_the_server() -> None:
+    from interapp.extras import require
+
+    require("server", "interapp admin")
+
+
 def _db_url(app: str, db: str | None, *, must_exist: bool) -> str:
     check_app_name(app)
     if db:
@@ -269,6 +276,9 @@ def serve(app: AppOpt, db: DbOpt = None,
               "requests per process past which new requests and streams get 503.")] = 20_000,
           ) -> None:
     """Run an application server (accounts, verification, tokens, buddies, live events)."""
+    from interapp.extras import require
+
+    require("server", "interapp serve")
     # Cheap checks first, so a wrong setting is reported before the heavy imports.
     url = _db_url(app, db, must_exist=False)
     if not 0 <= port <= 65535:

@@ -23,6 +23,9 @@ def ui(host: Annotated[str, typer.Option(
            "--allow-remote", help="Allow a non-loopback --host (plain HTTP: only on a "
            "network you trust).")] = False) -> None:
     """Serve the web UI (buddies, chat, links, prompts) on this computer."""
+    from interapp.extras import require
+
+    require("web", "interapp ui")
     from interapp.web.server import is_loopback, serve
 
     if not is_loopback(host) and not allow_remote:

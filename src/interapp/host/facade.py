@@ -478,7 +478,8 @@ class Host:
 
     async def _use(self, name: str, work: Callable[[Plugin], Awaitable[T]]) -> T:
         self._require_signed_in()
-        await self._target(name)
+        if name not in self._targets:  # connecting reads the target's current configuration
+            await self._target(name)
         return await self._slot(name).call(work)
 
     async def _across(self, names: list[str] | None,

@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from interapp.errors import ConfigError, VaultError
+from interapp.errors import ConfigError, MissingExtra, VaultError
 from interapp.presence import PresenceState
 from interapp.secret import Secret, constant_time_equals
 
@@ -164,6 +164,8 @@ class PluginSpec:
     supports_revocation: bool = True
     credential_kinds: tuple[str, ...] = ()
     url_schemes: tuple[str, ...] = ("http", "https")
+    extra: str = ""
+    """The pip extra the implementation needs (``pip install 'interapp[EXTRA]'``), if any."""
 
     def check(self, entry_point_name: str | None = None) -> None:
         """Validate the metadata; ConfigError naming the problem."""
@@ -190,7 +192,15 @@ class PluginSpec:
     def load(self) -> type[Plugin]:
         """Import the implementation (the heavy part) and return its class."""
         module_name, _, attr = self.implementation.partition(":")
-        cls = getattr(importlib.import_module(module_name), attr)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if self.extra and exc.name and not exc.name.startswith("interapp"):
+                raise MissingExtra(f"the {self.name} plug-in needs interapp's [{self.extra}] "
+                                   f"part ({exc.name} is not installed)",
+                                   extra=self.extra) from None
+            raise
+        cls = getattr(module, attr)
         if not (isinstance(cls, type) and issubclass(cls, Plugin)):
             raise ConfigError(f"plug-in {self.name}: {self.implementation} is not a Plugin")
         return cls

@@ -41,6 +41,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
 from interapp.errors import VaultError
+from interapp.extras import require
 
 #: The location of a vault that lives in memory only (tests, short-lived tools).
 MEMORY: Final = ":memory:"
@@ -137,6 +138,7 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
         elif url.get_backend_name() == "postgresql":
+            require("postgres", "a vault in PostgreSQL")
             self.engine = create_engine(url, pool_size=2, max_overflow=8)
         else:
             raise VaultError(f"unsupported vault database {url.get_backend_name()!r}")

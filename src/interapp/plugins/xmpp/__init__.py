@@ -30,4 +30,5 @@ PLUGIN = PluginSpec(
     supports_revocation=False,
     credential_kinds=("xmpp_scram", "xmpp_password"),
     url_schemes=("xmpp",),
+    extra="xmpp",
 )
