@@ -26,7 +26,7 @@ from interapp.errors import BadRequest, ConfigError, Conflict, UnavailableError
 from interapp.server.storage.sqlite_inloop import Checkpointer, opener
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0006"
 MIGRATION_LOCK_KEY = 0x1A7E_A9F5  # pg_advisory_xact_lock key serialising schema migrations
 
 
