@@ -24,7 +24,7 @@ from interapp.errors import ConfigError, InvalidGrant, InvalidRequest
 from interapp.server import accounts
 from interapp.server.core import AppServer
 from interapp.server.oauth import issue
-from interapp.server.oauth.rfc6749 import JWT_BEARER, TokenRequest
+from interapp.server.oauth.base import JWT_BEARER, TokenRequest
 from interapp.server.storage.schema import used_assertions
 
 if TYPE_CHECKING:  # joserfc is imported by the first JWT grant (it and cryptography: ~9 MB)

@@ -9,7 +9,7 @@ from interapp.errors import InvalidRequest, OAuthError
 from interapp.server import accounts
 from interapp.server.core import AppServer
 from interapp.server.oauth import issue
-from interapp.server.oauth.rfc6749 import NO_STORE, authenticate, oauth_error_response, read_form
+from interapp.server.oauth.base import NO_STORE, authenticate, oauth_error_response, read_form
 
 
 async def introspect_endpoint(request: Request) -> JSONResponse:

@@ -22,7 +22,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalErr
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from interapp.errors import BadRequest, ConfigError, Conflict, UnavailableError
+from interapp.errors import ConcurrentChange, ConfigError, UnavailableError, ValueRefused
 from interapp.server.storage.sqlite_inloop import Checkpointer, opener
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -133,14 +133,17 @@ class Database:
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction; database outages surface as :class:`UnavailableError` (HTTP 503)."""
+        """A transaction; failures surface as storage errors, never as driver exceptions:
+        :class:`ValueRefused` (a value the database cannot hold), :class:`ConcurrentChange` (a
+        lost race) and :class:`UnavailableError` (an outage). The API layer maps them to HTTP
+        (``interapp.server.api.errors``)."""
         try:
             async with self.engine.begin() as conn:
                 yield conn
         except DataError as exc:  # a value the database cannot hold: the caller's input
-            raise BadRequest(f"a value could not be stored: {_brief(exc)}") from exc
+            raise ValueRefused(f"a value could not be stored: {_brief(exc)}") from exc
         except IntegrityError as exc:  # lost a race with a concurrent change
-            raise Conflict("the request conflicts with a concurrent change; retry") from exc
+            raise ConcurrentChange("the request conflicts with a concurrent change; retry") from exc
         except (OperationalError, DBAPIError) as exc:
             if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not isinstance(
                 exc, OperationalError
