@@ -26,6 +26,7 @@ through :data:`REGISTRY`, shared by the server (which renders them) and the clie
     │   ├── AuthorizationPending     authorization_pending    400  (RFC 8628)
     │   ├── ExpiredToken             expired_token            400  (RFC 8628)
     │   ├── InvalidToken             invalid_token            401  (RFC 6750, userinfo)
+    │   ├── InsufficientScope        insufficient_scope       403  (RFC 6750, userinfo)
     │   └── SlowDown                 slow_down                429  (login rate limit)
     │       └── PollingTooFast       slow_down                400  (RFC 8628 polling)
     ├── ApiError                     /v1/* errors              {"error", "message"}
@@ -226,6 +227,13 @@ class InvalidToken(OAuthError):
     status = 401
 
 
+class InsufficientScope(OAuthError):
+    """RFC 6750 §3.1: the access token is valid but lacks the scope this resource needs."""
+
+    code = "insufficient_scope"
+    status = 403
+
+
 # --- /v1 API ---------------------------------------------------------------------------------
 
 
@@ -388,6 +396,7 @@ _register(
     InvalidRequest, InvalidClient, InvalidGrant, UnauthorizedClient, UnsupportedGrantType,
     UnsupportedTokenType, InvalidTarget, SlowDown, InvalidScope, AccessDenied,
     UnsupportedResponseType, AuthorizationPending, ExpiredToken, InvalidToken,
+    InsufficientScope,
     BadRequest, CursorUnknown, Unauthorized, Forbidden, ApiNotFound, Conflict, PayloadTooLarge,
     RateLimited, UnavailableError,
 )

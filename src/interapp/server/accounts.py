@@ -302,40 +302,51 @@ async def set_policy(conn: AsyncConnection, name: str, value: str) -> None:
                                                   updated_at=time.time()))
 
 
-async def require_grant(conn: AsyncConnection, client_id: str, grant_type: str) -> ClientInfo:
-    """The client, when it may use ``grant_type`` here; UnauthorizedClient otherwise.
+async def check_grant(conn: AsyncConnection, client: ClientInfo, grant_type: str) -> None:
+    """UnauthorizedClient unless ``client`` may use ``grant_type`` here.
 
     The password grant also needs the application's ``password_grant`` policy to be ``on``.
     """
-    client = await get_client(conn, client_id)
-    if client is None:
-        raise InvalidClient("unknown client or bad client credentials")
     if not client.allows(grant_type):
         raise UnauthorizedClient(f"this client may not use the {grant_type[:100]} grant")
     if grant_type == PASSWORD_GRANT and \
             await get_policy(conn, POLICY_PASSWORD_GRANT) == "off":
         raise UnauthorizedClient("the password grant is switched off on this application")
+
+
+async def require_grant(conn: AsyncConnection, client_id: str, grant_type: str) -> ClientInfo:
+    """The client ``client_id``, when it may use ``grant_type`` (see :func:`check_grant`)."""
+    client = await get_client(conn, client_id)
+    if client is None:
+        raise InvalidClient("unknown client or bad client credentials")
+    await check_grant(conn, client, grant_type)
     return client
 
 
-_CLIENT = sa.select(clients.c.secret_hash, clients.c.public).where(
+_CLIENT = sa.select(clients.c.secret_hash, *_CLIENT_INFO).where(
     clients.c.client_id == sa.bindparam("cid"))
 
 
 async def authenticate_client(conn: AsyncConnection, client_id: str,
                               secret: Secret | None) -> ClientId:
     """Check a client's credentials (RFC 6749 §2.3); InvalidClient on any failure."""
+    return (await authenticated_client(conn, client_id, secret)).client_id
+
+
+async def authenticated_client(conn: AsyncConnection, client_id: str,
+                               secret: Secret | None) -> ClientInfo:
+    """:func:`authenticate_client`, returning the whole client (one query)."""
     row = (await conn.execute(_CLIENT, {"cid": client_id})).first()
     if row is None:
         raise InvalidClient("unknown client or bad client credentials")
     if row.public:
         if secret is not None and secret.reveal():
             raise InvalidClient("public clients do not have a secret")
-        return ClientId(client_id)
+        return _client_info(row)
     if secret is None or not constant_time_equals(token_hash(secret.reveal()),
                                                   row.secret_hash or ""):
         raise InvalidClient("unknown client or bad client credentials")
-    return ClientId(client_id)
+    return _client_info(row)
 
 
 async def trust_issuer(conn: AsyncConnection, issuer: str, *, jwks: str | None,

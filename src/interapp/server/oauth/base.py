@@ -19,10 +19,11 @@ from urllib.parse import parse_qsl, unquote
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from interapp.errors import InvalidClient, InvalidRequest, OAuthError
+from interapp.errors import InvalidClient, InvalidGrant, InvalidRequest, OAuthError, SlowDown
 from interapp.ids import ClientId
 from interapp.secret import Secret
 from interapp.server import accounts
+from interapp.server.accounts import User
 from interapp.server.core import AppServer
 
 # Grant types (RFC 6749 §4, RFC 7523 §2.1, RFC 8693 §2.1, RFC 8628 §3.4).
@@ -115,6 +116,17 @@ async def authenticate(srv: AppServer, request: Request, params: dict[str, str])
         return await accounts.authenticate_client(conn, cid, secret)
 
 
+async def authenticate_for_grant(srv: AppServer, request: Request, params: dict[str, str],
+                                 grant_type: str) -> ClientId:
+    """:func:`authenticate`, and the client must be allowed ``grant_type`` (one transaction;
+    ``unauthorized_client`` otherwise)."""
+    cid, secret = client_credentials(request, params)
+    async with srv.db.begin() as conn:
+        client = await accounts.authenticated_client(conn, cid, secret)
+        await accounts.check_grant(conn, client, grant_type)
+    return client.client_id
+
+
 def client_address(request: Request) -> str:
     """The peer address used for per-address limits."""
     return request.client.host if request.client else "unknown"
@@ -128,3 +140,26 @@ def oauth_error_response(exc: OAuthError) -> JSONResponse:
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
     return JSONResponse(exc.to_wire(), status_code=exc.status, headers=headers)
+
+
+async def check_password(srv: AppServer, username: str, password: Secret,
+                         address: str) -> User:
+    """The account, when ``password`` is right: the one password check of this server, used
+    by the password grant and by the sign-in page alike (same limits, same answers).
+
+    Failed checks count against ``acct:USERNAME`` and ``addr:ADDRESS``; while either is at its
+    limit :class:`SlowDown` is raised before the password is even checked. Every other failure
+    (unknown account, no password, wrong password) is the same :class:`InvalidGrant`, after one
+    argon2 verification, so nothing tells which accounts exist.
+    """
+    keys = [f"acct:{username.lower()[:64]}", f"addr:{address}"]
+    wait = await srv.limiter.retry_after(keys)
+    if wait is not None:
+        raise SlowDown("too many failed logins; try again later", retry_after=wait)
+    async with srv.db.begin() as conn:
+        user, stored = await accounts.password_hash_of(conn, username)
+    if not await srv.passwords.verify(stored, password) or user is None:
+        await srv.limiter.failed(keys)
+        raise InvalidGrant("invalid username or password")
+    await srv.limiter.succeeded(keys[0])
+    return user

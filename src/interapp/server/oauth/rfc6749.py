@@ -8,28 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from interapp.errors import InvalidGrant, SlowDown
 from interapp.secret import Secret
-from interapp.server import accounts
 from interapp.server.core import AppServer
 from interapp.server.oauth import issue
-from interapp.server.oauth.base import PASSWORD, TokenRequest
+from interapp.server.oauth.base import PASSWORD, TokenRequest, check_password
 
 
 async def password_grant(srv: AppServer, req: TokenRequest) -> dict[str, Any]:
     """§4.3: the user's own account information for this application."""
-    username = req.require("username")
-    password = Secret(req.require("password"))
-    keys = [f"acct:{username.lower()[:64]}", f"addr:{req.address}"]
-    wait = await srv.limiter.retry_after(keys)
-    if wait is not None:
-        raise SlowDown("too many failed logins; try again later", retry_after=wait)
-    async with srv.db.begin() as conn:
-        user, stored = await accounts.password_hash_of(conn, username)
-    if not await srv.passwords.verify(stored, password) or user is None:
-        await srv.limiter.failed(keys)
-        raise InvalidGrant("invalid username or password")
-    await srv.limiter.succeeded(keys[0])
+    user = await check_password(srv, req.require("username"),
+                                Secret(req.require("password")), req.address)
     async with srv.db.begin() as conn:
         return await issue.issue_pair(conn, user_id=user.id, client_id=req.client_id,
                                       grant_type=PASSWORD,
