@@ -71,8 +71,8 @@ def test_authlib_client_completes_the_device_grant(quick: RunningServer) -> None
     client = device_client(quick)
     user = make_user(quick.db_url)
     rp = OAuth2Client(client.client_id, token_endpoint_auth_method="none")
-    resp = rp.request("POST", f"{quick.url}/oauth/device_authorization", withhold_token=True, data={
-        "client_id": client.client_id, "scope": "openid profile"})
+    resp = rp.request("POST", f"{quick.url}/oauth/device_authorization", withhold_token=True,
+                      data={"client_id": client.client_id, "scope": "openid profile"})
     grant = resp.json()
     assert set(grant) == {"device_code", "user_code", "verification_uri",
                           "verification_uri_complete", "expires_in", "interval"}

@@ -29,7 +29,7 @@ def test_pages_forbid_framing_and_leak_nothing(server: RunningServer) -> None:
     assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp
     assert "script-src" not in csp  # no script at all
     assert page.headers["x-frame-options"] == "DENY"
-    assert page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["referrer-policy"] == "same-origin"
     assert page.headers["cache-control"] == "no-store"
     assert page.headers["content-type"].startswith("text/html")
     cookie = page.headers["set-cookie"]

@@ -6,8 +6,10 @@ autoescaped, no script) that post back to the endpoint that rendered them.
 * **Headers.** Every page carries ``Content-Security-Policy`` with ``frame-ancestors 'none'``
   (and ``X-Frame-Options: DENY``: no clickjacking of the consent button), ``default-src 'none'``
   with the stylesheet from this server only, ``form-action`` limited to this server and the one
-  redirect URI the page may send the browser to, ``Referrer-Policy: no-referrer`` (codes and
-  state never leak through ``Referer``) and ``Cache-Control: no-store``.
+  redirect URI the page may send the browser to, ``Referrer-Policy: same-origin`` (the
+  authorization request never leaks to another site through ``Referer``; ``no-referrer``
+  would make browsers send ``Origin: null`` on the pages' own posts) and
+  ``Cache-Control: no-store``.
 * **CSRF.** A random ``interapp_csrf`` cookie (``HttpOnly``, ``SameSite=Lax``) is set with the
   first page; every form carries ``HMAC(app secret, cookie)``, and a post is accepted only when
   the two agree — and, when the browser sends ``Origin``, only from this server's origin. A
@@ -85,7 +87,7 @@ def security_headers(srv: AppServer, *, form_targets: tuple[str, ...] = ()) -> d
     csp = (f"default-src 'none'; style-src 'self'; img-src 'self'; form-action {actions}; "
            "frame-ancestors 'none'; base-uri 'none'")
     return {"Content-Security-Policy": csp, "X-Frame-Options": "DENY",
-            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
             "Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
