@@ -45,7 +45,7 @@ def auth_params(client: Client, challenge: str, **extra: str) -> dict[str, str]:
     """A well-formed authorization request for ``client`` (override anything with ``extra``)."""
     return {"response_type": "code", "client_id": client.client_id, "redirect_uri": CALLBACK,
             "state": secrets.token_urlsafe(12), "code_challenge": challenge,
-            "code_challenge_method": "S256", "scope": "openid profile", **extra}
+            "code_challenge_method": "S256", "scope": "openid profile interapp", **extra}
 
 
 def query_of(location: str) -> dict[str, str]:

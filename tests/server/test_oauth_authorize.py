@@ -51,7 +51,7 @@ def test_authlib_client_completes_code_with_pkce(server: RunningServer) -> None:
     code: the tokens work on /v1, and the redirect carried state and iss (RFC 9207)."""
     client = make_oauth_client(server.db_url)
     user = make_user(server.db_url, display_name="Ann Authlib")
-    rp = OAuth2Client(client.client_id, client.secret, scope="openid profile",
+    rp = OAuth2Client(client.client_id, client.secret, scope="openid profile interapp",
                       redirect_uri=CALLBACK, code_challenge_method="S256")
     verifier = generate_token(64)
     url, state = rp.create_authorization_url(f"{server.url}/oauth/authorize",
@@ -70,7 +70,7 @@ def test_authlib_client_completes_code_with_pkce(server: RunningServer) -> None:
     token = rp.fetch_token(f"{server.url}/oauth/token", authorization_response=location,
                            code_verifier=verifier)
     assert token["token_type"] == "Bearer" and token["refresh_token"]
-    assert token["scope"] == "openid profile" and token["id_token"]
+    assert token["scope"] == "openid profile interapp" and token["id_token"]
     me = httpx.get(f"{server.url}/v1/me", headers=bearer(token["access_token"]), timeout=10)
     assert me.status_code == 200 and me.json()["username"] == user.username
     # the refresh token rotates like any other

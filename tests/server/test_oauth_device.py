@@ -72,7 +72,7 @@ def test_authlib_client_completes_the_device_grant(quick: RunningServer) -> None
     user = make_user(quick.db_url)
     rp = OAuth2Client(client.client_id, token_endpoint_auth_method="none")
     resp = rp.request("POST", f"{quick.url}/oauth/device_authorization", withhold_token=True,
-                      data={"client_id": client.client_id, "scope": "openid profile"})
+                      data={"client_id": client.client_id, "scope": "openid interapp"})
     grant = resp.json()
     assert set(grant) == {"device_code", "user_code", "verification_uri",
                           "verification_uri_complete", "expires_in", "interval"}
@@ -90,7 +90,7 @@ def test_authlib_client_completes_the_device_grant(quick: RunningServer) -> None
     time.sleep(grant["interval"] + 0.2)
     token = rp.fetch_token(f"{quick.url}/oauth/token", grant_type=DEVICE_CODE,
                            device_code=grant["device_code"])
-    assert token["id_token"] and token["scope"] == "openid profile"
+    assert token["id_token"] and token["scope"] == "openid interapp"
     me = httpx.get(f"{quick.url}/v1/me", headers=bearer(token["access_token"]), timeout=10)
     assert me.json()["username"] == user.username
     time.sleep(grant["interval"] + 0.2)

@@ -131,7 +131,7 @@ def test_the_device_page_in_the_browser(site: RunningServer, page: Any) -> None:
                                                 grants=(DEVICE_CODE,), name="Console"))
     user = off_loop(lambda: make_user(site.db_url))
     grant = httpx.post(f"{site.url}/oauth/device_authorization", timeout=10,
-                       data={"client_id": client.client_id, "scope": "profile"}).json()
+                       data={"client_id": client.client_id, "scope": "profile interapp"}).json()
     page.goto(grant["verification_uri"])
     page.fill("#device-code", "BBBB-BBBB")
     page.click("#device-submit")

@@ -131,3 +131,18 @@ def test_no_openid_no_id_token_and_userinfo_refuses(server: RunningServer,
         resp = http.get("/oauth/userinfo", headers=headers)
         assert_oauth_error(resp, 401, "invalid_token")
         assert 'error="invalid_token"' in resp.headers["www-authenticate"]
+
+
+def test_the_api_needs_the_interapp_scope(server: RunningServer, http: httpx.Client) -> None:
+    """An OpenID Connect login for another service may learn who the user is, not read the
+    user's buddies and messages: /v1 needs the interapp scope (or no scope, as ever)."""
+    client = make_oauth_client(server.db_url)
+    for scope, status in (("openid profile", 403), ("openid", 403), ("interapp", 200),
+                          ("openid interapp", 200), ("", 200)):
+        body = code_login(server, client, scope)
+        me = http.get("/v1/me", headers=bearer(body["access_token"]))
+        assert me.status_code == status, (scope, me.text)
+        ticket = http.post("/v1/events/ticket", headers=bearer(body["access_token"]))
+        assert ticket.status_code == (201 if status == 200 else 403), (scope, ticket.text)
+        if status == 403:
+            assert me.json()["error"] == "forbidden" and "interapp scope" in me.json()["message"]

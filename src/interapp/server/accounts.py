@@ -130,6 +130,9 @@ KNOWN_GRANTS = (AUTHORIZATION_CODE_GRANT, DEVICE_CODE_GRANT, PASSWORD_GRANT, REF
 LEGACY_GRANTS = frozenset({PASSWORD_GRANT, REFRESH_GRANT, JWT_BEARER_GRANT,
                            TOKEN_EXCHANGE_GRANT})
 ID_TOKEN_ALGS = ("ES256", "RS256")
+#: The scope a token needs for ``/v1`` — unless it has no scope at all, as every token of the
+#: password, refresh, jwt-bearer and token-exchange grants (and an authorization asking none).
+API_SCOPE = "interapp"
 MAX_REDIRECT_URIS = 20
 LOOPBACK_HOSTS = ("127.0.0.1", "[::1]")
 

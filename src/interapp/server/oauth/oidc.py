@@ -34,7 +34,7 @@ from interapp.server.tokens import new_id
 OPENID = "openid"
 PROFILE = "profile"
 #: The scope of the ``/v1`` API (an empty scope means it too, as for every older token).
-API_SCOPE = "interapp"
+API_SCOPE = accounts.API_SCOPE
 SCOPES = (OPENID, PROFILE, API_SCOPE)
 ID_TOKEN_TTL = 300
 CLAIMS = ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash",
