@@ -15,8 +15,8 @@ import jsonschema
 import pytest
 from oauth_kit import DEVICE_CODE, Agent, auth_params, make_oauth_client, pkce
 from server_kit import (
-    PASSWORD,
     ACCESS_TOKEN_TYPE,
+    PASSWORD,
     TOKEN_EXCHANGE,
     Client,
     RunningServer,

@@ -16,7 +16,10 @@ from pydantic import BaseModel
 
 from interapp.server.api.models import ErrorBody, OAuthErrorBody
 from interapp.server.core import AppServer
-from interapp.server.oauth import authorize, oidc, pages, rfc8414, rfc8628
+from interapp.server.oauth import oidc, rfc8414, rfc8628
+
+# The pages (authorize, device_page, pages: Jinja2 and the templates, ~2 MB) are imported by
+# the first request that needs one: a server nobody signs in to through a browser never does.
 
 router = APIRouter()
 
@@ -75,6 +78,8 @@ async def openid_configuration(request: Request) -> dict[str, Any]:
             responses={**_PAGE_ANSWERS, 302: _REDIRECTS[302]})
 async def authorize_get(request: Request) -> Response:
     """RFC 6749 §4.1.1 authorization request (code + PKCE S256): the sign-in/consent page."""
+    from interapp.server.oauth import authorize
+
     return await authorize.authorize_endpoint(request)
 
 
@@ -82,6 +87,8 @@ async def authorize_get(request: Request) -> Response:
              responses={**_PAGE_ANSWERS, **_REDIRECTS}, openapi_extra=_FORM)
 async def authorize_post(request: Request) -> Response:
     """The same request as a form, and the sign-in and consent pages' own posts."""
+    from interapp.server.oauth import authorize
+
     return await authorize.authorize_endpoint(request)
 
 
@@ -95,14 +102,18 @@ async def device_authorization(request: Request) -> Response:
 @router.get("/device", tags=["oauth"], response_class=HTMLResponse, responses=_PAGE_ANSWERS)
 async def device_get(request: Request) -> Response:
     """RFC 8628 §3.3: the page where the user types the code."""
-    return await rfc8628.device_page(request)
+    from interapp.server.oauth import device_page
+
+    return await device_page.device_page(request)
 
 
 @router.post("/device", tags=["oauth"], response_class=HTMLResponse, responses=_PAGE_ANSWERS,
              openapi_extra=_FORM)
 async def device_post(request: Request) -> Response:
     """The device page's own posts: the code, the sign-in, the decision."""
-    return await rfc8628.device_page(request)
+    from interapp.server.oauth import device_page
+
+    return await device_page.device_page(request)
 
 
 _USERINFO: dict[int | str, dict[str, Any]] = {
@@ -125,4 +136,6 @@ async def userinfo_post(request: Request) -> Response:
             responses={200: {"content": {"text/css": {"schema": {"type": "string"}}}}})
 async def stylesheet() -> Response:
     """The stylesheet of the sign-in, consent and device pages."""
+    from interapp.server.oauth import pages
+
     return pages.stylesheet()
