@@ -22,6 +22,8 @@ through :data:`REGISTRY`, shared by the server (which renders them) and the clie
     │   ├── InvalidTarget            invalid_target           400  (RFC 8693)
     │   ├── InvalidScope             invalid_scope            400
     │   ├── AccessDenied             access_denied            400  (the user said no)
+    │   ├── LoginRequired            login_required           400  (OIDC prompt=none)
+    │   ├── ConsentRequired          consent_required         400  (OIDC prompt=none)
     │   ├── UnsupportedResponseType  unsupported_response_type 400
     │   ├── AuthorizationPending     authorization_pending    400  (RFC 8628)
     │   ├── ExpiredToken             expired_token            400  (RFC 8628)
@@ -200,6 +202,18 @@ class AccessDenied(OAuthError):
     """The resource owner (or the server) denied the request."""
 
     code = "access_denied"
+
+
+class LoginRequired(OAuthError):
+    """OIDC Core §3.1.2.6: ``prompt=none`` and nobody is signed in on this browser."""
+
+    code = "login_required"
+
+
+class ConsentRequired(OAuthError):
+    """OIDC Core §3.1.2.6: ``prompt=none``, but the user must be asked (always, here)."""
+
+    code = "consent_required"
 
 
 class UnsupportedResponseType(OAuthError):
@@ -396,7 +410,7 @@ _register(
     InvalidRequest, InvalidClient, InvalidGrant, UnauthorizedClient, UnsupportedGrantType,
     UnsupportedTokenType, InvalidTarget, SlowDown, InvalidScope, AccessDenied,
     UnsupportedResponseType, AuthorizationPending, ExpiredToken, InvalidToken,
-    InsufficientScope,
+    InsufficientScope, LoginRequired, ConsentRequired,
     BadRequest, CursorUnknown, Unauthorized, Forbidden, ApiNotFound, Conflict, PayloadTooLarge,
     RateLimited, UnavailableError,
 )

@@ -267,3 +267,39 @@ def test_authlib_sees_the_error_of_a_replayed_code(server: RunningServer) -> Non
         rp.fetch_token(f"{server.url}/oauth/token", authorization_response=response,
                        code_verifier=verifier)
     assert replay.value.error == "invalid_grant"
+
+
+def test_prompt_none_and_prompt_login(server: RunningServer) -> None:
+    """OIDC Core §3.1.2.1: prompt=none never shows a page; prompt=login asks again."""
+    client = make_oauth_client(server.db_url)
+    user = make_user(server.db_url)
+    agent = Agent(server.url)
+    params = auth_params(client, pkce()[1], prompt="none")
+    resp = agent.http.get("/oauth/authorize", params=params)
+    assert resp.status_code == 302
+    assert query_of(resp.headers["location"])["error"] == "login_required"
+    assert agent.authorize(auth_params(client, pkce()[1]), user.username).status_code == 303
+    resp = agent.http.get("/oauth/authorize", params=params)
+    got = query_of(resp.headers["location"])
+    assert got["error"] == "consent_required" and got["state"] == params["state"]
+    page = agent.http.get("/oauth/authorize", params=auth_params(client, pkce()[1],
+                                                                  prompt="login"))
+    assert "signin-form" in forms(page.text)
+    agent.close()
+
+
+def test_a_native_apps_private_use_scheme(server: RunningServer) -> None:
+    """RFC 8252 §7.1: com.example.app:/cb is redirected to, and the consent page's CSP lets
+    its form end there."""
+    uri = "com.example.app:/oauth2redirect"
+    client = make_oauth_client(server.db_url, public=True, redirect_uris=(uri,))
+    user = make_user(server.db_url)
+    agent = Agent(server.url)
+    page = agent.http.get("/oauth/authorize", params=auth_params(client, pkce()[1],
+                                                                  redirect_uri=uri))
+    page = agent.submit(page, "signin-form", username=user.username,
+                        password="correct horse battery staple")
+    assert "form-action 'self' com.example.app:;" in page.headers["content-security-policy"]
+    done = agent.submit(page, "consent-form", button="consent-allow")
+    assert done.headers["location"].startswith(uri + "?code=")
+    agent.close()

@@ -6,7 +6,9 @@ Once both are known good (``client_id`` registered; ``redirect_uri`` one of its 
 or a loopback IP URI with another port, RFC 8252 §7.3; may be left out when the client has only
 one), every other error goes back to the client on that URI as ``error``, ``state`` and ``iss``
 (RFC 9207). ``response_type`` must be ``code``, PKCE ``S256`` is required (RFC 7636), scopes
-are ``openid``, ``profile`` and ``interapp``.
+are ``openid``, ``profile`` and ``interapp``. ``prompt=login`` asks for the password again;
+``prompt=none`` answers ``login_required`` or ``consent_required`` at once (consent is asked
+every time here).
 
 Then the user signs in (unless this browser already did: see :mod:`.pages`) and is asked for
 consent, every time. The pages post back here with the authorization request carried verbatim
@@ -26,9 +28,11 @@ from starlette.responses import RedirectResponse, Response
 
 from interapp.errors import (
     AccessDenied,
+    ConsentRequired,
     InvalidGrant,
     InvalidRequest,
     InvalidScope,
+    LoginRequired,
     OAuthError,
     SlowDown,
     UnauthorizedClient,
@@ -236,6 +240,10 @@ async def authorize_endpoint(request: Request) -> Response:
             params = query_params(request)
         req = await check_request(srv, params)
         who = None if "login" in req.prompt else await page.signed_in()
+        if "none" in req.prompt:  # OIDC Core §3.1.2.1: answer without any page
+            raise RedirectError(req, ConsentRequired("this application asks for consent "
+                                                     "every time") if who else
+                                LoginRequired("nobody is signed in on this browser"))
         return _consent(page, req, who) if who else _signin(page, req)
     except PageError as exc:
         return page.render("error.html", status=400, heading="This link cannot be used",

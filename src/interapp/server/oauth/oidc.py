@@ -105,7 +105,6 @@ async def issue_login(srv: AppServer, conn: AsyncConnection, *, client: ClientIn
                                   grant_type=grant_type, family_id=family_id, scope=scope,
                                   access_ttl=srv.settings.access_token_ttl,
                                   refresh_ttl=srv.settings.refresh_token_ttl)
-    body["scope"] = scope
     if OPENID in scope.split():
         body["id_token"] = await id_token(srv, client, user, scope=scope,
                                           access_token=body["access_token"], nonce=nonce,

@@ -80,10 +80,15 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def _source(url: str) -> str:
+    """The CSP source expression of a redirect target: its origin, or for a native app's
+    private-use scheme (``com.example.app:/cb``) the scheme."""
+    return _origin(url) if "://" in url else f"{urlsplit(url).scheme}:"
+
+
 def security_headers(srv: AppServer, *, form_targets: tuple[str, ...] = ()) -> dict[str, str]:
     """The headers of every page (``form_targets``: URLs a form may end up redirected to)."""
-    actions = " ".join(["'self'", *dict.fromkeys(_origin(u) for u in form_targets
-                                                  if "://" in u)])
+    actions = " ".join(["'self'", *dict.fromkeys(_source(u) for u in form_targets)])
     csp = (f"default-src 'none'; style-src 'self'; img-src 'self'; form-action {actions}; "
            "frame-ancestors 'none'; base-uri 'none'")
     return {"Content-Security-Policy": csp, "X-Frame-Options": "DENY",
