@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from oauth_kit import CALLBACK, DEVICE_CODE, auth_params, make_oauth_client, pkce, query_of
-from server_kit import PASSWORD, RunningServer, app_name, make_user
+from server_kit import PASSWORD, RunningServer, make_user
 
 T = TypeVar("T")
 WEB = Path(__file__).resolve().parents[1] / "web"
@@ -38,6 +38,13 @@ def _web_kit() -> ModuleType:
     return sys.modules["web_kit"]
 
 
+def screenshot(name: str) -> Path:
+    """Where a page's picture goes: docs/screenshots/, as the web UI suite keeps them."""
+    folder: Path = _web_kit().SCREENSHOTS
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}.png"
+
+
 def off_loop(work: Callable[[], T]) -> T:
     """Run ``work`` on another thread: Playwright's sync API keeps a loop on this one, and the
     database helpers start their own."""
@@ -48,7 +55,8 @@ def off_loop(work: Callable[[], T]) -> T:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     url = f"sqlite:///{tmp_path_factory.mktemp('pages') / 's.db'}"
-    with RunningServer(app_name("pages"), url, device_poll_interval=1) as srv:
+    # "arena" as in the docs' pictures: no Redis here, so the name need not be unique
+    with RunningServer("arena", url, device_poll_interval=1) as srv:
         yield srv
 
 
@@ -86,10 +94,9 @@ def catch_callback(page: Any) -> list[str]:
     return seen
 
 
-def test_sign_in_and_allow_in_the_browser(site: RunningServer, page: Any,
-                                          tmp_path: Path) -> None:
+def test_sign_in_and_allow_in_the_browser(site: RunningServer, page: Any) -> None:
     client = off_loop(lambda: make_oauth_client(site.db_url, name="Matrix homeserver"))
-    user = off_loop(lambda: make_user(site.db_url, display_name="Alice"))
+    user = off_loop(lambda: make_user(site.db_url, "alice", display_name="Alice"))
     verifier, challenge = pkce()
     params = auth_params(client, challenge, nonce="browser-nonce")
     seen = catch_callback(page)
@@ -102,13 +109,15 @@ def test_sign_in_and_allow_in_the_browser(site: RunningServer, page: Any,
     assert page.inner_text("#signin-error") == "Invalid username or password."
     assert page.input_value("#signin-username") == user.username  # kept; password is not
     assert page.input_value("#signin-password") == ""
+    page.set_viewport_size({"width": 900, "height": 640})
+    page.screenshot(path=str(screenshot("oauth-sign-in")))
     page.fill("#signin-password", PASSWORD)
     page.click("#signin-submit")
     page.wait_for_selector("#consent-allow")
     assert page.inner_text("#consent-user") == user.username
     scopes = page.inner_text("#consent-scopes")
     assert "confirm who you are" in scopes and "username and display name" in scopes
-    page.screenshot(path=str(tmp_path / "consent.png"))
+    page.screenshot(path=str(screenshot("oauth-consent")))
     page.click("#consent-allow")
     page.wait_for_selector("#back")
     got = query_of(seen[-1])
