@@ -190,7 +190,7 @@ def _consent(page: Page, req: AuthorizationRequest, who: SignedIn) -> Response:
                        scopes=scope_words(req.scope or "interapp"),
                        redirect_host=urlsplit(req.redirect_uri).netloc
                        or req.redirect_uri.split(":", 1)[0],
-                       form_targets=(req.redirect_uri,))
+                       leaves=True)
 
 
 async def _step(page: Page, form: dict[str, str]) -> Response:
@@ -223,7 +223,7 @@ async def _step(page: Page, form: dict[str, str]) -> Response:
         raise RedirectError(req, AccessDenied("the user denied the request"))
     code = await issue_code(page.srv, req, current)
     return page.finish(redirect(page.srv, req.redirect_uri, {"code": code, "state": req.state},
-                                303), form_targets=(req.redirect_uri,))
+                                303))
 
 
 async def authorize_endpoint(request: Request) -> Response:
@@ -251,8 +251,7 @@ async def authorize_endpoint(request: Request) -> Response:
     except RedirectError as exc:
         return page.finish(redirect(srv, exc.redirect_uri, {
             "error": exc.error.code, "error_description": exc.error.message,
-            "state": exc.state}, 303 if request.method == "POST" else 302),
-            form_targets=(exc.redirect_uri,))
+            "state": exc.state}, 303 if request.method == "POST" else 302))
     except InvalidRequest as exc:  # the form itself (CSRF, encoding): no client to tell
         return page.render("error.html", status=400, heading="This form cannot be used",
                            message=exc.message)

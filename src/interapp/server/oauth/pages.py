@@ -5,8 +5,8 @@ autoescaped, no script) that post back to the endpoint that rendered them.
 
 * **Headers.** Every page carries ``Content-Security-Policy`` with ``frame-ancestors 'none'``
   (and ``X-Frame-Options: DENY``: no clickjacking of the consent button), ``default-src 'none'``
-  with the stylesheet from this server only, ``form-action`` limited to this server and the one
-  redirect URI the page may send the browser to, ``Referrer-Policy: same-origin`` (the
+  with the stylesheet from this server only, ``form-action 'self'`` (not on the consent page:
+  see :func:`security_headers`), ``Referrer-Policy: same-origin`` (the
   authorization request never leaks to another site through ``Referer``; ``no-referrer``
   would make browsers send ``Origin: null`` on the pages' own posts) and
   ``Cache-Control: no-store``.
@@ -80,16 +80,16 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _source(url: str) -> str:
-    """The CSP source expression of a redirect target: its origin, or for a native app's
-    private-use scheme (``com.example.app:/cb``) the scheme."""
-    return _origin(url) if "://" in url else f"{urlsplit(url).scheme}:"
+def security_headers(srv: AppServer, *, leaves: bool = False) -> dict[str, str]:
+    """The headers of every page. ``leaves``: a form of this page ends at the client.
 
-
-def security_headers(srv: AppServer, *, form_targets: tuple[str, ...] = ()) -> dict[str, str]:
-    """The headers of every page (``form_targets``: URLs a form may end up redirected to)."""
-    actions = " ".join(["'self'", *dict.fromkeys(_source(u) for u in form_targets)])
-    csp = (f"default-src 'none'; style-src 'self'; img-src 'self'; form-action {actions}; "
+    Such a page (the consent page) gets no ``form-action``: browsers apply it to the whole
+    redirect chain after the post, and the client's own next redirect (Synapse's callback sends
+    the browser on to the Matrix client) cannot be known here. Every other page has
+    ``form-action 'self'``.
+    """
+    actions = "" if leaves else "form-action 'self'; "
+    csp = (f"default-src 'none'; style-src 'self'; img-src 'self'; {actions}"
            "frame-ancestors 'none'; base-uri 'none'")
     return {"Content-Security-Policy": csp, "X-Frame-Options": "DENY",
             "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
@@ -125,17 +125,17 @@ class Page:
         """The token every form of this page carries."""
         return csrf_token(self.srv, self.csrf_cookie)
 
-    def render(self, template: str, *, status: int = 200, form_targets: tuple[str, ...] = (),
+    def render(self, template: str, *, status: int = 200, leaves: bool = False,
                **context: Any) -> Response:
         """Render ``template`` with the page's CSRF token and the security headers."""
         html = _PAGES[template].render(
             csrf=self.csrf, csrf_field=CSRF_FIELD, stylesheet=STYLESHEET,
             app=self.srv.settings.app, **context)
-        return self.finish(HTMLResponse(html, status_code=status), form_targets=form_targets)
+        return self.finish(HTMLResponse(html, status_code=status), leaves=leaves)
 
-    def finish(self, response: Response, *, form_targets: tuple[str, ...] = ()) -> Response:
+    def finish(self, response: Response, *, leaves: bool = False) -> Response:
         """Add the security headers and the cookies this page sets."""
-        for name, value in security_headers(self.srv, form_targets=form_targets).items():
+        for name, value in security_headers(self.srv, leaves=leaves).items():
             response.headers[name] = value
         if self._new_cookie:
             self.set_cookies.append(f"{CSRF_COOKIE}={self.csrf_cookie}; Path=/; HttpOnly; "
