@@ -19,9 +19,9 @@ from typing import Any
 
 import httpx
 import pytest
+from browser_kit import browser, off_loop  # noqa: F401 - browser: the Chromium fixture
 from oauth_kit import make_oauth_client, query_of
 from server_kit import PASSWORD, RunningServer, make_user
-from test_oauth_pages_browser import browser, off_loop  # noqa: F401 - the Chromium fixture
 
 from interapp.testing.servers import free_port
 from interapp.testing.synapse import SynapseServer
