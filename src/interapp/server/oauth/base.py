@@ -19,7 +19,14 @@ from urllib.parse import parse_qsl, unquote
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from interapp.errors import InvalidClient, InvalidGrant, InvalidRequest, OAuthError, SlowDown
+from interapp.errors import (
+    InvalidClient,
+    InvalidGrant,
+    InvalidRequest,
+    OAuthError,
+    SlowDown,
+    UnavailableError,
+)
 from interapp.ids import ClientId
 from interapp.secret import Secret
 from interapp.server import accounts
@@ -147,19 +154,24 @@ async def check_password(srv: AppServer, username: str, password: Secret,
     """The account, when ``password`` is right: the one password check of this server, used
     by the password grant and by the sign-in page alike (same limits, same answers).
 
-    Failed checks count against ``acct:USERNAME`` and ``addr:ADDRESS``; while either is at its
-    limit :class:`SlowDown` is raised before the password is even checked. Every other failure
+    The attempt is reserved on ``acct:USERNAME`` and ``addr:ADDRESS`` *before* the slow
+    verification (a concurrent burst cannot all pass a check that only finished failures have
+    moved; see :mod:`interapp.server.ratelimit`); while either is at its limit
+    :class:`SlowDown` is raised and the password is not even looked at. Every other failure
     (unknown account, no password, wrong password) is the same :class:`InvalidGrant`, after one
     argon2 verification, so nothing tells which accounts exist.
     """
-    keys = [f"acct:{username.lower()[:64]}", f"addr:{address}"]
-    wait = await srv.limiter.retry_after(keys)
+    account, addr = f"acct:{username.lower()[:64]}", f"addr:{address}"
+    wait = await srv.limiter.reserve([account, addr])
     if wait is not None:
         raise SlowDown("too many failed logins; try again later", retry_after=wait)
-    async with srv.db.begin() as conn:
-        user, stored = await accounts.password_hash_of(conn, username)
+    try:
+        async with srv.db.begin() as conn:
+            user, stored = await accounts.password_hash_of(conn, username)
+    except UnavailableError:  # nothing was tried: an outage must not count as a failure
+        await srv.limiter.succeeded(clear=[], refund=[account, addr])
+        raise
     if not await srv.passwords.verify(stored, password) or user is None:
-        await srv.limiter.failed(keys)
-        raise InvalidGrant("invalid username or password")
-    await srv.limiter.succeeded(keys[0])
+        raise InvalidGrant("invalid username or password")  # the reservation stays: a failure
+    await srv.limiter.succeeded(clear=[account], refund=[addr])
     return user

@@ -1,12 +1,12 @@
 """RFC 8628 §3.3: the ``/device`` page, where the user types the code shown by the device.
 
 Theory of operation: the page takes the user code (normalized: upper case, the dash and other
-characters dropped); a code that names no pending, unexpired device authorization counts as a
-failure against the address in the server's login limiter (RFC 8628 §5.1: no brute-forcing of
-user codes), and while the address is locked no code is looked at. A good code leads to the
-sign-in page (unless this browser is signed in) and the consent page of :mod:`.pages`; the
-decision is written on the device authorization row with a conditional update (only a pending
-one changes), which the device's next poll picks up.
+characters dropped); each look-up reserves an attempt on the address in the server's login
+limiter, refunded when the code names a pending, unexpired device authorization (RFC 8628 §5.1:
+no brute-forcing of user codes), and while the address is locked no code is looked at. A good
+code leads to the sign-in page (unless this browser is signed in) and the consent page of
+:mod:`.pages`; the decision is written on the device authorization row with a conditional
+update (only a pending one changes), which the device's next poll picks up.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import Response
 
-from interapp.errors import InvalidGrant, InvalidRequest, SlowDown
+from interapp.errors import InvalidGrant, InvalidRequest, SlowDown, UnavailableError
 from interapp.secret import Secret
 from interapp.server import accounts
 from interapp.server.core import AppServer
@@ -45,6 +45,24 @@ async def _pending(srv: AppServer, user_code: str) -> Any:
                                          device_codes.c.expires_at > time.time()))).first()
         client = await accounts.get_client(conn, row.client_id) if row else None
     return (row, client) if row and client else None
+
+
+async def _lookup(srv: AppServer, user_code: str, address: str) -> Any:
+    """:func:`_pending` behind the address's login limit: each look-up reserves an attempt
+    (refunded when the code is good), so guessing codes is as limited as guessing passwords.
+    None while the address is locked, False for a bad code."""
+    addr = f"addr:{address}"
+    if await srv.limiter.reserve([addr]) is not None:
+        return None
+    try:
+        found = await _pending(srv, user_code)
+    except UnavailableError:
+        await srv.limiter.succeeded(clear=[], refund=[addr])
+        raise
+    if found is None:
+        return False  # the reservation stays: a failure
+    await srv.limiter.succeeded(clear=[], refund=[addr])
+    return found
 
 
 def _code_page(page: Page, *, user_code: str = "", error: str = "", status: int = 200
@@ -84,15 +102,11 @@ async def device_page(request: Request) -> Response:
         return page.render("error.html", status=400, heading="This form cannot be used",
                            message=exc.message)
     user_code = normalize_user_code(form.get("user_code", ""))
-    keys = [f"addr:{client_address(request)}"]
-    wait = await srv.limiter.retry_after(keys)
-    if wait is not None:
+    found = await _lookup(srv, user_code, client_address(request))
+    if found is None:
         return _code_page(page, user_code=shown(user_code), status=429, error=(
             "Too many wrong codes or sign-ins. Try again in a few minutes."))
-    found = await _pending(srv, user_code)
-    if found is None:
-        if form.get("step") == "code":
-            await srv.limiter.failed(keys)
+    if found is False:
         return _code_page(page, user_code=shown(user_code), status=400,
                           error="That code is not valid, was already used or has expired.")
     row, client = found

@@ -62,6 +62,22 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _begin_before_savepoint(conn: Any, _name: str | None) -> None:
+    """Open the SQLite transaction before a SAVEPOINT that would otherwise be the first
+    statement of one.
+
+    ``sqlite3`` emits its implicit ``BEGIN`` only before INSERT/UPDATE/DELETE, so a savepoint
+    taken first (``conn.begin_nested()`` at the start of a transaction) *is* the transaction,
+    and its RELEASE commits what it wrote at once: a later failure of the same
+    ``Database.begin()`` block could no longer roll it back (e.g. an RFC 7523 ``jti`` spent by a
+    login that was then refused). Transactions that take no savepoint are left as they were
+    (no extra statement), unlike SQLAlchemy's recipe of a BEGIN on every transaction.
+    """
+    driver = conn.connection.driver_connection  # InLoopConnection, or aiosqlite's
+    if not getattr(driver, "in_transaction", True):
+        conn.exec_driver_sql("BEGIN")
+
+
 def migrate(sync_url: str) -> None:
     """Create or upgrade the schema to the newest revision (idempotent)."""
     engine = sa.create_engine(sync_url, poolclass=sa.pool.NullPool)
@@ -129,6 +145,8 @@ class Database:
         engine = create_async_engine(async_url, **kwargs)
         if engine.dialect.name == "sqlite" and checkpointer is None:
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine.sync_engine, "savepoint", _begin_before_savepoint)
         return cls(engine, checkpointer.start() if checkpointer else None)
 
     @asynccontextmanager
