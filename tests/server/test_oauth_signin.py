@@ -139,3 +139,30 @@ def test_sign_out_and_sign_in_as_someone_else(server: RunningServer) -> None:
         me = http.get("/v1/me", headers=bearer(tokens.json()["access_token"]))
         assert me.json()["username"] == bob.username
     agent.close()
+
+
+def test_a_concurrent_burst_on_the_page_gets_at_most_the_limit(server: RunningServer) -> None:
+    """The attempt is reserved before argon2 (as for the password grant): of 12 wrong
+    passwords sent at once at most 5 are checked, and the right one after them is refused."""
+    import asyncio
+
+    user = make_user(server.db_url)
+    agent = Agent(server.url)
+    page = signin_page(agent, server)
+    form = forms(page.text)["signin-form"]
+    cookies = dict(agent.http.cookies)
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60, cookies=cookies,
+                                     headers={"Origin": server.url}) as http:
+            sends = [http.post("/oauth/authorize", data={
+                **form.fields, "username": user.username, "password": f"wrong-{i}"})
+                for i in range(12)]
+            return [r.status_code for r in await asyncio.gather(*sends)]
+
+    statuses = asyncio.run(burst())
+    assert statuses.count(401) == server.settings.login_failures_per_account, statuses
+    assert statuses.count(429) == 12 - server.settings.login_failures_per_account
+    last = agent.submit(page, "signin-form", username=user.username, password=PASSWORD)
+    assert last.status_code == 429 and "consent-form" not in forms(last.text)
+    agent.close()
