@@ -116,11 +116,17 @@ def client_credentials(request: Request, params: dict[str, str]) -> tuple[str, S
     return body_id, Secret(body_secret) if body_secret is not None else None
 
 
-async def authenticate(srv: AppServer, request: Request, params: dict[str, str]) -> ClientId:
-    """Authenticate the calling client (used by the token, revocation and introspection ends)."""
+async def authenticated_client(srv: AppServer, request: Request,
+                               params: dict[str, str]) -> accounts.ClientInfo:
+    """Authenticate the calling client; its id and whether it is public (has no secret)."""
     cid, secret = client_credentials(request, params)
     async with srv.db.begin() as conn:
-        return await accounts.authenticate_client(conn, cid, secret)
+        return await accounts.check_client(conn, cid, secret)
+
+
+async def authenticate(srv: AppServer, request: Request, params: dict[str, str]) -> ClientId:
+    """Authenticate the calling client (used by the token, revocation and introspection ends)."""
+    return (await authenticated_client(srv, request, params)).client_id
 
 
 async def authenticate_for_grant(srv: AppServer, request: Request, params: dict[str, str],
@@ -129,7 +135,7 @@ async def authenticate_for_grant(srv: AppServer, request: Request, params: dict[
     ``unauthorized_client`` otherwise)."""
     cid, secret = client_credentials(request, params)
     async with srv.db.begin() as conn:
-        client = await accounts.authenticated_client(conn, cid, secret)
+        client = await accounts.check_client(conn, cid, secret)
         await accounts.check_grant(conn, client, grant_type)
     return client.client_id
 

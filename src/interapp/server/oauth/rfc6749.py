@@ -34,7 +34,8 @@ async def refresh_grant(srv: AppServer, req: TokenRequest) -> dict[str, Any]:
                 conn, token, req.client_id, access_ttl=srv.settings.access_token_ttl,
                 refresh_ttl=srv.settings.refresh_token_ttl,
                 idempotency_key=req.params.get("idempotency_key") or None,
-                derivation_secret=srv.derivation_secret)
+                derivation_secret=srv.derivation_secret,
+                replay_window=srv.settings.refresh_replay_seconds)
     except issue.ReusedRefreshToken as reused:
         async with srv.db.begin() as conn:
             await issue.revoke_family(conn, reused.family_id)

@@ -11,7 +11,7 @@
 * ``browser_sessions``: who signed in on the authorization pages (hashed cookie).
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0004
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0003"
+down_revision = "0004"  # reserved as 0006 on 0003; chained after oauth-security's 0004 when merged
 branch_labels = None
 depends_on = None
 
