@@ -37,7 +37,7 @@ peers:  ## real peer servers for the network tests: Prosody and ejabberd (Debian
 	@test -x .peers/synapse/bin/python -a -f .peers/synapse/.installed || { \
 	  echo "installing Synapse into .peers/synapse (about a minute)"; \
 	  $(PYTHON) -m venv .peers/synapse && \
-	  .peers/synapse/bin/python -m pip install --quiet 'matrix-synapse[jwt]' && \
+	  .peers/synapse/bin/python -m pip install --quiet 'matrix-synapse[jwt,oidc]' && \
 	  touch .peers/synapse/.installed; }
 
 unit: $(STAMP) peers

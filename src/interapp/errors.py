@@ -23,7 +23,17 @@ through :data:`REGISTRY`, shared by the server (which renders them) and the clie
     │   ├── UnsupportedGrantType     unsupported_grant_type   400
     │   ├── UnsupportedTokenType     unsupported_token_type   400  (RFC 7009)
     │   ├── InvalidTarget            invalid_target           400  (RFC 8693)
+    │   ├── InvalidScope             invalid_scope            400
+    │   ├── AccessDenied             access_denied            400  (the user said no)
+    │   ├── LoginRequired            login_required           400  (OIDC prompt=none)
+    │   ├── ConsentRequired          consent_required         400  (OIDC prompt=none)
+    │   ├── UnsupportedResponseType  unsupported_response_type 400
+    │   ├── AuthorizationPending     authorization_pending    400  (RFC 8628)
+    │   ├── ExpiredToken             expired_token            400  (RFC 8628)
+    │   ├── InvalidToken             invalid_token            401  (RFC 6750, userinfo)
+    │   ├── InsufficientScope        insufficient_scope       403  (RFC 6750, userinfo)
     │   └── SlowDown                 slow_down                429  (login rate limit)
+    │       └── PollingTooFast       slow_down                400  (RFC 8628 polling)
     ├── ApiError                     /v1/* errors              {"error", "message"}
     │   ├── BadRequest               bad_request              400
     │   │   └── CursorUnknown        cursor_unknown           400  (stream ?since= past the log)
@@ -210,6 +220,68 @@ class SlowDown(OAuthError):
 
     code = "slow_down"
     status = 429
+
+
+class PollingTooFast(SlowDown):
+    """RFC 8628 §3.5: a device polled sooner than its interval (which grows by 5 s); 400."""
+
+    status = 400
+
+
+class InvalidScope(OAuthError):
+    """The requested scope is unknown or exceeds what may be granted."""
+
+    code = "invalid_scope"
+
+
+class AccessDenied(OAuthError):
+    """The resource owner (or the server) denied the request."""
+
+    code = "access_denied"
+
+
+class LoginRequired(OAuthError):
+    """OIDC Core §3.1.2.6: ``prompt=none`` and nobody is signed in on this browser."""
+
+    code = "login_required"
+
+
+class ConsentRequired(OAuthError):
+    """OIDC Core §3.1.2.6: ``prompt=none``, but the user must be asked (always, here)."""
+
+    code = "consent_required"
+
+
+class UnsupportedResponseType(OAuthError):
+    """The authorization endpoint does not issue this ``response_type``."""
+
+    code = "unsupported_response_type"
+
+
+class AuthorizationPending(OAuthError):
+    """RFC 8628: the user has not finished on the verification page yet; keep polling."""
+
+    code = "authorization_pending"
+
+
+class ExpiredToken(OAuthError):
+    """RFC 8628: the device code expired; start a new device authorization."""
+
+    code = "expired_token"
+
+
+class InvalidToken(OAuthError):
+    """RFC 6750 §3.1: the access token is missing, expired, revoked or lacks the scope."""
+
+    code = "invalid_token"
+    status = 401
+
+
+class InsufficientScope(OAuthError):
+    """RFC 6750 §3.1: the access token is valid but lacks the scope this resource needs."""
+
+    code = "insufficient_scope"
+    status = 403
 
 
 # --- /v1 API ---------------------------------------------------------------------------------
@@ -424,7 +496,9 @@ def _register(*classes: type[InterappError]) -> None:
 
 _register(
     InvalidRequest, InvalidClient, InvalidGrant, UnauthorizedClient, UnsupportedGrantType,
-    UnsupportedTokenType, InvalidTarget, SlowDown,
+    UnsupportedTokenType, InvalidTarget, SlowDown, InvalidScope, AccessDenied,
+    UnsupportedResponseType, AuthorizationPending, ExpiredToken, InvalidToken,
+    InsufficientScope, LoginRequired, ConsentRequired,
     BadRequest, CursorUnknown, Unauthorized, Forbidden, ApiNotFound, RequestTimeout, Conflict,
     PayloadTooLarge, UpgradeRequired, RateLimited, UnavailableError,
 )

@@ -113,7 +113,11 @@ def test_add_client_confidential_and_public(cli: Cli, cli_inproc: Cli, home: Pat
     assert match, line
     data = ok_json(cli("admin", "add-client", "--app", "arena", "browser", "--public", "--json"))
     assert data == {"app": "arena", "name": "browser", "client_id": data["client_id"],
-                    "client_secret": None, "public": True}
+                    "client_secret": None, "public": True, "redirect_uris": [],
+                    "grant_types": ["password", "refresh_token",
+                                    "urn:ietf:params:oauth:grant-type:jwt-bearer",
+                                    "urn:ietf:params:oauth:grant-type:token-exchange"],
+                    "id_token_alg": "ES256"}
     public_line = ok(cli_inproc("admin", "add-client", "--app", "arena", "phone", "--public"))
     assert re.fullmatch(r"client_id=ia_\w+ \(public\)", public_line)
     secret_json = ok_json(cli_inproc("admin", "add-client", "--app", "arena", "cli", "--json"))

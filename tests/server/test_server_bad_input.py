@@ -182,14 +182,20 @@ GROUPS = {
     "discovery": re.compile(r"^/(\.well-known/|healthz|readyz|metrics)"),
     "token": re.compile(r"^/oauth/token$"),
     "revoke-introspect": re.compile(r"^/oauth/(revoke|introspect)$"),
+    "device-userinfo": re.compile(r"^/oauth/(device_authorization|userinfo)$"),
+    "pages": re.compile(r"^/(oauth/authorize|device|oauth/pages\.css)$"),  # HTML, redirects
     "v1-read": re.compile(r"^/v1/(me|contacts|contacts/requests|conversations/.*|events)$"),
     "v1-write": re.compile(r"^/v1/(contacts|contacts/.*|presence|messages|events/ticket)$"),
 }
 GRANTS = ["password", "refresh_token", "urn:ietf:params:oauth:grant-type:jwt-bearer",
-          "urn:ietf:params:oauth:grant-type:token-exchange", "client_credentials", ""]
+          "urn:ietf:params:oauth:grant-type:token-exchange", "client_credentials", "",
+          "authorization_code", "urn:ietf:params:oauth:grant-type:device_code"]
 FIELDS = ["grant_type", "username", "password", "refresh_token", "assertion", "subject_token",
           "subject_token_type", "requested_token_type", "audience", "token", "token_type_hint",
-          "client_id", "client_secret", "to", "body", "client_msg_id", "state", "status_text"]
+          "client_id", "client_secret", "to", "body", "client_msg_id", "state", "status_text",
+          "code", "code_verifier", "redirect_uri", "device_code", "scope", "response_type",
+          "code_challenge", "code_challenge_method", "nonce", "prompt", "csrf", "step",
+          "request", "user_code", "decision"]
 CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain",
                  "multipart/form-data; boundary=x", "application/json; charset=latin-1", None]
 
@@ -321,6 +327,15 @@ def test_generated_junk_never_5xx(server: RunningServer, http: httpx.Client, cli
             return
         if url.startswith("/metrics") and resp.status_code == 200:  # Prometheus text format
             assert resp.headers["content-type"].startswith("text/plain")
+            return
+        json_answer = resp.headers.get("content-type", "").startswith("application/json")
+        if GROUPS["pages"].match(path) and not json_answer:  # pages answer HTML (middleware
+            # refusals before the page — a NUL in the URL, a body over the limit — are JSON)
+            assert "Traceback" not in resp.text
+            if resp.status_code in (302, 303):  # only ever to a registered redirect URI
+                assert resp.headers["location"]
+            else:
+                assert resp.headers["content-type"].startswith(("text/html", "text/css"))
             return
         assert resp.headers.get("content-type", "").startswith("application/json"), resp.text
         body = resp.json()

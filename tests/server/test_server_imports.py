@@ -1,6 +1,7 @@
 """A server that does not use an optional part does not import it: without ``--redis`` no Redis
 client, before the first JWT or JWKS request no joserfc/cryptography (the signing key is made
-on first use), and ``interapp serve`` none of the host's commands (vault, httpx). Together
+on first use), before the first sign-in or device page no Jinja2, and ``interapp serve`` none
+of the host's commands (vault, httpx). Together
 about 25 MB of the idle server's memory (docs/performance.md).
 """
 
@@ -28,7 +29,8 @@ async def start_and_stop():
     await srv.stop()
 
 asyncio.run(start_and_stop())
-heavy = ("redis", "joserfc", "cryptography", "httpx", "interapp.vault", "interapp.host.facade")
+heavy = ("redis", "joserfc", "cryptography", "httpx", "interapp.vault", "interapp.host.facade",
+         "jinja2")
 print(" ".join(m for m in heavy if m in sys.modules))
 """
 

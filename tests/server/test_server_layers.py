@@ -31,7 +31,7 @@ from interapp.server.storage import Database
 from interapp.server.storage.schema import users
 
 SERVER = Path(__file__).resolve().parents[2] / "src" / "interapp" / "server"
-GRANT_MODULES = ("rfc6749", "rfc7523", "rfc8693")
+GRANT_MODULES = ("rfc6749", "rfc7523", "rfc8693", "code_grant", "rfc8628")
 
 
 def _imports(path: Path) -> set[str]:

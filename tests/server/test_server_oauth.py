@@ -33,6 +33,7 @@ def test_rfc8414_metadata(server: RunningServer, http: httpx.Client) -> None:
     assert meta["introspection_endpoint"] == f"{server.url}/oauth/introspect"
     assert meta["jwks_uri"] == f"{server.url}/.well-known/jwks.json"
     assert set(meta["grant_types_supported"]) == {
+        "authorization_code", "urn:ietf:params:oauth:grant-type:device_code",
         "password", "refresh_token", "urn:ietf:params:oauth:grant-type:jwt-bearer",
         "urn:ietf:params:oauth:grant-type:token-exchange"}
     assert {"client_secret_basic", "client_secret_post"} <= set(
@@ -40,15 +41,17 @@ def test_rfc8414_metadata(server: RunningServer, http: httpx.Client) -> None:
 
 
 def test_jwks_is_public_es256(http: httpx.Client) -> None:
+    """The app's ES256 key first; then the RS256 key OpenID Connect requires for ID tokens."""
     meta = http.get("/.well-known/oauth-authorization-server").json()
     resp = httpx.get(meta["jwks_uri"], timeout=10)
     assert resp.status_code == 200
     keys = resp.json()["keys"]
-    assert len(keys) == 1
-    key = keys[0]
+    assert [k["alg"] for k in keys] == ["ES256", "RS256"]
+    key, rsa = keys
     assert key["kty"] == "EC" and key["crv"] == "P-256" and key["alg"] == "ES256"
     assert key["use"] == "sig" and key["kid"]
-    assert "d" not in key  # never the private part
+    assert rsa["kty"] == "RSA" and rsa["use"] == "sig" and rsa["kid"] != key["kid"]
+    assert not {"d", "p", "q", "dp", "dq", "qi"} & (set(key) | set(rsa))  # never private
     # Stable across requests (it is stored, not regenerated).
     assert http.get("/.well-known/jwks.json").json() == resp.json()
 
@@ -124,8 +127,12 @@ def test_sso_only_account_cannot_use_password_grant(server: RunningServer, http:
 
 def test_unsupported_and_missing_grant_type(http: httpx.Client, client: Client) -> None:
     resp = http.post("/oauth/token", auth=client.basic(),
-                     data={"grant_type": "authorization_code", "code": "x"})
+                     data={"grant_type": "client_credentials", "scope": "x"})
     assert_oauth_error(resp, 400, "unsupported_grant_type")
+    # a grant the server has but this client was not given (it has no redirect URI)
+    resp = http.post("/oauth/token", auth=client.basic(),
+                     data={"grant_type": "authorization_code", "code": "x"})
+    assert_oauth_error(resp, 400, "unauthorized_client")
     resp = http.post("/oauth/token", auth=client.basic(), data={"username": "x"})
     assert "grant_type" in assert_oauth_error(resp, 400, "invalid_request")["error_description"]
 

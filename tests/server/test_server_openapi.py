@@ -13,8 +13,10 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
+from oauth_kit import DEVICE_CODE, Agent, auth_params, make_oauth_client, pkce
 from server_kit import (
     ACCESS_TOKEN_TYPE,
+    PASSWORD,
     TOKEN_EXCHANGE,
     Client,
     RunningServer,
@@ -103,10 +105,14 @@ class Checker:
         status = str(resp.status_code)
         assert status in op["responses"], f"{method} {path} answered {status}, not documented"
         declared = op["responses"][status]
+        content = declared.get("content", {})
         if resp.status_code == 204:
             assert resp.content == b"" and "content" not in declared
-        elif "text/plain" in declared.get("content", {}):
-            assert resp.headers["content-type"].startswith("text/plain")
+        elif resp.status_code in (302, 303):
+            assert resp.headers["location"] and "content" not in declared
+        elif {"text/plain", "text/html", "text/css"} & set(content):
+            (kind,) = {"text/plain", "text/html", "text/css"} & set(content)
+            assert resp.headers["content-type"].startswith(kind)
         else:
             schema = declared["content"]["application/json"]["schema"]
             jsonschema.validate(resp.json(), {**schema, "components": self.doc["components"]},
@@ -187,7 +193,54 @@ def test_real_responses_validate_against_the_declared_schemas(
         check("DELETE", "/v1/contacts/{contact_id}", me.delete(f"/v1/contacts/{other.user.id}"))
         check("DELETE", "/v1/contacts/{contact_id}", me.delete(f"/v1/contacts/{other.user.id}"))
 
+        provider_pages(server, http, check)
+
     statuses = {s for _, _, s in check.checked}
     assert {200, 201, 204, 400, 401, 403, 404, 409, 413, 426} <= statuses
     documented_ops = {(m.upper(), p) for p, item in doc["paths"].items() for m in item}
     assert {(m, p) for m, p, _ in check.checked} == documented_ops
+
+
+def provider_pages(server: RunningServer, http: httpx.Client, check: Checker) -> None:
+    """The authorization server's routes: pages (HTML), redirects, device grant, OIDC."""
+    check("GET", "/.well-known/openid-configuration",
+          http.get("/.well-known/openid-configuration"))
+    check("GET", "/oauth/pages.css", http.get("/oauth/pages.css"))
+    rp = make_oauth_client(server.db_url)
+    user = make_user(server.db_url)
+    verifier, challenge = pkce()
+    params = auth_params(rp, challenge)
+    check("GET", "/oauth/authorize", http.get("/oauth/authorize", params={
+        **params, "client_id": "ia_nobody"}))
+    check("GET", "/oauth/authorize", http.get("/oauth/authorize", params={
+        **params, "response_type": "token"}))
+    check("POST", "/oauth/authorize", http.post("/oauth/authorize", data={"step": "signin"}))
+    agent = Agent(server.url)
+    page = check("GET", "/oauth/authorize", agent.http.get("/oauth/authorize", params=params))
+    check("POST", "/oauth/authorize", agent.submit(page, "signin-form", username=user.username,
+                                                   password="wrong"))
+    page = check("POST", "/oauth/authorize", agent.submit(
+        page, "signin-form", username=user.username, password=PASSWORD))
+    done = check("POST", "/oauth/authorize", agent.submit(page, "consent-form",
+                                                          button="consent-allow"))
+    code = httpx.URL(done.headers["location"]).params["code"]
+    tokens = check("POST", "/oauth/token", http.post("/oauth/token", auth=rp.basic(), data={
+        "grant_type": "authorization_code", "code": code, "code_verifier": verifier,
+        "redirect_uri": params["redirect_uri"]})).json()
+    check("GET", "/oauth/userinfo", http.get("/oauth/userinfo", headers={
+        "Authorization": f"Bearer {tokens['access_token']}"}))
+    check("GET", "/oauth/userinfo", http.get("/oauth/userinfo"))
+    check("POST", "/oauth/userinfo", http.post("/oauth/userinfo", headers={
+        "Authorization": f"Bearer {tokens['access_token']}"}))
+    device = make_oauth_client(server.db_url, public=True, redirect_uris=(),
+                               grants=(DEVICE_CODE,))
+    check("POST", "/oauth/device_authorization", http.post("/oauth/device_authorization",
+                                                           data={"client_id": "ia_nobody"}))
+    check("POST", "/oauth/device_authorization", http.post("/oauth/device_authorization",
+                                                           auth=rp.basic(), data={}))
+    grant = check("POST", "/oauth/device_authorization", http.post(
+        "/oauth/device_authorization", data={"client_id": device.client_id})).json()
+    page = check("GET", "/device", agent.http.get("/device"))
+    check("POST", "/device", agent.submit(page, "device-form", user_code="BBBB-BBBB"))
+    check("POST", "/device", agent.submit(page, "device-form", user_code=grant["user_code"]))
+    agent.close()

@@ -150,17 +150,85 @@ def add_client(app: AppOpt, client_name: Annotated[str, typer.Argument(
                    help="A name for the client, e.g. the local application using it.")],
                db: DbOpt = None,
                public: Annotated[bool, typer.Option(
-                   "--public", help="A public client (no secret).")] = False,
+                   "--public", help="A public client (no secret): native apps, devices.")
+               ] = False,
+               redirect_uri: Annotated[list[str] | None, typer.Option(
+                   "--redirect-uri", help="A redirect URI for the authorization code grant, "
+                   "matched exactly (a loopback http://127.0.0.1/… one matches any port); "
+                   "repeat for several.")] = None,
+               grant: Annotated[list[str] | None, typer.Option(
+                   "--grant", help="A grant type the client may use; repeat for several. "
+                   "Default: password, refresh_token, jwt-bearer, token-exchange, and "
+                   "authorization_code when a --redirect-uri is given.")] = None,
+               id_token_alg: Annotated[str | None, typer.Option(
+                   "--id-token-alg", help="ES256 (default, the app's key) or RS256.")] = None,
                as_json: JsonOpt = False) -> None:
     """Register an OAuth client; its secret is printed once and never stored in clear."""
     from interapp.server import accounts
 
-    client_id, secret = _run(app, db, lambda c: accounts.create_client(
-        c, client_name, public=public), must_exist=False)
+    uris = redirect_uri or []
+    for uri in uris:
+        accounts.check_redirect_uri(uri)
+    grants = [_grant_name(g) for g in grant] if grant else None
+
+    async def work(conn: AsyncConnection) -> tuple[Any, Any, Any]:
+        client_id, secret = await accounts.create_client(
+            conn, client_name, public=public, redirect_uris=uris, grant_types=grants,
+            id_token_alg=id_token_alg)
+        info = await accounts.get_client(conn, client_id)
+        return client_id, secret, info
+
+    client_id, secret, info = _run(app, db, work, must_exist=False)
     shown = secret.reveal() if secret else None
     line = f"client_id={client_id}" + (f" client_secret={shown}" if shown else " (public)")
     emit({"app": app, "name": client_name, "client_id": client_id, "client_secret": shown,
-          "public": public}, line, as_json=as_json)
+          "public": public, "redirect_uris": list(info.redirect_uris),
+          "grant_types": sorted(info.grant_types), "id_token_alg": info.id_token_alg},
+         line, as_json=as_json)
+
+
+#: Short names accepted by ``--grant`` for the long URNs.
+GRANT_ALIASES = {"device_code": "urn:ietf:params:oauth:grant-type:device_code",
+                 "jwt-bearer": "urn:ietf:params:oauth:grant-type:jwt-bearer",
+                 "token-exchange": "urn:ietf:params:oauth:grant-type:token-exchange"}
+
+
+def _grant_name(name: str) -> str:
+    return GRANT_ALIASES.get(name, name)
+
+
+@admin.command("set-policy")
+def set_policy(app: AppOpt, db: DbOpt = None,
+               password_grant: Annotated[str, typer.Option(
+                   "--password-grant", help="on or off: may the password grant be used?")
+               ] = "",
+               client: Annotated[str | None, typer.Option(
+                   "--client", help="Only for this client (by name); default: the whole app.")
+               ] = None,
+               as_json: JsonOpt = False) -> None:
+    """Switch the password grant off (or on) for the whole application or for one client."""
+    from interapp.server import accounts
+
+    if password_grant not in ("on", "off"):
+        raise ConfigError("give --password-grant on or --password-grant off")
+
+    async def work(conn: AsyncConnection) -> str:
+        if client is None:
+            await accounts.set_policy(conn, accounts.POLICY_PASSWORD_GRANT, password_grant)
+            return "app"
+        info = await accounts.require_client_named(conn, client)
+        grants = set(info.grant_types)
+        if password_grant == "on":
+            grants.add(accounts.PASSWORD_GRANT)
+        else:
+            grants.discard(accounts.PASSWORD_GRANT)
+        await accounts.set_client_grants(conn, info.client_id, grants)
+        return "client"
+
+    scope = _run(app, db, work)
+    where = f"client {client}" if client else "the whole app"
+    emit({"app": app, "client": client, "password_grant": password_grant, "scope": scope},
+         f"password grant {password_grant} for {where} on {app}", as_json=as_json)
 
 
 @admin.command("trust-issuer")

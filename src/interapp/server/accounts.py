@@ -5,21 +5,24 @@ Used by the HTTP endpoints and by the offline ``interapp admin`` commands alike.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from interapp.errors import ConfigError, InvalidClient, NotFoundError
+from interapp.errors import ConfigError, InvalidClient, NotFoundError, UnauthorizedClient
 from interapp.ids import ClientId, UserId
 from interapp.secret import Secret, constant_time_equals
 from interapp.server.keys import check_fetch_url, parse_jwks, well_known_jwks
-from interapp.server.storage.schema import clients, trusted_issuers, users
+from interapp.server.storage.schema import app_policy, clients, trusted_issuers, users
 from interapp.server.tokens import new_id, new_token, token_hash
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -120,49 +123,237 @@ async def set_password_hash(conn: AsyncConnection, user_id: str, password_hash: 
                        .values(password_hash=password_hash))
 
 
-async def create_client(conn: AsyncConnection, name: str, *,
-                        public: bool) -> tuple[ClientId, Secret | None]:
-    """Register an OAuth client; returns its id and (confidential clients) its secret."""
+# --- OAuth clients --------------------------------------------------------------------------
+
+PASSWORD_GRANT = "password"
+REFRESH_GRANT = "refresh_token"
+AUTHORIZATION_CODE_GRANT = "authorization_code"
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+#: Every grant type a client may be given (``admin add-client --grant``).
+KNOWN_GRANTS = (AUTHORIZATION_CODE_GRANT, DEVICE_CODE_GRANT, PASSWORD_GRANT, REFRESH_GRANT,
+                JWT_BEARER_GRANT, TOKEN_EXCHANGE_GRANT)
+#: What a client may do when no ``--grant`` was given: what every client could do before
+#: migration 0006 (clients made before it keep exactly this).
+LEGACY_GRANTS = frozenset({PASSWORD_GRANT, REFRESH_GRANT, JWT_BEARER_GRANT,
+                           TOKEN_EXCHANGE_GRANT})
+ID_TOKEN_ALGS = ("ES256", "RS256")
+#: The scope a token needs for ``/v1`` — unless it has no scope at all, as every token of the
+#: password, refresh, jwt-bearer and token-exchange grants (and an authorization asking none).
+API_SCOPE = "interapp"
+MAX_REDIRECT_URIS = 20
+LOOPBACK_HOSTS = ("127.0.0.1", "[::1]")
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """A registered OAuth client, as the authorization and token endpoints need it."""
+
+    client_id: ClientId
+    name: str
+    public: bool
+    redirect_uris: tuple[str, ...]
+    grant_types: frozenset[str]
+    id_token_alg: str
+
+    def allows(self, grant_type: str) -> bool:
+        """May this client use ``grant_type``? (``refresh_token`` comes with every login.)"""
+        return grant_type in self.grant_types or (
+            grant_type == REFRESH_GRANT and bool(self.grant_types - {REFRESH_GRANT}))
+
+
+def check_redirect_uri(uri: str) -> str:
+    """Validate a redirect URI to register: absolute, no fragment, and ``https``, a loopback
+    ``http`` URI (RFC 8252 §7.3) or a private-use scheme of a native app (§7.1)."""
+    if not uri or len(uri) > 2048 or any(c.isspace() or c == "\x00" for c in uri):
+        raise ConfigError(f"invalid redirect URI {uri[:80]!r}: 1-2048 characters, no spaces")
+    parts = urlsplit(uri)
+    if parts.fragment or "#" in uri:
+        raise ConfigError(f"redirect URI {uri!r} must not have a fragment (RFC 6749 §3.1.2)")
+    scheme = parts.scheme.lower()
+    if scheme == "https" and parts.netloc:
+        return uri
+    if scheme == "http":
+        if is_loopback_uri(uri) or parts.hostname == "localhost":
+            return uri
+        raise ConfigError(f"redirect URI {uri!r}: http is allowed only on loopback "
+                          "(127.0.0.1 or [::1]); use https")
+    if "." in scheme and not parts.netloc.startswith("/"):  # com.example.app:/callback
+        return uri
+    raise ConfigError(f"redirect URI {uri!r} must be https://…, http://127.0.0.1…, "
+                      "or a private-use scheme such as com.example.app:/callback")
+
+
+def is_loopback_uri(uri: str) -> bool:
+    """An ``http`` URI on a loopback IP literal (RFC 8252 §7.3: any port will match it)."""
+    parts = urlsplit(uri)
+    if parts.scheme.lower() != "http" or not parts.hostname:
+        return False
+    try:
+        return ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def redirect_uri_matches(registered: str, given: str) -> bool:
+    """Exact string match, except that a registered loopback IP URI matches any port
+    (RFC 8252 §7.3); scheme, host, path and query must still be identical."""
+    if given == registered:
+        return True
+    if not (is_loopback_uri(registered) and is_loopback_uri(given)):
+        return False
+    reg, got = urlsplit(registered), urlsplit(given)
+    try:
+        got.port  # noqa: B018 - a malformed port raises ValueError
+    except ValueError:
+        return False
+    return (reg.scheme, reg.hostname, reg.path, reg.query) == \
+        (got.scheme, got.hostname, got.path, got.query) and not got.username
+
+
+def check_grants(grant_types: Iterable[str]) -> frozenset[str]:
+    """Validate grant type names (see :data:`KNOWN_GRANTS`)."""
+    out = frozenset(grant_types)
+    unknown = sorted(out - set(KNOWN_GRANTS))
+    if unknown:
+        raise ConfigError(f"unknown grant type {unknown[0]!r}: use "
+                          + ", ".join(KNOWN_GRANTS))
+    return out
+
+
+async def create_client(conn: AsyncConnection, name: str, *, public: bool,
+                        redirect_uris: Iterable[str] = (),
+                        grant_types: Iterable[str] | None = None,
+                        id_token_alg: str | None = None) -> tuple[ClientId, Secret | None]:
+    """Register an OAuth client; returns its id and (confidential clients) its secret.
+
+    Without ``grant_types`` it gets the grants every client had before 0006, plus
+    ``authorization_code`` when it has redirect URIs.
+    """
     if not name or len(name) > 128:
         raise ConfigError("client name must be 1-128 characters")
+    uris = list(dict.fromkeys(check_redirect_uri(u) for u in redirect_uris))
+    if len(uris) > MAX_REDIRECT_URIS:
+        raise ConfigError(f"at most {MAX_REDIRECT_URIS} redirect URIs")
+    grants = check_grants(grant_types) if grant_types is not None else None
+    if grants is None and uris:
+        grants = LEGACY_GRANTS | {AUTHORIZATION_CODE_GRANT}
+    if grants is not None and AUTHORIZATION_CODE_GRANT in grants and not uris:
+        raise ConfigError("the authorization_code grant needs at least one --redirect-uri")
+    if id_token_alg is not None and id_token_alg not in ID_TOKEN_ALGS:
+        raise ConfigError(f"the ID token algorithm must be one of {', '.join(ID_TOKEN_ALGS)}")
     client_id = ClientId(f"ia_{new_id()[:20]}")
     secret = None if public else Secret(new_token("ia_cs"))
     try:
         async with conn.begin_nested():
             await conn.execute(clients.insert().values(
                 client_id=client_id, name=name, public=public, created_at=time.time(),
-                secret_hash=token_hash(secret.reveal()) if secret else None))
+                secret_hash=token_hash(secret.reveal()) if secret else None,
+                redirect_uris=json.dumps(uris),
+                grant_types=json.dumps(sorted(grants)) if grants is not None else None,
+                id_token_alg=id_token_alg))
     except IntegrityError as exc:
         raise ConfigError(f"client {name!r} already exists") from exc
     return client_id, secret
 
 
-@dataclass(frozen=True)
-class ClientInfo:
-    """An authenticated OAuth client."""
-
-    client_id: ClientId
-    public: bool
+_CLIENT_INFO = (clients.c.client_id, clients.c.name, clients.c.public, clients.c.redirect_uris,
+                clients.c.grant_types, clients.c.id_token_alg)
 
 
-_CLIENT = sa.select(clients.c.secret_hash, clients.c.public).where(
+def _client_info(row: Any) -> ClientInfo:
+    grants = LEGACY_GRANTS if row.grant_types is None else frozenset(json.loads(row.grant_types))
+    return ClientInfo(ClientId(row.client_id), row.name, bool(row.public),
+                      tuple(json.loads(row.redirect_uris or "[]")), grants,
+                      row.id_token_alg or "ES256")
+
+
+async def get_client(conn: AsyncConnection, client_id: str) -> ClientInfo | None:
+    """The client with this ``client_id``, if any."""
+    row = (await conn.execute(sa.select(*_CLIENT_INFO)
+                              .where(clients.c.client_id == client_id))).first()
+    return _client_info(row) if row else None
+
+
+async def require_client_named(conn: AsyncConnection, name: str) -> ClientInfo:
+    """The client registered under ``name``; NotFoundError otherwise."""
+    row = (await conn.execute(sa.select(*_CLIENT_INFO).where(clients.c.name == name))).first()
+    if row is None:
+        raise NotFoundError(f"no client {name!r}")
+    return _client_info(row)
+
+
+async def set_client_grants(conn: AsyncConnection, client_id: str,
+                            grant_types: Iterable[str]) -> None:
+    """Replace the grant types a client may use."""
+    grants = check_grants(grant_types)
+    await conn.execute(sa.update(clients).where(clients.c.client_id == client_id)
+                       .values(grant_types=json.dumps(sorted(grants))))
+
+
+# --- per-application policy -----------------------------------------------------------------
+
+POLICY_PASSWORD_GRANT = "password_grant"
+POLICIES = {POLICY_PASSWORD_GRANT: ("on", "off")}
+
+
+async def get_policy(conn: AsyncConnection, name: str) -> str:
+    """A policy switch of this application (default: the first allowed value, ``on``)."""
+    value = (await conn.execute(sa.select(app_policy.c.value)
+                                .where(app_policy.c.name == name))).scalar()
+    return str(value) if value is not None else POLICIES[name][0]
+
+
+async def set_policy(conn: AsyncConnection, name: str, value: str) -> None:
+    """Set a policy switch of this application."""
+    if value not in POLICIES.get(name, ()):
+        raise ConfigError(f"policy {name} must be one of {', '.join(POLICIES.get(name, ()))}")
+    await conn.execute(app_policy.delete().where(app_policy.c.name == name))
+    await conn.execute(app_policy.insert().values(name=name, value=value,
+                                                  updated_at=time.time()))
+
+
+async def check_grant(conn: AsyncConnection, client: ClientInfo, grant_type: str) -> None:
+    """UnauthorizedClient unless ``client`` may use ``grant_type`` here.
+
+    The password grant also needs the application's ``password_grant`` policy to be ``on``.
+    """
+    if not client.allows(grant_type):
+        raise UnauthorizedClient(f"this client may not use the {grant_type[:100]} grant")
+    if grant_type == PASSWORD_GRANT and \
+            await get_policy(conn, POLICY_PASSWORD_GRANT) == "off":
+        raise UnauthorizedClient("the password grant is switched off on this application")
+
+
+async def require_grant(conn: AsyncConnection, client_id: str, grant_type: str) -> ClientInfo:
+    """The client ``client_id``, when it may use ``grant_type`` (see :func:`check_grant`)."""
+    client = await get_client(conn, client_id)
+    if client is None:
+        raise InvalidClient("unknown client or bad client credentials")
+    await check_grant(conn, client, grant_type)
+    return client
+
+
+_CLIENT = sa.select(clients.c.secret_hash, *_CLIENT_INFO).where(
     clients.c.client_id == sa.bindparam("cid"))
 
 
 async def check_client(conn: AsyncConnection, client_id: str,
                        secret: Secret | None) -> ClientInfo:
-    """Check a client's credentials (RFC 6749 §2.3); InvalidClient on any failure."""
+    """Check a client's credentials (RFC 6749 §2.3); InvalidClient on any failure. Returns
+    the whole client (its grants, redirect URIs, whether it is public) in one query."""
     row = (await conn.execute(_CLIENT, {"cid": client_id})).first()
     if row is None:
         raise InvalidClient("unknown client or bad client credentials")
     if row.public:
         if secret is not None and secret.reveal():
             raise InvalidClient("public clients do not have a secret")
-        return ClientInfo(ClientId(client_id), public=True)
+        return _client_info(row)
     if secret is None or not constant_time_equals(token_hash(secret.reveal()),
                                                   row.secret_hash or ""):
         raise InvalidClient("unknown client or bad client credentials")
-    return ClientInfo(ClientId(client_id), public=False)
+    return _client_info(row)
 
 
 async def authenticate_client(conn: AsyncConnection, client_id: str,

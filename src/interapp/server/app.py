@@ -45,7 +45,7 @@ from interapp.server.api.models import (
 )
 from interapp.server.core import AppServer
 from interapp.server.keys import public_jwks
-from interapp.server.oauth import rfc7009, rfc7662, rfc8414
+from interapp.server.oauth import provider_routes, rfc7009, rfc7662, rfc8414
 from interapp.server.oauth.base import oauth_error_response
 from interapp.server.oauth.token import token_endpoint
 from interapp.server.observability import (
@@ -232,12 +232,12 @@ def create_app(settings: ServerSettings, server: AppServer | None = None) -> Fas
     @app.get("/.well-known/jwks.json", tags=["discovery"])
     async def jwks() -> dict[str, Any]:
         """The public keys that sign this application's assertions."""
-        return public_jwks(await srv.signing_key())
+        return public_jwks(await srv.signing_key(), await srv.rsa_signing_key())
 
     @app.post("/oauth/token", tags=["oauth"], response_model=TokenResponse,
               responses=_OAUTH_ERRORS, openapi_extra=_FORM_BODY)
     async def token(request: Request) -> Response:
-        """RFC 6749 token endpoint: password, refresh_token, jwt-bearer, token-exchange."""
+        """RFC 6749 token endpoint: every grant of the one grant table (oauth/grants.py)."""
         return await token_endpoint(request)
 
     @app.post("/oauth/revoke", tags=["oauth"], responses={200: {"model": Revoked},
@@ -281,6 +281,7 @@ def create_app(settings: ServerSettings, server: AppServer | None = None) -> Fas
         raise UpgradeRequired("/v1/events is a WebSocket: connect with Upgrade: websocket")
 
     app.include_router(routes.router, tags=["v1"])
+    app.include_router(provider_routes.router)  # authorize, device grant, OpenID Connect
     app.openapi_schema = None
     _finish_openapi(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, timeout=settings.body_timeout)

@@ -6,7 +6,14 @@ from typing import TYPE_CHECKING
 
 from interapp.server.events import EventHub
 from interapp.server.groupcommit import SendQueue
-from interapp.server.keys import IssuerKeys, load_app_secret, load_signing_jwk, signing_key_from
+from interapp.server.keys import (
+    IssuerKeys,
+    load_app_secret,
+    load_rsa_signing_jwk,
+    load_signing_jwk,
+    rsa_signing_key_from,
+    signing_key_from,
+)
 from interapp.server.passwords import Passwords
 from interapp.server.ratelimit import LoginLimiter, MemoryLimiter, RedisLimiter
 from interapp.server.revocations import RevocationWatch
@@ -14,7 +21,7 @@ from interapp.server.settings import ServerSettings
 from interapp.server.storage import Database
 
 if TYPE_CHECKING:
-    from joserfc.jwk import ECKey
+    from joserfc.jwk import ECKey, RSAKey
 
 
 class AppServer:
@@ -33,6 +40,7 @@ class AppServer:
                        "addr": settings.login_failures_per_address}
         self.limiter: LoginLimiter = MemoryLimiter(self.limits, settings.login_window_seconds)
         self._signing_key: ECKey | None = None  # see signing_key()
+        self._rsa_signing_key: RSAKey | None = None  # see rsa_signing_key()
         self.derivation_secret = b""
         self.assertions_swept_at = float("-inf")  # last deletion of expired JWT ids (rfc7523)
 
@@ -52,6 +60,14 @@ class AppServer:
                 jwk = await load_signing_jwk(conn)
             self._signing_key = signing_key_from(jwk)
         return self._signing_key
+
+    async def rsa_signing_key(self) -> RSAKey:
+        """The RS256 key for ID tokens of clients that ask for RS256, created on first use."""
+        if self._rsa_signing_key is None:
+            async with self.db.begin() as conn:
+                jwk = await load_rsa_signing_jwk(conn)
+            self._rsa_signing_key = rsa_signing_key_from(jwk)
+        return self._rsa_signing_key
 
     async def start(self) -> None:
         """Load the token-derivation secret and connect Redis (when configured)."""

@@ -35,7 +35,7 @@ from interapp.server.storage.schema import app_secrets, trusted_issuers
 
 if TYPE_CHECKING:  # joserfc (and cryptography under it) is imported on first use: ~9 MB
     import httpx
-    from joserfc.jwk import ECKey, KeySet
+    from joserfc.jwk import ECKey, KeySet, RSAKey
 
     from interapp.server.storage.db import Database
 
@@ -77,6 +77,30 @@ async def load_signing_key(conn: AsyncConnection) -> ECKey:
     return signing_key_from(await load_signing_jwk(conn))
 
 
+async def load_rsa_signing_jwk(conn: AsyncConnection) -> dict[str, Any]:
+    """This app's RS256 key as a private JWK, created on first use.
+
+    OpenID Connect Discovery §3 makes RS256 mandatory for ID tokens; a client registered with
+    ``--id-token-alg RS256`` gets its ID tokens signed with this key (every other signature
+    stays ES256).
+    """
+    def make() -> str:
+        from joserfc.jwk import RSAKey
+
+        key = RSAKey.generate_key(2048, private=True, auto_kid=True)
+        return json.dumps(key.as_dict(private=True))
+
+    jwk: dict[str, Any] = json.loads(await _load_or_create(conn, "signing_jwk_rs256", make))
+    return jwk
+
+
+def rsa_signing_key_from(jwk: dict[str, Any]) -> RSAKey:
+    """The key of a private JWK made by :func:`load_rsa_signing_jwk`."""
+    from joserfc.jwk import RSAKey
+
+    return RSAKey.import_key(jwk)
+
+
 def signing_key_from(jwk: dict[str, Any]) -> ECKey:
     """The key of a private JWK made by :func:`load_signing_jwk`."""
     from joserfc.jwk import ECKey
@@ -90,11 +114,15 @@ async def load_app_secret(conn: AsyncConnection, name: str) -> bytes:
     return base64.b64decode(value)
 
 
-def public_jwks(key: ECKey) -> dict[str, Any]:
-    """The JWKS document published for ``key``."""
-    public = key.as_dict(private=False)
-    public.update({"use": "sig", "alg": "ES256"})
-    return {"keys": [public]}
+def public_jwks(key: ECKey, *more: RSAKey) -> dict[str, Any]:
+    """The JWKS document published for ``key`` (ES256) and ``more`` (RS256) keys."""
+    pairs: list[tuple[ECKey | RSAKey, str]] = [(key, "ES256"), *((k, "RS256") for k in more)]
+    out = []
+    for one, alg in pairs:
+        public = one.as_dict(private=False)
+        public.update({"use": "sig", "alg": alg})
+        out.append(public)
+    return {"keys": out}
 
 
 def parse_jwks(text: str) -> KeySet:

@@ -44,6 +44,10 @@ class ServerSettings:
     login_failures_per_account: int = 5
     login_failures_per_address: int = 30
     login_window_seconds: int = 300
+    authorization_code_ttl: int = 60  # RFC 6749 §4.1.2: short-lived (at most 60 s here)
+    device_code_ttl: int = 600  # RFC 8628 §3.2 expires_in
+    device_poll_interval: int = 5  # RFC 8628 §3.2 interval (seconds)
+    signin_session_ttl: int = 8 * 3600  # how long a sign-in on the authorization pages lasts
     stream_queue_size: int = 1000
     hash_threads: int = 2
 
@@ -52,3 +56,5 @@ class ServerSettings:
         if not self.issuer.startswith(("http://", "https://")):
             raise ConfigError("the public URL (issuer) must start with http:// or https://")
         object.__setattr__(self, "issuer", self.issuer.rstrip("/"))
+        if not 1 <= self.authorization_code_ttl <= 60:
+            raise ConfigError("authorization codes must live 1-60 seconds")

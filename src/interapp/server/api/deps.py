@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from interapp.errors import Unauthorized
+from interapp.errors import Forbidden, Unauthorized
 from interapp.ids import ClientId, UserId
 from interapp.secret import constant_time_equals
 from interapp.server import accounts
@@ -46,7 +46,7 @@ def bearer_token(authorization: str | None) -> str:
 
 
 # Built once: building a statement costs more than running it (cache-key generation).
-_AUTH = (sa.select(tokens.c.hash, tokens.c.client_id, *accounts.USER_COLUMNS)
+_AUTH = (sa.select(tokens.c.hash, tokens.c.client_id, tokens.c.scope, *accounts.USER_COLUMNS)
          .select_from(tokens.join(users, users.c.id == tokens.c.user_id))
          .where(tokens.c.hash == sa.bindparam("digest"), tokens.c.kind == issue.ACCESS,
                 tokens.c.revoked_at.is_(None), tokens.c.expires_at > sa.bindparam("now")))
@@ -68,6 +68,11 @@ async def token_caller(conn: AsyncConnection, token: str) -> Caller:
     row = (await conn.execute(_AUTH, {"digest": digest, "now": time.time()})).first()
     if row is None or not constant_time_equals(row.hash, digest):
         raise Unauthorized("the access token is invalid, expired or revoked")
+    if row.scope and accounts.API_SCOPE not in row.scope.split():
+        # e.g. an OpenID Connect login for another service ("openid profile"): it may read
+        # who the user is (/oauth/userinfo), not the user's buddies and messages
+        raise Forbidden(f"this access token was not granted the {accounts.API_SCOPE} scope "
+                        "(the /v1 API)")
     return Caller(accounts.User(UserId(row.id), row.username, row.display_name, row.presence,
                                 row.status_text), ClientId(row.client_id))
 

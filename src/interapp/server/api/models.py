@@ -155,3 +155,4 @@ class TokenResponse(BaseModel):
     refresh_token: str | None = None
     issued_token_type: str | None = None
     scope: str | None = None
+    id_token: str | None = None  # OpenID Connect, with the openid scope

@@ -5,6 +5,11 @@ grant-type URNs, the §5.2 error response), ``grants`` (the one table grant_type
 ``token`` (the token endpoint, dispatching on that table), ``rfc6749`` (password and refresh
 grants), ``rfc7523`` (JWT bearer assertions: the same-account-system login), ``rfc8693`` (token
 exchange: minting assertions for other apps), ``rfc7009`` (revocation), ``rfc7662``
-(introspection), ``rfc8414`` (metadata). Grant modules import ``base``, never each other. JOSE
-work (JWK, JWS, JWT) is done by joserfc; ``issue`` keeps the token rows.
+(introspection), ``rfc8414`` (metadata). The authorization server side: ``authorize`` (the
+authorization endpoint), ``code_grant`` (the authorization_code grant), ``rfc7636`` (PKCE),
+``rfc8628`` (device authorization endpoint and grant) with ``device_page`` (``/device``),
+``oidc`` (ID tokens, UserInfo, discovery), ``pages`` (what the sign-in, consent and device pages
+share: rendering, headers, CSRF, sign-in sessions) and ``provider_routes`` (their routes).
+Grant modules import ``base``, never each other. JOSE work (JWK, JWS, JWT) is done by joserfc;
+``issue`` keeps the token rows.
 """

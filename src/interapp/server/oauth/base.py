@@ -19,10 +19,18 @@ from urllib.parse import parse_qsl, unquote
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from interapp.errors import InvalidClient, InvalidRequest, OAuthError
+from interapp.errors import (
+    InvalidClient,
+    InvalidGrant,
+    InvalidRequest,
+    OAuthError,
+    SlowDown,
+    UnavailableError,
+)
 from interapp.ids import ClientId
 from interapp.secret import Secret
 from interapp.server import accounts
+from interapp.server.accounts import User
 from interapp.server.core import AppServer
 
 # Grant types (RFC 6749 §4, RFC 7523 §2.1, RFC 8693 §2.1, RFC 8628 §3.4).
@@ -121,6 +129,17 @@ async def authenticate(srv: AppServer, request: Request, params: dict[str, str])
     return (await authenticated_client(srv, request, params)).client_id
 
 
+async def authenticate_for_grant(srv: AppServer, request: Request, params: dict[str, str],
+                                 grant_type: str) -> ClientId:
+    """:func:`authenticate`, and the client must be allowed ``grant_type`` (one transaction;
+    ``unauthorized_client`` otherwise)."""
+    cid, secret = client_credentials(request, params)
+    async with srv.db.begin() as conn:
+        client = await accounts.check_client(conn, cid, secret)
+        await accounts.check_grant(conn, client, grant_type)
+    return client.client_id
+
+
 def client_address(request: Request) -> str:
     """The peer address used for per-address limits."""
     return request.client.host if request.client else "unknown"
@@ -134,3 +153,31 @@ def oauth_error_response(exc: OAuthError) -> JSONResponse:
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
     return JSONResponse(exc.to_wire(), status_code=exc.status, headers=headers)
+
+
+async def check_password(srv: AppServer, username: str, password: Secret,
+                         address: str) -> User:
+    """The account, when ``password`` is right: the one password check of this server, used
+    by the password grant and by the sign-in page alike (same limits, same answers).
+
+    The attempt is reserved on ``acct:USERNAME`` and ``addr:ADDRESS`` *before* the slow
+    verification (a concurrent burst cannot all pass a check that only finished failures have
+    moved; see :mod:`interapp.server.ratelimit`); while either is at its limit
+    :class:`SlowDown` is raised and the password is not even looked at. Every other failure
+    (unknown account, no password, wrong password) is the same :class:`InvalidGrant`, after one
+    argon2 verification, so nothing tells which accounts exist.
+    """
+    account, addr = f"acct:{username.lower()[:64]}", f"addr:{address}"
+    wait = await srv.limiter.reserve([account, addr])
+    if wait is not None:
+        raise SlowDown("too many failed logins; try again later", retry_after=wait)
+    try:
+        async with srv.db.begin() as conn:
+            user, stored = await accounts.password_hash_of(conn, username)
+    except UnavailableError:  # nothing was tried: an outage must not count as a failure
+        await srv.limiter.succeeded(clear=[], refund=[account, addr])
+        raise
+    if not await srv.passwords.verify(stored, password) or user is None:
+        raise InvalidGrant("invalid username or password")  # the reservation stays: a failure
+    await srv.limiter.succeeded(clear=[account], refund=[addr])
+    return user

@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from interapp.server.oauth import rfc6749, rfc7523, rfc8693
+from interapp.server.oauth import code_grant, rfc6749, rfc7523, rfc8628, rfc8693
 from interapp.server.oauth.base import (
+    AUTHORIZATION_CODE,
+    DEVICE_CODE,
     JWT_BEARER,
     PASSWORD,
     REFRESH_TOKEN,
@@ -33,6 +35,8 @@ class Grant:
 
 
 GRANTS: Mapping[str, Grant] = MappingProxyType({g.grant_type: g for g in (
+    Grant(AUTHORIZATION_CODE, "authorization_code", code_grant.authorization_code_grant),
+    Grant(DEVICE_CODE, "device_code", rfc8628.device_code_grant),
     Grant(PASSWORD, "password", rfc6749.password_grant),
     Grant(REFRESH_TOKEN, "refresh_token", rfc6749.refresh_grant),
     Grant(JWT_BEARER, "jwt_bearer", rfc7523.jwt_bearer_grant),

@@ -8,33 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from interapp.errors import InvalidGrant, SlowDown, UnavailableError
 from interapp.secret import Secret
-from interapp.server import accounts
 from interapp.server.core import AppServer
 from interapp.server.oauth import issue
-from interapp.server.oauth.base import PASSWORD, TokenRequest
+from interapp.server.oauth.base import PASSWORD, TokenRequest, check_password
 
 
 async def password_grant(srv: AppServer, req: TokenRequest) -> dict[str, Any]:
     """§4.3: the user's own account information for this application."""
-    username = req.require("username")
-    password = Secret(req.require("password"))
-    account, address = f"acct:{username.lower()[:64]}", f"addr:{req.address}"
-    # the attempt is counted *before* the slow verification: a concurrent burst cannot all
-    # pass a check that only failures already finished have moved (see ratelimit)
-    wait = await srv.limiter.reserve([account, address])
-    if wait is not None:
-        raise SlowDown("too many failed logins; try again later", retry_after=wait)
-    try:
-        async with srv.db.begin() as conn:
-            user, stored = await accounts.password_hash_of(conn, username)
-    except UnavailableError:  # nothing was tried: an outage must not count as a failure
-        await srv.limiter.succeeded(clear=[], refund=[account, address])
-        raise
-    if not await srv.passwords.verify(stored, password) or user is None:
-        raise InvalidGrant("invalid username or password")  # the reservation stays: a failure
-    await srv.limiter.succeeded(clear=[account], refund=[address])
+    user = await check_password(srv, req.require("username"),
+                                Secret(req.require("password")), req.address)
     async with srv.db.begin() as conn:
         return await issue.issue_pair(conn, user_id=user.id, client_id=req.client_id,
                                       grant_type=PASSWORD,

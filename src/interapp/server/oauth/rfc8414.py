@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from interapp.server.oauth import rfc7636
 from interapp.server.oauth.grants import grant_types_supported
+from interapp.server.oauth.oidc import SCOPES
 
 
 def metadata(issuer: str) -> dict[str, Any]:
     """The ``/.well-known/oauth-authorization-server`` document."""
     return {
         "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/oauth/authorize",
         "token_endpoint": f"{issuer}/oauth/token",
+        "device_authorization_endpoint": f"{issuer}/oauth/device_authorization",
+        "userinfo_endpoint": f"{issuer}/oauth/userinfo",
         "revocation_endpoint": f"{issuer}/oauth/revoke",
         "introspection_endpoint": f"{issuer}/oauth/introspect",
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
@@ -22,7 +27,11 @@ def metadata(issuer: str) -> dict[str, Any]:
                                                        "client_secret_post", "none"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic",
                                                           "client_secret_post", "none"],
-        "response_types_supported": [],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": rfc7636.METHODS,
+        "scopes_supported": list(SCOPES),
+        "authorization_response_iss_parameter_supported": True,  # RFC 9207
         "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
         "interapp_events_endpoint": f"{issuer}/v1/events",
         "interapp_api_base": f"{issuer}/v1",

@@ -19,6 +19,7 @@ from interapp.server.oauth.base import (
     REFRESH_TOKEN,
     TokenRequest,
     authenticate,
+    authenticate_for_grant,
     client_address,
     oauth_error_response,
     read_form,
@@ -36,10 +37,12 @@ async def token_endpoint(request: Request) -> JSONResponse:
         grant_type = params.pop("grant_type", "")
         if not grant_type:
             raise InvalidRequest("missing parameter: grant_type")
-        client_id = await authenticate(srv, request, params)
         grant = GRANTS.get(grant_type)
         if grant is None:
+            await authenticate(srv, request, params)  # a bad client: invalid_client first
             raise UnsupportedGrantType(f"grant type {grant_type[:100]!r} is not supported")
+        # each client is limited to its grants (unauthorized_client otherwise)
+        client_id = await authenticate_for_grant(srv, request, params, grant_type)
         body = await grant.handle(srv, TokenRequest(client_id, params, client_address(request)))
     except OAuthError as exc:
         _count(grant_type, exc.code)

@@ -30,7 +30,7 @@ from interapp.server.storage.sqlite_inloop import Checkpointer, opener
 
 log = logging.getLogger("interapp.server.storage")
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 MIGRATION_LOCK_KEY = 0x1A7E_A9F5  # pg_advisory_xact_lock key serialising schema migrations
 
 

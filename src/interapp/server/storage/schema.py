@@ -37,6 +37,68 @@ clients = sa.Table(
     sa.Column("secret_hash", sa.String(64), nullable=True),
     sa.Column("public", sa.Boolean, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    # migration 0006: JSON list of exact redirect URIs; JSON list of grant types (NULL: the
+    # grants every client had before 0006); ID token algorithm (NULL: ES256)
+    sa.Column("redirect_uris", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("grant_types", sa.Text, nullable=True),
+    sa.Column("id_token_alg", sa.String(8), nullable=True),
+)
+
+app_policy = sa.Table(  # per-application switches, e.g. password_grant = on | off (0006)
+    "app_policy",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+authorization_codes = sa.Table(  # RFC 6749 §4.1 + RFC 7636, hashed, single use (0006)
+    "authorization_codes",
+    metadata,
+    sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("client_id", sa.String(64), nullable=False),
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("redirect_uri", sa.String(2048), nullable=False),
+    sa.Column("redirect_given", sa.Boolean, nullable=False),
+    sa.Column("scope", sa.String(256), nullable=False),
+    sa.Column("code_challenge", sa.String(128), nullable=False),
+    sa.Column("nonce", sa.String(512), nullable=True),
+    sa.Column("auth_time", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("used_at", sa.Float, nullable=True),
+    sa.Column("family_id", sa.String(32), nullable=True),  # what the code issued
+    sa.Index("ix_authorization_codes_expires", "expires_at"),
+)
+
+device_codes = sa.Table(  # RFC 8628 (0006)
+    "device_codes",
+    metadata,
+    sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("user_code", sa.String(16), nullable=False),
+    sa.Column("client_id", sa.String(64), nullable=False),
+    sa.Column("scope", sa.String(256), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # pending|approved|denied|issued
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"),
+              nullable=True),
+    sa.Column("auth_time", sa.Float, nullable=True),
+    sa.Column("interval", sa.Integer, nullable=False),
+    sa.Column("last_poll_at", sa.Float, nullable=True),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("family_id", sa.String(32), nullable=True),
+    sa.UniqueConstraint("user_code", name="uq_device_codes_user_code"),
+    sa.Index("ix_device_codes_expires", "expires_at"),
+)
+
+browser_sessions = sa.Table(  # who signed in on the authorization pages (0006)
+    "browser_sessions",
+    metadata,
+    sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("auth_time", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Index("ix_browser_sessions_expires", "expires_at"),
 )
 
 token_families = sa.Table(
