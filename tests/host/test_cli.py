@@ -495,6 +495,22 @@ def test_links_verify_audit(world: World) -> None:
         "arena-chat": "not linked", "chatter": "linked"}
 
 
+def test_connect_as_another_account_over_a_live_link_is_refused(world: World) -> None:
+    world.ensure_linked()
+    out = world.cli.run("connect", "chatter", "--username", "bob", "--password-stdin",
+                        input=PW["bob@chatter"] + "\n")
+    assert out.returncode == 1 and len(out.stderr_lines) == 1, out.describe()
+    assert "chatter is linked to alice, not bob" in out.stderr
+    assert "interapp unlink chatter" in out.stderr
+    assert out.stdout == ""
+    same = world.cli.ok("connect", "chatter", "--username", "alice", "--password-stdin",
+                        input=PW["alice@chatter"] + "\n")
+    assert same.stdout.strip() == "connected to chatter as alice (stored-link)"
+    row = {r["target"]: r for r in json.loads(world.cli.ok("links", "--json").stdout)["links"]
+           }["chatter"]
+    assert (row["state"], row["remote_account"]) == ("linked", "alice")
+
+
 def test_revoked_grant_needs_reauth_and_repairs_the_same_link(world: World) -> None:
     world.ensure_linked()
     with world.open_vault() as vault:
@@ -503,10 +519,20 @@ def test_revoked_grant_needs_reauth_and_repairs_the_same_link(world: World) -> N
                                         world.db("chatter"), "--json").stdout)
     assert revoked["revoked_logins"] >= 1
     no = world.cli.fails("connect", "chatter", "--no-input")
-    assert "interapp connect chatter" in no.stderr
+    # not the missing-link message: it says the link needs re-auth, why, and how
+    assert "no prompt is available" in no.stderr and "needs your account details" not in \
+        no.stderr
+    assert "link to alice on chatter needs re-authentication" in no.stderr, no.stderr
+    assert "refresh token refused" in no.stderr, no.stderr  # the plug-in's own reason
+    assert "interapp connect chatter --username alice --password-stdin" in no.stderr
     row = {r["target"]: r for r in json.loads(world.cli.ok("links", "--json").stdout)["links"]
            }["chatter"]
     assert row["state"] == "needs_reauth" and "refused" in row["reason"]
+    again = world.cli.fails("connect", "chatter", "--no-input")  # the reason is kept
+    assert "refresh token refused" in again.stderr, again.stderr
+    text = [line for line in world.cli.ok("links").stdout.splitlines()
+            if line.startswith("chatter")]
+    assert "needs_reauth (" in text[0] and "refresh token refused" in text[0], text
     # answering the prompt with another remote account is refused, the link is kept
     other = world.cli.fails("connect", "chatter", "--username", "bob", "--password-stdin",
                             input=PW["bob@chatter"] + "\n")
