@@ -266,9 +266,12 @@ class Slot:
                     if close is not None:
                         with contextlib.suppress(Exception):
                             await close()
-            except Unauthorized:
+            except Unauthorized:  # reconnect (refresh or sign in again), without hammering
                 if conn is not None:
                     self.invalidate(conn)
+                await asyncio.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, self._s.max_backoff)
+                continue
             except ConnectionLost as exc:
                 wait = max(exc.retry_after or 0.0, backoff * (0.5 + random.random()))
                 await self._degrade(conn, exc.message, wait)

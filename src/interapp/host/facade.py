@@ -466,10 +466,11 @@ class Host:
                              self._link_info(conn.link) if conn.link else None, conn.trace)
 
     async def _after_connect(self, slot: Slot) -> None:
-        if slot.wanted_presence is not None:
+        conn = slot.conn
+        if slot.wanted_presence is not None and conn is not None:
             state, text = slot.wanted_presence
-            with contextlib.suppress(InterappError):
-                await slot.call(lambda p: p.set_presence(state, text))
+            with contextlib.suppress(InterappError):  # on this very connection: no reconnect
+                await slot.supervised(conn.plugin.set_presence(state, text))
         if self._hub.subscribers and (slot.stream is None or slot.stream.done()):
             self._start_stream(slot)
 
