@@ -32,6 +32,7 @@ from interapp.errors import (
     UnavailableError,
 )
 from interapp.server.api import routes, stream
+from interapp.server.api.hotreads import HotReads, PageCache
 from interapp.server.api.models import (
     ErrorBody,
     Introspection,
@@ -251,6 +252,9 @@ def create_app(settings: ServerSettings, server: AppServer | None = None) -> Fas
     app.include_router(routes.router, tags=["v1"])
     app.openapi_schema = None
     _finish_openapi(app)
+    app.state.hot_reads = PageCache()
+    # inside the body limit and the metrics, in front of FastAPI: see api.hotreads
+    app.add_middleware(HotReads, cache=app.state.hot_reads)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(stream.EventStreamRoute)  # outermost: streams skip the HTTP layers

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from interapp.server.events import EventHub
 from interapp.server.groupcommit import SendQueue
 from interapp.server.keys import IssuerKeys, load_app_secret, load_signing_jwk, signing_key_from
+from interapp.server.memory import return_large_blocks
 from interapp.server.passwords import Passwords
 from interapp.server.ratelimit import LoginLimiter, MemoryLimiter, RedisLimiter
 from interapp.server.settings import ServerSettings
@@ -20,6 +21,7 @@ class AppServer:
     """Database, password hasher, login limiter, event hub and keys of one application."""
 
     def __init__(self, settings: ServerSettings) -> None:
+        return_large_blocks()  # the hashing threads' 19 MiB blocks leave when freed
         self.settings = settings
         self.db = Database.open(settings.db_url)
         self.passwords = Passwords(settings.hash_threads)

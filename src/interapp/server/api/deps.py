@@ -17,6 +17,7 @@ from interapp.server.accounts import User
 from interapp.server.core import AppServer
 from interapp.server.groupcommit import Check
 from interapp.server.oauth import issue
+from interapp.server.storage.fastread import ReadStatement
 from interapp.server.storage.schema import tokens, users
 from interapp.server.tokens import token_hash
 
@@ -50,6 +51,14 @@ _AUTH = (sa.select(tokens.c.hash, tokens.c.client_id, *accounts.USER_COLUMNS)
          .select_from(tokens.join(users, users.c.id == tokens.c.user_id))
          .where(tokens.c.hash == sa.bindparam("digest"), tokens.c.kind == issue.ACCESS,
                 tokens.c.revoked_at.is_(None), tokens.c.expires_at > sa.bindparam("now")))
+
+# The hot reads' one statement (api.hotreads): the live token's account and its last_seq.
+AUTH_SEQ = ReadStatement(
+    sa.select(users.c.id, users.c.last_seq)
+    .select_from(tokens.join(users, users.c.id == tokens.c.user_id))
+    .where(tokens.c.hash == sa.bindparam("digest"), tokens.c.kind == issue.ACCESS,
+           tokens.c.revoked_at.is_(None),
+        tokens.c.expires_at > sa.bindparam("now")))
 
 
 async def authenticate_token(srv: AppServer, token: str) -> Caller:

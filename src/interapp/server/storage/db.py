@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from interapp.errors import BadRequest, ConfigError, Conflict, UnavailableError
-from interapp.server.storage.sqlite_inloop import Checkpointer, opener
+from interapp.server.storage.fastread import ReadStatement, SQLiteReader
+from interapp.server.storage.sqlite_inloop import BUSY_TIMEOUT_MS, Checkpointer, opener
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 HEAD_REVISION = "0003"
@@ -106,6 +107,9 @@ class Database:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._checkpointer = checkpointer
+        # hot reads on a SQLite file: a read-only connection of their own (storage.fastread)
+        self._reader = SQLiteReader(checkpointer.path, engine.dialect, BUSY_TIMEOUT_MS) \
+            if checkpointer is not None else None
 
     @classmethod
     def open(cls, url: str, *, pool_size: int = 10) -> Database:
@@ -150,8 +154,21 @@ class Database:
         except PoolTimeout as exc:  # every pooled connection stayed busy for pool_timeout
             raise UnavailableError("database busy: no free connection", retry_after=1) from exc
 
+    async def read_first(self, statement: ReadStatement,
+                         params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The first row of a one-statement read (no transaction of its own on SQLite), or
+        None. Errors are the driver's own: the hot paths that use this fall back to the
+        regular request path, which maps them."""
+        if self._reader is not None:
+            return self._reader.first(statement, params)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(statement.statement, dict(params))).first()
+        return tuple(row) if row is not None else None
+
     async def close(self) -> None:
         """Dispose of the pool (and stop the SQLite checkpoint thread)."""
+        if self._reader is not None:
+            self._reader.close()
         await self.engine.dispose()
         if self._checkpointer is not None:
             await asyncio.to_thread(self._checkpointer.stop)
