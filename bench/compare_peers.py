@@ -242,7 +242,9 @@ class Peers:
                     await social.make_buddies(conn, a, b)
                 client_id, secret = await accounts.create_client(conn, "bench-host",
                                                                  public=False)
-                await accounts.trust_issuer(conn, self.home_url, jwks=None, jwks_url=None)
+                # the seeded accounts are local: the home app may sign in to them
+                await accounts.trust_issuer(conn, self.home_url, jwks=None, jwks_url=None,
+                                            may_sign_in_local_accounts=True)
         finally:
             await db.close()
         assert secret is not None

@@ -9,7 +9,9 @@ through :data:`REGISTRY`, shared by the server (which renders them) and the clie
     ├── ConfigError                  bad configuration or command-line input
     │   └── NotFoundError            a named app, user, target or plug-in does not exist
     ├── StorageError                 the database could not be used
-    │   └── UnavailableError         a backing service is down (HTTP 503 + Retry-After)
+    │   ├── UnavailableError         a backing service is down (HTTP 503 + Retry-After)
+    │   ├── ValueRefused             the database cannot hold a value (the API answers 400)
+    │   └── ConcurrentChange         lost a race with a concurrent change (the API answers 409)
     ├── OAuthError                   RFC 6749 §5.2 errors {"error", "error_description"}
     │   ├── InvalidRequest           invalid_request          400
     │   ├── InvalidClient            invalid_client           401
@@ -87,6 +89,27 @@ class UnavailableError(StorageError):
 
     code = "unavailable"
     status = 503
+
+
+class ValueRefused(StorageError):
+    """The database refused a value it cannot hold (too long, out of range, …).
+
+    Raised by the storage layer; the HTTP layer answers it as :class:`BadRequest`
+    (``interapp.server.api.errors``), since such a value can only have come from the caller.
+    """
+
+    code = "value_refused"
+    status = 400
+
+
+class ConcurrentChange(StorageError):
+    """A write lost a race with a concurrent change (a uniqueness or foreign-key conflict).
+
+    Raised by the storage layer; the HTTP layer answers it as :class:`Conflict`.
+    """
+
+    code = "concurrent_change"
+    status = 409
 
 
 # --- OAuth 2.0 (RFC 6749 §5.2, RFC 7009 §2.2.1, RFC 8693 §2.2.2) ---------------------------

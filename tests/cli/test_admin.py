@@ -28,11 +28,12 @@ Cli = Callable[..., subprocess.CompletedProcess[str]]
 Many = Callable[[list[list[str]]], list[subprocess.CompletedProcess[str]]]
 
 COMMANDS = {
-    "add-user": ["--app", "--db", "--password-stdin", "--display-name", "--json"],
+    "add-user": ["--app", "--db", "--password-stdin", "--display-name", "--issuer", "--json"],
     "set-password": ["--app", "--db", "--password-stdin", "--json"],
     "revoke": ["--app", "--db", "--json"],
     "add-client": ["--app", "--db", "--public", "--json"],
-    "trust-issuer": ["--app", "--db", "--jwks-file", "--jwks-url", "--json"],
+    "trust-issuer": ["--app", "--db", "--jwks-file", "--jwks-url",
+                     "--may-sign-in-local-accounts", "--json"],
     "add-contact": ["--app", "--db", "--json"],
 }
 
@@ -89,7 +90,8 @@ def test_add_user_line_json_and_login(cli: Cli, home: Path) -> None:
     assert line == "created user alice (Alice A) on arena"
     data = ok_json(cli("admin", "add-user", "--app", "arena", "bob", "--json"))
     assert set(data) == {"app", "id", "username", "display_name", "presence", "status_text",
-                         "has_password"}
+                         "has_password", "external_issuer"}
+    assert data["external_issuer"] is None
     assert data["app"] == "arena" and data["username"] == "bob"
     assert data["has_password"] is False and re.fullmatch(r"[0-9a-f]{32}", data["id"])
     with RunningServer("arena", db_of(home, "arena")) as srv, srv.client() as http:
@@ -222,7 +224,8 @@ def test_trust_issuer_variants_and_errors(cli: Cli, cli_inproc: Cli, tmp_path: P
     ok(cli_inproc("admin", "add-user", "--app", "chat", "x1"))
     data = ok_json(cli("admin", "trust-issuer", "--app", "chat", "https://arena.example/",
                        "--jwks-url", "https://arena.example/keys.json", "--json"))
-    assert data == {"app": "chat", "issuer": "https://arena.example", "keys": "url"}
+    assert data == {"app": "chat", "issuer": "https://arena.example", "keys": "url",
+                    "may_sign_in_local_accounts": False}
     data = ok_json(cli_inproc("admin", "trust-issuer", "--app", "chat", "https://other.example",
                               "--json"))
     assert data["keys"] == "well-known"
@@ -247,6 +250,67 @@ def test_trust_issuer_variants_and_errors(cli: Cli, cli_inproc: Cli, tmp_path: P
     # A single public JWK (not a set) is accepted.
     assert ok(cli_inproc("admin", "trust-issuer", "--app", "chat", "https://a.example",
                   "--jwks-file", str(tmp_path / "public.json"))).endswith("(keys from file)")
+
+
+def test_trust_issuer_binds_accounts_and_local_ones_need_the_flag(
+        cli: Cli, cli_inproc: Cli, home: Path, tmp_path: Path) -> None:
+    """Two trusted issuers: each signs in to its own accounts only; a local account (with a
+    password) is reached only by an issuer given --may-sign-in-local-accounts."""
+    with RunningServer("north", db_of(home, "north")) as north, \
+            RunningServer("south", db_of(home, "south")) as south:
+        ok(cli_inproc("admin", "add-user", "--app", "hub", "lou", "--password-stdin",
+                      input="pw-lou\n"))
+        line = ok(cli("admin", "add-user", "--app", "hub", "nia", "--issuer", north.issuer + "/"))
+        assert line == f"created user nia (nia) on hub, signed in by {north.issuer}"
+        for srv in (north, south):
+            (tmp_path / f"{srv.settings.app}.json").write_text(
+                httpx.get(f"{srv.url}/.well-known/jwks.json").text)
+            data = ok_json(cli("admin", "trust-issuer", "--app", "hub", srv.issuer, "--jwks-file",
+                               str(tmp_path / f"{srv.settings.app}.json"), "--json"))
+            assert data["may_sign_in_local_accounts"] is False
+        with RunningServer("hub", db_of(home, "hub")) as hub:
+            hub_client = make_client(hub.db_url)
+
+            for srv in (north, south):  # both issuers have a nia and a lou of their own
+                for name in ("nia", "lou"):
+                    make_user(srv.db_url, name)
+
+            def sso(issuer: RunningServer, username: str) -> httpx.Response:
+                client = make_client(issuer.db_url)
+                with issuer.client() as http:
+                    access = password_login(http, client, username)["access_token"]
+                    assertion = http.post("/oauth/token", auth=client.basic(), data={
+                        "grant_type": TOKEN_EXCHANGE, "subject_token": access,
+                        "subject_token_type": ACCESS_TOKEN_TYPE, "audience": hub.issuer,
+                    }).json()["access_token"]
+                with hub.client() as http:
+                    return http.post("/oauth/token", auth=hub_client.basic(), data={
+                        "grant_type": JWT_BEARER, "assertion": assertion})
+
+            assert sso(north, "nia").status_code == 200  # pre-provisioned for north
+            assert_oauth_error(sso(south, "nia"), 400, "invalid_grant")
+            assert_oauth_error(sso(north, "lou"), 400, "invalid_grant")
+            assert_oauth_error(sso(south, "lou"), 400, "invalid_grant")
+            line = ok(cli("admin", "trust-issuer", "--app", "hub", south.issuer, "--jwks-file",
+                          str(tmp_path / "south.json"), "--may-sign-in-local-accounts"))
+            assert line.endswith("(keys from file); it may sign in to local accounts")
+            assert sso(south, "lou").status_code == 200
+            assert_oauth_error(sso(north, "lou"), 400, "invalid_grant")
+            assert_oauth_error(sso(south, "nia"), 400, "invalid_grant")  # still north's
+    fails(cli_inproc("admin", "add-user", "--app", "hub", "x2", "--issuer", "north"), 1)
+
+
+def test_trust_issuer_fetches_keys_over_https_only(cli_inproc: Cli) -> None:
+    """Keys that would be fetched over plain http off loopback could be swapped on the way."""
+    ok(cli_inproc("admin", "add-user", "--app", "chat", "x1"))
+    assert "https" in fails(cli_inproc("admin", "trust-issuer", "--app", "chat",
+                                       "http://arena.example"), 1)
+    assert "https" in fails(cli_inproc("admin", "trust-issuer", "--app", "chat",
+                                       "https://arena.example", "--jwks-url",
+                                       "http://arena.example/jwks.json"), 1)
+    for fine in (["http://127.0.0.1:8400"], ["http://localhost:8400"], ["http://[::1]:8400"],
+                 ["http://arena.example", "--jwks-url", "https://keys.example/jwks.json"]):
+        ok(cli_inproc("admin", "trust-issuer", "--app", "chat", *fine))
 
 
 def test_errors_are_one_line_with_nonzero_exit(cli: Cli, cli_many: Many,

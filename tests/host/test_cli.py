@@ -165,6 +165,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, server_starter: Callable[...
         servers["arena-chat"].db_url)
     trusted = adm("trust-issuer", "--app", "arena-chat", servers["arena"].issuer,
                   "--jwks-url", f"{servers['arena'].url}/.well-known/jwks.json",
+                  "--may-sign-in-local-accounts",  # alice and carol were made here above
                   "--db", servers["arena-chat"].db_url)
     assert trusted["keys"] == "url"
     clients = {}

@@ -17,9 +17,17 @@ import sqlalchemy as sa
 from server_kit import Client, RunningServer, Session, events, login, make_buddies, metric, stream
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from interapp.errors import ApiNotFound, BadRequest, Forbidden, Unauthorized, UnavailableError
+from interapp.errors import (
+    ApiNotFound,
+    BadRequest,
+    Forbidden,
+    Unauthorized,
+    UnavailableError,
+    ValueRefused,
+)
 from interapp.server import accounts, social
 from interapp.server.accounts import User
+from interapp.server.api.errors import to_http
 from interapp.server.events import EventHub, events_since
 from interapp.server.groupcommit import SendQueue
 from interapp.server.storage import Database
@@ -356,8 +364,8 @@ def test_a_closed_queue_refuses_and_a_stopped_runner_answers_who_waits(db_url: s
 
 def test_a_value_the_database_refuses_fails_only_its_own_send(pg_url: str) -> None:
     """PostgreSQL refuses a NUL in text for the whole transaction; the batch is then run again
-    one send per transaction, so only that send gets the 400 (the API's validation rejects NUL
-    before this; the queue must not depend on it)."""
+    one send per transaction, so only that send gets the storage layer's ValueRefused, which the
+    API answers 400 (its validation rejects NUL before this; the queue must not depend on it)."""
 
     async def main() -> None:
         db = Database.open(pg_url)
@@ -368,7 +376,8 @@ def test_a_value_the_database_refuses_fails_only_its_own_send(pg_url: str) -> No
                                            queue.submit(a, b.username, "bad\x00", "k2"),
                                            queue.submit(a, b.username, "also fine", "k3"),
                                            return_exceptions=True)
-            assert isinstance(results[1], BadRequest), results
+            assert isinstance(results[1], ValueRefused), results
+            assert isinstance(to_http(results[1]), BadRequest)
             assert [r["body"] for r in (results[0], results[2])] == ["fine", "also fine"]
             assert await _stored(db, a) == ["fine", "also fine"]
             assert queue.batches == 4  # the batch of three, then each alone

@@ -26,9 +26,29 @@ from server_kit import (
     assert_oauth_error,
     login,
     make_buddies,
+    make_client,
 )
 
 LIMIT = 64 * 1024
+
+
+def _segment(text: str) -> str:
+    raw = text.encode("utf-8", "surrogatepass")
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _jws(payload: str, header: str = '{"alg":"ES256","typ":"JWT"}') -> str:
+    return f"{_segment(header)}.{_segment(payload)}.AA"
+
+
+_DEEP = "[" * 5000 + "]" * 5000
+#: JWT-bearer assertions whose payload broke the parser (issue 16, item 9): a lone surrogate
+#: as a JSON escape and as raw text, 5,000 nested arrays (RecursionError), NaN/Infinity.
+ASSERTIONS = [
+    _jws('{"iss":"\\ud800"}'), _jws('{"iss":"' + chr(0xD800) + '"}'), _jws(_DEEP),
+    _jws('{"iss":"http://127.0.0.1:1","x":' + _DEEP + "}"), _jws('{"iss":"x"}', header=_DEEP),
+    _jws('{"iss":NaN,"exp":Infinity}'), _jws('{"iss":"x","exp":1e400}'),
+]
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +154,19 @@ def test_nul_characters_are_refused_not_crashing(http: httpx.Client,
     assert http.get("/v1/me", headers=h).status_code == 200
 
 
+@pytest.mark.parametrize("index", range(len(ASSERTIONS)))
+def test_malformed_assertions_are_4xx(server: RunningServer, http: httpx.Client, client: Client,
+                                      index: int) -> None:
+    """With a confidential client, and with only a public client's id (as reported)."""
+    public = make_client(server.db_url, public=True)
+    form = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
+            "assertion": ASSERTIONS[index]}
+    for resp in (http.post("/oauth/token", auth=client.basic(), data=form),
+                 http.post("/oauth/token", data={**form, "client_id": public.client_id})):
+        assert resp.status_code == 400, resp.text
+        assert resp.json()["error"] in ("invalid_grant", "invalid_request")
+
+
 def test_errors_never_leak_a_stack_trace(http: httpx.Client, client: Client) -> None:
     resp = http.post("/oauth/token", auth=client.basic(), content=b"\xff\xfe\x00",
                      headers={"Content-Type": "application/x-www-form-urlencoded"})
@@ -209,7 +242,7 @@ def test_generated_junk_never_5xx(server: RunningServer, http: httpx.Client, cli
                                        "Basic Zm9vOmJhcg==", basic, "Bearer", b"Basic \xe9t\xe9"]
     values = ["\x00", "busy", *GRANTS, a.username, b.username, b.user.id, PASSWORD,
               client.client_id, "ia_rt_junk", "urn:ietf:params:oauth:token-type:access_token",
-              server.url, "online", "0", "-1", "99999999999999999999"]
+              server.url, "online", "0", "-1", "99999999999999999999", *ASSERTIONS]
     seen: list[int] = []
 
     @settings(max_examples=100, deadline=None, database=None,

@@ -150,15 +150,26 @@ def arena_assertion_for(arena: RunningServer, client: Client, tokens: dict[str, 
     return str(resp.json()["access_token"])
 
 
-def test_subject_maps_to_existing_account_of_same_name(
+def test_subject_maps_to_existing_local_account_only_when_allowed(
         arena: RunningServer, arena_client: Client, chat: RunningServer) -> None:
+    """A local account of the same name is arena's only if the operator said so."""
     name = uname("shared")
     existing = make_user(chat.db_url, name)
     _, assertion = arena_assertion(arena, arena_client, chat.issuer, name)
-    resp = bearer_grant(chat, make_client(chat.db_url), assertion)
-    assert resp.status_code == 200, resp.text
-    me = httpx.get(f"{chat.url}/v1/me", headers=bearer(resp.json()["access_token"])).json()
-    assert me["id"] == existing.id
+    refused = bearer_grant(chat, make_client(chat.db_url), assertion)
+    assert "local account" in assert_oauth_error(refused, 400, "invalid_grant")[
+        "error_description"]
+    jwks = httpx.get(f"{arena.url}/.well-known/jwks.json", timeout=10).text
+    db_run(chat.db_url, lambda c: accounts.trust_issuer(
+        c, arena.issuer, jwks=jwks, jwks_url=None, may_sign_in_local_accounts=True))
+    try:
+        resp = bearer_grant(chat, make_client(chat.db_url), assertion)
+        assert resp.status_code == 200, resp.text
+        me = httpx.get(f"{chat.url}/v1/me", headers=bearer(resp.json()["access_token"])).json()
+        assert me["id"] == existing.id
+    finally:
+        db_run(chat.db_url, lambda c: accounts.trust_issuer(c, arena.issuer, jwks=jwks,
+                                                               jwks_url=None))
 
 
 def test_keys_fetched_from_the_well_known_url(arena: RunningServer, arena_client: Client,
@@ -229,10 +240,11 @@ def test_expired_and_future_assertions(arena: RunningServer, chat: RunningServer
     assert_oauth_error(bearer_grant(chat, client, not_yet), 400, "invalid_grant")
     too_long = _sign(key, {**base, "iat": now, "exp": now + 86400})
     assert_oauth_error(bearer_grant(chat, client, too_long), 400, "invalid_grant")
-    bad_sub = _sign(key, {**base, "sub": "Not A Username!", "iat": now, "exp": now + 60})
+    bad_sub = _sign(key, {**base, "sub": "Not A Username!", "iat": now, "exp": now + 60,
+                          "jti": uname("j")})
     assert_oauth_error(bearer_grant(chat, client, bad_sub), 400, "invalid_grant")
     # The same key with sane claims is accepted: the failures above are the claims' fault.
-    good = _sign(key, {**base, "iat": now, "exp": now + 60})
+    good = _sign(key, {**base, "iat": now, "exp": now + 60, "jti": uname("j")})
     assert bearer_grant(chat, client, good).status_code == 200
     assert not user_exists(chat.db_url, "not a username!")
 

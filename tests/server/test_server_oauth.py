@@ -307,3 +307,27 @@ def test_introspection(server: RunningServer, http: httpx.Client, client: Client
                        401, "invalid_client")
     assert_oauth_error(http.post("/oauth/introspect", auth=client.basic(), data={}),
                        400, "invalid_request")
+
+
+def test_a_public_client_introspects_only_its_own_tokens(server: RunningServer,
+                                                         http: httpx.Client,
+                                                         client: Client) -> None:
+    """RFC 7662 §2.1/§4: anyone can claim a public client's id, so it learns nothing about
+    other clients' tokens (it used to get their usernames); a confidential client (a resource
+    server) still can introspect any token."""
+    user = make_user(server.db_url)
+    others = password_login(http, client, user.username)  # a confidential client's token
+    public = make_client(server.db_url, public=True)
+    own = http.post("/oauth/token", data={"grant_type": "password", "client_id": public.client_id,
+                                          "username": user.username, "password": PASSWORD})
+    assert own.status_code == 200, own.text
+    for token in (others["access_token"], others["refresh_token"]):
+        resp = http.post("/oauth/introspect", data={"token": token,
+                                                    "client_id": public.client_id})
+        assert resp.status_code == 200 and resp.json() == {"active": False}, resp.text
+    mine = http.post("/oauth/introspect", data={"token": own.json()["access_token"],
+                                                "client_id": public.client_id}).json()
+    assert mine["active"] is True and mine["username"] == user.username
+    theirs = http.post("/oauth/introspect", auth=client.basic(),
+                       data={"token": own.json()["access_token"]}).json()
+    assert theirs["active"] is True and theirs["client_id"] == public.client_id

@@ -3,10 +3,16 @@ and a locked account does not reveal whether a password was right."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 import redis
 from server_kit import (
     PASSWORD,
@@ -98,3 +104,99 @@ def test_limits_hold_across_processes_with_redis(tmp_path: Path, redis_url: str)
         for key in r.scan_iter(f"interapp:{name}:*"):
             r.delete(key)
         r.close()
+
+
+# --- bursts: the attempt is reserved before the password is verified (issue 16, item 1) -------
+
+
+@contextmanager
+def _servers(tmp_path: Path, backend: str, redis_url: str, **limits: int) -> Iterator[
+        list[RunningServer]]:
+    """One server with in-memory counters, or two processes' worth sharing Redis."""
+    name = app_name("burst")
+    db = f"sqlite:///{tmp_path / 'burst.db'}"
+    settings: dict[str, Any] = {"login_window_seconds": 300, **limits}
+    if backend == "memory":
+        with RunningServer(name, db, **settings) as srv:
+            yield [srv]
+        return
+    settings["redis_url"] = redis_url
+    try:
+        with RunningServer(name, db, **settings) as one, RunningServer(name, db, **settings) as two:
+            yield [one, two]
+    finally:
+        r = redis.Redis.from_url(redis_url)
+        for key in r.scan_iter(f"interapp:{name}:*"):
+            r.delete(key)
+        r.close()
+
+
+async def _burst(servers: list[RunningServer], client: Client,
+                 attempts: list[tuple[str, str]]) -> list[int]:
+    """Send every (username, password) at once, spread over the servers; the statuses."""
+    async with contextlib.AsyncExitStack() as stack:
+        https = [await stack.enter_async_context(httpx.AsyncClient(
+            base_url=s.url, timeout=60, limits=httpx.Limits(max_connections=200)))
+            for s in servers]
+        sends = [https[i % len(https)].post("/oauth/token", auth=client.basic(), data={
+            "grant_type": "password", "username": user, "password": password})
+            for i, (user, password) in enumerate(attempts)]
+        return [r.status_code for r in await asyncio.gather(*sends)]
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_a_burst_for_one_account_is_verified_at_most_the_limit(
+        tmp_path: Path, backend: str, redis_url: str) -> None:
+    with _servers(tmp_path, backend, redis_url, login_failures_per_account=5,
+                  login_failures_per_address=1000) as servers:
+        client = make_client(servers[0].db_url)
+        user = make_user(servers[0].db_url)
+        statuses = asyncio.run(_burst(servers, client, [(user.username, "guess")] * 25))
+        assert sorted(statuses) == [400] * 5 + [429] * 20, statuses
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_a_burst_from_one_address_is_verified_at_most_the_limit(
+        tmp_path: Path, backend: str, redis_url: str) -> None:
+    with _servers(tmp_path, backend, redis_url, login_failures_per_account=5,
+                  login_failures_per_address=30) as servers:
+        client = make_client(servers[0].db_url)
+        sprayed = [(f"spray{i}", "guess") for i in range(80)]  # many accounts, one address
+        statuses = asyncio.run(_burst(servers, client, sprayed))
+        assert sorted(statuses) == [400] * 30 + [429] * 50, statuses
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_the_right_password_after_a_burst_of_guesses_is_refused(
+        tmp_path: Path, backend: str, redis_url: str) -> None:
+    """A burst of 12: 11 wrong guesses at once, then — as soon as the first of them is answered,
+    while the rest are still being verified — the right password. Only 5 attempts were allowed,
+    so the 12th is not let in, right or not."""
+    with _servers(tmp_path, backend, redis_url, login_failures_per_account=5,
+                  login_failures_per_address=1000, hash_threads=1) as servers:
+        client = make_client(servers[0].db_url)
+        user = make_user(servers[0].db_url)
+
+        async def main() -> tuple[list[int], int]:
+            async with contextlib.AsyncExitStack() as stack:
+                https = [await stack.enter_async_context(httpx.AsyncClient(
+                    base_url=s.url, timeout=60)) for s in servers]
+
+                async def attempt(i: int, password: str) -> int:
+                    resp = await https[i % len(https)].post("/oauth/token", auth=client.basic(),
+                                                            data={"grant_type": "password",
+                                                                  "username": user.username,
+                                                                  "password": password})
+                    return resp.status_code
+
+                guesses = [asyncio.ensure_future(attempt(i, "guess")) for i in range(11)]
+                # the first answer means the burst is under way: a 429 needs five reservations
+                # before it, a 400 a whole verification
+                await asyncio.wait(guesses, return_when=asyncio.FIRST_COMPLETED)
+                right = await attempt(11, PASSWORD)
+                return list(await asyncio.gather(*guesses)), right
+
+        guesses, right = asyncio.run(main())
+        assert right != 200, f"the right password got in after a burst of guesses: {guesses}"
+        assert right == 429
+        assert sorted(guesses) == [400] * 5 + [429] * 6, guesses

@@ -58,3 +58,29 @@ def test_the_wal_stays_bounded_under_steady_writes(tmp_path: Path,
             await db.close()
 
     assert asyncio.run(count()) >= written  # nothing lost by the checkpoints (+ the app's own)
+
+
+def test_a_savepoint_taken_first_rolls_back_with_its_transaction(tmp_path: Path) -> None:
+    """``sqlite3`` begins a transaction only before DML: a savepoint taken first was the whole
+    transaction, and its RELEASE committed at once what the block later failed on."""
+    async def main() -> list[str]:
+        db = Database.open(f"sqlite:///{tmp_path / 'sp.db'}")
+        try:
+            with pytest.raises(RuntimeError):
+                async with db.begin() as conn:
+                    async with conn.begin_nested():
+                        await conn.execute(app_secrets.insert().values(
+                            name="spent", value="x", created_at=0.0))
+                    raise RuntimeError("refused after the savepoint")
+            # a savepoint inside a block that commits is kept
+            async with db.begin() as conn, conn.begin_nested():
+                await conn.execute(app_secrets.insert().values(
+                    name="kept", value="x", created_at=0.0))
+            async with db.begin() as conn:
+                names = (await conn.execute(sa.select(app_secrets.c.name).where(
+                    app_secrets.c.name.in_(["spent", "kept"])))).scalars().all()
+            return sorted(names)
+        finally:
+            await db.close()
+
+    assert asyncio.run(main()) == ["kept"]

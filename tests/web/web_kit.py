@@ -203,7 +203,9 @@ async def trust_arena(tmp: Path, issuer: str) -> None:
 
     db = Database.open(f"sqlite:///{tmp / 'arena-chat'}.db")
     async with db.begin() as conn:
-        await accounts.trust_issuer(conn, issuer, jwks=None, jwks_url=None)
+        # alice and dave were seeded as local accounts: arena may sign in to them
+        await accounts.trust_issuer(conn, issuer, jwks=None, jwks_url=None,
+                                    may_sign_in_local_accounts=True)
     await db.close()
 
 

@@ -96,7 +96,10 @@ async def _run(yes: bool, data: Path) -> None:
             EmbeddedServer("chatter", f"sqlite:///{data}/chatter.db") as chatter:
         db = Database.open(f"sqlite:///{data}/arena-chat.db")
         async with db.begin() as conn:  # arena-chat trusts arena: the shared account system
-            await accounts.trust_issuer(conn, arena.url, jwks=None, jwks_url=None)
+            # alice and carol were made here before arena's URL was known: arena may sign in
+            # to these local accounts (a second trusted issuer would not)
+            await accounts.trust_issuer(conn, arena.url, jwks=None, jwks_url=None,
+                                        may_sign_in_local_accounts=True)
         await db.close()
         _say("", f"arena {arena.url} · arena-chat {arena_chat.url} · chatter {chatter.url}")
         home = data / "host"

@@ -66,11 +66,18 @@ def add_user(app: AppOpt, username: Annotated[str, typer.Argument(help="The new 
                  "--password-stdin", help="Read the password from standard input.")] = False,
              display_name: Annotated[str | None, typer.Option(
                  "--display-name", help="Name shown to buddies.")] = None,
+             issuer: Annotated[str | None, typer.Option(
+                 "--issuer", help="The account belongs to this trusted issuer (its public "
+                 "URL): its assertions sign in to it, as if its first login had created "
+                 "it.")] = None,
              as_json: JsonOpt = False) -> None:
     """Create an account (with a password, or SSO-only when none is given)."""
     from interapp.server import accounts, passwords
 
     accounts.check_username(username)
+    if issuer is not None and not issuer.startswith(("http://", "https://")):
+        raise ConfigError("--issuer must be the issuer's http(s) URL")
+    bound = issuer.rstrip("/") if issuer else None
     password: Secret | None = None
     if password_stdin:
         password = Secret(read_secret_line("password"))
@@ -78,9 +85,12 @@ def add_user(app: AppOpt, username: Annotated[str, typer.Argument(help="The new 
         password = Secret(ask_password(f"Password for {username}", confirm=True))
     hashed = passwords.hash_sync(password) if password else None
     user = _run(app, db, lambda c: accounts.create_user(
-        c, username, display_name=display_name, password_hash=hashed), must_exist=False)
-    emit({"app": app, **user.profile(), "has_password": hashed is not None},
-         f"created user {user.username} ({user.display_name}) on {app}", as_json=as_json)
+        c, username, display_name=display_name, password_hash=hashed, external_issuer=bound),
+        must_exist=False)
+    emit({"app": app, **user.profile(), "has_password": hashed is not None,
+          "external_issuer": bound},
+         f"created user {user.username} ({user.display_name}) on {app}"
+         + (f", signed in by {bound}" if bound else ""), as_json=as_json)
 
 
 @admin.command("set-password")
@@ -153,9 +163,20 @@ def trust_issuer(app: AppOpt, issuer_url: Annotated[str, typer.Argument(
                  jwks_file: Annotated[Path | None, typer.Option(
                      "--jwks-file", help="The issuer's public keys (JWKS JSON).")] = None,
                  jwks_url: Annotated[str | None, typer.Option(
-                     "--jwks-url", help="Where to fetch the issuer's keys.")] = None,
+                     "--jwks-url", help="Where to fetch the issuer's keys (https; http only "
+                     "on a loopback address).")] = None,
+                 may_sign_in_local_accounts: Annotated[bool, typer.Option(
+                     "--may-sign-in-local-accounts",
+                     help="Also let this issuer sign in to this app's own accounts (same "
+                     "username), not only to the accounts its logins created. Off by "
+                     "default; running the command again without it turns it off.")] = False,
                  as_json: JsonOpt = False) -> None:
-    """Share the account system of another application: accept its signed assertions."""
+    """Share the account system of another application: accept its signed assertions.
+
+    The issuer signs in to the accounts its own logins create here; another trusted issuer
+    cannot reach them, and no issuer reaches this app's local accounts unless given
+    --may-sign-in-local-accounts.
+    """
     from interapp.server import accounts
 
     if jwks_file and jwks_url:
@@ -167,10 +188,14 @@ def trust_issuer(app: AppOpt, issuer_url: Annotated[str, typer.Argument(
         except OSError as exc:
             raise ConfigError(f"cannot read {jwks_file}: {exc.strerror}") from exc
     source = "file" if jwks else ("url" if jwks_url else "well-known")
-    _run(app, db, lambda c: accounts.trust_issuer(c, issuer_url, jwks=jwks, jwks_url=jwks_url),
-         must_exist=False)
-    emit({"app": app, "issuer": issuer_url.rstrip("/"), "keys": source},
-         f"{app} now trusts {issuer_url.rstrip('/')} (keys from {source})", as_json=as_json)
+    _run(app, db, lambda c: accounts.trust_issuer(
+        c, issuer_url, jwks=jwks, jwks_url=jwks_url,
+        may_sign_in_local_accounts=may_sign_in_local_accounts), must_exist=False)
+    local = "; it may sign in to local accounts" if may_sign_in_local_accounts else ""
+    emit({"app": app, "issuer": issuer_url.rstrip("/"), "keys": source,
+          "may_sign_in_local_accounts": may_sign_in_local_accounts},
+         f"{app} now trusts {issuer_url.rstrip('/')} (keys from {source}){local}",
+         as_json=as_json)
 
 
 @admin.command("add-contact")

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from interapp.errors import ConfigError, InvalidClient, NotFoundError
 from interapp.ids import ClientId, UserId
 from interapp.secret import Secret, constant_time_equals
-from interapp.server.keys import parse_jwks
+from interapp.server.keys import check_fetch_url, parse_jwks, well_known_jwks
 from interapp.server.storage.schema import clients, trusted_issuers, users
 from interapp.server.tokens import new_id, new_token, token_hash
 
@@ -96,6 +96,15 @@ async def require_user(conn: AsyncConnection, username: str) -> User:
     return user
 
 
+async def find_subject(conn: AsyncConnection, username: str) -> tuple[User | None, str | None]:
+    """The account named ``username`` and the issuer it is bound to (None: a local account)."""
+    row = (await conn.execute(sa.select(*USER_COLUMNS, users.c.external_issuer)
+                              .where(users.c.username == username))).first()
+    if row is None:
+        return None, None
+    return _user(row), row.external_issuer
+
+
 async def password_hash_of(conn: AsyncConnection, username: str) -> tuple[User | None, str | None]:
     """The account and its stored password hash (None when it has no password)."""
     row = (await conn.execute(sa.select(*USER_COLUMNS, users.c.password_hash)
@@ -128,12 +137,20 @@ async def create_client(conn: AsyncConnection, name: str, *,
     return client_id, secret
 
 
+@dataclass(frozen=True)
+class ClientInfo:
+    """An authenticated OAuth client."""
+
+    client_id: ClientId
+    public: bool
+
+
 _CLIENT = sa.select(clients.c.secret_hash, clients.c.public).where(
     clients.c.client_id == sa.bindparam("cid"))
 
 
-async def authenticate_client(conn: AsyncConnection, client_id: str,
-                              secret: Secret | None) -> ClientId:
+async def check_client(conn: AsyncConnection, client_id: str,
+                       secret: Secret | None) -> ClientInfo:
     """Check a client's credentials (RFC 6749 §2.3); InvalidClient on any failure."""
     row = (await conn.execute(_CLIENT, {"cid": client_id})).first()
     if row is None:
@@ -141,24 +158,56 @@ async def authenticate_client(conn: AsyncConnection, client_id: str,
     if row.public:
         if secret is not None and secret.reveal():
             raise InvalidClient("public clients do not have a secret")
-        return ClientId(client_id)
+        return ClientInfo(ClientId(client_id), public=True)
     if secret is None or not constant_time_equals(token_hash(secret.reveal()),
                                                   row.secret_hash or ""):
         raise InvalidClient("unknown client or bad client credentials")
-    return ClientId(client_id)
+    return ClientInfo(ClientId(client_id), public=False)
+
+
+async def authenticate_client(conn: AsyncConnection, client_id: str,
+                              secret: Secret | None) -> ClientId:
+    """Check a client's credentials (RFC 6749 §2.3); InvalidClient on any failure."""
+    return (await check_client(conn, client_id, secret)).client_id
+
+
+@dataclass(frozen=True)
+class IssuerTrust:
+    """What an operator allowed a trusted issuer (``admin trust-issuer``)."""
+
+    issuer: str
+    may_sign_in_local_accounts: bool
+
+
+async def issuer_trust(conn: AsyncConnection, issuer: str) -> IssuerTrust | None:
+    """The trust entry of ``issuer``; None when it is not trusted."""
+    row = (await conn.execute(sa.select(trusted_issuers.c.may_sign_in_local_accounts)
+                              .where(trusted_issuers.c.issuer == issuer))).first()
+    return None if row is None else IssuerTrust(issuer, bool(row[0]))
 
 
 async def trust_issuer(conn: AsyncConnection, issuer: str, *, jwks: str | None,
-                       jwks_url: str | None) -> None:
-    """Trust assertions signed by ``issuer`` (same account system); replaces an earlier entry."""
+                       jwks_url: str | None, may_sign_in_local_accounts: bool = False) -> None:
+    """Trust assertions signed by ``issuer`` (same account system); replaces an earlier entry.
+
+    The issuer signs in to the accounts it created here (``users.external_issuer``); to this
+    application's own (local) accounts only with ``may_sign_in_local_accounts``. Keys that are
+    fetched (``jwks_url``, or ``ISSUER/.well-known/jwks.json`` without ``jwks``) must be served
+    over https, except from a loopback address.
+    """
     if not issuer.startswith(("http://", "https://")):
         raise ConfigError("the issuer must be an http(s) URL")
+    issuer = issuer.rstrip("/")
     if jwks is not None:
         parse_jwks(jwks)
         jwks = json.dumps(json.loads(jwks))
-    if jwks_url is not None and not jwks_url.startswith(("http://", "https://")):
-        raise ConfigError("--jwks-url must be an http(s) URL")
-    issuer = issuer.rstrip("/")
+    elif jwks_url is not None:
+        if not jwks_url.startswith(("http://", "https://")):
+            raise ConfigError("--jwks-url must be an http(s) URL")
+        check_fetch_url(jwks_url, "--jwks-url")
+    else:
+        check_fetch_url(well_known_jwks(issuer), "the issuer (its keys are fetched from it)")
     await conn.execute(trusted_issuers.delete().where(trusted_issuers.c.issuer == issuer))
     await conn.execute(trusted_issuers.insert().values(
-        issuer=issuer, jwks=jwks, jwks_url=jwks_url, created_at=time.time()))
+        issuer=issuer, jwks=jwks, jwks_url=jwks_url, created_at=time.time(),
+        may_sign_in_local_accounts=may_sign_in_local_accounts))

@@ -32,6 +32,7 @@ from interapp.errors import (
     UnavailableError,
 )
 from interapp.server.api import routes, stream
+from interapp.server.api.errors import to_http
 from interapp.server.api.hotreads import HotReads, PageCache
 from interapp.server.api.models import (
     ErrorBody,
@@ -43,7 +44,8 @@ from interapp.server.api.models import (
 from interapp.server.core import AppServer
 from interapp.server.keys import public_jwks
 from interapp.server.oauth import rfc7009, rfc7662, rfc8414
-from interapp.server.oauth.rfc6749 import oauth_error_response, token_endpoint
+from interapp.server.oauth.base import oauth_error_response
+from interapp.server.oauth.token import token_endpoint
 from interapp.server.observability import (
     ERRORS,
     MetricsMiddleware,
@@ -70,6 +72,7 @@ def is_outage(exc: BaseException) -> bool:
 
 
 def _error(exc: InterappError) -> JSONResponse:
+    exc = to_http(exc)
     ERRORS.labels(exc.code).inc()
     headers = {}
     if exc.retry_after is not None:

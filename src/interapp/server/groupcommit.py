@@ -45,7 +45,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from interapp.errors import ApiError, UnavailableError
+from interapp.errors import ApiError, ConcurrentChange, UnavailableError, ValueRefused
 from interapp.server import social
 from interapp.server.accounts import User
 from interapp.server.events import EventHub, append_events
@@ -157,7 +157,7 @@ class SendQueue:
             for send in batch:
                 _answer(send, exc)
             return
-        except ApiError as exc:  # refused by the database (e.g. a value it cannot store)
+        except (ApiError, ValueRefused, ConcurrentChange) as exc:  # refused by the database
             waiting = [send for send in batch if not send.future.done()]
             if len(waiting) > 1:  # find the one it was about: each alone
                 for send in waiting:

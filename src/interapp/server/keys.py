@@ -6,16 +6,25 @@ half is served at ``/.well-known/jwks.json`` and signs the assertions minted by 
 exchange. An app that *trusts* another issuer (``admin trust-issuer``)
 stores that issuer's JWKS (or a URL to fetch it from, cached for a few minutes) and accepts
 RFC 7523 assertions signed with it: that is what "the same account system" means here.
+
+Fetching a key set is guarded, because the URL is reached on behalf of unauthenticated
+requests (any assertion naming a trusted issuer): https only (plain http from a loopback address
+only), no redirects, at most ``MAX_JWKS_BYTES``, one fetch at a time per issuer, and a failed
+fetch is remembered for ``REFETCH_SECONDS`` (negative cache), so junk assertions cannot make this
+server download anything more than once per that period.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import ipaddress
 import json
 import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -32,6 +41,8 @@ if TYPE_CHECKING:  # joserfc (and cryptography under it) is imported on first us
 
 JWKS_CACHE_SECONDS = 300.0
 REFETCH_SECONDS = 30.0  # a key set is refetched after a failure at most this often
+MAX_JWKS_BYTES = 64 * 1024  # a JWKS of a few keys is ~1 KB
+FETCH_TIMEOUT = 5.0
 
 
 async def _load_or_create(conn: AsyncConnection, name: str, make: Callable[[], str]) -> str:
@@ -102,22 +113,69 @@ def parse_jwks(text: str) -> KeySet:
     return keyset
 
 
+def well_known_jwks(issuer: str) -> str:
+    """Where an issuer's keys are fetched from when no JWKS (URL) was given."""
+    return f"{issuer.rstrip('/')}/.well-known/jwks.json"
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and the loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_fetch_url(url: str, what: str) -> str:
+    """``url`` if keys may be fetched from it (https, or http on loopback); else ConfigError."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return url
+    if parts.scheme == "http" and parts.hostname and is_loopback_host(parts.hostname):
+        return url
+    raise ConfigError(f"{what} must be an https URL (plain http only on a loopback address): "
+                      f"keys fetched over http could be replaced on the way")
+
+
 class IssuerKeys:
     """Looks up (and caches) the key set of a trusted issuer."""
 
     def __init__(self, http: httpx.AsyncClient | None = None) -> None:
         self._http = http
         self._cache: dict[str, tuple[float, KeySet]] = {}
+        self._failed: dict[str, float] = {}  # issuer -> when its last fetch failed
+        self._fetching: dict[str, asyncio.Future[KeySet]] = {}  # loads under way
+        self.fetches = 0  # outbound fetches made (observability and tests)
 
     async def keyset(self, db: Database, issuer: str) -> KeySet:
         """The key set trusted for ``issuer``; InvalidGrant when the issuer is not trusted.
 
         The trust entry is read in a short transaction of its own; a JWKS URL is fetched
-        outside any transaction (a slow issuer must not hold a database connection).
+        outside any transaction (a slow issuer must not hold a database connection), by one
+        request at a time per issuer (the others wait for its answer).
         """
         cached = self._cache.get(issuer)
         if cached and time.monotonic() - cached[0] < JWKS_CACHE_SECONDS:
             return cached[1]
+        failed = self._failed.get(issuer)
+        if failed is not None and time.monotonic() - failed < REFETCH_SECONDS:
+            raise InvalidGrant("the trusted issuer's keys could not be fetched (recently)")
+        task = self._fetching.get(issuer)
+        if task is None:  # the first asker starts the one load; later askers share it
+            task = asyncio.ensure_future(self._load(db, issuer))
+            self._fetching[issuer] = task
+            task.add_done_callback(lambda done: self._loaded(issuer, done))
+        return await asyncio.shield(task)  # an asker that goes away leaves the load running
+
+    def _loaded(self, issuer: str, task: asyncio.Future[KeySet]) -> None:
+        if self._fetching.get(issuer) is task:
+            del self._fetching[issuer]
+        if not task.cancelled():
+            task.exception()  # retrieved, also when no asker waits any more
+
+    async def _load(self, db: Database, issuer: str) -> KeySet:
         async with db.begin() as conn:
             row = (await conn.execute(
                 sa.select(trusted_issuers.c.jwks, trusted_issuers.c.jwks_url)
@@ -128,7 +186,12 @@ class IssuerKeys:
         if jwks:
             keyset = parse_jwks(jwks)
         else:
-            keyset = await self._fetch(url or f"{issuer}/.well-known/jwks.json")
+            try:
+                keyset = await self._fetch(url or well_known_jwks(issuer))
+            except InvalidGrant:
+                self._failed[issuer] = time.monotonic()
+                raise
+        self._failed.pop(issuer, None)
         self._cache[issuer] = (time.monotonic(), keyset)
         return keyset
 
@@ -143,12 +206,25 @@ class IssuerKeys:
     async def _fetch(self, url: str) -> KeySet:
         import httpx  # only for issuers that publish a JWKS URL: keeps idle servers smaller
 
-        client = self._http or httpx.AsyncClient(timeout=5.0)
         try:
-            resp = await client.get(url)
-            resp.raise_for_status()
-            return parse_jwks(resp.text)
-        except (httpx.HTTPError, ConfigError) as exc:
+            check_fetch_url(url, "the JWKS URL")
+        except ConfigError as exc:
+            raise InvalidGrant(f"the trusted issuer's keys are not fetched: {exc}") from exc
+        self.fetches += 1
+        client = self._http or httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=False)
+        try:
+            async with client.stream("GET", url) as resp:
+                resp.raise_for_status()
+                declared = resp.headers.get("content-length", "")
+                if declared.isascii() and declared.isdigit() and int(declared) > MAX_JWKS_BYTES:
+                    raise ConfigError(f"the JWKS is over {MAX_JWKS_BYTES} bytes")
+                body = bytearray()
+                async for chunk in resp.aiter_bytes():
+                    body += chunk
+                    if len(body) > MAX_JWKS_BYTES:
+                        raise ConfigError(f"the JWKS is over {MAX_JWKS_BYTES} bytes")
+            return parse_jwks(body.decode("utf-8"))
+        except (httpx.HTTPError, ConfigError, UnicodeDecodeError) as exc:
             raise InvalidGrant("the trusted issuer's keys could not be fetched") from exc
         finally:
             if self._http is None:

@@ -33,6 +33,9 @@ class ServerSettings:
     redis_url: str | None = None
     access_token_ttl: int = 900
     refresh_token_ttl: int = 30 * 24 * 3600
+    #: how long after a rotation the same refresh token + idempotency key still gets the same
+    #: pair back (a client that crashed before saving it); later, it is re-use (family revoked)
+    refresh_replay_seconds: int = 300
     assertion_ttl: int = 120
     ticket_ttl: int = 30
     max_body_bytes: int = 64 * 1024

@@ -51,6 +51,7 @@ from interapp.errors import (
     Unauthorized,
 )
 from interapp.server.api.deps import Caller, authenticate_token, bearer_token, token_check
+from interapp.server.api.errors import to_http
 from interapp.server.api.models import MessageIn
 from interapp.server.core import AppServer
 from interapp.server.events import Subscription, events_since
@@ -258,6 +259,7 @@ async def _fail(ws: WebSocket, exc: InterappError) -> None:
     """End a stream with an error frame ``{"type": "error", "error", "message"}`` and a close
     code: 4401 unauthorized, 4400 bad request, 1013 "try again later" for an outage (503),
     1011 for anything else."""
+    exc = to_http(exc)
     ERRORS.labels(exc.code).inc()
     if isinstance(exc, ApiError) and exc.status in (400, 401):
         code = CLOSE_UNAUTHORIZED if exc.status == 401 else CLOSE_BAD_REQUEST
@@ -325,12 +327,11 @@ async def _send_message(srv: AppServer, token: str | None, user_id: str,
         # the token is looked up again in the batch's transaction: a revoked one stops at once
         out = await srv.sends.submit(token_check(token, user_id), body.to, body.body,
                                      body.client_msg_id)
-    except ApiError as exc:
-        return {"type": "send_failed", "client_msg_id": ref, "status": exc.status,
-                **exc.to_wire()}
-    except InterappError as exc:  # e.g. the database is unavailable (503): retry later
-        return {"type": "send_failed", "client_msg_id": ref, "status": exc.status,
-                "error": exc.code, "message": exc.message}
+    except InterappError as exc:  # refused, or e.g. the database is unavailable (503)
+        exc = to_http(exc)
+        wire = exc.to_wire() if isinstance(exc, ApiError) else {"error": exc.code,
+                                                                "message": exc.message}
+        return {"type": "send_failed", "client_msg_id": ref, "status": exc.status, **wire}
     except Exception as exc:  # a bug or an unmapped failure: answer it, keep the stream
         log.error("send on the stream failed: %s", type(exc).__name__, exc_info=exc)
         return {"type": "send_failed", "client_msg_id": ref, "status": 500,

@@ -128,15 +128,22 @@ async def _replay(conn: AsyncConnection, row: Any, key: str, secret: bytes,
     return body
 
 
+#: Default of how long after its rotation an idempotent retry is still answered (seconds).
+REPLAY_WINDOW = 300.0
+
+
 async def rotate_refresh(conn: AsyncConnection, token: str, client_id: str, *, access_ttl: int,
                          refresh_ttl: int, idempotency_key: str | None = None,
-                         derivation_secret: bytes = b"") -> tuple[UserId, dict[str, Any]]:
+                         derivation_secret: bytes = b"",
+                         replay_window: float = REPLAY_WINDOW) -> tuple[UserId, dict[str, Any]]:
     """Use a refresh token once: return a new pair, or revoke the family on re-use.
 
     With ``idempotency_key`` (an interapp extension) the new pair is derived from the old
     token, the key and a server secret, and the key's hash is kept on the old token: the *same*
     request retried — by a client that crashed before saving the answer — gets the same pair
-    back, as long as that pair has not been used yet. Any other re-use revokes the family.
+    back, as long as that pair has not been used yet and the rotation is at most
+    ``replay_window`` seconds old. Any other re-use revokes the family: an old token and its
+    key, stolen together, are worth a few minutes at most, not the refresh lifetime.
     """
     digest = token_hash(token)
     row = (await conn.execute(_REFRESH_ROW, {"digest": digest})).first()
@@ -151,7 +158,8 @@ async def rotate_refresh(conn: AsyncConnection, token: str, client_id: str, *, a
         raise InvalidGrant("the refresh token has expired")
     if idempotency_key is not None and not (8 <= len(idempotency_key) <= 128):
         raise InvalidRequest("idempotency_key must be 8-128 characters")
-    if row.used_at is not None and idempotency_key and derivation_secret:
+    if row.used_at is not None and idempotency_key and derivation_secret \
+            and now - row.used_at <= replay_window:
         replay = await _replay(conn, row, idempotency_key, derivation_secret, access_ttl)
         if replay is not None:
             return UserId(row.user_id), replay

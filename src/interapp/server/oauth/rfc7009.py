@@ -5,10 +5,10 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from interapp.errors import OAuthError, UnsupportedTokenType
+from interapp.errors import InvalidRequest, OAuthError, UnsupportedTokenType
 from interapp.server.core import AppServer
 from interapp.server.oauth import issue
-from interapp.server.oauth.rfc6749 import NO_STORE, authenticate, oauth_error_response, read_form
+from interapp.server.oauth.base import NO_STORE, authenticate, oauth_error_response, read_form
 
 HINTS = {"", "access_token", "refresh_token"}
 
@@ -21,8 +21,6 @@ async def revoke_endpoint(request: Request) -> Response:
         client_id = await authenticate(srv, request, params)
         token = params.get("token")
         if not token:
-            from interapp.errors import InvalidRequest
-
             raise InvalidRequest("missing parameter: token")
         if params.get("token_type_hint", "") not in HINTS:
             raise UnsupportedTokenType("token_type_hint must be access_token or refresh_token")

@@ -1,4 +1,9 @@
-"""RFC 7662: ``POST /oauth/introspect`` for authenticated clients."""
+"""RFC 7662: ``POST /oauth/introspect`` for authenticated clients.
+
+§2.1 wants the caller authenticated, and §4 lets the server say ``{"active": false}`` to a caller
+it will not tell: a *public* client (no secret, so anyone can claim to be it) learns about its
+own tokens only; a confidential client (a resource server) about any token of this server.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,12 @@ from interapp.errors import InvalidRequest, OAuthError
 from interapp.server import accounts
 from interapp.server.core import AppServer
 from interapp.server.oauth import issue
-from interapp.server.oauth.rfc6749 import NO_STORE, authenticate, oauth_error_response, read_form
+from interapp.server.oauth.base import (
+    NO_STORE,
+    authenticated_client,
+    oauth_error_response,
+    read_form,
+)
 
 
 async def introspect_endpoint(request: Request) -> JSONResponse:
@@ -17,12 +27,14 @@ async def introspect_endpoint(request: Request) -> JSONResponse:
     srv: AppServer = request.app.state.server
     try:
         params = await read_form(request)
-        await authenticate(srv, request, params)
+        caller = await authenticated_client(srv, request, params)
         token = params.get("token")
         if not token:
             raise InvalidRequest("missing parameter: token")
         async with srv.db.begin() as conn:
             info = await issue.lookup(conn, token)
+            if info is not None and caller.public and info.client_id != caller.client_id:
+                info = None  # another client's token: not this (unauthenticated) caller's business
             user = await accounts.get_user(conn, info.user_id) if info else None
     except OAuthError as exc:
         return oauth_error_response(exc)

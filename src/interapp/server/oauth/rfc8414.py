@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from interapp.server.oauth.rfc6749 import JWT_BEARER, PASSWORD, REFRESH_TOKEN, TOKEN_EXCHANGE
+from interapp.server.oauth.grants import grant_types_supported
 
 
 def metadata(issuer: str) -> dict[str, Any]:
@@ -15,7 +15,7 @@ def metadata(issuer: str) -> dict[str, Any]:
         "revocation_endpoint": f"{issuer}/oauth/revoke",
         "introspection_endpoint": f"{issuer}/oauth/introspect",
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
-        "grant_types_supported": [PASSWORD, REFRESH_TOKEN, JWT_BEARER, TOKEN_EXCHANGE],
+        "grant_types_supported": grant_types_supported(),
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post",
                                                   "none"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic",

@@ -16,7 +16,7 @@ from interapp.errors import InvalidGrant, InvalidRequest, InvalidTarget
 from interapp.server import accounts
 from interapp.server.core import AppServer
 from interapp.server.oauth import issue
-from interapp.server.oauth.rfc6749 import TokenRequest
+from interapp.server.oauth.base import TokenRequest
 
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"

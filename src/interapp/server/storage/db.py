@@ -22,12 +22,12 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalErr
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from interapp.errors import BadRequest, ConfigError, Conflict, UnavailableError
+from interapp.errors import ConcurrentChange, ConfigError, UnavailableError, ValueRefused
 from interapp.server.storage.fastread import ReadStatement, SQLiteReader
 from interapp.server.storage.sqlite_inloop import BUSY_TIMEOUT_MS, Checkpointer, opener
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 MIGRATION_LOCK_KEY = 0x1A7E_A9F5  # pg_advisory_xact_lock key serialising schema migrations
 
 
@@ -61,6 +61,22 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _begin_before_savepoint(conn: Any, _name: str | None) -> None:
+    """Open the SQLite transaction before a SAVEPOINT that would otherwise be the first
+    statement of one.
+
+    ``sqlite3`` emits its implicit ``BEGIN`` only before INSERT/UPDATE/DELETE, so a savepoint
+    taken first (``conn.begin_nested()`` at the start of a transaction) *is* the transaction,
+    and its RELEASE commits what it wrote at once: a later failure of the same
+    ``Database.begin()`` block could no longer roll it back (e.g. an RFC 7523 ``jti`` spent by a
+    login that was then refused). Transactions that take no savepoint are left as they were
+    (no extra statement), unlike SQLAlchemy's recipe of a BEGIN on every transaction.
+    """
+    driver = conn.connection.driver_connection  # InLoopConnection, or aiosqlite's
+    if not getattr(driver, "in_transaction", True):
+        conn.exec_driver_sql("BEGIN")
 
 
 def migrate(sync_url: str) -> None:
@@ -133,18 +149,23 @@ class Database:
         engine = create_async_engine(async_url, **kwargs)
         if engine.dialect.name == "sqlite" and checkpointer is None:
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine.sync_engine, "savepoint", _begin_before_savepoint)
         return cls(engine, checkpointer.start() if checkpointer else None)
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction; database outages surface as :class:`UnavailableError` (HTTP 503)."""
+        """A transaction; failures surface as storage errors, never as driver exceptions:
+        :class:`ValueRefused` (a value the database cannot hold), :class:`ConcurrentChange` (a
+        lost race) and :class:`UnavailableError` (an outage). The API layer maps them to HTTP
+        (``interapp.server.api.errors``)."""
         try:
             async with self.engine.begin() as conn:
                 yield conn
         except DataError as exc:  # a value the database cannot hold: the caller's input
-            raise BadRequest(f"a value could not be stored: {_brief(exc)}") from exc
+            raise ValueRefused(f"a value could not be stored: {_brief(exc)}") from exc
         except IntegrityError as exc:  # lost a race with a concurrent change
-            raise Conflict("the request conflicts with a concurrent change; retry") from exc
+            raise ConcurrentChange("the request conflicts with a concurrent change; retry") from exc
         except (OperationalError, DBAPIError) as exc:
             if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not isinstance(
                 exc, OperationalError

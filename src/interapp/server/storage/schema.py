@@ -23,6 +23,8 @@ users = sa.Table(
     sa.Column("presence", sa.String(16), nullable=False, server_default="offline"),
     sa.Column("status_text", sa.String(256), nullable=False, server_default=""),
     sa.Column("last_seq", sa.BigInteger, nullable=False, server_default="0"),
+    # the trusted issuer whose assertion created the account (None: a local account); only it
+    # signs in to the account by RFC 7523, unless the operator allowed another (rfc7523)
     sa.Column("external_issuer", sa.String(512), nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
 )
@@ -82,6 +84,9 @@ trusted_issuers = sa.Table(
     sa.Column("jwks", sa.Text, nullable=True),
     sa.Column("jwks_url", sa.String(1024), nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
+    # may this issuer sign in to accounts it did not create (local ones)? (migration 0004)
+    sa.Column("may_sign_in_local_accounts", sa.Boolean, nullable=False,
+              server_default=sa.false()),
 )
 
 used_assertions = sa.Table(  # RFC 7523 replay protection: (issuer, jti) until expiry

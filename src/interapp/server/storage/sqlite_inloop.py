@@ -138,6 +138,11 @@ class InLoopConnection:
         return self._connection
 
     @property
+    def in_transaction(self) -> bool:
+        """True while a transaction is open on the file (``sqlite3``'s own flag)."""
+        return self._conn.in_transaction
+
+    @property
     def isolation_level(self) -> str | None:
         """The ``sqlite3`` transaction mode."""
         return self._conn.isolation_level
