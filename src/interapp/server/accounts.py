@@ -19,6 +19,7 @@ from interapp.errors import ConfigError, InvalidClient, NotFoundError
 from interapp.ids import ClientId, UserId
 from interapp.secret import Secret, constant_time_equals
 from interapp.server.keys import check_fetch_url, parse_jwks, well_known_jwks
+from interapp.server.storage.fastsql import Statement
 from interapp.server.storage.schema import clients, trusted_issuers, users
 from interapp.server.tokens import new_id, new_token, token_hash
 
@@ -145,22 +146,30 @@ class ClientInfo:
     public: bool
 
 
-_CLIENT = sa.select(clients.c.secret_hash, clients.c.public).where(
-    clients.c.client_id == sa.bindparam("cid"))
+CLIENT_ROW = Statement(sa.select(clients.c.secret_hash, clients.c.public).where(
+    clients.c.client_id == sa.bindparam("cid")))
+"""A client's ``(secret_hash, public)``: one read per token request (``Database.read_first``)."""
 
 
 async def check_client(conn: AsyncConnection, client_id: str,
                        secret: Secret | None) -> ClientInfo:
     """Check a client's credentials (RFC 6749 §2.3); InvalidClient on any failure."""
-    row = (await conn.execute(_CLIENT, {"cid": client_id})).first()
+    row = (await conn.execute(CLIENT_ROW.statement, {"cid": client_id})).first()
+    return client_from_row(client_id, None if row is None else (row[0], row[1]), secret)
+
+
+def client_from_row(client_id: str, row: tuple[Any, ...] | None,
+                    secret: Secret | None) -> ClientInfo:
+    """Check ``secret`` against the client's :data:`CLIENT_ROW` (None: no such client)."""
     if row is None:
         raise InvalidClient("unknown client or bad client credentials")
-    if row.public:
+    secret_hash, public = row
+    if public:
         if secret is not None and secret.reveal():
             raise InvalidClient("public clients do not have a secret")
         return ClientInfo(ClientId(client_id), public=True)
     if secret is None or not constant_time_equals(token_hash(secret.reveal()),
-                                                  row.secret_hash or ""):
+                                                  secret_hash or ""):
         raise InvalidClient("unknown client or bad client credentials")
     return ClientInfo(ClientId(client_id), public=False)
 

@@ -17,7 +17,7 @@ from interapp.server.accounts import User
 from interapp.server.core import AppServer
 from interapp.server.groupcommit import Check
 from interapp.server.oauth import issue
-from interapp.server.storage.fastread import ReadStatement
+from interapp.server.storage.fastsql import ReadStatement
 from interapp.server.storage.schema import tokens, users
 from interapp.server.tokens import token_hash
 

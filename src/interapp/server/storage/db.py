@@ -9,9 +9,10 @@ revision is already the newest, Alembic is not even imported, so start-up stays 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from interapp.errors import ConcurrentChange, ConfigError, UnavailableError, ValueRefused
-from interapp.server.storage.fastread import ReadStatement, SQLiteReader
+from interapp.server.storage.fastsql import ReadStatement, SQLiteReader
 from interapp.server.storage.sqlite_inloop import BUSY_TIMEOUT_MS, Checkpointer, opener
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -111,6 +112,28 @@ def migrate(sync_url: str) -> None:
         engine.dispose()
 
 
+@contextmanager
+def _storage_errors() -> Iterator[None]:
+    """Turn the drivers' exceptions (through SQLAlchemy, or raw ``sqlite3`` ones from
+    ``storage.fastsql``) into storage errors."""
+    try:
+        yield
+    except (DataError, sqlite3.DataError) as exc:  # a value the database cannot hold
+        raise ValueRefused(f"a value could not be stored: {_brief(exc)}") from exc
+    except (IntegrityError, sqlite3.IntegrityError) as exc:  # lost a race with a concurrent change
+        raise ConcurrentChange("the request conflicts with a concurrent change; retry") from exc
+    except sqlite3.OperationalError as exc:  # e.g. locked by another process past the timeout
+        raise UnavailableError(f"database unavailable: {_brief(exc)}", retry_after=1) from exc
+    except (OperationalError, DBAPIError) as exc:
+        if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not isinstance(
+            exc, OperationalError
+        ):
+            raise
+        raise UnavailableError(f"database unavailable: {_brief(exc)}", retry_after=1) from exc
+    except PoolTimeout as exc:  # every pooled connection stayed busy for pool_timeout
+        raise UnavailableError("database busy: no free connection", retry_after=1) from exc
+
+
 def _brief(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", exc)).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -123,7 +146,7 @@ class Database:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._checkpointer = checkpointer
-        # hot reads on a SQLite file: a read-only connection of their own (storage.fastread)
+        # hot reads on a SQLite file: a read-only connection of their own (storage.fastsql)
         self._reader = SQLiteReader(checkpointer.path, engine.dialect, BUSY_TIMEOUT_MS) \
             if checkpointer is not None else None
 
@@ -159,32 +182,21 @@ class Database:
         :class:`ValueRefused` (a value the database cannot hold), :class:`ConcurrentChange` (a
         lost race) and :class:`UnavailableError` (an outage). The API layer maps them to HTTP
         (``interapp.server.api.errors``)."""
-        try:
+        with _storage_errors():
             async with self.engine.begin() as conn:
                 yield conn
-        except DataError as exc:  # a value the database cannot hold: the caller's input
-            raise ValueRefused(f"a value could not be stored: {_brief(exc)}") from exc
-        except IntegrityError as exc:  # lost a race with a concurrent change
-            raise ConcurrentChange("the request conflicts with a concurrent change; retry") from exc
-        except (OperationalError, DBAPIError) as exc:
-            if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not isinstance(
-                exc, OperationalError
-            ):
-                raise
-            raise UnavailableError(f"database unavailable: {_brief(exc)}", retry_after=1) from exc
-        except PoolTimeout as exc:  # every pooled connection stayed busy for pool_timeout
-            raise UnavailableError("database busy: no free connection", retry_after=1) from exc
 
     async def read_first(self, statement: ReadStatement,
                          params: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        """The first row of a one-statement read (no transaction of its own on SQLite), or
-        None. Errors are the driver's own: the hot paths that use this fall back to the
-        regular request path, which maps them."""
-        if self._reader is not None:
-            return self._reader.first(statement, params)
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(statement.statement, dict(params))).first()
-        return tuple(row) if row is not None else None
+        """The first row of a one-statement read, or None: on a SQLite file on the read-only
+        connection of ``storage.fastsql`` (no transaction, no pool), elsewhere through the
+        engine. Failures are storage errors, as for :meth:`begin`."""
+        with _storage_errors():
+            if self._reader is not None:
+                return self._reader.first(statement, params)
+            async with self.engine.connect() as conn:
+                row = (await conn.execute(statement.statement, dict(params))).first()
+            return tuple(row) if row is not None else None
 
     async def close(self) -> None:
         """Dispose of the pool (and stop the SQLite checkpoint thread)."""
