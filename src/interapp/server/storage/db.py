@@ -149,6 +149,10 @@ class Database:
         # hot reads on a SQLite file: a read-only connection of their own (storage.fastsql)
         self._reader = SQLiteReader(checkpointer.path, engine.dialect, BUSY_TIMEOUT_MS) \
             if checkpointer is not None else None
+        # elsewhere (PostgreSQL) a one-statement read needs no BEGIN nor the pool's ROLLBACK:
+        # autocommit on the same pool makes it one round trip instead of three
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT") \
+            if self.dialect == "postgresql" else engine
 
     @classmethod
     def open(cls, url: str, *, pool_size: int = 10) -> Database:
@@ -194,7 +198,7 @@ class Database:
         with _storage_errors():
             if self._reader is not None:
                 return self._reader.first(statement, params)
-            async with self.engine.connect() as conn:
+            async with self._autocommit.connect() as conn:
                 row = (await conn.execute(statement.statement, dict(params))).first()
             return tuple(row) if row is not None else None
 
