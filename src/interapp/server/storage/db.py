@@ -12,7 +12,7 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from interapp.server.storage.sqlite_inloop import BUSY_TIMEOUT_MS, Checkpointer,
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 HEAD_REVISION = "0004"
+TURN_TIMEOUT = 30.0  # seconds a SQLite transaction waits for its turn (the pool's timeout)
 MIGRATION_LOCK_KEY = 0x1A7E_A9F5  # pg_advisory_xact_lock key serialising schema migrations
 
 
@@ -153,6 +154,9 @@ class Database:
         # autocommit on the same pool makes it one round trip instead of three
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT") \
             if self.dialect == "postgresql" else engine
+        # the SQLite file's one connection, held between transactions (see begin())
+        self._held: AsyncConnection | None = None
+        self._turn = asyncio.Lock() if checkpointer is not None else None
 
     @classmethod
     def open(cls, url: str, *, pool_size: int = 10) -> Database:
@@ -187,8 +191,45 @@ class Database:
         lost race) and :class:`UnavailableError` (an outage). The API layer maps them to HTTP
         (``interapp.server.api.errors``)."""
         with _storage_errors():
-            async with self.engine.begin() as conn:
+            if self._turn is None:
+                async with self.engine.begin() as conn:
+                    yield conn
+                return
+            async with self._held_connection() as conn, conn.begin():
                 yield conn
+
+    @asynccontextmanager
+    async def _held_connection(self) -> AsyncIterator[AsyncConnection]:
+        """The SQLite file's one connection, one transaction at a time.
+
+        The pool has one connection anyway (``storage.sqlite_inloop``); holding it checked out
+        and taking turns on a lock saves the checkout, the return and its reset on every
+        transaction (~70 µs of ~105 µs for ``begin()`` + ``COMMIT``). A connection that failed
+        at the database level is closed and the next transaction opens a new one.
+        """
+        assert self._turn is not None
+        try:
+            async with asyncio.timeout(TURN_TIMEOUT):
+                await self._turn.acquire()
+        except TimeoutError:
+            raise UnavailableError("database busy: no free connection", retry_after=1) from None
+        try:
+            if self._held is None:
+                self._held = await self.engine.connect()
+            conn = self._held
+            try:
+                yield conn
+            except (DBAPIError, sqlite3.Error):
+                self._held = None
+                with suppress(Exception):
+                    await conn.close()
+                raise
+            if conn.invalidated:
+                self._held = None
+                with suppress(Exception):
+                    await conn.close()
+        finally:
+            self._turn.release()
 
     async def read_first(self, statement: ReadStatement,
                          params: Mapping[str, Any]) -> tuple[Any, ...] | None:
@@ -206,6 +247,10 @@ class Database:
         """Dispose of the pool (and stop the SQLite checkpoint thread)."""
         if self._reader is not None:
             self._reader.close()
+        if self._held is not None:
+            with suppress(Exception):
+                await self._held.close()
+            self._held = None
         await self.engine.dispose()
         if self._checkpointer is not None:
             await asyncio.to_thread(self._checkpointer.stop)
