@@ -1,23 +1,31 @@
-"""Shared pieces of the side-by-side benchmarks (issue 6): progress bar, report blocks, charts,
-process memory and latency percentiles.
+"""The one kit every benchmark of ``bench/`` uses: percentiles and formats, CPU and process
+meters, machine facts, seeding a server's database, the report blocks and the charts.
 
-Every benchmark script of issue 6 (``bench/compare_messages.py``, ``bench/compare_streams.py``)
-uses these so that ``make bench`` shows one kind of progress bar, writes its own block of
-``docs/performance.md`` between markers without touching the others, and draws its charts in one
-style into ``docs/perf/``.
+So that ``make bench`` shows one kind of progress, measures CPU one way (cores = CPU seconds of
+a process tree over wall seconds, "other" = the rest of the machine from ``/proc/stat``), seeds
+accounts one way (straight into the database through the server's own modules), writes each
+benchmark's own block of ``docs/performance.md`` between markers without touching the others,
+and draws its charts in one style into ``docs/perf/``.
+
+A new benchmark (the lead's façade-overhead one, say) is a script that uses this kit, writes its
+block with :func:`write_block` and is one more row of ``STAGES`` in ``bench/run.py``;
+:func:`overhead` measures two ways of doing the same call side by side.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import importlib.metadata
 import math
 import os
 import platform
 import re
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -63,6 +71,21 @@ def percentile(values: Sequence[float], p: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(p / 100 * len(ordered)))
     return ordered[rank - 1]
+
+
+def percentiles_ms(seconds: Sequence[float], ps: Sequence[float] = (50, 90, 99, 100)
+                   ) -> dict[str, float | None]:
+    """``{"p50": ms, …}`` rounded for JSON (None where there are no values)."""
+    out: dict[str, float | None] = {}
+    for p in ps:
+        v = percentile(seconds, p)
+        out[f"p{p:g}"] = None if math.isnan(v) else round(v * 1000, 2)
+    return out
+
+
+def met(ok: bool) -> str:
+    """A target's status cell."""
+    return "met" if ok else "**NOT met**"
 
 
 def fmt_ms(seconds: float) -> str:
@@ -133,17 +156,169 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
-def machine_line() -> str:
-    """One line of machine facts for a report."""
-    model = "unknown CPU"
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (all CPUs; idle and iowait excluded)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+Reading = tuple[float, dict[str, float]]
+
+
+class CpuMeter:
+    """CPU cores used over an interval by named process trees, by this process and by every
+    other process of the machine (PostgreSQL, other people's work): 1.00 = one CPU busy."""
+
+    def __init__(self, pids: dict[str, int], *, me: str = "loadgen", other: str = "other") -> None:
+        self.pids, self.me, self.other = pids, me, other
+        self._start: Reading | None = None
+
+    def snap(self) -> Reading:
+        """A timestamped reading of CPU seconds."""
+        values = {name: tree_cpu(pid) for name, pid in self.pids.items()}
+        values[self.me] = cpu_seconds(os.getpid())
+        values[self.other] = machine_busy() - sum(values.values())
+        return time.perf_counter(), values
+
+    @staticmethod
+    def cores(a: Reading, b: Reading) -> dict[str, float]:
+        """Cores used between readings ``a`` and ``b`` (never below 0)."""
+        span = max(b[0] - a[0], 1e-9)
+        return {k: max(0.0, (b[1][k] - a[1].get(k, 0.0)) / span) for k in b[1]}
+
+    def start(self) -> None:
+        """Begin an interval."""
+        self._start = self.snap()
+
+    def stop(self) -> dict[str, float]:
+        """Cores used since :meth:`start`, and the interval's ``seconds``."""
+        assert self._start is not None, "start() first"
+        end = self.snap()
+        return {**self.cores(self._start, end), "seconds": end[0] - self._start[0]}
+
+
+def cpu_text(split: dict[str, float] | None, names: dict[str, str] | None = None) -> str:
+    """``server 0.98, load generator 0.36, other 0.01 (total 1.35)``."""
+    if not split:
+        return "—"
+    names = {"loadgen": "load generator", **(names or {})}
+    cores = {k: v for k, v in split.items() if k != "seconds"}
+    return (", ".join(f"{names.get(k, k)} {v:.2f}" for k, v in cores.items())
+            + f" (total {sum(cores.values()):.2f})")
+
+
+def cpu_model() -> str:
+    """The CPU's model name."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def versions(packages: Sequence[str]) -> str:
+    """``name version, …`` of the installed ``packages``."""
+    parts = []
+    for name in packages:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            parts.append(f"{name} {importlib.metadata.version(name)}")
+    return ", ".join(parts)
+
+
+def machine_line() -> str:
+    """One line of machine facts for a report."""
     load = os.getloadavg()[0]
-    return (f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; nproc = {os.cpu_count()}, {model}; "
-            f"Python {platform.python_version()}; load average at the start {load:.2f}")
+    return (f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; nproc = {os.cpu_count()}, "
+            f"{cpu_model()}; Python {platform.python_version()}; load average at the start "
+            f"{load:.2f}")
+
+
+# --------------------------------------------------------------------------- seeding
+
+
+class Seeder:
+    """Accounts, buddies, clients and tokens written straight into a server's database through
+    the server's own modules (no HTTP, no password hashing but one), in one transaction."""
+
+    def __init__(self, conn: Any, password: str | None) -> None:
+        from interapp.secret import Secret
+        from interapp.server import passwords
+
+        self.conn = conn
+        self.hashed = passwords.hash_sync(Secret(password)) if password else None
+
+    async def user(self, name: str, display_name: str | None = None) -> Any:
+        """A new account (with the seeder's password, if it has one)."""
+        from interapp.server import accounts
+
+        return await accounts.create_user(self.conn, name, display_name=display_name,
+                                          password_hash=self.hashed)
+
+    async def buddies(self, a: Any, b: Any) -> None:
+        """Make ``a`` and ``b`` buddies."""
+        from interapp.server import social
+
+        await social.make_buddies(self.conn, a, b)
+
+    async def client(self, name: str, *, public: bool = False) -> tuple[str, str | None]:
+        """A new OAuth client: its id and secret (None for a public one)."""
+        from interapp.server import accounts
+
+        cid, secret = await accounts.create_client(self.conn, name, public=public)
+        return cid, secret.reveal() if secret else None
+
+    async def tokens(self, user_id: str, client_id: str, ttl: int = 4 * 3600) -> dict[str, Any]:
+        """An access + refresh token pair issued as a password login would."""
+        from interapp.server.oauth import issue
+
+        return await issue.issue_pair(self.conn, user_id=user_id, client_id=client_id,
+                                      grant_type="password", access_ttl=ttl,
+                                      refresh_ttl=max(ttl, 24 * 3600))
+
+
+@contextlib.asynccontextmanager
+async def seeding(db_url: str, password: str | None = None) -> AsyncIterator[Seeder]:
+    """A :class:`Seeder` on ``db_url`` (migrated first); committed when the block ends."""
+    from interapp.server.storage import Database
+
+    db = Database.open(db_url)
+    try:
+        async with db.begin() as conn:
+            yield Seeder(conn, password)
+    finally:
+        await db.close()
+
+
+async def bounded(n: int, jobs: Sequence[Callable[[], Awaitable[Any]]]) -> list[Any]:
+    """Run the jobs at most ``n`` at a time; results in order."""
+    import asyncio
+
+    gate = asyncio.Semaphore(n)
+
+    async def one(job: Callable[[], Awaitable[Any]]) -> Any:
+        async with gate:
+            return await job()
+
+    return list(await asyncio.gather(*(one(j) for j in jobs)))
+
+
+async def overhead(direct: Callable[[], Awaitable[Any]], wrapped: Callable[[], Awaitable[Any]],
+                   *, rounds: int = 2000) -> dict[str, float]:
+    """The same call made two ways, interleaved (so machine noise hits both alike): p50 and
+    p99 of each in ms and the overhead of ``wrapped`` over ``direct`` at the median, in %.
+
+    For the façade benchmark: ``direct`` calls the plug-in, ``wrapped`` the host SDK."""
+    a: list[float] = []
+    b: list[float] = []
+    for i in range(rounds):
+        for fn, out in ((direct, a), (wrapped, b)) if i % 2 else ((wrapped, b), (direct, a)):
+            t0 = time.perf_counter()
+            await fn()
+            out.append(time.perf_counter() - t0)
+    pa, pb = percentile(a, 50), percentile(b, 50)
+    return {"direct_p50_ms": pa * 1000, "direct_p99_ms": percentile(a, 99) * 1000,
+            "wrapped_p50_ms": pb * 1000, "wrapped_p99_ms": percentile(b, 99) * 1000,
+            "overhead_pct": (pb - pa) / pa * 100 if pa else math.nan}
 
 
 # --------------------------------------------------------------------------- report blocks
@@ -151,6 +326,7 @@ def machine_line() -> str:
 
 def write_block(name: str, markdown: str, path: Path = REPORT) -> None:
     """Replace the block ``name`` of the report (between its markers), or append it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     body = f"{begin}\n{markdown.strip()}\n{end}"
     text = path.read_text() if path.exists() else "# Performance\n"

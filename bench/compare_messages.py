@@ -61,6 +61,7 @@ from compare_peers import (
     PeerMissing,
     Peers,
     check_peers,
+    cpu_meter,
     versions,
 )
 
@@ -145,12 +146,11 @@ class OpResult:
                 "cpu_cores": {k: round(v, 3) for k, v in self.cpu.items()}}
 
 
+_pcts = benchkit.percentiles_ms
+
+
 def _r(x: float) -> float | None:
     return None if math.isnan(x) else round(x, 2)
-
-
-def _pcts(values: list[float]) -> dict[str, float | None]:
-    return {f"p{q:g}": _r(benchkit.percentile(values, q) * 1000) for q in (50, 90, 99, 100)}
 
 
 # --------------------------------------------------------------------------- messages
@@ -280,7 +280,7 @@ class Bench:
     def __init__(self, peers: Peers, sizes: Sizes, bar: Any) -> None:
         self.peers, self.s, self.bar = peers, sizes, bar
         self.host = peers.host
-        self.cpu = CpuMeter(peers.pids)
+        self.cpu = cpu_meter(peers.pids)
         self.token = uuid.uuid4().hex[:6]
         self.messages: dict[str, dict[str, MsgResult]] = {}
         self.logins: dict[str, OpResult] = {}
@@ -644,13 +644,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await peers.start()
                 meta["setup_seconds"] = round(perf() - setup, 1)
                 advance()
+
+                def rss() -> dict[str, float]:
+                    return {k: round(benchkit.tree_rss_bytes(p) / 2**20, 1)
+                            for k, p in peers.pids.items()}
+
+                meta["rss_setup_mb"] = rss()
                 bench = Bench(peers, sizes, bar)
                 for name in NETWORKS:
                     await bench.network(peers.networks[name])
                     advance()
+                meta["rss_messages_mb"] = rss()
                 await bench.login_phases(advance)
-                meta["rss_mb"] = {k: round(benchkit.tree_rss_bytes(p) / 2**20, 1)
-                                  for k, p in peers.pids.items()}
+                meta["rss_mb"] = rss()
                 meta["versions"] = versions()
         ok = True
     finally:

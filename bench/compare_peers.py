@@ -30,13 +30,12 @@ import contextlib
 import importlib.metadata as md
 import os
 import subprocess
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchkit import cpu_seconds, tree_cpu
+from benchkit import CpuMeter, bounded, seeding
 from server_bench import BIN, Server
 
 from interapp.secret import Secret
@@ -101,46 +100,12 @@ class Network:
         return f"{self.name}-{role}{i:02d}"
 
 
-async def bounded(n: int, jobs: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
-    """Run the jobs at most ``n`` at a time; results in order."""
-    gate = asyncio.Semaphore(n)
-
-    async def one(job: Callable[[], Awaitable[Any]]) -> Any:
-        async with gate:
-            return await job()
-
-    return list(await asyncio.gather(*(one(j) for j in jobs)))
+SELF, OTHER = "load generator + host", "every other process"  # CPU table columns
 
 
-class CpuMeter:
-    """CPU cores used by each server process and by this process over an interval."""
-
-    SELF = "load generator + host"
-    OTHER = "every other process"
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
-        self.tick = os.sysconf("SC_CLK_TCK")
-
-    def _busy(self) -> float:
-        """CPU seconds every process of the machine used so far (``/proc/stat``)."""
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-        return (user + nice + system + irq + softirq + steal) / self.tick
-
-    def snap(self) -> tuple[float, dict[str, float]]:
-        """A timestamped reading of CPU seconds."""
-        values = {name: tree_cpu(pid) for name, pid in self.pids.items()}
-        values[self.SELF] = cpu_seconds(os.getpid())
-        values[self.OTHER] = self._busy() - sum(values.values())
-        return time.perf_counter(), values
-
-    @staticmethod
-    def cores(a: tuple[float, dict[str, float]], b: tuple[float, dict[str, float]]
-              ) -> dict[str, float]:
-        """Cores used between readings ``a`` and ``b``."""
-        span = max(b[0] - a[0], 1e-9)
-        return {k: (b[1][k] - a[1].get(k, 0.0)) / span for k in b[1]}
+def cpu_meter(pids: dict[str, int]) -> CpuMeter:
+    """The kit's meter on the servers, with this process named as what it is here."""
+    return CpuMeter(pids, me=SELF, other=OTHER)
 
 
 class Peers:
@@ -206,21 +171,12 @@ class Peers:
 
     async def _start_home(self) -> Server:
         """The local application: user ``bench`` and the host's client."""
-        from interapp.server import accounts, passwords
-        from interapp.server.storage import Database
-
         db_path = self.folder / "local.db"
-        db = Database.open(f"sqlite:///{db_path}")
-        try:
-            async with db.begin() as conn:
-                await accounts.create_user(conn, "bench", password_hash=passwords.hash_sync(
-                    Secret(PASSWORD)))
-                client_id, secret = await accounts.create_client(conn, "bench-host",
-                                                                 public=False)
-        finally:
-            await db.close()
+        async with seeding(f"sqlite:///{db_path}", PASSWORD) as sd:
+            await sd.user("bench")
+            client_id, secret = await sd.client("bench-host")
         assert secret is not None
-        self.home_client = (str(client_id), secret)
+        self.home_client = (str(client_id), Secret(secret))
         server = await self._serve("local", db_path)
         self.home_url = f"http://127.0.0.1:{server.port}"
         return server
@@ -228,27 +184,18 @@ class Peers:
     async def _start_target(self) -> Server:
         """The measured server: 2 x pairs users, pairwise buddies, the host's client, and trust
         in the local application's issuer (same-account logins)."""
-        from interapp.server import accounts, passwords, social
-        from interapp.server.storage import Database
+        from interapp.server import accounts
 
         db_path = self.folder / "target.db"
-        db = Database.open(f"sqlite:///{db_path}")
-        hashed = passwords.hash_sync(Secret(PASSWORD))
-        try:
-            async with db.begin() as conn:
-                for i in range(self.pairs):
-                    a = await accounts.create_user(conn, f"s{i:02d}", password_hash=hashed)
-                    b = await accounts.create_user(conn, f"r{i:02d}", password_hash=hashed)
-                    await social.make_buddies(conn, a, b)
-                client_id, secret = await accounts.create_client(conn, "bench-host",
-                                                                 public=False)
-                # the seeded accounts are local: the home app may sign in to them
-                await accounts.trust_issuer(conn, self.home_url, jwks=None, jwks_url=None,
-                                            may_sign_in_local_accounts=True)
-        finally:
-            await db.close()
+        async with seeding(f"sqlite:///{db_path}", PASSWORD) as sd:
+            for i in range(self.pairs):
+                await sd.buddies(await sd.user(f"s{i:02d}"), await sd.user(f"r{i:02d}"))
+            client_id, secret = await sd.client("bench-host")
+            # the seeded accounts are local: the home app may sign in to them
+            await accounts.trust_issuer(sd.conn, self.home_url, jwks=None, jwks_url=None,
+                                        may_sign_in_local_accounts=True)
         assert secret is not None
-        self.target_client = (str(client_id), secret)
+        self.target_client = (str(client_id), Secret(secret))
         return await self._serve("chatter", db_path)
 
     # --- accounts and buddies --------------------------------------------------------------

@@ -52,7 +52,9 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 
 from benchkit import (  # noqa: E402
     CHARTS,
+    CpuMeter,
     Progress,
+    cpu_text,
     descendants,
     machine_line,
     percentile,
@@ -65,9 +67,7 @@ from benchkit import (  # noqa: E402
 from server_bench import (  # noqa: E402
     BIN,
     ROOT,
-    CpuMeter,
     HttpConn,
-    Result,
     Server,
     build,
     closed_loop,
@@ -79,7 +79,6 @@ from server_bench import (  # noqa: E402
 from streamkit import (  # noqa: E402
     Accounts,
     Arrivals,
-    CpuWatch,
     WsStream,
     open_streams,
     peer_owner,
@@ -109,24 +108,6 @@ class Plan:
     warmup: float
     hold: float
     deflate: int
-
-
-class TreeMeter(CpuMeter):
-    """``server_bench.CpuMeter`` over a whole process tree (a supervisor and its workers)."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(pid)
-        self.watch = CpuWatch(pid)
-        self.split: dict[str, float] = {}
-
-    def start(self) -> None:
-        self.watch.start()
-
-    def stop(self, result: Result) -> None:
-        split = self.watch.stop()
-        result.server_cpu, result.client_cpu, result.other_cpu = (
-            split.server, split.loadgen, split.other)
-        self.split = split.as_dict()
 
 
 class Bench:
@@ -304,11 +285,11 @@ class Bench:
                 status, _body = await c.request(raw)
                 return status == 200, str(status)
 
-            meter = TreeMeter(server.pid)
             r = await closed_loop("bare", server.port, 16, self.plan.warmup, self.plan.duration,
-                                  get, meter)
+                                  get, CpuMeter({"server": server.pid}))
             self.out["yardstick"] = {"rate": r.rate, "p50_ms": r.pct(50), "p99_ms": r.pct(99),
-                                     "errors": r.errors, "idle_rss": idle, "cpu": meter.split}
+                                     "errors": r.errors, "idle_rss": idle,
+                                     "cpu": r.extra["cpu"]}
             say(f"  bare Starlette: {r.rate:,.0f} req/s, idle RSS {idle / MB:.1f} MB")
         finally:
             self.stop(server)
@@ -345,7 +326,7 @@ class Bench:
             for n in targets:
                 self.step(f"one process: {n:,} streams")
                 t0 = perf()
-                cpu = CpuWatch(server.pid)
+                cpu = CpuMeter({"server": server.pid})
                 cpu.start()
                 report = await open_streams(
                     server.port, tokens, n - len(self.streams), arrivals.on_event,
@@ -362,7 +343,7 @@ class Bench:
                         "handshake_rate": report.rate, "failures": dict(report.failures),
                         "rss": rss, "per_stream": (rss - base) / max(1, len(self.streams)),
                         "fds": len(os.listdir(f"/proc/{server.pid}/fd")),
-                        "opening_cpu": opening_cpu.as_dict(), "check": check}
+                        "opening_cpu": opening_cpu, "check": check}
                 res["steps"].append(step)
                 say(f"  {len(self.streams):,} streams open ({report.rate:,.0f}/s), RSS "
                     f"{rss / MB:.1f} MB, {step['per_stream'] / KB:.1f} KB/stream; "
@@ -376,10 +357,10 @@ class Bench:
                     break
             self.bar.remove_task(sub)
             self.step(f"one process: holding {len(self.streams):,} streams idle")
-            cpu = CpuWatch(server.pid)
+            cpu = CpuMeter({"server": server.pid})
             cpu.start()
             await asyncio.sleep(self.plan.hold)
-            res["hold"] = {"seconds": self.plan.hold, "cpu": cpu.stop().as_dict(),
+            res["hold"] = {"seconds": self.plan.hold, "cpu": cpu.stop(),
                            "rss": rss_bytes(server.pid),
                            "check": await self.reach_all(server.port, acc, arrivals, 60)}
             self.close_streams()
@@ -508,7 +489,7 @@ class Bench:
         if check["received"] < len(self.streams):
             raise RuntimeError(f"fan-out streams not all reached: {check}")
         bursts = []
-        cpu = CpuWatch(server.pid)
+        cpu = CpuMeter({"server": server.pid})
         for b in range(plan.bursts + 2):  # the first two warm up
             if b == 2:
                 cpu.start()
@@ -529,7 +510,7 @@ class Bench:
         res["fanout"] = {
             "streams": len(self.streams), "bursts": bursts, "delivered": delivered,
             "expected": len(self.streams) * len(bursts),
-            "events_per_s": delivered / split.seconds, "cpu": split.as_dict(),
+            "events_per_s": delivered / split["seconds"], "cpu": split,
             "p50_ms": percentile(pooled, 50) * 1000, "p99_ms": percentile(pooled, 99) * 1000,
             "max_ms": max(pooled, default=math.nan) * 1000,
             "ack_p50_ms": percentile([b["ack"] for b in bursts], 50) * 1000,
@@ -569,9 +550,9 @@ class Bench:
                 body.encode()))
             return status == 201, f"{status} {answer[:80]!r}"
 
-        meter = TreeMeter(server.pid)
         r = await closed_loop("messages", port, len(conns), plan.warmup, plan.duration, send,
-                              meter)
+                              CpuMeter({"server": server.pid}))
+        split = r.extra["cpu"]
         deadline = perf() + 5
         while perf() < deadline and any(c not in arrivals.times for c in sent):
             await asyncio.sleep(0.05)
@@ -584,15 +565,14 @@ class Bench:
             "rate": r.rate, "errors": r.errors, "error_samples": dict(r.error_samples),
             "post_p50_ms": r.pct(50), "post_p99_ms": r.pct(99), "sent": len(sent),
             "delivered": len(lat), "e2e_p50_ms": percentile(lat, 50) * 1000,
-            "e2e_p99_ms": percentile(lat, 99) * 1000, "cpu": meter.split,
+            "e2e_p99_ms": percentile(lat, 99) * 1000, "cpu": split,
             "lost_by_receiver": dict(lost), "closed_streams": dict(closed),
-            "per_server_cpu_s": r.rate / meter.split["server"] if meter.split["server"] else 0}
+            "per_server_cpu_s": r.rate / split["server"] if split["server"] else 0}
         m = res["messages"]
         if lost:
             say(f"  [red]lost messages by receiver: {dict(lost)}; closed streams: {dict(closed)}")
         say(f"  messages: {m['rate']:,.0f}/s, delivered {m['delivered']}/{m['sent']}, e2e p99 "
-            f"{m['e2e_p99_ms']:.0f} ms; CPU server {meter.split['server']:.2f}, load generator "
-            f"{meter.split['loadgen']:.2f}, other {meter.split['other']:.2f}")
+            f"{m['e2e_p99_ms']:.0f} ms; CPU {cpu_text(split)}")
         self.close_streams()
 
 

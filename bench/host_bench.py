@@ -41,9 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import datetime as dt
-import importlib.metadata
 import os
 import platform
 import re
@@ -61,10 +59,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchkit import cpu_model, met, percentile, seeding, versions, write_block
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "docs" / "performance.md"
-START, END = "<!-- host-bench:start -->", "<!-- host-bench:end -->"
-NOTES_MARKER = "<!-- notes -->"
 PW = {"alice@arena": "arena-bench-pw", "alice@chatter": "chatter-bench-pw"}
 
 TARGET_RESOLVE_MS = 1.0
@@ -79,9 +78,7 @@ def say(text: str) -> None:
 
 def pct(values: list[float], q: float) -> float:
     """The q-quantile (0..1) by the nearest-rank method."""
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(q * len(ordered) + 0.5) - 1))
-    return ordered[k]
+    return percentile(values, q * 100)
 
 
 @dataclass
@@ -94,10 +91,6 @@ class Results:
     def add(self, metric: str, measured: str, target: str = "—", status: str = "—") -> None:
         self.rows.append({"metric": metric, "measured": measured, "target": target,
                           "status": status})
-
-
-def met(ok: bool) -> str:
-    return "met" if ok else "**NOT met**"
 
 
 # --- set-up of the application servers ---------------------------------------------------------
@@ -140,7 +133,10 @@ class ThreadedServer:
         async def serve() -> None:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
-            async with EmbeddedServer(self.app, self.db_url, sock=self.sock) as srv:
+            # every target is the same remote account, linked 8 at a time: the per-account
+            # login limit (5 attempts reserved at once) would refuse most of those sign-ins
+            async with EmbeddedServer(self.app, self.db_url, sock=self.sock,
+                                      login_failures_per_account=1_000_000) as srv:
                 self.url = srv.url
                 self._ready.set()
                 await self._stop.wait()
@@ -166,18 +162,13 @@ class ThreadedServer:
 async def seed_apps(folder: Path) -> dict[str, Any]:
     """arena: alice (password); chatter: alice (password). A confidential client on each."""
     from interapp.secret import Secret
-    from interapp.server import accounts, passwords
-    from interapp.server.storage import Database
 
     clients: dict[str, Any] = {}
     for app in ("arena", "chatter"):
-        db = Database.open(f"sqlite:///{folder / app}.db")
-        async with db.begin() as conn:
-            await accounts.create_user(conn, "alice", display_name="Alice",
-                                       password_hash=passwords.hash_sync(
-                                           Secret(PW[f"alice@{app}"])))
-            clients[app] = await accounts.create_client(conn, "bench-host", public=False)
-        await db.close()
+        async with seeding(f"sqlite:///{folder / app}.db", PW[f"alice@{app}"]) as sd:
+            await sd.user("alice", "Alice")
+            cid, secret = await sd.client("bench-host")
+            clients[app] = (cid, Secret(secret or ""))
     return clients
 
 
@@ -518,34 +509,18 @@ async def phase_many(res: Results, folder: Path, arena: Any, chatter: Any,
 
 
 def machine_facts() -> list[str]:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
-        mem = f", {kb / 1024 / 1024:.0f} GiB RAM"
-    except (OSError, AttributeError):
-        pass
-    versions = []
-    for pkg in ("sqlalchemy", "cryptography", "httpx", "uvicorn", "websockets"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions.append(f"{pkg} {importlib.metadata.version(pkg)}")
+    kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
     load = os.getloadavg()
-    return [f"nproc = {os.cpu_count()}, {cpu}{mem}, {platform.system()} {platform.release()}",
+    return [f"nproc = {os.cpu_count()}, {cpu_model()}, {kb / 1024 / 1024:.0f} GiB RAM, "
+            f"{platform.system()} {platform.release()}",
             f"Python {platform.python_version()} ({platform.python_implementation()}); "
-            + ", ".join(versions),
+            + versions(("sqlalchemy", "cryptography", "httpx", "uvicorn", "websockets")),
             f"load average when the run started: {load[0]:.2f} (1 min), {load[1]:.2f} (5 min) "
             "— other work on the machine shares its CPUs"]
 
 
 def render(res: Results, command: str, facts: list[str], started: str) -> str:
-    md = [START, "## Host", "",
+    md = ["## Host", "",
           "Generated by `bench/host_bench.py` (the host benchmark of issue 3). Re-run with:", "",
           "```sh", command, "```", "",
           f"- Date: {started} UTC" + (" — **quick run** (fewer targets and runs)"
@@ -567,7 +542,6 @@ def render(res: Results, command: str, facts: list[str], started: str) -> str:
     md += ["", "All three targets are met." if not misses else
            "Not met: " + "; ".join(r["metric"].split(":")[0] for r in misses) + ".", ""]
     md += ["Where the time goes (from the figures above):", ""] + [f"- {n}" for n in notes(res)]
-    md.append(END)
     return "\n".join(md) + "\n"
 
 
@@ -610,21 +584,6 @@ def notes(res: Results) -> list[str]:
             "`interapp serve` (uvicorn on uvloop) is not affected; the demo and in-process "
             "tests on the standard loop are.")
     return out
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace only our section (between the markers); append it at the end otherwise."""
-    old = path.read_text() if path.exists() else ""
-    if START in old and END in old:
-        head, rest = old.split(START, 1)
-        tail = rest.split(END, 1)[1]
-        new = head + section.rstrip("\n") + tail
-    else:
-        if old and NOTES_MARKER not in old:
-            old = old.rstrip() + "\n\n" + NOTES_MARKER + "\n"
-        new = (old.rstrip() + "\n\n" if old else "") + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new if new.endswith("\n") else new + "\n")
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -672,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     section = render(res, command, facts, started)
     sys.stdout.write("\n" + section)
     if write:
-        write_section(args.out, section)
+        write_block("host-bench", section, args.out)
         say(f"wrote the ## Host section of {args.out}")
     return 0
 

@@ -11,6 +11,14 @@ In order (each is also a command of its own, with more options):
 3. ``server_bench`` — one application-server worker on SQLite and PostgreSQL (issue 2);
 4. ``host_bench`` — the host: start-up, stored-link resolution, 1,000 targets (issue 3).
 
+A new benchmark goes in as one more row of ``STAGES`` (script and arguments). The slot kept
+for the host SDK façade's overhead (issue 11: a send and ``buddies()`` through the façade
+against calling the plug-in directly, in the same run) is a script that measures the two with
+``benchkit.overhead()`` (interleaved calls, p50/p99 of each and the overhead in %), writes its
+block with ``benchkit.write_block("facade-bench", …)`` and accepts ``--quick``/``--no-write``
+like the others; every shared piece it needs (servers seeded with ``benchkit.seeding()``, CPU
+with ``benchkit.CpuMeter``, machine facts) is in ``bench/benchkit.py``.
+
 They run one at a time, so that each has the machine to itself; each shows its own progress.
 A failing benchmark does not stop the others; the exit status is non-zero if any failed, and
 the failures are listed at the end.

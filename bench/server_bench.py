@@ -38,7 +38,6 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
-import importlib.metadata
 import json
 import math
 import os
@@ -59,6 +58,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchkit import (
+    CpuMeter,
+    cpu_model,
+    met,
+    percentile,
+    seeding,
+    versions,
+    write_block,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
@@ -73,6 +82,8 @@ TARGET_MSG_P99_MS = 25.0
 TARGET_SATURATED_P99_MS = 50.0
 GRACE = 5.0  # seconds paced requests may still take after their phase
 NOISY_CPU = 0.3  # cores used by foreign processes above which a phase is flagged
+PACKAGES = ("uvicorn", "uvloop", "httptools", "websockets", "starlette", "fastapi", "sqlalchemy",
+            "aiosqlite", "psycopg", "argon2-cffi", "pydantic")
 PHASES = ("bare", "contacts", "me", "healthz", "refresh", "password", "messages", "saturation")
 
 
@@ -169,11 +180,7 @@ class Result:
 
     def pct(self, p: float) -> float:
         """The p-th percentile latency in milliseconds (nearest rank)."""
-        if not self.latencies:
-            return float("nan")
-        data = sorted(self.latencies)
-        k = min(len(data) - 1, max(0, math.ceil(p / 100 * len(data)) - 1))
-        return data[k] * 1000
+        return percentile(self.latencies, p) * 1000
 
     def error(self, sample: str) -> None:
         self.errors += 1
@@ -181,46 +188,16 @@ class Result:
             self.error_samples[sample[:160]] += 1
 
 
-class CpuMeter:
-    """CPU cores used by a process (from /proc) and by this process, over an interval."""
+def meter(pid: int | None) -> CpuMeter:
+    """The kit's CPU meter on the server's process tree (none: the machine only)."""
+    return CpuMeter({"server": pid} if pid is not None else {})
 
-    def __init__(self, pid: int | None) -> None:
-        self.pid = pid
-        self.tick = os.sysconf("SC_CLK_TCK")
 
-    def _server(self) -> float | None:
-        if self.pid is None:
-            return None
-        try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / self.tick
-
-    def _system(self) -> float | None:
-        """CPU seconds the whole machine has been busy (all CPUs)."""
-        try:
-            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-        except OSError:
-            return None
-        values = [int(v) for v in fields]
-        busy = sum(values) - values[3] - (values[4] if len(values) > 4 else 0)  # - idle, iowait
-        return busy / self.tick
-
-    def start(self) -> None:
-        self._t, self._s, self._c = perf(), self._server(), time.process_time()
-        self._all = self._system()
-
-    def stop(self, result: Result) -> None:
-        wall = perf() - self._t
-        s = self._server()
-        if s is not None and self._s is not None:
-            result.server_cpu = (s - self._s) / wall
-        result.client_cpu = (time.process_time() - self._c) / wall
-        total = self._system()
-        if total is not None and self._all is not None:
-            result.other_cpu = max(0.0, (total - self._all) / wall - (result.server_cpu or 0)
-                                   - result.client_cpu)
+def record_cpu(cpu: CpuMeter, result: Result) -> None:
+    """End ``cpu``'s interval into ``result``'s server / load generator / other cores."""
+    split = result.extra["cpu"] = cpu.stop()
+    result.server_cpu = split.get("server")
+    result.client_cpu, result.other_cpu = split["loadgen"], split["other"]
 
 
 Step = Callable[[HttpConn, int], Awaitable[tuple[bool, str]]]
@@ -270,7 +247,7 @@ async def _measure_window(cpu: CpuMeter, result: Result, warmup: float, duration
     await asyncio.sleep(warmup)
     cpu.start()
     await asyncio.sleep(duration)
-    cpu.stop(result)
+    record_cpu(cpu, result)
 
 
 async def open_loop(rate: float, duration: float,
@@ -422,41 +399,21 @@ class Seed:
 
 async def seed(db_url: str, *, buddies: int, chains: int, login_users: int) -> Seed:
     """Create the accounts, client, buddies and tokens directly on the database."""
-    from interapp.secret import Secret
-    from interapp.server import accounts, passwords, social
-    from interapp.server.oauth import issue
-    from interapp.server.storage import Database
-
-    db = Database.open(db_url)
-    hashed = passwords.hash_sync(Secret(PASSWORD))  # one hash, reused by every account
-    try:
-        async with db.begin() as conn:
-            alice = await accounts.create_user(conn, "alice", password_hash=hashed)
-            for i in range(buddies):
-                buddy = await accounts.create_user(conn, f"buddy{i:03d}", password_hash=hashed,
-                                                   display_name=f"Buddy number {i}")
-                await social.make_buddies(conn, alice, buddy)
-            sender = await accounts.create_user(conn, "sender", password_hash=hashed)
-            receiver = await accounts.create_user(conn, "receiver", password_hash=hashed)
-            await social.make_buddies(conn, sender, receiver)
-            names = [f"login{i:02d}" for i in range(login_users)]
-            for name in names:
-                await accounts.create_user(conn, name, password_hash=hashed)
-            client_id, secret = await accounts.create_client(conn, "bench", public=False)
-            assert secret is not None
-
-            async def pair(user_id: str) -> dict[str, Any]:
-                return await issue.issue_pair(conn, user_id=user_id, client_id=client_id,
-                                              grant_type="password", access_ttl=4 * 3600,
-                                              refresh_ttl=24 * 3600)
-
-            alice_at = (await pair(alice.id))["access_token"]
-            sender_at = (await pair(sender.id))["access_token"]
-            receiver_at = (await pair(receiver.id))["access_token"]
-            refresh = [(await pair(alice.id))["refresh_token"] for _ in range(chains)]
-    finally:
-        await db.close()
-    return Seed(client_id, secret.reveal(), alice_at, sender_at, receiver_at, refresh, names)
+    async with seeding(db_url, PASSWORD) as sd:
+        alice = await sd.user("alice")
+        for i in range(buddies):
+            await sd.buddies(alice, await sd.user(f"buddy{i:03d}", f"Buddy number {i}"))
+        sender, receiver = await sd.user("sender"), await sd.user("receiver")
+        await sd.buddies(sender, receiver)
+        names = [f"login{i:02d}" for i in range(login_users)]
+        for name in names:
+            await sd.user(name)
+        cid, secret = await sd.client("bench")
+        assert secret is not None
+        alice_at, sender_at, receiver_at = [
+            (await sd.tokens(u.id, cid))["access_token"] for u in (alice, sender, receiver)]
+        refresh = [(await sd.tokens(alice.id, cid))["refresh_token"] for _ in range(chains)]
+    return Seed(cid, secret, alice_at, sender_at, receiver_at, refresh, names)
 
 
 def pg_available(base: str) -> bool:
@@ -526,7 +483,7 @@ async def run_closed(backend: str, label: str, name: str, port: int, pid: int | 
                      step: Step, concurrency: int | None = None) -> Result:
     prof = o.profiler.start(pid, f"{backend}-{label}", o.warmup + o.duration) if pid else None
     r = await closed_loop(name, port, concurrency or o.concurrency, o.warmup, o.duration, step,
-                          CpuMeter(pid))
+                          meter(pid))
     o.profiler.finish(prof)
     print(line(backend, r), flush=True)
     return r
@@ -678,11 +635,11 @@ async def probe(backend: str, label: str, name: str, port: int, pid: int, o: Opt
         else:
             result.error(f"{status} {body[:80]!r}")
 
-    cpu = CpuMeter(pid)
+    cpu = meter(pid)
     prof = o.profiler.start(pid, f"{backend}-{label}", o.duration)
     cpu.start()
     n = await open_loop(o.probe_rate, o.duration, fire, grace=GRACE)
-    cpu.stop(result)
+    record_cpu(cpu, result)
     o.profiler.finish(prof)
     result.seconds = o.duration
     pool.close()
@@ -759,8 +716,8 @@ async def bench_messages(backend: str, port: int, pid: int, s: Seed,
     lat = [arrived[c] - t for c, t in sent.items() if c in arrived]
     mx.extra["delivered"] = sum(1 for c in sent if c in arrived)
     mx.extra["sent"] = len(sent)
-    mx.extra["e2e_p50"] = _pct(lat, 50)
-    mx.extra["e2e_p99"] = _pct(lat, 99)
+    mx.extra["e2e_p50"] = percentile(lat, 50) * 1000
+    mx.extra["e2e_p99"] = percentile(lat, 99) * 1000
     print(f"[{backend}]   (at max rate: send→receive p50 {mx.extra['e2e_p50']:.1f} ms, "
           f"p99 {mx.extra['e2e_p99']:.1f} ms; {mx.extra['delivered']}/{len(sent)} delivered)",
           flush=True)
@@ -785,11 +742,11 @@ async def bench_messages(backend: str, port: int, pid: int, s: Seed,
         else:
             paced.error(f"{status} {body[:100]!r}")
 
-    cpu = CpuMeter(pid)
+    cpu = meter(pid)
     prof = o.profiler.start(pid, f"{backend}-msg-paced", o.duration)
     cpu.start()
     n = await open_loop(rate, o.duration, fire)
-    cpu.stop(paced)
+    record_cpu(cpu, paced)
     o.profiler.finish(prof)
     pool.close()
     deadline = perf() + 3
@@ -804,18 +761,13 @@ async def bench_messages(backend: str, port: int, pid: int, s: Seed,
     paced.seconds = o.duration
     lost = n - paced.count
     paced.latencies += [math.inf] * lost  # never delivered: infinitely late
-    paced.extra.update(rate=rate, sent=n, lost=lost, ack_p50=_pct(acked, 50),
-                       ack_p99=_pct(acked, 99), reconnects=state["reconnects"],
+    paced.extra.update(rate=rate, sent=n, lost=lost, ack_p50=percentile(acked, 50) * 1000,
+                       ack_p99=percentile(acked, 99) * 1000, reconnects=state["reconnects"],
                        seq_gaps=state["bad"])
     print(line(backend, paced) + f"  (201 p99 {paced.extra['ack_p99']:.1f} ms, lost {lost}, "
           f"stream reconnects {state['reconnects']})", flush=True)
     out["msg_paced"] = paced
     return out
-
-
-def _pct(values: list[float], p: float) -> float:
-    r = Result("", latencies=values)
-    return r.pct(p)
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -931,7 +883,7 @@ async def main_async(args: argparse.Namespace) -> int:
     print()
     print(summary_lines(yard, all_results))
     if args.out:
-        write_report(Path(args.out), report)
+        write_block("server-bench", report, Path(args.out))
         print(f"wrote {args.out}")
     return 0
 
@@ -950,10 +902,6 @@ class Row:
 
 def _ms(v: float) -> str:
     return f"> {GRACE:g} s (unanswered)" if math.isinf(v) else f"{v:.1f} ms"
-
-
-def _verdict(ok: bool) -> str:
-    return "met" if ok else "**NOT met**"
 
 
 @dataclass
@@ -986,7 +934,7 @@ def rows_for(yard: Yardstick, r: dict[str, Result]) -> tuple[list[Row], list[str
     ok = ref.rate >= TARGET_REFRESH and not ref.errors
     rows.append(Row("refresh-token grants/s", f"**{ref.rate:,.0f}/s** (p50 {_ms(ref.pct(50))}, "
                     f"p99 {_ms(ref.pct(99))}{f', {ref.errors} errors' if ref.errors else ''})",
-                    ratio(ref), f"≥ {TARGET_REFRESH:,.0f}/s", _verdict(ok),
+                    ratio(ref), f"≥ {TARGET_REFRESH:,.0f}/s", met(ok),
                     "refresh-token grants ≥ 1,500/s"))
     if not ok:
         misses.append(f"refresh-token grants: {ref.rate:,.0f}/s against ≥ {TARGET_REFRESH:,.0f}/s"
@@ -1000,7 +948,7 @@ def rows_for(yard: Yardstick, r: dict[str, Result]) -> tuple[list[Row], list[str
     ok = cr >= TARGET_CONTACTS_RATIO and not con.errors
     rows.append(Row("GET /v1/contacts (100 buddies)", f"{con.rate:,.0f}/s (p50 "
                     f"{_ms(con.pct(50))}, p99 {_ms(con.pct(99))})", f"**{cr:.3f}x**",
-                    f"≥ {TARGET_CONTACTS_RATIO}x bare", _verdict(ok),
+                    f"≥ {TARGET_CONTACTS_RATIO}x bare", met(ok),
                     f"GET /v1/contacts (100 buddies) ≥ {TARGET_CONTACTS_RATIO}x the bare endpoint"))
     if not ok:
         misses.append(f"GET /v1/contacts: {cr:.3f}x the bare endpoint against ≥ "
@@ -1022,7 +970,7 @@ def rows_for(yard: Yardstick, r: dict[str, Result]) -> tuple[list[Row], list[str
     rows.append(Row(f"message send→receive, paced at half the max ({mp.extra['rate']:.0f}/s)",
                     f"p50 {_ms(mp.pct(50))}, **p99 {_ms(mp.pct(99))}**{lost} (POST answered: "
                     f"p99 {_ms(mp.extra['ack_p99'])})", "—",
-                    f"p99 ≤ {TARGET_MSG_P99_MS:g} ms", _verdict(ok),
+                    f"p99 ≤ {TARGET_MSG_P99_MS:g} ms", met(ok),
                     f"message send→receive p99 ≤ {TARGET_MSG_P99_MS:g} ms at half the max rate"))
     if not ok:
         misses.append(f"message send→receive p99 at half the max rate: {_ms(mp.pct(99))} "
@@ -1035,7 +983,7 @@ def rows_for(yard: Yardstick, r: dict[str, Result]) -> tuple[list[Row], list[str
     rows.append(Row(f"GET /v1/me paced at {sp.rate:.0f}/s while password logins saturate the "
                     f"hashing threads ({sp.extra['password_rate']:.0f} logins/s meanwhile)",
                     f"p50 {_ms(sp.pct(50))}, **p99 {_ms(sp.pct(99))}**", "—",
-                    f"p99 ≤ {TARGET_SATURATED_P99_MS:g} ms", _verdict(ok),
+                    f"p99 ≤ {TARGET_SATURATED_P99_MS:g} ms", met(ok),
                     f"other requests p99 ≤ {TARGET_SATURATED_P99_MS:g} ms while password logins "
                     "saturate hashing"))
     if not ok:
@@ -1062,16 +1010,14 @@ def summary_lines(yard: Yardstick, results: dict[str, dict[str, Result]]) -> str
 
 def wait_quiet(limit: float, quiet_for: int = 5) -> None:
     """Wait (at most ``limit`` s) until other processes use under NOISY_CPU cores for a while."""
-    meter = CpuMeter(None)
+    cpu_probe = meter(None)
     deadline = time.monotonic() + limit
     calm = 0
     last_note = 0.0
     while True:
-        probe = Result("quiet")
-        meter.start()
+        cpu_probe.start()
         time.sleep(1.0)
-        meter.stop(probe)
-        busy = probe.other_cpu or 0.0
+        busy = cpu_probe.stop()["other"]
         calm = calm + 1 if busy < NOISY_CPU else 0
         if calm >= quiet_for or time.monotonic() > deadline:
             print(f"[machine] other processes use {busy:.2f} CPU"
@@ -1100,24 +1046,6 @@ def cpu_scaling(seconds: float = 1.0) -> float | None:
         return None
 
 
-def _versions() -> str:
-    names = ["uvicorn", "uvloop", "httptools", "websockets", "starlette", "fastapi", "sqlalchemy",
-             "aiosqlite", "psycopg", "argon2-cffi", "pydantic"]
-    parts = []
-    for n in names:
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            parts.append(f"{n} {importlib.metadata.version(n)}")
-    return ", ".join(parts)
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for text_line in Path("/proc/cpuinfo").read_text().splitlines():
-            if text_line.startswith("model name"):
-                return text_line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def render(yard: Yardstick, results: dict[str, dict[str, Result]], args: argparse.Namespace,
            started: dt.datetime, o: Opts, calibration: float | None) -> str:
     cmd = ".venv/bin/python bench/server_bench.py " + " ".join(args.argv)
@@ -1136,7 +1064,7 @@ def render(yard: Yardstick, results: dict[str, dict[str, Result]], args: argpars
         "### Machine and method",
         "",
         f"- Date: {started:%Y-%m-%d %H:%M} UTC.",
-        f"- Machine: nproc = {nproc}, {_cpu_model()}, "
+        f"- Machine: nproc = {nproc}, {cpu_model()}, "
         f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**30} GiB RAM, "
         f"{platform.system()} {platform.release()}; load average at the start "
         f"{os.getloadavg()[0]:.2f}."
@@ -1146,7 +1074,7 @@ def render(yard: Yardstick, results: dict[str, dict[str, Result]], args: argpars
                ": other processes were using the machine, so every figure is pessimistic.")
            if calibration else ""),
         f"- Python {platform.python_version()} ({platform.python_implementation()}); "
-        f"{_versions()}.",
+        f"{versions(PACKAGES)}.",
         "- Server: one `interapp serve --port 0` process (uvicorn, uvloop + httptools, one "
         "worker) on 127.0.0.1, its data in a fresh temporary `INTERAPP_HOME` (SQLite) or a fresh "
         "PostgreSQL database. Accounts, the OAuth client, 100 buddies and the token chains are "
@@ -1224,14 +1152,6 @@ def render(yard: Yardstick, results: dict[str, dict[str, Result]], args: argpars
         else:
             md += [f"All targets are met on {backend}.", ""]
     return "\n".join(md)
-
-
-def write_report(path: Path, report: str) -> None:
-    """Rewrite this benchmark's block of the report; the rest of the file is kept."""
-    from benchkit import write_block
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_block("server-bench", report, path)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

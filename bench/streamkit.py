@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchkit import cpu_seconds, descendants, tree_cpu
+from benchkit import descendants, seeding
 
 HOST = "127.0.0.1"
 perf = time.perf_counter
@@ -325,51 +325,6 @@ def _is_python(pid: int) -> bool:
     return False
 
 
-# --------------------------------------------------------------------------- CPU
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine has been busy (all CPUs, idle and iowait excluded)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
-
-
-@dataclass
-class CpuSplit:
-    """Cores used over an interval by the server tree, this load generator and the rest."""
-
-    seconds: float
-    server: float
-    loadgen: float
-    other: float
-
-    @property
-    def total(self) -> float:
-        return self.server + self.loadgen + self.other
-
-    def as_dict(self) -> dict[str, float]:
-        return {"seconds": round(self.seconds, 3), "server": round(self.server, 3),
-                "loadgen": round(self.loadgen, 3), "other": round(self.other, 3)}
-
-
-class CpuWatch:
-    """Measures a :class:`CpuSplit` between ``start()`` and ``stop()``."""
-
-    def __init__(self, server_pid: int) -> None:
-        self.pid = server_pid
-
-    def start(self) -> None:
-        self._t, self._s = perf(), tree_cpu(self.pid)
-        self._c, self._m = cpu_seconds(os.getpid()), machine_busy()
-
-    def stop(self) -> CpuSplit:
-        wall = perf() - self._t
-        server = (tree_cpu(self.pid) - self._s) / wall
-        loadgen = (cpu_seconds(os.getpid()) - self._c) / wall
-        other = max(0.0, (machine_busy() - self._m) / wall - server - loadgen)
-        return CpuSplit(wall, server, loadgen, other)
-
-
 # --------------------------------------------------------------------------- Redis
 
 
@@ -424,39 +379,24 @@ class Accounts:
 
 
 async def seed_accounts(db_url: str, *, members: int, pairs: int) -> Accounts:
-    """Create ``hub`` with ``members`` buddies, and ``pairs`` sender/receiver buddy pairs.
+    """Create ``hub`` with ``members`` buddies, and ``pairs`` sender/receiver buddy pairs, each
+    with a 4-hour access token (straight into the database; nobody logs in)."""
+    async with seeding(db_url) as sd:
+        cid, _ = await sd.client("compare-streams", public=True)
 
-    Everything goes straight into the database through the server's own modules (no password:
-    nobody logs in; each account gets a 4-hour access token).
-    """
-    from interapp.server import accounts, social
-    from interapp.server.oauth import issue
-    from interapp.server.storage import Database
+        async def token(user: Any) -> str:
+            return str((await sd.tokens(user.id, cid))["access_token"])
 
-    db = Database.open(db_url)
-    try:
-        async with db.begin() as conn:
-            client_id, _ = await accounts.create_client(conn, "compare-streams", public=True)
-
-            async def token(user_id: str) -> str:
-                pair = await issue.issue_pair(conn, user_id=user_id, client_id=client_id,
-                                              grant_type="password", access_ttl=4 * 3600,
-                                              refresh_ttl=4 * 3600)
-                return str(pair["access_token"])
-
-            hub = await accounts.create_user(conn, "hub")
-            member_tokens = []
-            for i in range(members):
-                member = await accounts.create_user(conn, f"m{i:05d}")
-                await social.make_buddies(conn, hub, member)
-                member_tokens.append(await token(member.id))
-            pair_rows = []
-            for i in range(pairs):
-                a = await accounts.create_user(conn, f"ps{i:02d}")
-                b = await accounts.create_user(conn, f"pr{i:02d}")
-                await social.make_buddies(conn, a, b)
-                pair_rows.append((a.username, await token(a.id), b.username, await token(b.id)))
-            hub_token = await token(hub.id)
-    finally:
-        await db.close()
+        hub = await sd.user("hub")
+        member_tokens = []
+        for i in range(members):
+            member = await sd.user(f"m{i:05d}")
+            await sd.buddies(hub, member)
+            member_tokens.append(await token(member))
+        pair_rows = []
+        for i in range(pairs):
+            a, b = await sd.user(f"ps{i:02d}"), await sd.user(f"pr{i:02d}")
+            await sd.buddies(a, b)
+            pair_rows.append((a.username, await token(a), b.username, await token(b)))
+        hub_token = await token(hub)
     return Accounts(hub_token, member_tokens, pair_rows)

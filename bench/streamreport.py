@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from benchkit import Bar, bar_chart
+from benchkit import Bar, bar_chart, cpu_text, met
 
 TARGET_RATIO = 1.7
 TARGET_IDLE_MB = 60.0
@@ -33,8 +33,7 @@ def _ms(value: float | None) -> str:
     return f"{value:,.1f} ms" if value < 100 else f"{value:,.0f} ms"
 
 
-def _verdict(ok: bool) -> str:
-    return "met" if ok else "**NOT met**"
+_verdict = met
 
 
 def _ratio(out: dict[str, Any], path: tuple[str, str]) -> float | None:
@@ -44,12 +43,7 @@ def _ratio(out: dict[str, Any], path: tuple[str, str]) -> float | None:
     return float(two[path[1]]) / float(one[path[1]])
 
 
-def _cpu(split: dict[str, float] | None) -> str:
-    if not split:
-        return "—"
-    total = split["server"] + split["loadgen"] + split["other"]
-    return (f"server {split['server']:.2f}, load generator {split['loadgen']:.2f}, "
-            f"other {split['other']:.2f} (total {total:.2f})")
+_cpu = cpu_text
 
 
 def _limit_note(out: dict[str, Any]) -> str:

@@ -261,7 +261,7 @@ async def test_a_session_across_several_token_lifetimes_never_fails(tmp_path: Pa
         servers = {}
         for app in ("arena", "chatter"):
             servers[app] = await stack.enter_async_context(EmbeddedServer(
-                app, f"sqlite:///{tmp_path}/{app}.db", settings=short))
+                app, f"sqlite:///{tmp_path}/{app}.db", **short))
         async with Host.open(memory=True, call_timeout=10) as host:
             await host.set_local(servers["arena"].url, client_id=clients["arena"][0],
                                  client_secret=clients["arena"][1])

@@ -89,6 +89,34 @@ def test_sends_that_arrive_together_share_a_transaction(db_url: str) -> None:
     _run(db_url, work)
 
 
+def test_sends_arriving_steadily_wait_briefly_to_share_a_transaction(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Right after a commit, a new batch waits COMMIT_DELAY for company: two sends a few
+    milliseconds apart share one transaction instead of one each; after a quiet spell
+    (BUSY_GAP) a lone send does not wait."""
+    from interapp.server import groupcommit
+
+    monkeypatch.setattr(groupcommit, "COMMIT_DELAY", 0.2)  # generous: the machine is shared
+    monkeypatch.setattr(groupcommit, "BUSY_GAP", 1.0)
+
+    async def work(db: Database, hub: EventHub, queue: SendQueue) -> None:
+        (a, b), = await _pairs(db, 1)
+        await queue.submit(a, b.username, "first", "k0")  # no commit before it: no wait
+        assert queue.batches == 1
+        second = asyncio.ensure_future(queue.submit(a, b.username, "second", "k1"))
+        await asyncio.sleep(0.02)
+        third = asyncio.ensure_future(queue.submit(a, b.username, "third", "k2"))
+        await asyncio.gather(second, third)
+        assert queue.batches == 2 and queue.largest == 2, (queue.batches, queue.largest)
+        monkeypatch.setattr(groupcommit, "BUSY_GAP", 0.0)  # a quiet spell since
+        started = asyncio.get_running_loop().time()
+        await queue.submit(a, b.username, "alone", "k3")
+        assert asyncio.get_running_loop().time() - started < 0.2  # it did not wait
+        assert await _stored(db, a) == ["first", "second", "third", "alone"]
+
+    _run(db_url, work)
+
+
 def test_a_send_queued_just_as_a_batch_ends_is_answered(db_url: str) -> None:
     """A send queued by the loop step right after a batch's last one, before the runner's
     done-callback, once found the runner slot taken and waited forever. The second send here

@@ -84,3 +84,54 @@ def test_a_savepoint_taken_first_rolls_back_with_its_transaction(tmp_path: Path)
             await db.close()
 
     assert asyncio.run(main()) == ["kept"]
+
+
+def test_transactions_take_turns_on_the_one_held_connection(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """The file's connection is held between transactions (no pool checkout each time): they
+    run one at a time, a database error drops the connection and the next transaction opens a
+    new one, and a transaction that waits too long for its turn is refused as busy (503)."""
+    from interapp.errors import ConcurrentChange, UnavailableError
+    from interapp.server.storage import db as storage_db
+
+    async def go() -> None:
+        db = Database.open(f"sqlite:///{tmp_path / 'turns.db'}")
+        order: list[str] = []
+        try:
+            async def write(name: str, pause: float) -> None:
+                async with db.begin() as conn:
+                    order.append(f"{name}+")
+                    await conn.execute(app_secrets.insert().values(
+                        name=name, value="v", created_at=time.time()))
+                    await asyncio.sleep(pause)  # another transaction must not start meanwhile
+                    order.append(f"{name}-")
+
+            await asyncio.gather(write("a", 0.05), write("b", 0.0), write("c", 0.0))
+            assert order == ["a+", "a-", "b+", "b-", "c+", "c-"]
+            first = db._held
+            assert first is not None
+            async with db.begin() as conn:
+                pass
+            assert db._held is first  # the same connection, not a checkout each time
+            with pytest.raises(ConcurrentChange):  # a duplicate primary key: a database error
+                async with db.begin() as conn:
+                    await conn.execute(app_secrets.insert().values(
+                        name="a", value="again", created_at=time.time()))
+            assert db._held is None
+            async with db.begin() as conn:  # a new connection, and the data is all there
+                count = (await conn.execute(sa.select(sa.func.count()).select_from(
+                    app_secrets).where(app_secrets.c.name.in_(["a", "b", "c"])))).scalar()
+            assert count == 3
+
+            monkeypatch.setattr(storage_db, "TURN_TIMEOUT", 0.1)
+            slow = asyncio.create_task(write("slow", 0.5))
+            await asyncio.sleep(0.02)
+            with pytest.raises(UnavailableError):
+                async with db.begin():
+                    pass
+            await slow
+        finally:
+            await db.close()
+
+    asyncio.run(go())

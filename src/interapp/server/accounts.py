@@ -9,7 +9,7 @@ import ipaddress
 import json
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +22,7 @@ from interapp.errors import ConfigError, InvalidClient, NotFoundError, Unauthori
 from interapp.ids import ClientId, UserId
 from interapp.secret import Secret, constant_time_equals
 from interapp.server.keys import check_fetch_url, parse_jwks, well_known_jwks
+from interapp.server.storage.fastsql import Statement
 from interapp.server.storage.schema import app_policy, clients, trusted_issuers, users
 from interapp.server.tokens import new_id, new_token, token_hash
 
@@ -262,11 +263,12 @@ _CLIENT_INFO = (clients.c.client_id, clients.c.name, clients.c.public, clients.c
                 clients.c.grant_types, clients.c.id_token_alg)
 
 
-def _client_info(row: Any) -> ClientInfo:
-    grants = LEGACY_GRANTS if row.grant_types is None else frozenset(json.loads(row.grant_types))
-    return ClientInfo(ClientId(row.client_id), row.name, bool(row.public),
-                      tuple(json.loads(row.redirect_uris or "[]")), grants,
-                      row.id_token_alg or "ES256")
+def _client_info(row: Sequence[Any]) -> ClientInfo:
+    """A :class:`ClientInfo` from the :data:`_CLIENT_INFO` columns (a row or a plain tuple)."""
+    client_id, name, public, redirect_uris, grant_types, id_token_alg = tuple(row)
+    grants = LEGACY_GRANTS if grant_types is None else frozenset(json.loads(grant_types))
+    return ClientInfo(ClientId(client_id), name, bool(public),
+                      tuple(json.loads(redirect_uris or "[]")), grants, id_token_alg or "ES256")
 
 
 async def get_client(conn: AsyncConnection, client_id: str) -> ClientInfo | None:
@@ -335,25 +337,34 @@ async def require_grant(conn: AsyncConnection, client_id: str, grant_type: str) 
     return client
 
 
-_CLIENT = sa.select(clients.c.secret_hash, *_CLIENT_INFO).where(
-    clients.c.client_id == sa.bindparam("cid"))
+CLIENT_ROW = Statement(sa.select(clients.c.secret_hash, *_CLIENT_INFO).where(
+    clients.c.client_id == sa.bindparam("cid")))
+"""A client's secret hash and :class:`ClientInfo` columns: one read per token request
+(``Database.read_first``)."""
 
 
 async def check_client(conn: AsyncConnection, client_id: str,
                        secret: Secret | None) -> ClientInfo:
     """Check a client's credentials (RFC 6749 §2.3); InvalidClient on any failure. Returns
     the whole client (its grants, redirect URIs, whether it is public) in one query."""
-    row = (await conn.execute(_CLIENT, {"cid": client_id})).first()
+    row = (await conn.execute(CLIENT_ROW.statement, {"cid": client_id})).first()
+    return client_from_row(client_id, None if row is None else tuple(row), secret)
+
+
+def client_from_row(client_id: str, row: Sequence[Any] | None,
+                    secret: Secret | None) -> ClientInfo:
+    """Check ``secret`` against the client's :data:`CLIENT_ROW` (None: no such client)."""
     if row is None:
         raise InvalidClient("unknown client or bad client credentials")
-    if row.public:
+    secret_hash, info = row[0], _client_info(row[1:])
+    if info.public:
         if secret is not None and secret.reveal():
             raise InvalidClient("public clients do not have a secret")
-        return _client_info(row)
+        return info
     if secret is None or not constant_time_equals(token_hash(secret.reveal()),
-                                                  row.secret_hash or ""):
+                                                  secret_hash or ""):
         raise InvalidClient("unknown client or bad client credentials")
-    return _client_info(row)
+    return info
 
 
 async def authenticate_client(conn: AsyncConnection, client_id: str,

@@ -36,6 +36,7 @@ from interapp.errors import (
 )
 from interapp.server.api import routes, stream
 from interapp.server.api.errors import to_http
+from interapp.server.api.hotreads import HotReads, PageCache
 from interapp.server.api.models import (
     ErrorBody,
     Introspection,
@@ -284,6 +285,9 @@ def create_app(settings: ServerSettings, server: AppServer | None = None) -> Fas
     app.include_router(provider_routes.router)  # authorize, device grant, OpenID Connect
     app.openapi_schema = None
     _finish_openapi(app)
+    app.state.hot_reads = PageCache()
+    # inside the body limit and the metrics, in front of FastAPI: see api.hotreads
+    app.add_middleware(HotReads, cache=app.state.hot_reads)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, timeout=settings.body_timeout)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(stream.EventStreamRoute)  # outermost: streams skip the HTTP layers

@@ -14,6 +14,7 @@ from interapp.server.keys import (
     rsa_signing_key_from,
     signing_key_from,
 )
+from interapp.server.memory import return_large_blocks
 from interapp.server.passwords import Passwords
 from interapp.server.ratelimit import LoginLimiter, MemoryLimiter, RedisLimiter
 from interapp.server.revocations import RevocationWatch
@@ -28,6 +29,7 @@ class AppServer:
     """Database, password hasher, login limiter, event hub and keys of one application."""
 
     def __init__(self, settings: ServerSettings) -> None:
+        return_large_blocks()  # the hashing threads' 19 MiB blocks leave when freed
         self.settings = settings
         self.db = Database.open(settings.db_url)
         self.passwords = Passwords(settings.hash_threads)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -29,14 +28,13 @@ class EmbeddedServer:
     """``async with EmbeddedServer(app, db_url) as srv:`` serves on ``srv.url`` until exit."""
 
     def __init__(self, app: str, db_url: str, *, redis_url: str | None = None,
-                 sock: socket.socket | None = None,
-                 settings: Mapping[str, Any] | None = None) -> None:
-        """``settings`` overrides fields of :class:`ServerSettings` (e.g. token lifetimes)."""
+                 sock: socket.socket | None = None, **settings: Any) -> None:
+        """``settings``: further :class:`ServerSettings` fields (e.g. login limits)."""
         self.sock = sock or free_socket()
         self.port = int(self.sock.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
         self.settings = ServerSettings(app=app, db_url=db_url, issuer=self.url,
-                                       redis_url=redis_url, **dict(settings or {}))
+                                       redis_url=redis_url, **settings)
         self.asgi = create_app(self.settings)
         config = uvicorn.Config(self.asgi, log_level="error", access_log=False, lifespan="on",
                                 ws_per_message_deflate=False)

@@ -12,13 +12,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from interapp.errors import ApiNotFound, BadRequest, Conflict, Forbidden
 from interapp.server.accounts import USER_COLUMNS, User, find_user, get_user
 from interapp.server.events import Event, append_events
+from interapp.server.storage.fastsql import Statement, run
 from interapp.server.storage.schema import contacts, messages, users
 from interapp.server.tokens import sortable_id
 
@@ -189,19 +188,34 @@ def _message(row: Any, sender: str, recipient: str) -> dict[str, Any]:
             "to": recipient, "body": m["body"], "sent_at": iso(m["sent_at"])}
 
 
-# The hot path's statements, built once (building one costs more than running it).
-_RECIPIENT = (sa.select(users.c.id, contacts.c.state)
-              .select_from(users.outerjoin(contacts, sa.and_(
-                  contacts.c.user_id == sa.bindparam("sender"),
-                  contacts.c.contact_id == users.c.id)))
-              .where(users.c.username == sa.bindparam("to")))
+# The hot path's statements, built and compiled once (storage.fastsql).
+_RECIPIENT = Statement(sa.select(users.c.id, contacts.c.state)
+                       .select_from(users.outerjoin(contacts, sa.and_(
+                           contacts.c.user_id == sa.bindparam("sender"),
+                           contacts.c.contact_id == users.c.id)))
+                       .where(users.c.username == sa.bindparam("to")))
 _SAME_CLIENT_MSG = ["sender_id", "client_msg_id"]  # only this conflict means "sent before"
-_INSERT_NEW = {
-    "postgresql": pg_insert(messages).on_conflict_do_nothing(index_elements=_SAME_CLIENT_MSG)
-    .returning(messages.c.id),
-    "sqlite": sqlite_insert(messages).on_conflict_do_nothing(index_elements=_SAME_CLIENT_MSG)
-    .returning(messages.c.id),
-}
+_INSERT_NEW: dict[str, Statement] = {}
+
+
+def _insert_new(dialect: str) -> Statement:
+    """``INSERT … ON CONFLICT DO NOTHING RETURNING id`` for ``dialect``, built on first use (a
+    SQLite server never imports the PostgreSQL dialect, ~2 MB)."""
+    found = _INSERT_NEW.get(dialect)
+    if found is None:
+        values: dict[str, Any] = {c.name: sa.bindparam(c.name) for c in messages.c}
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            statement: Any = pg_insert(messages)
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            statement = sqlite_insert(messages)
+        found = _INSERT_NEW[dialect] = Statement(
+            statement.values(values).on_conflict_do_nothing(index_elements=_SAME_CLIENT_MSG)
+            .returning(messages.c.id))
+    return found
 
 
 EventItem = tuple[str, str, dict[str, Any]]
@@ -218,16 +232,16 @@ async def prepare_message(conn: AsyncConnection, sender: User, to: str, body: st
     so that a batch of messages appends all of its events at once (see
     :mod:`interapp.server.groupcommit`); an error is raised before anything is written.
     """
-    found = (await conn.execute(_RECIPIENT, {"sender": sender.id, "to": to})).first()
-    if found is None:
+    found, _ = await run(conn, _RECIPIENT, {"sender": sender.id, "to": to})
+    if not found:
         raise ApiNotFound(f"no user {to!r}")
-    recipient_id, relation = found
+    recipient_id, relation = found[0]
     row = {"id": sortable_id(), "sender_id": sender.id, "recipient_id": recipient_id,
            "client_msg_id": client_msg_id, "body": body, "sent_at": time.time(),
            "conv_key": _conv_key(sender.id, recipient_id)}
     if relation == "accepted":
-        inserted = (await conn.execute(_INSERT_NEW[conn.dialect.name], row)).first()
-        if inserted is not None:
+        inserted, _ = await run(conn, _insert_new(conn.dialect.name), row)
+        if inserted:
             msg = _message(row, sender.username, to)
             # the recipient first: the hub delivers in this order, and the recipient is the
             # one waiting for it (the sender's own streams get it for its other devices)

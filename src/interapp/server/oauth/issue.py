@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,6 +24,7 @@ from interapp.errors import InvalidGrant, InvalidRequest
 from interapp.ids import ClientId, FamilyId, UserId
 from interapp.secret import constant_time_equals
 from interapp.server import revocations
+from interapp.server.storage.fastsql import Statement, run, run_many
 from interapp.server.storage.schema import token_families, tokens
 from interapp.server.tokens import new_id, new_token, token_hash
 
@@ -59,7 +60,7 @@ async def issue_pair(conn: AsyncConnection, *, user_id: str, client_id: str, gra
             id=family_id, user_id=user_id, client_id=client_id, grant_type=grant_type,
             created_at=now))
     access, refresh = pair or (new_token("ia_at"), new_token("ia_rt"))
-    await conn.execute(_INSERT_TOKENS, [
+    await run_many(conn, _INSERT_TOKENS, [
         {"hash": token_hash(access), "kind": ACCESS, "family_id": family_id, "user_id": user_id,
          "client_id": client_id, "scope": scope, "issued_at": now, "expires_at": now + access_ttl},
         {"hash": token_hash(refresh), "kind": REFRESH, "family_id": family_id,
@@ -78,13 +79,34 @@ _COLUMNS = (tokens.c.hash, tokens.c.user_id, tokens.c.client_id, tokens.c.family
             tokens.c.revoked_at, tokens.c.used_at, tokens.c.rotation_key)
 
 
-# The rotation's statements, built once (building one costs more than running it).
-_REFRESH_ROW = sa.select(*_COLUMNS).where(tokens.c.hash == sa.bindparam("digest"),
-                                          tokens.c.kind == REFRESH)
-_MARK_USED = (sa.update(tokens)
-              .where(tokens.c.hash == sa.bindparam("digest"), tokens.c.used_at.is_(None))
-              .values(used_at=sa.bindparam("now"), rotation_key=sa.bindparam("key")))
-_INSERT_TOKENS = tokens.insert()
+
+
+class _TokenRow(NamedTuple):
+    """A row of ``_COLUMNS``."""
+
+    hash: str
+    user_id: str
+    client_id: str
+    family_id: str
+    kind: str
+    scope: str
+    issued_at: float
+    expires_at: float
+    revoked_at: float | None
+    used_at: float | None
+    rotation_key: str | None
+
+
+# The rotation's statements, built and compiled once (storage.fastsql: on SQLite they run on
+# the loop's connection itself, a refresh grant's hot path).
+_REFRESH_ROW = Statement(sa.select(*_COLUMNS).where(tokens.c.hash == sa.bindparam("digest"),
+                                                    tokens.c.kind == REFRESH))
+_MARK_USED = Statement(
+    sa.update(tokens).where(tokens.c.hash == sa.bindparam("digest"), tokens.c.used_at.is_(None))
+    .values(used_at=sa.bindparam("now"), rotation_key=sa.bindparam("key")))
+_INSERT_TOKENS = Statement(tokens.insert().values(
+    {c.name: sa.bindparam(c.name) for c in tokens.c if c.name not in ("used_at", "revoked_at",
+                                                                      "rotation_key")}))
 
 
 async def lookup(conn: AsyncConnection, token: str, kind: str | None = None) -> TokenInfo | None:
@@ -147,10 +169,11 @@ async def rotate_refresh(conn: AsyncConnection, token: str, client_id: str, *, a
     key, stolen together, are worth a few minutes at most, not the refresh lifetime.
     """
     digest = token_hash(token)
-    row = (await conn.execute(_REFRESH_ROW, {"digest": digest})).first()
+    rows, _ = await run(conn, _REFRESH_ROW, {"digest": digest})
     now = time.time()
-    if row is None:
+    if not rows:
         raise InvalidGrant("unknown refresh token")
+    row = _TokenRow(*rows[0])
     if row.client_id != client_id:
         raise InvalidGrant("the refresh token was issued to another client")
     if row.revoked_at is not None:
@@ -166,8 +189,7 @@ async def rotate_refresh(conn: AsyncConnection, token: str, client_id: str, *, a
             return UserId(row.user_id), replay
     rotation_key = hashlib.sha256(idempotency_key.encode()).hexdigest() \
         if idempotency_key else None
-    won = (await conn.execute(_MARK_USED, {"digest": digest, "now": now,
-                                           "key": rotation_key})).rowcount
+    _, won = await run(conn, _MARK_USED, {"digest": digest, "now": now, "key": rotation_key})
     if row.used_at is not None or won != 1:
         raise ReusedRefreshToken(FamilyId(row.family_id))
     pair = derived_pair(derivation_secret, digest, idempotency_key) \

@@ -143,6 +143,11 @@ class InLoopConnection:
         return self._conn.in_transaction
 
     @property
+    def raw_sqlite(self) -> sqlite3.Connection:
+        """The ``sqlite3`` connection itself (``storage.fastsql`` runs hot statements on it)."""
+        return self._conn
+
+    @property
     def isolation_level(self) -> str | None:
         """The ``sqlite3`` transaction mode."""
         return self._conn.isolation_level
