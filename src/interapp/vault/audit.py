@@ -68,8 +68,12 @@ after)``; ``None`` where the row did not exist (created, deleted)."""
 # Built once: constructing Core statements costs more than running them on SQLite.
 _LAST = Prepared(select(audit.c.seq, audit.c.hash, audit.c.rows)
                  .order_by(audit.c.seq.desc()).limit(1))
+# what an append needs, in one round trip: the stored head and the last entry (NULLs if none)
+_TAIL = Prepared(select(
+    select(meta.c.value).where(meta.c.key == HEAD_KEY).scalar_subquery().label("head"),
+    select(audit.c.seq).order_by(audit.c.seq.desc()).limit(1).scalar_subquery().label("seq"),
+    select(audit.c.hash).order_by(audit.c.seq.desc()).limit(1).scalar_subquery().label("hash")))
 _INSERT = Prepared(audit.insert().values({c.name: bindparam(c.name) for c in audit.c}))
-_GET_HEAD = Prepared(select(meta.c.value).where(meta.c.key == HEAD_KEY))
 _SET_HEAD = Prepared(meta.update().where(meta.c.key == HEAD_KEY)
                      .values(value=bindparam("head")))
 
@@ -176,19 +180,17 @@ def append(conn: Connection, cipher: Cipher, event: AuditEvent, *, link_id: str 
     """
     clean = clean_detail(detail)
     bound = dict(rows or {})
-    found, _ = _LAST.run(conn, {})
-    last = found[0] if found else None
+    (tail,), _ = _TAIL.run(conn, {})
+    last = tail if tail["seq"] is not None else None
     seq, prev = (1, GENESIS) if last is None else (last["seq"] + 1, last["hash"])
-    stored, _ = _GET_HEAD.run(conn, {})
-    broken_at, broken = _check_continuity(cipher, stored[0]["value"] if stored else None,
-                                          last, seq)
+    broken_at, broken = _check_continuity(cipher, tail["head"], last, seq)
     at = now()
     digest = entry_hash(prev, seq, at, event.value, link_id, target, clean, bound)
     _INSERT.run(conn, {"seq": seq, "at": at, "event": event.value, "link_id": link_id,
                        "target": target, "detail": canonical(clean), "prev_hash": prev,
                        "hash": digest, "rows": canonical(bound)})
     head = Head(seq, digest, broken_at, broken).seal(cipher)
-    if not stored:
+    if tail["head"] is None:
         conn.execute(meta.insert().values(key=HEAD_KEY, value=head))
     else:
         _SET_HEAD.run(conn, {"head": head})
