@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from sqlalchemy import bindparam, select
@@ -60,6 +60,14 @@ def link_digest(row: Mapping[Any, Any]) -> str:
 def secret_digest(row: Mapping[Any, Any]) -> str:
     """The digest of a ``secrets`` row."""
     return _digest("secrets", SECRET_DIGEST_COLUMNS, row)
+
+
+def change(key: str, digest: Callable[[Mapping[Any, Any]], str],
+           before: Mapping[Any, Any] | None,
+           after: Mapping[Any, Any] | None) -> dict[str, tuple[str | None, str | None]]:
+    """The ``audit.rows`` of one row going from ``before`` to ``after`` (``None``: no row)."""
+    return {key: (None if before is None else digest(before),
+                  None if after is None else digest(after))}
 
 
 def current(conn: Connection) -> dict[str, str]:

@@ -125,9 +125,7 @@ class Vault:
     def _touched(link_id: str, before: Mapping[str, Any] | None,
                  after: Mapping[str, Any] | None) -> _audit.Rows:
         """The ``rows`` of an audit entry changing one link from ``before`` to ``after``."""
-        digest = _state.link_digest
-        return {_state.link_key(link_id): (None if before is None else digest(before),
-                                           None if after is None else digest(after))}
+        return _state.change(_state.link_key(link_id), _state.link_digest, before, after)
 
     def get_link(self, local_app: str, local_account: str, target: str) -> Link | None:
         """The link of one local account to one target, or ``None``."""
@@ -317,9 +315,7 @@ class Vault:
     @staticmethod
     def _secret_touched(name: str, before: Mapping[str, Any] | None,
                         after: Mapping[str, Any] | None) -> _audit.Rows:
-        digest = _state.secret_digest
-        return {_state.secret_key(name): (None if before is None else digest(before),
-                                          None if after is None else digest(after))}
+        return _state.change(_state.secret_key(name), _state.secret_digest, before, after)
 
     def get_secret(self, name: str) -> Secret | None:
         """The named secret, or ``None``."""
