@@ -511,6 +511,53 @@ def test_connect_as_another_account_over_a_live_link_is_refused(world: World) ->
     assert (row["state"], row["remote_account"]) == ("linked", "alice")
 
 
+def _sqlite(path: Path, *statements: str, **params: Any) -> list[Any]:
+    """Edit a vault file as anyone who can write it would (no key, no interapp)."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        rows = [row for st in statements for row in conn.execute(st, params).fetchall()]
+        conn.commit()
+        return rows
+    finally:
+        conn.close()
+
+
+def test_audit_cut_behind_an_older_head_fails_verify_audit(world: World,
+                                                           tmp_path: Path) -> None:
+    """Issue 16 item 8, the exact attack on a copy of this host's vault: drop the last audit
+    entries, copy back the sealed head saved when the log ended there."""
+    import shutil
+
+    world.ensure_linked()
+    [(keep,)] = _sqlite(world.home / "vault.db", "SELECT max(seq) FROM audit")
+    [(saved,)] = _sqlite(world.home / "vault.db", "SELECT value FROM meta WHERE key = 'audit_head'")
+    # the host goes on: the grant is revoked at chatter, the link needs re-authentication,
+    # the user signs in again (the same link is repaired)
+    world.admin.ok("admin", "revoke", "--app", "chatter", "alice", "--db", world.db("chatter"))
+    world.cli.fails("connect", "chatter", "--no-input")
+    world.ensure_linked()
+    assert json.loads(world.cli.ok("links", "--verify-audit", "--json").stdout)["audit"]["ok"]
+    copy = tmp_path / "home"
+    shutil.copytree(world.home, copy)
+    vault = copy / "vault.db"
+    _sqlite(vault, "DROP TRIGGER audit_no_delete", "DELETE FROM audit WHERE seq > :keep",
+            keep=keep)
+    _sqlite(vault, "UPDATE meta SET value = :head WHERE key = 'audit_head'", head=saved)
+    env = {**world.cli.env, "INTERAPP_HOME": str(copy)}
+    out = world.cli.fails("links", "--verify-audit", env=env)
+    assert f"audit chain: BROKEN ({keep} entries, first bad seq {keep + 1})" in out.stdout
+    (why,) = out.stderr_lines
+    assert f"the audit chain is broken at entry {keep + 1}" in why
+    assert "the log does not account for the vault's rows" in why
+    assert f"entries after seq {keep} are missing" in why
+    data = json.loads(world.cli.run("links", "--verify-audit", "--json", env=env).stdout)
+    assert data["audit"]["ok"] is False and data["audit"]["first_bad_seq"] == keep + 1
+    # the real vault is untouched and still verifies
+    assert json.loads(world.cli.ok("links", "--verify-audit", "--json").stdout)["audit"]["ok"]
+
+
 def test_revoked_grant_needs_reauth_and_repairs_the_same_link(world: World) -> None:
     world.ensure_linked()
     with world.open_vault() as vault:

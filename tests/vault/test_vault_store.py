@@ -11,6 +11,7 @@ from vault_helpers import (
     SECRET_PASSWORD,
     SECRET_REFRESH,
     Backend,
+    drop_audit_guards,
     make_link_factory,
     refresh_credential,
 )
@@ -181,14 +182,6 @@ def test_audit_is_append_only(backend: Backend, vault: Vault) -> None:
     assert vault.verify_audit().ok
 
 
-def _drop_audit_guards(backend: Backend) -> None:
-    if backend.name == "sqlite":
-        backend.sql("DROP TRIGGER audit_no_update")
-        backend.sql("DROP TRIGGER audit_no_delete")
-    else:
-        backend.sql("ALTER TABLE audit DISABLE TRIGGER USER")
-
-
 def _fill(vault: Vault) -> None:
     link = make_link_factory(vault)()
     for i in range(4):
@@ -198,7 +191,7 @@ def _fill(vault: Vault) -> None:
 def test_audit_tamper_is_found(backend: Backend, vault: Vault) -> None:
     _fill(vault)
     assert vault.verify_audit().ok
-    _drop_audit_guards(backend)
+    drop_audit_guards(backend)
     backend.sql("""UPDATE audit SET detail = '{"n":"9"}' WHERE seq = 3""")
     report = vault.verify_audit()
     assert not report.ok and report.first_bad_seq == 3 and report.entries >= 3
@@ -206,7 +199,7 @@ def test_audit_tamper_is_found(backend: Backend, vault: Vault) -> None:
 
 def test_audit_deleted_entry_is_found(backend: Backend, vault: Vault) -> None:
     _fill(vault)
-    _drop_audit_guards(backend)
+    drop_audit_guards(backend)
     backend.sql("DELETE FROM audit WHERE seq = 2")
     report = vault.verify_audit()
     assert not report.ok and report.first_bad_seq == 3
@@ -214,7 +207,7 @@ def test_audit_deleted_entry_is_found(backend: Backend, vault: Vault) -> None:
 
 def test_audit_truncation_is_found(backend: Backend, vault: Vault) -> None:
     _fill(vault)
-    _drop_audit_guards(backend)
+    drop_audit_guards(backend)
     backend.sql("DELETE FROM audit WHERE seq >= 4")
     report = vault.verify_audit()
     assert not report.ok and report.first_bad_seq == 4 and report.entries == 3

@@ -49,6 +49,15 @@ class Backend:
             engine.dispose()
 
 
+def drop_audit_guards(backend: Backend) -> None:
+    """Remove the append-only triggers, as someone editing the file would."""
+    if backend.name == "sqlite":
+        backend.sql("DROP TRIGGER IF EXISTS audit_no_update")
+        backend.sql("DROP TRIGGER IF EXISTS audit_no_delete")
+    else:
+        backend.sql("ALTER TABLE audit DISABLE TRIGGER USER")
+
+
 def refresh_credential(token: str = SECRET_REFRESH) -> Credential:
     """A distinctive refresh-token credential."""
     return Credential("refresh_token", {"refresh_token": token, "client_hint": "none"})

@@ -9,12 +9,17 @@ from __future__ import annotations
 import base64
 import os
 import re
-from collections.abc import Iterator
+import select
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 from contextlib import closing
+from pathlib import Path
 
 import httpx
 import pytest
-from web_kit import UIProcess, launch_ui, stop_ui
+from web_kit import URL_LINE, UIProcess, launch_ui, stop_ui
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 from websockets.typing import Origin
@@ -51,10 +56,26 @@ def anonymous(lone_ui: UIProcess) -> Iterator[httpx.Client]:
         yield client
 
 
+def next_address(ui: UIProcess, ask: Callable[[], None] | None = None) -> str:
+    """Ask the running ``interapp ui`` for a fresh one-time address (SIGUSR1 by default)."""
+    (ask or (lambda: ui.proc.send_signal(signal.SIGUSR1)))()
+    assert ui.proc.stdout is not None
+    deadline, buffer = time.monotonic() + 15, ""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([ui.proc.stdout], [], [], 0.2)
+        if ready:
+            buffer += os.read(ui.proc.stdout.fileno(), 4096).decode()
+            for line in buffer.splitlines():
+                match = URL_LINE.match(line.strip())
+                if match:
+                    return match.group(2)
+    raise AssertionError(f"interapp ui printed no new address: {buffer!r}")
+
+
 def signed_in(ui: UIProcess) -> tuple[httpx.Client, str]:
-    """A client holding a session, and the session's CSRF token."""
+    """A client holding a session (from a fresh one-time address), and its CSRF token."""
     client = httpx.Client(base_url=ui.base, timeout=10, follow_redirects=True)
-    resp = client.get(f"/?k={ui.secret}")
+    resp = client.get(f"/?k={next_address(ui)}")
     assert resp.status_code == 200  # followed the redirect to /
     token = re.search(r'name="csrf-token" content="([^"]+)"', resp.text)
     assert token is not None
@@ -206,3 +227,65 @@ def test_server_output_has_no_secret(lone_ui: UIProcess) -> None:
     assert out.count(lone_ui.secret) == 1  # the printed address, nothing else
     assert "pw-not-used" not in out
     assert "cs-" + "x" * 20 not in out
+
+
+def test_an_address_opens_the_ui_once(lone_ui: UIProcess) -> None:
+    """Issue 16: the launch secret could mint any number of sessions."""
+    secret = next_address(lone_ui)
+    first = httpx.Client(base_url=lone_ui.base, timeout=10)
+    with closing(first):
+        assert first.get(f"/?k={secret}").status_code == 303
+        for _ in range(5):  # someone else holding the address gets nothing, however often
+            with httpx.Client(base_url=lone_ui.base, timeout=10) as other:
+                again = other.get(f"/?k={secret}")
+                assert again.status_code == 403 and "set-cookie" not in again.headers
+                assert "press Enter in the terminal" in again.text
+        # the same browser opening the address again (a second tab) is just let in
+        back = first.get(f"/?k={secret}")
+        assert back.status_code == 303 and "set-cookie" not in back.headers
+        assert first.get("/").status_code == 200
+
+
+def test_a_new_address_replaces_the_unused_one(lone_ui: UIProcess) -> None:
+    old = next_address(lone_ui)
+    new = next_address(lone_ui)
+    with httpx.Client(base_url=lone_ui.base, timeout=10) as client:
+        assert client.get(f"/?k={old}").status_code == 403
+        assert client.get(f"/?k={new}").status_code == 303
+
+
+def test_new_sessions_do_not_push_a_session_in_use_out(lone_ui: UIProcess) -> None:
+    user, _ = signed_in(lone_ui)
+    with closing(user):
+        for _ in range(70):  # more than MAX_SESSIONS (64) new sessions
+            extra, _ = signed_in(lone_ui)
+            extra.close()
+            assert user.get("/api/state").status_code == 200  # the user keeps working
+
+
+def test_enter_in_the_terminal_prints_a_fresh_address(tmp_path: Path) -> None:
+    home = tmp_path / "host"
+    home.mkdir(mode=0o700)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTERAPP_")}
+    env.update(INTERAPP_HOME=str(home), INTERAPP_VAULT_KEYRING="0",
+               INTERAPP_VAULT_KEY=base64.b64encode(os.urandom(32)).decode())
+    dead = f"http://127.0.0.1:{free_port()}"
+    HostConfig(home).set_local(LocalApp(dead, "ia_client", dead))
+    ui = launch_ui(tmp_path, env, stdin=subprocess.PIPE)
+    try:
+        assert "press Enter here" in ui.output()
+
+        def enter() -> None:
+            assert ui.proc.stdin is not None
+            ui.proc.stdin.write("\n")
+            ui.proc.stdin.flush()
+
+        with httpx.Client(base_url=ui.base, timeout=10) as client:
+            assert client.get(f"/?k={ui.secret}").status_code == 303
+        fresh = next_address(ui, enter)
+        assert fresh != ui.secret
+        with httpx.Client(base_url=ui.base, timeout=10) as client:
+            assert client.get(f"/?k={ui.secret}").status_code == 403
+            assert client.get(f"/?k={fresh}").status_code == 303
+    finally:
+        stop_ui(ui)

@@ -242,12 +242,13 @@ def start_ui(w: World, *extra: str) -> UIProcess:
     return launch_ui(w.tmp, w.env, *extra)
 
 
-def launch_ui(tmp: Path, env: dict[str, str], *extra: str) -> UIProcess:
+def launch_ui(tmp: Path, env: dict[str, str], *extra: str,
+              stdin: int = subprocess.DEVNULL) -> UIProcess:
     """``interapp ui --no-browser EXTRA`` with ``env``; waits for the address it prints."""
     log = tmp / f"ui-{secrets.token_hex(3)}.log"
     fh = open(log, "w")  # noqa: SIM115 - owned by the process
     proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, "ui", "--no-browser", *extra],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=fh,
+                            stdin=stdin, stdout=subprocess.PIPE, stderr=fh,
                             text=True, env=env)
     assert proc.stdout is not None
     deadline = time.monotonic() + 30

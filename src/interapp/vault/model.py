@@ -38,6 +38,8 @@ class AuditEvent(StrEnum):
     STATE = "state"
     UNLINK = "unlink"
     SECRET = "secret"
+    ANCHOR = "anchor"
+    """Every link and secret as they stood when the log began to vouch for rows (once)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,9 @@ class AuditEntry:
     detail: Mapping[str, str]
     prev_hash: str
     hash: str
+    rows: Mapping[str, tuple[str | None, str | None]] | None = None
+    """The rows this entry changed → digests of their contents before and after (``None``: no
+    row); ``None`` for entries written before vault revision 0002."""
 
     @property
     def at_datetime(self) -> datetime:

@@ -32,10 +32,10 @@ from sqlalchemy import (
 from interapp.errors import VaultError
 from interapp.vault.db import Database
 
-SCHEMA_REVISION: Final = "0001"
+SCHEMA_REVISION: Final = "0002"
 """The Alembic head this code reads and writes."""
 
-KNOWN_REVISIONS: Final = ("0001",)
+KNOWN_REVISIONS: Final = ("0001", "0002")
 MIGRATIONS_DIR: Final = Path(__file__).parent / "migrations"
 
 metadata = MetaData()
@@ -83,6 +83,7 @@ audit = Table(
     Column("detail", Text, nullable=False),
     Column("prev_hash", Text, nullable=False),
     Column("hash", Text, nullable=False),
+    Column("rows", Text, nullable=True),
 )
 
 

@@ -8,7 +8,9 @@ data key (:mod:`~interapp.vault.unlock`). Every method is then one short transac
 
 Credentials are sealed with the data key and bound to their link id; secrets to their name
 (:mod:`~interapp.vault.crypto`). Each change appends an audit entry in the *same* transaction
-(:mod:`~interapp.vault.audit`), so the log and the data never disagree.
+(:mod:`~interapp.vault.audit`), so the log and the data never disagree; the entry names the
+row it changed and a digest of its new contents (:mod:`~interapp.vault.state`), which is what
+lets :meth:`Vault.verify_audit` notice a log cut short behind an older sealed head.
 
 :meth:`Vault.replace_credential` is a compare-and-swap on the link's ``version``: only the
 writer that read the current version wins, the other gets :class:`StaleVersion` and must
@@ -23,6 +25,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
@@ -31,6 +34,7 @@ from interapp.errors import NotFoundError, VaultError
 from interapp.ids import LinkId
 from interapp.secret import Secret
 from interapp.vault import audit as _audit
+from interapp.vault import state as _state
 from interapp.vault.crypto import Cipher, link_aad, secret_aad
 from interapp.vault.db import Database
 from interapp.vault.model import AuditEntry, AuditEvent, AuditReport, Credential, Link, LinkState
@@ -74,6 +78,7 @@ class Vault:
             ensure_schema(db)
             db.tighten()
             cipher, source = unlock(db, os.environ if env is None else env, passphrase)
+            _audit.anchor(db, cipher)
         except BaseException:
             db.dispose()
             raise
@@ -108,11 +113,19 @@ class Vault:
 
     # --- links -------------------------------------------------------------------------------
 
-    def _select_link(self, conn: Connection, link_id: str) -> Link:
-        rows, _ = BY_ID.run(conn, {"link_id": link_id})
+    @staticmethod
+    def _full_row(conn: Connection, link_id: str) -> dict[str, Any]:
+        """Every column of the link (the credential blob too), inside the write transaction."""
+        rows, _ = _state.FULL_LINK.run(conn, {"link_id": link_id})
         if not rows:
             raise NotFoundError(f"no link {link_id!r} in the vault")
-        return link_from_row(rows[0])
+        return rows[0]
+
+    @staticmethod
+    def _touched(link_id: str, before: Mapping[str, Any] | None,
+                 after: Mapping[str, Any] | None) -> _audit.Rows:
+        """The ``rows`` of an audit entry changing one link from ``before`` to ``after``."""
+        return _state.change(_state.link_key(link_id), _state.link_digest, before, after)
 
     def get_link(self, local_app: str, local_account: str, target: str) -> Link | None:
         """The link of one local account to one target, or ``None``."""
@@ -164,8 +177,9 @@ class Vault:
             _append(conn, self._cipher, AuditEvent.LINK, link_id=link_id, target=target,
                     detail={"local_app": local_app, "local_account": local_account,
                             "target_app": target_app, "remote_account_id": remote_account_id,
-                            "credential_kind": credential.kind})
-            return self._select_link(conn, link_id)
+                            "credential_kind": credential.kind},
+                    rows=self._touched(link_id, None, row))
+        return link_from_row(row)
 
     def read_credential(self, link_id: str, *, audit: bool = True) -> Credential:
         """Decrypt a link's credential and note the use (``last_used_at``, audit entry)."""
@@ -186,17 +200,20 @@ class Vault:
         credential = _check_credential(credential)
         blob = self._cipher.seal(credential.to_json(), link_aad(link_id))
         with self._db.write(durable=True) as conn:
-            done = conn.execute(
-                links.update().where(links.c.id == link_id, links.c.version == expected_version)
-                .values(credential=blob, credential_kind=credential.kind,
-                        version=expected_version + 1, updated_at=_now()))
-            link = self._select_link(conn, link_id)
-            if done.rowcount != 1:
-                raise StaleVersion(f"link {link_id} is at version {link.version}, "
+            # the write lock is held: reading the version first is as good as a guarded UPDATE
+            before = self._full_row(conn, link_id)
+            if before["version"] != expected_version:
+                raise StaleVersion(f"link {link_id} is at version {before['version']}, "
                                    f"not {expected_version}")
-            _append(conn, self._cipher, event, link_id=link_id, target=link.target,
-                    detail={"version": str(link.version), "credential_kind": credential.kind})
-        return link
+            after = {**before, "credential": blob, "credential_kind": credential.kind,
+                     "version": expected_version + 1, "updated_at": _now()}
+            conn.execute(links.update().where(links.c.id == link_id).values(
+                credential=blob, credential_kind=credential.kind, version=after["version"],
+                updated_at=after["updated_at"]))
+            _append(conn, self._cipher, event, link_id=link_id, target=before["target"],
+                    detail={"version": str(after["version"]), "credential_kind": credential.kind},
+                    rows=self._touched(link_id, before, after))
+        return link_from_row(after)
 
     def set_state(self, link_id: str, state: LinkState, reason: str = "") -> Link:
         """Record the link's health (``degraded``, ``needs_reauth``, ...)."""
@@ -204,12 +221,16 @@ class Vault:
         if state is LinkState.UNLINKED:
             raise VaultError("a stored link cannot be 'unlinked': delete it instead")
         with self._db.write() as conn:
-            before = self._select_link(conn, link_id)
-            conn.execute(links.update().where(links.c.id == link_id)
-                         .values(state=state.value, state_reason=reason, updated_at=_now()))
-            _append(conn, self._cipher, AuditEvent.STATE, link_id=link_id, target=before.target,
-                    detail={"from": before.state.value, "to": state.value, "reason": reason})
-            return self._select_link(conn, link_id)
+            before = self._full_row(conn, link_id)
+            after = {**before, "state": state.value, "state_reason": reason,
+                     "updated_at": _now()}
+            conn.execute(links.update().where(links.c.id == link_id).values(
+                state=state.value, state_reason=reason, updated_at=after["updated_at"]))
+            _append(conn, self._cipher, AuditEvent.STATE, link_id=link_id,
+                    target=before["target"],
+                    detail={"from": before["state"], "to": state.value, "reason": reason},
+                    rows=self._touched(link_id, before, after))
+        return link_from_row(after)
 
     def repair_link(self, link_id: str, *, remote_account_id: str, remote_account_name: str,
                     credential: Credential) -> Link:
@@ -217,28 +238,33 @@ class Vault:
         credential = _check_credential(credential)
         blob = self._cipher.seal(credential.to_json(), link_aad(link_id))
         with self._db.write(durable=True) as conn:
-            before = self._select_link(conn, link_id)
+            before = self._full_row(conn, link_id)
             ts = _now()  # a repaired link was just used to sign in: last_used_at moves too
-            conn.execute(links.update().where(links.c.id == link_id).values(
-                remote_account_id=remote_account_id, remote_account_name=remote_account_name,
-                credential=blob, credential_kind=credential.kind, state=LinkState.LINKED.value,
-                state_reason="", version=links.c.version + 1, updated_at=ts, last_used_at=ts))
-            link = self._select_link(conn, link_id)
-            detail = {"version": str(link.version), "credential_kind": credential.kind,
-                      "remote_account_id": remote_account_id, "from_state": before.state.value}
-            if before.remote_account_id != remote_account_id:
-                detail["previous_remote_account_id"] = before.remote_account_id
-            _append(conn, self._cipher, AuditEvent.REAUTH, link_id=link_id, target=link.target,
-                    detail=detail)
-        return link
+            changes = {"remote_account_id": remote_account_id,
+                       "remote_account_name": remote_account_name, "credential": blob,
+                       "credential_kind": credential.kind, "state": LinkState.LINKED.value,
+                       "state_reason": "", "version": before["version"] + 1,
+                       "updated_at": ts, "last_used_at": ts}
+            after = {**before, **changes}
+            conn.execute(links.update().where(links.c.id == link_id).values(changes))
+            detail = {"version": str(after["version"]), "credential_kind": credential.kind,
+                      "remote_account_id": remote_account_id, "from_state": before["state"]}
+            if before["remote_account_id"] != remote_account_id:
+                detail["previous_remote_account_id"] = before["remote_account_id"]
+            _append(conn, self._cipher, AuditEvent.REAUTH, link_id=link_id,
+                    target=before["target"], detail=detail,
+                    rows=self._touched(link_id, before, after))
+        return link_from_row(after)
 
     def delete_link(self, link_id: str, *, detail: Mapping[str, str] | None = None) -> None:
         """Destroy a link and its credential; ``detail`` (e.g. revocation result) is audited."""
         with self._db.write(durable=True) as conn:
-            link = self._select_link(conn, link_id)
+            before = self._full_row(conn, link_id)
             conn.execute(links.delete().where(links.c.id == link_id))
-            _append(conn, self._cipher, AuditEvent.UNLINK, link_id=link_id, target=link.target,
-                    detail={"remote_account_id": link.remote_account_id, **(detail or {})})
+            _append(conn, self._cipher, AuditEvent.UNLINK, link_id=link_id,
+                    target=before["target"],
+                    detail={"remote_account_id": before["remote_account_id"], **(detail or {})},
+                    rows=self._touched(link_id, before, None))
 
     # --- audit -------------------------------------------------------------------------------
 
@@ -270,12 +296,26 @@ class Vault:
         if not isinstance(value, Secret) or not name:
             raise VaultError("put_secret needs a name and a Secret")
         blob = self._cipher.seal(value.reveal().encode(), secret_aad(name))
+        row = {"name": name, "blob": blob, "updated_at": _now()}
         with self._db.write(durable=True) as conn:
-            done = conn.execute(secrets.update().where(secrets.c.name == name)
-                                .values(blob=blob, updated_at=_now()))
-            if done.rowcount == 0:
-                conn.execute(secrets.insert().values(name=name, blob=blob, updated_at=_now()))
-            _append(conn, self._cipher, AuditEvent.SECRET, detail={"name": name, "action": "put"})
+            before = self._secret_row(conn, name)
+            if before is None:
+                conn.execute(secrets.insert().values(row))
+            else:
+                conn.execute(secrets.update().where(secrets.c.name == name)
+                             .values(blob=blob, updated_at=row["updated_at"]))
+            _append(conn, self._cipher, AuditEvent.SECRET, detail={"name": name, "action": "put"},
+                    rows=self._secret_touched(name, before, row))
+
+    @staticmethod
+    def _secret_row(conn: Connection, name: str) -> dict[str, Any] | None:
+        found = conn.execute(select(*secrets.c).where(secrets.c.name == name)).first()
+        return None if found is None else dict(found._mapping)
+
+    @staticmethod
+    def _secret_touched(name: str, before: Mapping[str, Any] | None,
+                        after: Mapping[str, Any] | None) -> _audit.Rows:
+        return _state.change(_state.secret_key(name), _state.secret_digest, before, after)
 
     def get_secret(self, name: str) -> Secret | None:
         """The named secret, or ``None``."""
@@ -288,10 +328,11 @@ class Vault:
     def delete_secret(self, name: str) -> bool:
         """Remove a named secret; ``True`` if it existed."""
         with self._db.write(durable=True) as conn:
-            done = conn.execute(secrets.delete().where(secrets.c.name == name))
-            if done.rowcount:
-                _append(conn, self._cipher, AuditEvent.SECRET,
-                        detail={"name": name, "action": "delete"})
-            return bool(done.rowcount)
-
-
+            before = self._secret_row(conn, name)
+            if before is None:
+                return False
+            conn.execute(secrets.delete().where(secrets.c.name == name))
+            _append(conn, self._cipher, AuditEvent.SECRET,
+                    detail={"name": name, "action": "delete"},
+                    rows=self._secret_touched(name, before, None))
+            return True

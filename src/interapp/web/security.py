@@ -3,7 +3,13 @@
 Theory of operation: ``interapp ui`` makes a random *launch secret* and prints
 ``http://127.0.0.1:PORT/?k=SECRET``. The first request carrying it gets a session: a random id in
 a cookie (``HttpOnly``, ``SameSite=Strict``, ``Path=/``) and a redirect to ``/`` so the secret
-leaves the address bar. Every other request — pages, API, static files, the WebSocket — needs
+leaves the address bar. The secret is *one-time*: that exchange uses it up, and an unused one
+expires after :data:`LINK_TTL`. Only one is valid at a time; :meth:`Sessions.new_link` (the
+terminal's Enter key, or SIGUSR1, see :mod:`interapp.web.server`) replaces it. A browser that
+already holds a session and opens a used address is simply sent to ``/``. Sessions are kept
+least-recently-used first, so a new one never pushes out a session in use.
+
+Every other request — pages, API, static files, the WebSocket — needs
 that session; nothing else is served. Every state-changing request (anything but GET/HEAD) must
 carry the session's CSRF token, in the ``X-CSRF-Token`` header (``fetch``) or in a ``csrf`` form
 field (plain HTML forms), and an ``Origin`` (when the browser sends one) of this very server.
@@ -35,6 +41,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_BODY = 256 * 1024
 MAX_SESSIONS = 64
+LINK_TTL = 15 * 60.0
+"""Seconds an unused one-time address stays valid."""
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf"
@@ -43,8 +51,9 @@ CLOSE_NO_SESSION = 4401
 DENIED_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>interapp: not signed in</title></head><body>
 <h1>This page needs the address that <code>interapp ui</code> printed</h1>
-<p>Open the URL shown in the terminal where <code>interapp ui</code> runs (it ends with
-<code>/?k=…</code>). If you restarted <code>interapp ui</code>, use the new address.</p>
+<p>Each address that <code>interapp ui</code> prints opens the UI once (within 15 minutes).
+For a new one, press Enter in the terminal where <code>interapp ui</code> runs (or send that
+process <code>SIGUSR1</code>), then open the address it prints.</p>
 </body></html>"""
 
 
@@ -60,10 +69,24 @@ class Session:
 class Sessions:
     """The launch secret and the live sessions (in memory, for the life of the process)."""
 
-    def __init__(self, launch_secret: str | None = None, *, port: int = 0) -> None:
-        self.launch_secret = launch_secret or secrets.token_urlsafe(32)
+    def __init__(self, launch_secret: str | None = None, *, port: int = 0,
+                 link_ttl: float = LINK_TTL) -> None:
         self.port = port
+        self.link_ttl = link_ttl
         self._live: OrderedDict[str, Session] = OrderedDict()
+        self._link: tuple[str, float] | None = None
+        self.new_link(launch_secret)
+
+    @property
+    def launch_secret(self) -> str:
+        """The current one-time secret (empty once used)."""
+        return self._link[0] if self._link else ""
+
+    def new_link(self, secret: str | None = None) -> str:
+        """A fresh one-time secret; the previous one stops working."""
+        value = secret or secrets.token_urlsafe(32)
+        self._link = (value, time.monotonic() + self.link_ttl)
+        return value
 
     @property
     def cookie_name(self) -> str:
@@ -71,12 +94,15 @@ class Sessions:
         return f"interapp_ui_{self.port}" if self.port else "interapp_ui"
 
     def exchange(self, offered: str) -> Session | None:
-        """A new session when ``offered`` is the launch secret; None otherwise."""
-        if not hmac.compare_digest(offered.encode(), self.launch_secret.encode()):
+        """A new session when ``offered`` is the live one-time secret (used up); else None."""
+        link = self._link
+        if link is None or time.monotonic() > link[1] or not hmac.compare_digest(
+                offered.encode(), link[0].encode()):
             return None
+        self._link = None
         session = Session(id=secrets.token_urlsafe(32), csrf=secrets.token_urlsafe(32))
         self._live[session.id] = session
-        while len(self._live) > MAX_SESSIONS:
+        while len(self._live) > MAX_SESSIONS:  # the least recently used goes, never a live one
             self._live.popitem(last=False)
         return session
 
@@ -84,7 +110,10 @@ class Sessions:
         """The live session with this id, if any."""
         if not session_id:
             return None
-        return self._live.get(session_id)
+        session = self._live.get(session_id)
+        if session is not None:
+            self._live.move_to_end(session_id)
+        return session
 
     def cookie(self, session: Session) -> str:
         """The ``Set-Cookie`` value for ``session``."""
@@ -156,10 +185,13 @@ class SessionGate:
             await send(message)
 
         query = QueryParams(scope.get("query_string", b"").decode("latin-1"))
+        session = self.sessions.get(self._cookie(headers))
         if scope["path"] == "/" and "k" in query:
+            if session is not None:  # already signed in (a used address opened again)
+                await _respond(send_with_headers, 303, b"", "text/plain", [(b"location", b"/")])
+                return
             await self._exchange(query["k"], send_with_headers)
             return
-        session = self.sessions.get(self._cookie(headers))
         if session is None:
             await self._deny(scope, send_with_headers, 401, "no session")
             return

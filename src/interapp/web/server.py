@@ -4,7 +4,10 @@ Theory of operation: :func:`serve` opens the host on the data folder first (so a
 passphrase, if one is needed, is asked on the terminal before anything else), binds the socket,
 makes the launch secret for that port, and runs uvicorn with its access log *off* — the first
 URL carries the launch secret and must not land in a log. Once the server answers it prints the
-URL and, when asked and a display exists, opens it in the default browser.
+URL and, when asked and a display exists, opens it in the default browser. The URL opens the UI
+once: a line on standard input (Enter in the terminal) or ``SIGUSR1`` prints a fresh one-time
+URL (:meth:`~interapp.web.security.Sessions.new_link`). Standard input is read on a daemon
+thread, so an idle terminal never holds up the shutdown.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import asyncio
 import getpass
 import ipaddress
 import os
+import signal
 import socket
 import sys
+import threading
 import webbrowser
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -87,12 +92,18 @@ async def serve(home: Path, *, host: str = "127.0.0.1", port: int = 0,
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                             ws_max_size=1 << 20)
     server = uvicorn.Server(config)
-    url = f"http://{url_host(host)}:{actual}/?k={sessions.launch_secret}"
+    base = f"http://{url_host(host)}:{actual}/?k="
+    url = base + sessions.launch_secret
+    loop = asyncio.get_running_loop()
+
+    def fresh() -> None:
+        (announce or _print_again)(base + sessions.new_link())
 
     async def tell() -> None:
         while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for this
             await asyncio.sleep(0.02)
         (announce or _print)(url)
+        _offer_fresh_links(loop, fresh)
         if open_browser and has_display(env):
             await asyncio.to_thread(webbrowser.open, url)
 
@@ -104,7 +115,28 @@ async def serve(home: Path, *, host: str = "127.0.0.1", port: int = 0,
         sock.close()
 
 
+def _offer_fresh_links(loop: asyncio.AbstractEventLoop, fresh: Callable[[], None]) -> None:
+    """Call ``fresh`` on the loop for every line read from stdin, and on SIGUSR1."""
+    if hasattr(signal, "SIGUSR1"):
+        loop.add_signal_handler(signal.SIGUSR1, fresh)
+
+    def read() -> None:
+        try:
+            while sys.stdin is not None and sys.stdin.readline():
+                loop.call_soon_threadsafe(fresh)
+        except (OSError, ValueError, RuntimeError):  # stdin closed, or the loop has stopped
+            return
+
+    threading.Thread(target=read, name="interapp-ui-stdin", daemon=True).start()
+
+
 def _print(url: str) -> None:
     sys.stdout.write(f"interapp ui: open {url}\n"
-                     "interapp ui: the address works until this process stops (Ctrl+C)\n")
+                     "interapp ui: the address opens the UI once, within 15 minutes; press "
+                     "Enter here (or send SIGUSR1) for a new one; Ctrl+C stops\n")
+    sys.stdout.flush()
+
+
+def _print_again(url: str) -> None:
+    sys.stdout.write(f"interapp ui: open {url}\n")
     sys.stdout.flush()
