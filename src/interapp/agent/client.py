@@ -401,7 +401,10 @@ class RemoteHost:
     # --- events -----------------------------------------------------------------------------
 
     def events(self, since: int | None = None) -> RemoteEvents:
-        """The agent's event stream as typed events (``since``: replay after that seq)."""
+        """The agent's event stream as typed events, from ``since`` (default: the agent's
+        newest event when this host was opened, so nothing in between is missed)."""
+        if since is None:
+            since = int(self._state.get("agent", {}).get("last_seq", 0)) or None
         return RemoteEvents(self.endpoint, since)
 
 

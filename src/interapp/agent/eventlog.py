@@ -129,6 +129,8 @@ class EventLog:
             return None
         self._last = stored.seq
         self._recent.append(stored)
+        while self._recent and self._recent[0].seq < self._oldest:  # pruned from the file
+            self._recent.popleft()
         self.changed.set()
         self.changed = asyncio.Event()  # the waiters of this round were woken; a new round
         return stored.seq
@@ -138,10 +140,11 @@ class EventLog:
         assert db is not None, "the event log is closed"
         at = time.time()
         with db:
-            cur = db.execute("INSERT OR IGNORE INTO events (at, dedup, data) VALUES (?, ?, '')",
+            if dedup is not None and db.execute("SELECT 1 FROM events WHERE dedup = ?",
+                                                (dedup,)).fetchone():
+                return None  # (asked first: an ignored INSERT would still use up a seq)
+            cur = db.execute("INSERT INTO events (at, dedup, data) VALUES (?, ?, '')",
                              (at, dedup))
-            if cur.rowcount == 0:
-                return None
             seq = int(cur.lastrowid or 0)
             text = json.dumps({"seq": seq, **event}, separators=(",", ":"), default=str)
             db.execute("UPDATE events SET data = ? WHERE seq = ?", (text, seq))
