@@ -252,15 +252,16 @@ def test_connect_through_the_prompt_and_the_cli_answers_it(world: World,
 
 def test_a_refused_link_becomes_a_prompt_event_any_client_answers(world: World,
                                                                   agent: AgentProcess) -> None:
-    db = world.servers["chatter"].db_url
-    world.cli("admin", "revoke", "--app", "chatter", "alice", "--db", db, "--json")
-    assert agent.terminate() == 0  # on its next start the stored link is refused
-    world.agent["proc"] = restarted = AgentProcess(world)  # type: ignore[attr-defined]
-    with events_ws(restarted, since=0) as ws:
+    with agent.http() as api:
+        last = api.get("/agent/v1/state").json()["agent"]["last_seq"]
+    with events_ws(agent, since=last) as ws:
+        # the grant is revoked at chatter: its stream closes, the stored link is refused
+        db = world.servers["chatter"].db_url
+        world.cli("admin", "revoke", "--app", "chatter", "alice", "--db", db, "--json")
         got = recv_until(ws, lambda e: e["type"] == "prompt", timeout=30)
     prompt = got[-1]["prompt"]
     assert prompt["reason_code"] == "reauth" and prompt["expected_account"] == "alice"
-    with restarted.http() as api:
+    with agent.http() as api:
         row = api.get("/agent/v1/state").json()["targets"][0]
         assert (row["state"], row["link_state"], row["prompt"]) == \
             ("needs_reauth", "needs_reauth", prompt["id"])

@@ -251,19 +251,23 @@ class Agent:
                 result = await self.host.connect(name, self.prompter, account=account,
                                                  reconnect=reconnect)
                 self._retry.pop(name, None)
-                self._resolve(name, Outcome("connected", _connected(result)))
+                outcome = Outcome("connected", _connected(result))
             except InterappError as exc:
                 if exc.target is None:
                     exc.target = name
                 self._backoff(name, exc)
-                self._resolve(name, Outcome("error", error=exc))
+                outcome = Outcome("error", error=exc)
             except Exception as exc:  # a plug-in bug must not leave a client waiting
                 log.exception("connecting %s failed", name)
-                error = InterappError(f"{name}: {type(exc).__name__}")
-                self._resolve(name, Outcome("error", error=error))
+                outcome = Outcome("error", error=InterappError(f"{name}: {type(exc).__name__}"))
+            except BaseException:  # cancelled (unlink, remove, stop)
+                self._jobs.pop(name, None)
+                raise
+            try:
+                await self._refresh_links()  # before the answer: the state shows the link
+                self._resolve(name, outcome)  # while still the job: it, not the event, answers
             finally:
                 self._jobs.pop(name, None)
-                await self._refresh_links()
 
         self._jobs[name] = asyncio.create_task(job(), name=f"agent-connect-{name}")
 
