@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Query, Request, WebSocket
@@ -81,7 +81,7 @@ def _first_problem(exc: RequestValidationError) -> str:
     return f"{where}: {text}" if where else text
 
 
-def create_app(agent: Agent, check: Callable[[str], str | None], *,
+def create_app(agent: Agent, check: Callable[[str], Awaitable[str | None]], *,
                allowed_origins: tuple[str, ...] = ()) -> Guard:
     """The ASGI application of the agent, behind its :class:`~interapp.agent.guard.Guard`."""
     app = FastAPI(title="interapp agent", version="1", openapi_url=f"{PREFIX}/openapi.json",

@@ -54,7 +54,7 @@ def offered_token(headers: Headers) -> str | None:
 class Guard:
     """ASGI middleware: token, then (on TCP) Host and Origin, then a bounded body."""
 
-    def __init__(self, app: ASGIApp, check: Callable[[str], str | None], *,
+    def __init__(self, app: ASGIApp, check: Callable[[str], Awaitable[str | None]], *,
                  allowed_origins: Iterable[str] = ()) -> None:
         self.app = app
         self.check = check
@@ -72,7 +72,7 @@ class Guard:
                 await deny(scope, send, 403, "forbidden", problem)
                 return
         token = offered_token(headers)
-        who = self.check(token) if token else None
+        who = await self.check(token) if token else None
         if who is None:
             await deny(scope, send, 401, "unauthorized",
                        "a valid agent token is required (Authorization: Bearer TOKEN)")

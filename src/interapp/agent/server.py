@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Generator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -111,10 +112,17 @@ async def run(home: Path, *, socket_file: Path | None = None, port: int | None =
         cli_token = new_token()
         await asyncio.to_thread(write_private, home / CLI_TOKEN_FILE, cli_token + "\n")
 
-        def check(token: str) -> str | None:
+        last_read = [time.monotonic()]
+
+        async def check(token: str) -> str | None:
             if hmac.compare_digest(token.encode(), cli_token.encode()):
                 return "cli"
-            return store.check(token)
+            name = store.check(token)
+            if name is None and time.monotonic() - last_read[0] > 0.5:  # a token made just now
+                last_read[0] = time.monotonic()
+                await asyncio.to_thread(store.refresh)
+                name = store.check(token)
+            return name
 
         async def refresh_tokens() -> None:
             await asyncio.to_thread(store.refresh)
