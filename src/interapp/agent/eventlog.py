@@ -44,6 +44,11 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+def _with_seq(seq: int, body: str) -> str:
+    """The stored JSON object (without its seq) with ``seq`` as its first member."""
+    return f'{{"seq":{seq}' + ("," + body[1:] if body != "{}" else "}")
+
+
 @dataclass(frozen=True)
 class Logged:
     """One event as stored: its ``seq`` and its JSON text (``seq`` already inside)."""
@@ -98,7 +103,7 @@ class EventLog:
         self._oldest = int(low) if low is not None else self._last + 1
         rows = db.execute("SELECT seq, data FROM events ORDER BY seq DESC LIMIT ?",
                           (MEMORY,)).fetchall()
-        self._recent.extend(Logged(int(s), str(d)) for s, d in reversed(rows))
+        self._recent.extend(Logged(int(s), _with_seq(int(s), str(d))) for s, d in reversed(rows))
 
     async def close(self) -> None:
         """Close the file (what was appended is on disk already)."""
@@ -143,11 +148,11 @@ class EventLog:
             if dedup is not None and db.execute("SELECT 1 FROM events WHERE dedup = ?",
                                                 (dedup,)).fetchone():
                 return None  # (asked first: an ignored INSERT would still use up a seq)
-            cur = db.execute("INSERT INTO events (at, dedup, data) VALUES (?, ?, '')",
-                             (at, dedup))
+            body = json.dumps(event, separators=(",", ":"), default=str)
+            cur = db.execute("INSERT INTO events (at, dedup, data) VALUES (?, ?, ?)",
+                             (at, dedup, body))
             seq = int(cur.lastrowid or 0)
-            text = json.dumps({"seq": seq, **event}, separators=(",", ":"), default=str)
-            db.execute("UPDATE events SET data = ? WHERE seq = ?", (text, seq))
+        text = _with_seq(seq, body)
         self._since_prune += 1
         if self._since_prune >= max(1, self.keep // 10):
             self._prune(seq)
@@ -183,7 +188,7 @@ class EventLog:
         assert db is not None
         rows = db.execute("SELECT seq, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
                           (since, limit)).fetchall()
-        return [Logged(int(s), str(d)) for s, d in rows]
+        return [Logged(int(s), _with_seq(int(s), str(d))) for s, d in rows]
 
     # --- small durable settings (the presence the agent holds) --------------------------------
 
