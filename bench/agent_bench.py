@@ -15,7 +15,7 @@ prompt, as ``interapp`` would. Then, one after the other on the same servers:
    library's ``http.client``, so the client adds as little as possible) times
    ``GET /agent/v1/state`` (M times) and ``POST /agent/v1/messages`` (N times) — p50/p99.
 
-Targets: ``state`` p99 ≤ 2 ms; a send through the agent ≤ 1.2× the in-process send (p50).
+Targets: ``state`` p99 ≤ 2 ms; a send through the agent ≤ 1.2 times the in-process send (p50).
 The results are printed and, with ``--write`` (the default for a full run), written as the
 ``agent-bench`` block of ``docs/performance.md``.
 """
@@ -209,8 +209,8 @@ def main(argv: list[str]) -> int:
               f"{fmt_ms(percentile(v, 99))} |" for name, v in rows]
     lines += ["", f"* `state` p99 {fmt_ms(percentile(state, 99))} — target ≤ 2 ms: "
               f"{'met' if state_ok else 'missed'}.",
-              f"* a send through the agent is {ratio:.2f}× the in-process send (p50) — "
-              f"target ≤ 1.2×: {'met' if ratio <= 1.2 else 'missed'}."]
+              f"* a send through the agent is {ratio:.2f} times the in-process send (p50) — "
+              f"target ≤ 1.2 times: {'met' if ratio <= 1.2 else 'missed'}."]
     report = "\n".join(lines)
     print(report)
     if write:
