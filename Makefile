@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo serve test lint typecheck unit bench clean peers
+.PHONY: demo serve test lint typecheck unit bench clean peers js
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,14 @@ peers:  ## real peer servers for the network tests: Prosody and ejabberd (Debian
 	  .peers/synapse/bin/python -m pip install --quiet 'matrix-synapse[jwt,oidc]' && \
 	  touch .peers/synapse/.installed; }
 
-unit: $(STAMP) peers
+JS := clients/js
+
+$(JS)/node_modules/.package-lock.json: $(JS)/package-lock.json $(JS)/package.json
+	cd $(JS) && npm ci --no-audit --no-fund
+
+js: $(JS)/node_modules/.package-lock.json  ## the JavaScript client's dependencies (ws)
+
+unit: $(STAMP) peers js
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck unit  ## lint, type-check and the whole test suite
@@ -53,4 +60,4 @@ bench: $(VENV)/.bench-installed peers  ## every benchmark, side by side with Syn
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(JS)/node_modules

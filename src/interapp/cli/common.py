@@ -1,5 +1,10 @@
 """Shared plumbing of the host's commands: opening the host, choosing the prompter, running.
 
+When an agent runs for the data folder (``interapp agent``), :func:`run_host` hands the
+command a :class:`~interapp.agent.client.RemoteHost` that does the same through the agent (so
+presence lasts, nothing logs in again, events are the agent's); otherwise, or with
+``interapp --no-agent``, an in-process :class:`~interapp.host.Host` as always.
+
 The commands use only :mod:`interapp.host`'s public names (a test checks it).
 """
 
@@ -9,14 +14,17 @@ import asyncio
 import getpass
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from interapp.cli.output import read_secret_line
 from interapp.host import Host, NoInput, Prompter, Scripted, Terminal
+from interapp.paths import data_home
 
 T = TypeVar("T")
+#: ``interapp --no-agent``: never go through a running agent.
+IN_PROCESS = {"forced": False}
 
 NoInputOpt = Annotated[bool, typer.Option(
     "--no-input", help="Never prompt; fail with the command to run instead.")]
@@ -47,16 +55,25 @@ def make_prompter(*, no_input: bool = False, username: str | None = None,
     return NoInput()
 
 
-def _passphrase() -> str:
+def passphrase() -> str:
+    """Ask for the vault passphrase on the terminal."""
     return getpass.getpass("Vault passphrase: ", stream=sys.stderr)
 
 
-def run_host(work: Callable[[Host], Awaitable[T]], prompter: Prompter | None = None) -> T:
-    """Open the host on the data folder, run ``work``, and close everything."""
+def run_host(work: Callable[[Any], Awaitable[T]], prompter: Prompter | None = None) -> T:
+    """Run ``work`` on the running agent (a RemoteHost) or, without one, on a Host opened on
+    the data folder; close everything after."""
 
     async def go() -> T:
+        if not IN_PROCESS["forced"]:
+            from interapp.agent.client import RemoteHost, find_agent
+
+            endpoint = find_agent(data_home())
+            if endpoint is not None:
+                async with RemoteHost(endpoint, prompter) as remote:
+                    return await work(remote)
         async with Host.open(prompter=prompter,
-                             passphrase=_passphrase if interactive() else None) as host:
+                             passphrase=passphrase if interactive() else None) as host:
             return await work(host)
 
     return asyncio.run(go())

@@ -253,7 +253,7 @@ def unlink(name: Annotated[str, typer.Argument(help="The target to unlink.")],
 
 def register(root: typer.Typer) -> None:
     """Attach the host's commands to the root command."""
-    from interapp.cli import chat_cmds, demo, ui_cmd
+    from interapp.cli import agent_cmds, chat_cmds, demo, ui_cmd
 
     root.command("local")(local)
     root.command("login")(login)
@@ -265,3 +265,4 @@ def register(root: typer.Typer) -> None:
     chat_cmds.register(root)
     demo.register(root)
     ui_cmd.register(root)
+    agent_cmds.register(root)

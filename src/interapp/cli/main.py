@@ -33,8 +33,15 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")) -> None:
+                                       help="Print the version and exit."),
+          no_agent: bool = typer.Option(False, "--no-agent",
+                                        help="Run in this process even when an agent runs "
+                                             "for the data folder.")) -> None:
     """interapp: across-application network communication."""
+    if no_agent:
+        from interapp.cli.common import IN_PROCESS
+
+        IN_PROCESS["forced"] = True
 
 
 #: Commands that only run the application server: the host's commands (and the vault,

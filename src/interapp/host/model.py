@@ -7,7 +7,7 @@ them; ``to_dict()`` gives JSON-ready data (what ``--json`` and the agent print).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -32,6 +32,8 @@ def _plain(value: Any) -> Any:
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
+    if is_dataclass(value) and not isinstance(value, type):  # e.g. an event's Message
+        return _plain(asdict(value))
     return value
 
 
