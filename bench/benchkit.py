@@ -289,6 +289,51 @@ async def seeding(db_url: str, password: str | None = None) -> AsyncIterator[See
         await db.close()
 
 
+def plugin_instance(plugin: str, server: str, *, client_id: str | None = None,
+                    client_secret: Any = None, account_system: str = "separate",
+                    name: str | None = None) -> Any:
+    """A fresh plug-in object of the installed plug-in ``plugin`` for ``server``, as the host
+    starts one for a target, not connected. For the benchmarks that call a plug-in directly
+    (logins, the façade's overhead); applications use :class:`interapp.host.Host`."""
+    from interapp.host.registry import discover
+    from interapp.plugins.contract import TargetConfig
+    from interapp.secret import Secret
+
+    if isinstance(client_secret, str):
+        client_secret = Secret(client_secret)
+    cls = discover().get(plugin).load()
+    return cls(TargetConfig(name=name or f"bench-{plugin}", plugin=plugin, server=server,
+                            client_id=client_id, client_secret=client_secret,
+                            account_system="shared" if account_system == "shared"
+                            else "separate"))
+
+
+class LocalMinter:
+    """Same-account assertions (RFC 8693) about one local user, minted by the local
+    application as the host's session does, without a host (for the JWT-grant benchmark)."""
+
+    def __init__(self, url: str, client_id: str, client_secret: Any) -> None:
+        from interapp.client import ServerClient
+
+        self.client = ServerClient(url, client_id=client_id, client_secret=client_secret)
+        self.token: Any = None
+
+    async def sign_in(self, username: str, password: str) -> None:
+        """Password grant at the local application."""
+        from interapp.secret import Secret
+
+        body = await self.client.password_grant(username, Secret(password))
+        self.token = Secret(str(body["access_token"]))
+
+    async def assertion_for(self, audience: str) -> Any:
+        """One assertion addressed to ``audience``."""
+        return await self.client.exchange_for_assertion(self.token, audience)
+
+    async def aclose(self) -> None:
+        """Close the HTTP pool."""
+        await self.client.aclose()
+
+
 async def bounded(n: int, jobs: Sequence[Callable[[], Awaitable[Any]]]) -> list[Any]:
     """Run the jobs at most ``n`` at a time; results in order."""
     import asyncio

@@ -24,7 +24,7 @@ Three phases, each against real parts (nothing is mocked):
     ``interapp plugins --json`` (the real command, for information).
 (c) **1,000 linked targets.** One embedded ``chatter`` server; ``targets.toml`` lists 1,000
     targets all pointing at it, and each gets its own link through a real password login (setup,
-    at most 8 at a time). Then a *new* :class:`~interapp.host.runtime.Host` on the same data
+    at most 8 at a time). Then a *new* :class:`~interapp.host.Host` on the same data
     folder (as after a restart) connects all of them through the stored-link branch with
     ``Host.connect``, at most 50 at a time. Target: all 1,000 in ≤ 10 s.
 
@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchkit import cpu_model, met, percentile, seeding, versions, write_block
+from benchkit import bounded, cpu_model, met, percentile, seeding, versions, write_block
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "docs" / "performance.md"
@@ -172,24 +172,20 @@ async def seed_apps(folder: Path) -> dict[str, Any]:
     return clients
 
 
-def make_host(home: Path, key: str) -> Any:
-    from interapp.host.runtime import Host
+async def open_host(home: Path, key: str, arena: Any, clients: dict[str, Any]) -> Any:
+    """A :class:`~interapp.host.Host` on ``home``, its local application arena, alice signed in."""
+    from interapp.host import Host
 
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return Host(home, env={"INTERAPP_VAULT_KEY": key}, call_timeout=60)
-
-
-async def prepare_host(host: Any, arena: Any, clients: dict[str, Any]) -> None:
-    from interapp.host.config import LocalApp
-    from interapp.secret import Secret
-
-    cid, secret = clients["arena"]
-    host.set_local(LocalApp(arena.url, cid, arena.url), secret)
-    await host.login("alice", Secret(PW["alice@arena"]))
+    host = await Host.open(home, vault_key=key, env={}, call_timeout=60)
+    if host.signed_in is None:
+        cid, secret = clients["arena"]
+        await host.set_local(arena.url, client_id=cid, client_secret=secret)
+        await host.sign_in("alice", PW["alice@arena"])
+    return host
 
 
 def chatter_answers() -> Any:
-    from interapp.host.prompts import Scripted
+    from interapp.host import Scripted
 
     return Scripted({"username": "alice", "password": PW["alice@chatter"]})
 
@@ -199,35 +195,44 @@ def chatter_answers() -> Any:
 
 async def phase_resolution(res: Results, folder: Path, arena: Any, chatter: Any,
                            clients: dict[str, Any], iterations: int) -> None:
-    from interapp.host.config import Target
-    from interapp.host.driver import HostContext, connect_target
-    from interapp.host.prompts import NoInput
-    from interapp.host.resolver import Branch
-    from interapp.host.runtime import target_secret_name
+    from interapp.host import Branch
+    from interapp.vault import Vault
 
     say(f"(a) stored-link resolution: linking chatter, then {iterations} iterations each")
     key = base64.b64encode(os.urandom(32)).decode()
-    host = make_host(folder / "host-a", key)
+    home = folder / "host-a"
+    host = await open_host(home, key, arena, clients)
     try:
-        await prepare_host(host, arena, clients)
-        target = Target("chatter", "interapp", chatter.url, clients["chatter"][0], "separate")
-        host.config.save_targets({"chatter": target})
-        host.vault.put_secret(target_secret_name("chatter"), clients["chatter"][1])
+        cid, secret = clients["chatter"]
+        await host.add_target("chatter", plugin="interapp", server=chatter.url,
+                              client_id=cid, client_secret=secret)
         first = await host.connect("chatter", chatter_answers())
-        assert first.connection is not None, first.trace
-        assert first.connection.branch is Branch.PROMPT, first.trace
-        local = host.config.local()
-        vault = host.vault
-
+        assert first.branch is Branch.PROMPT, first.trace
+        issuer = host.local.issuer
+        await host.connect("chatter", reconnect=True)
+        times = []
+        for _ in range(20):
+            await host.connect("chatter", reconnect=True)
+        for _ in range(iterations):
+            t0 = time.perf_counter_ns()
+            outcome = await host.connect("chatter", reconnect=True)
+            times.append((time.perf_counter_ns() - t0) / 1e6)
+            assert outcome.branch is Branch.STORED, outcome.trace
+    finally:
+        await host.aclose()
+    # the vault itself, synchronously (what the host runs on its vault thread)
+    vault = Vault.open(home / "vault.db", env={"INTERAPP_VAULT_KEY": key,
+                                               "INTERAPP_VAULT_KEYRING": "0"})
+    try:
         def resolve() -> Any:
-            link = vault.get_link(local.issuer, "alice", "chatter")
+            link = vault.get_link(issuer, "alice", "chatter")
             assert link is not None
             return vault.read_credential(link.id)
 
-        for _ in range(50):  # warm-up (connection pool, statement cache)
+        for _ in range(50):  # warm-up (connection, statement cache)
             resolve()
         lookup, decrypt, whole = [], [], []
-        link_id = vault.get_link(local.issuer, "alice", "chatter").id
+        link_id = vault.get_link(issuer, "alice", "chatter").id
         for _ in range(iterations):
             t0 = time.perf_counter_ns()
             cred = resolve()
@@ -235,68 +240,34 @@ async def phase_resolution(res: Results, folder: Path, arena: Any, chatter: Any,
             assert cred.get("refresh_token")
         for _ in range(iterations):
             t0 = time.perf_counter_ns()
-            vault.get_link(local.issuer, "alice", "chatter")
+            vault.get_link(issuer, "alice", "chatter")
             t1 = time.perf_counter_ns()
             vault.read_credential(link_id)
             t2 = time.perf_counter_ns()
             lookup.append((t1 - t0) / 1e6)
             decrypt.append((t2 - t1) / 1e6)
-        p50, p99 = pct(whole, 0.50), pct(whole, 0.99)
-        res.facts.update(resolve_p50=p50, resolve_p99=p99)
-        say(f"    resolution get_link+read_credential: p50 {p50:.3f} ms, p99 {p99:.3f} ms")
-        res.add(f"stored-link resolution: `vault.get_link` + `vault.read_credential` "
-                f"(decrypt + use record), {iterations:,} iterations",
-                f"p50 **{p50:.3f} ms**, p99 **{p99:.3f} ms** (mean {statistics.mean(whole):.3f}"
-                f" ms, max {max(whole):.3f} ms)", f"≤ {TARGET_RESOLVE_MS:g} ms",
-                f"p50 {met(p50 <= TARGET_RESOLVE_MS)}, p99 {met(p99 <= TARGET_RESOLVE_MS)}")
-        res.add("… of which `vault.get_link` (SQLite lookup)",
-                f"p50 {pct(lookup, .5):.3f} ms, p99 {pct(lookup, .99):.3f} ms")
-        res.add("… of which `vault.read_credential` (AES-GCM decrypt, `last_used` + audit "
-                "entry write)", f"p50 {pct(decrypt, .5):.3f} ms, p99 {pct(decrypt, .99):.3f} ms")
-
-        plugin = host.plugins["chatter"]
-        ctx = HostContext(host.vault, host.local, host.keeper)
-        no_input = NoInput()
-        for _ in range(20):
-            await connect_target(ctx, target, plugin, no_input)
-        times = []
-        for _ in range(iterations):
-            t0 = time.perf_counter_ns()
-            outcome = await connect_target(ctx, target, plugin, no_input)
-            times.append((time.perf_counter_ns() - t0) / 1e6)
-            assert outcome.connection is not None and \
-                outcome.connection.branch is Branch.STORED, outcome.trace
-        p50, p99 = pct(times, 0.50), pct(times, 0.99)
-        res.facts.update(connect_p50=p50, connect_p99=p99)
-        say(f"    whole connect_target (stored link, GET /v1/me): p50 {p50:.2f} ms, "
-            f"p99 {p99:.2f} ms; refreshes during the runs: {host.keeper.refreshes}")
-        res.add(f"whole `connect_target`, stored-link branch, incl. the plug-in's `GET /v1/me` "
-                f"(server in the same process), {iterations:,} iterations",
-                f"p50 {p50:.2f} ms, p99 {p99:.2f} ms (mean {statistics.mean(times):.2f} ms)")
-        assert host.keeper.refreshes == 0
-
-        # the same, against a second server on the same database started the default way
-        with ThreadedServer("chatter", chatter.db_url) as plain:
-            slow_target = Target("chatter", "interapp", plain.url, clients["chatter"][0],
-                                 "separate")
-            slow = type(plugin)(host.target_config(slow_target))
-            try:
-                slow_times = []
-                for _ in range(max(100, iterations // 10)):
-                    t0 = time.perf_counter_ns()
-                    outcome = await connect_target(ctx, slow_target, slow, no_input)
-                    slow_times.append((time.perf_counter_ns() - t0) / 1e6)
-                    assert outcome.connection is not None, outcome.trace
-            finally:
-                await slow.close()
-        res.facts["slow_p50"] = pct(slow_times, .5)
-        say(f"    … with EmbeddedServer's default socket: p50 {pct(slow_times, .5):.2f} ms, "
-            f"p99 {pct(slow_times, .99):.2f} ms")
-        res.add(f"… the same against an `EmbeddedServer` on its default socket (protocol 0: "
-                f"no TCP_NODELAY on the standard asyncio loop), {len(slow_times)} iterations",
-                f"p50 {pct(slow_times, .5):.2f} ms, p99 {pct(slow_times, .99):.2f} ms")
     finally:
-        await host.aclose()
+        vault.close()
+    p50, p99 = pct(whole, 0.50), pct(whole, 0.99)
+    res.facts.update(resolve_p50=p50, resolve_p99=p99)
+    say(f"    resolution get_link+read_credential: p50 {p50:.3f} ms, p99 {p99:.3f} ms")
+    res.add(f"stored-link resolution: `Vault.get_link` + `Vault.read_credential` "
+            f"(decrypt + use record), {iterations:,} iterations",
+            f"p50 **{p50:.3f} ms**, p99 **{p99:.3f} ms** (mean {statistics.mean(whole):.3f}"
+            f" ms, max {max(whole):.3f} ms)", f"≤ {TARGET_RESOLVE_MS:g} ms",
+            f"p50 {met(p50 <= TARGET_RESOLVE_MS)}, p99 {met(p99 <= TARGET_RESOLVE_MS)}")
+    res.add("… of which `Vault.get_link` (SQLite lookup)",
+            f"p50 {pct(lookup, .5):.3f} ms, p99 {pct(lookup, .99):.3f} ms")
+    res.add("… of which `Vault.read_credential` (AES-GCM decrypt, `last_used` + audit "
+            "entry write)", f"p50 {pct(decrypt, .5):.3f} ms, p99 {pct(decrypt, .99):.3f} ms")
+    p50, p99 = pct(times, 0.50), pct(times, 0.99)
+    res.facts.update(connect_p50=p50, connect_p99=p99)
+    say(f"    Host.connect(reconnect=True) (stored link, GET /v1/me): p50 {p50:.2f} ms, "
+        f"p99 {p99:.2f} ms")
+    res.add(f"whole `Host.connect(…, reconnect=True)`, stored-link branch, incl. the vault "
+            f"thread and the plug-in's `GET /v1/me` (server in the same process), "
+            f"{iterations:,} iterations",
+            f"p50 {p50:.2f} ms, p99 {p99:.2f} ms (mean {statistics.mean(times):.2f} ms)")
 
 
 # --- (b) start-up with 20 plug-ins ------------------------------------------------------------
@@ -304,8 +275,7 @@ async def phase_resolution(res: Results, folder: Path, arena: Any, chatter: Any,
 
 def write_fake_plugins(folder: Path, count: int = 20) -> None:
     """A module of ``count`` light PluginSpec objects and a dist-info announcing them."""
-    lines = ["from interapp.host.resolver import PromptField",
-             "from interapp.plugins.contract import PluginSpec", ""]
+    lines = ["from interapp.plugins.contract import PluginSpec, PromptField", ""]
     for i in range(count):
         lines.append(
             f"PLUGIN_{i:02d} = PluginSpec(name='bench{i:02d}', version='1.{i}', "
@@ -391,10 +361,9 @@ def phase_startup(res: Results, folder: Path, runs: int) -> None:
 async def phase_many(res: Results, folder: Path, arena: Any, chatter: Any,
                      clients: dict[str, Any], count: int, setup_conc: int,
                      conc: int) -> None:
-    from interapp.host.config import Target
-    from interapp.host.prompts import NoInput
-    from interapp.host.resolver import Branch
-    from interapp.host.runtime import target_secret_name
+    from interapp.client import ServerClient
+    from interapp.host import Branch, InterappError
+    from interapp.host.config import HostConfig
 
     say(f"(c) {count:,} linked targets: linking each by a real password login "
         f"({setup_conc} at a time)")
@@ -402,45 +371,39 @@ async def phase_many(res: Results, folder: Path, arena: Any, chatter: Any,
     home = folder / "host-c"
     names = [f"t{i:04d}" for i in range(count)]
     t_setup = time.perf_counter()
-    host = make_host(home, key)
-    try:
-        await prepare_host(host, arena, clients)
-        host.config.save_targets({n: Target(n, "interapp", chatter.url, clients["chatter"][0],
-                                            "separate") for n in names})
-        for n in names:
-            host.vault.put_secret(target_secret_name(n), clients["chatter"][1])
-        sem = asyncio.Semaphore(setup_conc)
-        done = 0
+    cid, secret = clients["chatter"]
+    retries = 0
+    batch = 100  # a host per batch of links: its plug-ins (and sockets) close with it
+    for start in range(0, count, batch):
+        host = await open_host(home, key, arena, clients)
+        try:
+            chunk = names[start:start + batch]
+            for n in chunk:
+                await host.add_target(n, plugin="interapp", server=chatter.url,
+                                      client_id=cid, client_secret=secret)
 
-        retries = 0
-
-        async def link(name: str) -> None:
-            nonlocal done, retries
-            async with sem:
+            async def link(name: str, host: Any = host) -> None:
+                nonlocal retries
                 for attempt in range(3):  # set-up only: a login that timed out is tried again
-                    outcome = await host.connect(name, chatter_answers())
-                    await host.plugins.pop(name).close()  # keep file descriptors bounded
-                    host.connections.pop(name, None)
-                    if outcome.connection is not None:
+                    try:
+                        outcome = await host.connect(name, chatter_answers())
                         break
-                    retries += 1
-                    say(f"    set-up: {name} attempt {attempt + 1} failed: {outcome.failure}")
-                assert outcome.connection is not None, outcome.trace
-                assert outcome.connection.branch is Branch.PROMPT, outcome.trace
-            done += 1
-            if done % max(1, count // 5) == 0:
-                say(f"    linked {done:,}/{count:,}")
+                    except InterappError as exc:
+                        if attempt == 2:
+                            raise
+                        retries += 1
+                        say(f"    set-up: {name} attempt {attempt + 1} failed: {exc}")
+                assert outcome.branch is Branch.PROMPT, outcome.trace
 
-        await asyncio.gather(*(link(n) for n in names))
-        assert len(host.vault.list_links()) == count
-    finally:
-        await host.aclose()
+            await bounded(setup_conc, [(lambda n=n: link(n)) for n in chunk])
+            if start + batch >= count:
+                assert len(await host.links()) == count
+        finally:
+            await host.aclose()
+        say(f"    linked {min(start + batch, count):,}/{count:,}")
     setup_s = time.perf_counter() - t_setup
     say(f"    set-up done in {setup_s:.1f} s; now a fresh Host connects all of them, "
         f"{conc} at a time")
-    from interapp.host.config import HostConfig
-    from interapp.plugins.interapp_server.api import ServerClient
-
     parse = []
     for _ in range(5):
         t0 = time.perf_counter()
@@ -453,35 +416,32 @@ async def phase_many(res: Results, folder: Path, arena: Any, chatter: Any,
         make.append((time.perf_counter() - t0) * 1000)
         await client.aclose()
 
-    host = make_host(home, key)
+    host = await open_host(home, key, arena, clients)
     try:
-        sem = asyncio.Semaphore(conc)
         per: list[float] = []
-        no_input = NoInput()
+        failures: Counter[str] = Counter()
 
-        async def connect(name: str) -> Any:
-            async with sem:
-                t0 = time.perf_counter()
-                outcome = await host.connect(name, no_input)
-                per.append((time.perf_counter() - t0) * 1000)
-                return outcome
+        async def connect(name: str) -> bool:
+            t0 = time.perf_counter()
+            try:
+                outcome = await host.connect(name)
+            except InterappError as exc:
+                failures[f"{type(exc).__name__}: {exc.message}"[:120]] += 1
+                return False
+            per.append((time.perf_counter() - t0) * 1000)
+            return bool(outcome.branch is Branch.STORED)
 
         t0 = time.perf_counter()
-        outcomes = await asyncio.gather(*(connect(n) for n in names))
+        outcomes = await bounded(conc, [(lambda n=n: connect(n)) for n in names])
         total = time.perf_counter() - t0
-        ok = sum(1 for o in outcomes if o.connection is not None
-                 and o.connection.branch is Branch.STORED)
-        failures = Counter(str(o.failure) for o in outcomes if o.connection is None)
-        assert all(o.connection.branch is Branch.STORED for o in outcomes
-                   if o.connection is not None)
-        refreshes = host.keeper.refreshes
+        ok = sum(outcomes)
     finally:
         await host.aclose()
     if failures:
         say(f"    FAILED connects: {sum(failures.values())}: {dict(failures)}")
     say(f"    {ok:,} of {count:,} stored-link connects succeeded in {total:.2f} s "
         f"({count / total:.0f}/s; per connect p50 {pct(per, .5):.1f} ms, "
-        f"p99 {pct(per, .99):.1f} ms; refreshes {refreshes})")
+        f"p99 {pct(per, .99):.1f} ms)")
     target = TARGET_MANY_S * count / 1000
     res.facts.update(count=count, total=total, parse=statistics.median(parse),
                      client=statistics.median(make))
@@ -491,18 +451,18 @@ async def phase_many(res: Results, folder: Path, arena: Any, chatter: Any,
             f"{pct(per, .5):.1f} ms, p99 {pct(per, .99):.1f} ms)"
             + (f"; **{count - ok} FAILED**: " + "; ".join(f"{n} x {m}" for m, n in
                                                         failures.most_common(3))
-               if failures else f"; all {count:,} via the stored link, no prompt"),
+               if failures or ok < count else f"; all {count:,} via the stored link, no prompt"),
             f"≤ {target:g} s" + ("" if count == 1000 else " (scaled from 10 s for 1,000)"),
             met(total <= target and ok == count))
     res.add(f"… `HostConfig.targets()`: parse `targets.toml` with {count:,} targets "
-            "(`Host.connect` → `config.target(name)` does it once per connect)",
+            "(each `Host.connect` reads the target's current configuration)",
             f"{statistics.median(parse):.1f} ms each (median of 5)")
-    res.add("… one plug-in instance's HTTP client: `ServerClient(...)` → `httpx.AsyncClient` "
-            "(builds an SSL context and loads the CA bundle, even for http://)",
+    res.add("… one plug-in instance's HTTP client: `interapp.client.ServerClient(...)`",
             f"{statistics.median(make):.1f} ms each (median of 20)")
-    res.extra.append(f"Set-up of (c): {count:,} links made by real password logins, "
-                     f"{setup_conc} at a time, in {setup_s:.1f} s (not part of the figure; "
-                     f"{retries} login(s) had to be retried).")
+    res.extra.append(f"Set-up of (c): {count:,} targets added with `Host.add_target` and "
+                     f"linked by real password logins, {setup_conc} at a time, in "
+                     f"{setup_s:.1f} s (not part of the figure; {retries} login(s) had to be "
+                     "retried).")
 
 
 # --- report ---------------------------------------------------------------------------------
