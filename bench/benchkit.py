@@ -233,6 +233,110 @@ def machine_line() -> str:
             f"{load:.2f}")
 
 
+# --------------------------------------------------------------------------- servers
+
+BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
+SERVE_PATTERN = r"serving \S+ on http://[\d.]+:(\d+)"
+PROXY_VARS = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+
+
+class Proc:
+    """A server subprocess that announces its port in its log (``pattern``'s group 1); stopped
+    by its PID with SIGINT (then SIGKILL), never by name."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path,
+                 pattern: str = SERVE_PATTERN, cpus: set[int] | None = None) -> None:
+        import subprocess
+
+        self.name, self.log = name, log
+        self._fh = log.open("wb")
+
+        def pin() -> None:
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+
+        self.proc = subprocess.Popen(argv, stdout=self._fh, stderr=subprocess.STDOUT, env=env,
+                                     stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True,
+                                     preexec_fn=pin if cpus else None)
+        self.port = self._wait_for_port(re.compile(pattern))
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _wait_for_port(self, pattern: re.Pattern[str]) -> int:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            text = self.log.read_text(errors="replace")
+            match = pattern.search(text)
+            if match:
+                return int(match.group(1))
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{text[-2000:]}")
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not announce its port in 90 s")
+
+    def wait_http(self, path: str = "/healthz", timeout: float = 30) -> None:
+        """Block until ``GET path`` answers 200."""
+        import urllib.error
+        import urllib.request
+
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, urllib.error.URLError), \
+                    opener.open(self.url + path, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} not ready on {path}")
+
+    async def wait_ready(self, path: str = "/healthz") -> None:
+        """:meth:`wait_http` off the event loop."""
+        import asyncio
+
+        await asyncio.to_thread(self.wait_http, path)
+
+    @property
+    def pid(self) -> int:
+        """The server's PID."""
+        return self.proc.pid
+
+    def stop(self) -> None:
+        """SIGINT, then SIGKILL after 15 s."""
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._fh.close()
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without proxies (loopback only) and with ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
+    env.update(PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def serve(app: str, db: Path | str, folder: Path, *, args: Sequence[str] = (),
+          env: dict[str, str] | None = None, wait: bool = True) -> Proc:
+    """``interapp serve --app APP`` on a free port of 127.0.0.1 (``db``: a SQLite file or a
+    database URL), its data folder and log in ``folder``; ready when it returns."""
+    url = db if isinstance(db, str) else f"sqlite:///{db}"
+    argv = [str(BIN / "interapp"), "serve", "--app", app, "--db", url, "--host", "127.0.0.1",
+            "--port", "0", *args]
+    proc = Proc(f"interapp serve ({app})", argv,
+                env or clean_env(INTERAPP_HOME=str(folder / f"home-{app}")),
+                folder / f"serve-{app}.log")
+    if wait:
+        proc.wait_http()
+    return proc
+
+
 # --------------------------------------------------------------------------- seeding
 
 
