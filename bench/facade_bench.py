@@ -7,7 +7,8 @@
 The target, ``chatter``, is a real ``interapp serve`` process (SQLite, one worker), so that the
 figures are those of an application talking to a server over loopback and the server does not
 share this process's GIL; the local application (``arena``, idle while measuring) runs on a
-thread of this process. alice has ``--buddies`` buddies on chatter, bob among them.
+thread of this process. alice has ``--buddies`` buddies on chatter, bob among them; carol has
+10 (to tell the fixed cost from the per-buddy cost).
 
 * **through the façade**: a :class:`~interapp.host.Host` on a fresh data folder, signed in to
   arena, with chatter linked through the prompt (a real password login);
@@ -38,6 +39,7 @@ from benchkit import (
     fmt_ms,
     machine_line,
     met,
+    overhead,
     plugin_instance,
     say,
     seeding,
@@ -49,42 +51,51 @@ from interapp.host import Host, Scripted, Secret
 from interapp.testing.servers import ThreadedServer
 
 TARGET_PCT = 5.0
+SMALL = 10  # carol's buddies
 PW = "facade-bench-pw"
 
 
 async def seed(folder: Path, buddies: int) -> dict[str, tuple[str, str]]:
-    """arena: alice; chatter: alice with ``buddies`` buddies (bob first). A client on each."""
+    """arena: alice; chatter: alice with ``buddies`` buddies (bob first) and carol with
+    ``SMALL`` (bob among them). A client on each."""
     clients = {}
     async with seeding(f"sqlite:///{folder / 'arena.db'}", PW) as sd:
         await sd.user("alice")
         cid, secret = await sd.client("bench-host")
         clients["arena"] = (cid, secret or "")
     async with seeding(f"sqlite:///{folder / 'chatter.db'}", PW) as sd:
-        alice = await sd.user("alice")
-        for i in range(buddies):
-            await sd.buddies(alice, await sd.user("bob" if i == 0 else f"b{i:03d}"))
+        alice, carol = await sd.user("alice"), await sd.user("carol")
+        others = [await sd.user("bob" if i == 0 else f"b{i:03d}") for i in range(buddies)]
+        for i, other in enumerate(others):
+            await sd.buddies(alice, other)
+            if i < SMALL:
+                await sd.buddies(carol, other)
         cid, secret = await sd.client("bench-host")
         clients["chatter"] = (cid, secret or "")
     return clients
 
 
 async def measure(folder: Path, arena: ThreadedServer, chatter_url: str,
-                  clients: dict[str, tuple[str, str]], rounds: int) -> dict[str, dict[str, float]]:
-    """The three pairs of calls, each interleaved."""
-    from benchkit import overhead
-
+                  clients: dict[str, tuple[str, str]], rounds: int,
+                  buddies: int) -> dict[str, dict[str, float]]:
+    """The pairs of calls, each interleaved."""
     key = base64.b64encode(os.urandom(32)).decode()
     cid, secret = clients["chatter"]
-    direct = plugin_instance("interapp", chatter_url, client_id=cid, client_secret=secret)
-    await direct.login({"username": "alice", "password": Secret(PW)})
+    direct = {}
+    for user in ("alice", "carol"):
+        direct[user] = plugin_instance("interapp", chatter_url, client_id=cid,
+                                       client_secret=secret)
+        await direct[user].login({"username": user, "password": Secret(PW)})
+    alice, carol = direct["alice"], direct["carol"]
     out: dict[str, dict[str, float]] = {}
     async with Host.open(folder / "home", vault_key=key, env={}) as host:
         acid, asecret = clients["arena"]
         await host.set_local(arena.url, client_id=acid, client_secret=asecret)
         await host.sign_in("alice", PW)
-        await host.add_target("chatter", plugin="interapp", server=chatter_url, client_id=cid,
-                              client_secret=secret)
-        await host.connect("chatter", Scripted({"username": "alice", "password": PW}))
+        for name, user in (("chatter", "alice"), ("chatter-carol", "carol")):
+            await host.add_target(name, plugin="interapp", server=chatter_url, client_id=cid,
+                                  client_secret=secret)
+            await host.connect(name, Scripted({"username": user, "password": PW}))
         n = [0]
 
         def body() -> str:
@@ -92,23 +103,33 @@ async def measure(folder: Path, arena: ThreadedServer, chatter_url: str,
             return f"facade-bench {n[0]}"
 
         async def direct_send() -> None:
-            await direct.send("bob", body(), uuid.uuid4().hex)
+            await alice.send("bob", body(), uuid.uuid4().hex)
 
         async def host_send() -> None:
             await host.send("chatter", "bob", body())
 
         async def direct_buddies() -> None:
-            assert len(await direct.buddies()) > 0
+            assert len(await alice.buddies()) == buddies
 
-        async def host_buddies_one() -> None:
-            assert len(await host.buddies("chatter")) > 0
+        async def host_buddies() -> None:
+            assert len(await host.buddies("chatter")) == buddies
 
-        async def host_buddies_all() -> None:
-            assert len(await host.buddies()) > 0
+        async def direct_small() -> None:
+            assert len(await carol.buddies()) == min(SMALL, buddies)
+
+        async def host_small() -> None:
+            assert len(await host.buddies("chatter-carol")) == min(SMALL, buddies)
+
+        async def direct_both() -> None:
+            await asyncio.gather(alice.buddies(), carol.buddies())
+
+        async def host_all() -> None:
+            assert len(await host.buddies()) == buddies + min(SMALL, buddies)
 
         pairs = (("send", direct_send, host_send),
-                 ("buddies(target)", direct_buddies, host_buddies_one),
-                 ("buddies()", direct_buddies, host_buddies_all))
+                 ("buddies(target)", direct_buddies, host_buddies),
+                 ("buddies(target) small", direct_small, host_small),
+                 ("buddies()", direct_both, host_all))
         for name, plain, wrapped in pairs:
             for _ in range(max(20, rounds // 20)):  # warm-up: pools, statement caches
                 await plain()
@@ -118,7 +139,8 @@ async def measure(folder: Path, arena: ThreadedServer, chatter_url: str,
             r = out[name]
             say(f"    direct p50 {r['direct_p50_ms']:.3f} ms, façade p50 "
                 f"{r['wrapped_p50_ms']:.3f} ms: {r['overhead_pct']:+.1f} %")
-    await direct.close()
+    for plugin in direct.values():
+        await plugin.close()
     return out
 
 
@@ -133,9 +155,14 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> st
              "| call | direct plug-in p50 / p99 | through `Host` p50 / p99 | overhead at p50 "
              "| target ≤ 5 % |", "|---|---|---|---|---|"]
     for name, r in results.items():
+        small = min(SMALL, args.buddies)
         what = {"send": "`send` (`Host.send(target, to, body)`)",
-                "buddies(target)": "`buddies` of one target (`Host.buddies(\"chatter\")`)",
-                "buddies()": "`buddies` of every target (`Host.buddies()`)"}[name]
+                "buddies(target)": f"`buddies` of one target, {args.buddies} buddies "
+                                   "(`Host.buddies(\"chatter\")`)",
+                "buddies(target) small": f"`buddies` of one target, {small} buddies",
+                "buddies()": f"`buddies` of every target (`Host.buddies()`: the two, "
+                             f"{args.buddies + small} buddies; direct: both plug-ins' "
+                             "`buddies()` gathered)"}[name]
         extra_us = (r["wrapped_p50_ms"] - r["direct_p50_ms"]) * 1000
         lines.append(f"| {what} | {fmt_ms(r['direct_p50_ms'] / 1000)} / "
                      f"{fmt_ms(r['direct_p99_ms'] / 1000)} | "
@@ -163,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         arena = ThreadedServer("arena", folder / "arena.db").start()
         chatter = serve("chatter", folder / "chatter.db", folder)
         try:
-            results = asyncio.run(measure(folder, arena, chatter.url, clients, args.rounds))
+            results = asyncio.run(measure(folder, arena, chatter.url, clients, args.rounds,
+                                          args.buddies))
         finally:
             chatter.stop()
             arena.stop()
