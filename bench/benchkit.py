@@ -21,9 +21,10 @@ import math
 import os
 import platform
 import re
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -235,7 +236,7 @@ def machine_line() -> str:
 
 # --------------------------------------------------------------------------- servers
 
-BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
+BIN = Path(sys.executable).parent
 SERVE_PATTERN = r"serving \S+ on http://[\d.]+:(\d+)"
 PROXY_VARS = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 
@@ -322,16 +323,21 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def serve(app: str, db: Path | str, folder: Path, *, args: Sequence[str] = (),
-          env: dict[str, str] | None = None, wait: bool = True) -> Proc:
+def serve(app: str, db: Path | str, folder: Path, *, tag: str | None = None,
+          args: Sequence[str] = (), env: dict[str, str] | None = None,
+          wait: bool = True) -> Proc:
     """``interapp serve --app APP`` on a free port of 127.0.0.1 (``db``: a SQLite file or a
-    database URL), its data folder and log in ``folder``; ready when it returns."""
+    database URL), its data folder ``home-TAG`` and log ``serve-TAG.log`` in ``folder`` (``tag``
+    defaults to the app); ready on ``/healthz`` when it returns, unless ``wait=False``."""
+    tag = tag or app
     url = db if isinstance(db, str) else f"sqlite:///{db}"
     argv = [str(BIN / "interapp"), "serve", "--app", app, "--db", url, "--host", "127.0.0.1",
             "--port", "0", *args]
-    proc = Proc(f"interapp serve ({app})", argv,
-                env or clean_env(INTERAPP_HOME=str(folder / f"home-{app}")),
-                folder / f"serve-{app}.log")
+    home = folder / f"home-{tag}"
+    home.mkdir(parents=True, exist_ok=True)
+    proc = Proc(f"interapp serve ({tag})", argv, {**(env or clean_env()),
+                                                  "INTERAPP_HOME": str(home)},
+                folder / f"serve-{tag}.log")
     if wait:
         proc.wait_http()
     return proc
@@ -471,6 +477,33 @@ async def overhead(direct: Callable[[], Awaitable[Any]], wrapped: Callable[[], A
 
 
 # --------------------------------------------------------------------------- report blocks
+
+
+@dataclass
+class Table:
+    """A report's results: rows of metric / measured / target / status, extra lines below the
+    table, and the raw figures (``facts``) the notes are written from."""
+
+    rows: list[tuple[str, str, str, str]] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    facts: dict[str, float] = field(default_factory=dict)
+
+    def add(self, metric: str, measured: str, target: str = "—", status: str = "—") -> None:
+        """One row."""
+        self.rows.append((metric, measured, target, status))
+
+    def render(self, title: str, head: str, notes: Sequence[str] = ()) -> str:
+        """The Markdown block: title, a paragraph, the table, what is missed, the notes."""
+        md = [title, "", head, "", "| Metric | Measured | Target | Status |",
+              "|---|---|---|---|", *(f"| {' | '.join(r)} |" for r in self.rows), ""]
+        md += [*self.extra, ""] if self.extra else []
+        missed = [r[0].split(":")[0] for r in self.rows if "NOT met" in r[3]]
+        md.append("Not met: " + "; ".join(missed) + "." if missed else
+                  "Every target here is met.")
+        if notes:
+            md += ["", "Where the time goes:", "", *(f"- {n}" for n in notes)]
+        return "\n".join(md) + "\n"
+
 
 
 def write_block(name: str, markdown: str, path: Path = REPORT) -> None:

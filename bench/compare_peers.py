@@ -5,7 +5,7 @@ Used by ``bench/compare_messages.py``. :class:`Peers` starts, on 127.0.0.1 and i
 * ``interapp serve`` (SQLite, one worker) — the *target* whose figures matter — and a second,
   idle ``interapp serve`` acting as the host's *local application* (it mints the same-account
   assertions; the target trusts its issuer). Both are subprocesses, started like
-  ``bench/server_bench.py`` does (its :class:`~server_bench.Server`), with their databases seeded
+  the other benchmarks do (``benchkit.serve``), with their databases seeded
   before they start;
 * Synapse on SQLite (:class:`interapp.testing.synapse.SynapseServer`, its own venv);
 * Prosody (:class:`interapp.testing.prosody.ProsodyServer`).
@@ -37,8 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchkit import CpuMeter, bounded, plugin_instance, seeding
-from server_bench import BIN, Server
+from benchkit import CpuMeter, Proc, bounded, plugin_instance, seeding, serve
 
 from interapp.secret import Secret
 
@@ -47,7 +46,6 @@ LABELS = {"interapp": "interapp serve", "xmpp": "Prosody (xmpp)",
           "matrix": "Synapse (matrix)"}
 PASSWORD = "compare-bench-pw-1"  # throw-away accounts on throw-away servers
 SETUP_CONCURRENCY = 8
-SERVE_PATTERN = r"serving \S+ on http://[\d.]+:(\d+)"
 
 
 class PeerMissing(RuntimeError):
@@ -127,16 +125,8 @@ class Peers:
 
     # --- servers ---------------------------------------------------------------------------
 
-    async def _serve(self, name: str, db: Path) -> Server:
-        env = {**os.environ, "INTERAPP_HOME": str(self.folder / f"home-{name}"),
-               "PYTHONUNBUFFERED": "1"}
-        for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
-                    "ALL_PROXY"):
-            env.pop(var, None)
-        argv = [str(BIN / "interapp"), "serve", "--app", name, "--db", f"sqlite:///{db}",
-                "--host", "127.0.0.1", "--port", "0"]
-        server = await asyncio.to_thread(Server, f"interapp serve ({name})", argv, env,
-                                         self.folder / f"serve-{name}.log", SERVE_PATTERN)
+    async def _serve(self, name: str, db: Path) -> Proc:
+        server = await asyncio.to_thread(serve, name, db, self.folder, wait=False)
         self.stack.callback(server.stop)
         await server.wait_ready("/healthz")
         return server
@@ -171,7 +161,7 @@ class Peers:
         await self._link_all()
         await self._matrix_buddies()
 
-    async def _start_home(self) -> Server:
+    async def _start_home(self) -> Proc:
         """The local application: user ``bench`` and the host's client."""
         db_path = self.folder / "local.db"
         async with seeding(f"sqlite:///{db_path}", PASSWORD) as sd:
@@ -183,7 +173,7 @@ class Peers:
         self.home_url = f"http://127.0.0.1:{server.port}"
         return server
 
-    async def _start_target(self) -> Server:
+    async def _start_target(self) -> Proc:
         """The measured server: 2 x pairs users, pairwise buddies, the host's client, and trust
         in the local application's issuer (same-account logins)."""
         from interapp.server import accounts
