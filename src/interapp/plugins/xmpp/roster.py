@@ -89,7 +89,12 @@ class RosterMixin(XmppSession):
         state, status = self._presence_of(client, who, str(pres["status"] or ""))
         self._inbox.put_nowait(InboxItem("presence", {"username": who, "state": state,
                                                   "status_text": status,
-                                                  "resource": str(pres["from"].resource)}))
+                                                  "resource": str(pres["from"].resource),
+                                                  "activity": self._activity_json(who)}))
+
+    def _activity_json(self, jid: str) -> dict[str, Any] | None:
+        """The buddy's current activity in its JSON form (the rich-presence mixin knows it)."""
+        return None
 
     def _on_roster(self, client: Any, iq: Any) -> None:
         for jid, item in iq["roster"]["items"].items():
