@@ -37,7 +37,7 @@ import json
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from interapp.errors import InvalidActivity, InvalidInvite
 from interapp.plugins.contract import Invite
@@ -239,13 +239,14 @@ def answer_element(invite: Invite) -> ET.Element:
 class InviteParts:
     """The interapp invite (or answer) a message carries, as sent (not yet trusted)."""
 
-    kind: str  # "invite" | "answer"
+    kind: Literal["invite", "answer"]
     invite: Invite
 
 
 def invite_parts(message: ET.Element) -> InviteParts | None:
     """The invite or answer in a message; None when there is none or it is malformed."""
-    for kind in ("invite", "answer"):
+    kinds: tuple[Literal["invite", "answer"], ...] = ("invite", "answer")
+    for kind in kinds:
         doc = _json_of(message.find(_q(NS_INVITE, kind)))
         if doc is None:
             continue

@@ -30,23 +30,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import xml.etree.ElementTree as ET
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from slixmpp.jid import JID
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from interapp.errors import ApiError, ApiNotFound, ConfigError, InviteClosed, RateLimited
-from interapp.plugins.contract import INVITE_TTL, Buddy, Invite, InviteState, TargetConfig
+from interapp.errors import ApiError, ConfigError, RateLimited
+from interapp.plugins.contract import Buddy, Invite, TargetConfig
+from interapp.plugins.invitebook import InviteBook, answer_body, derive_invite_id, event_data
 from interapp.plugins.xmpp.archive import ArchiveMixin
 from interapp.plugins.xmpp.rich import (
     NOTIFY,
     NS_PUBSUB,
     NS_PUBSUB_EVENT,
+    answer_element,
     interapp_activity_element,
+    invite_element,
     items_request_element,
     offers_pep,
     pep_activities,
@@ -54,8 +55,6 @@ from interapp.plugins.xmpp.rich import (
     publish_element,
     pubsub_items_activity,
 )
-from interapp.plugins.xmpp.rich import answer_element as _answer_element
-from interapp.plugins.xmpp.rich import invite_element as _invite_element
 from interapp.plugins.xmpp.roster import RosterMixin
 from interapp.plugins.xmpp.session import IQ_TIMEOUT
 from interapp.plugins.xmpp.stanzas import NS_CLIENT, Archived, InboxItem
@@ -65,19 +64,6 @@ from interapp.presence import Activity, render_activity, render_invite
 RECOVER_LIMIT = 200
 #: How long :meth:`RichMixin.buddies` waits at most for buddies' PEP items.
 ITEMS_WAIT = 3.0
-
-
-def invite_id(sender: str, client_invite_id: str) -> str:
-    """The invite id: the same for a retry, different for another sender's same client id."""
-    digest = hashlib.sha256(f"{sender}\n{client_invite_id}".encode()).hexdigest()
-    return f"xi-{digest[:24]}"
-
-
-def answer_body(invite: Invite) -> str:
-    """The readable body of an answer."""
-    what = render_activity(invite.activity)
-    verb = "Accepted" if invite.state is InviteState.ACCEPTED else "Declined"
-    return f"{verb} your invite" + (f" to {what}" if what else "")
 
 
 class RichMixin(RosterMixin, ArchiveMixin):
@@ -90,8 +76,7 @@ class RichMixin(RosterMixin, ArchiveMixin):
         self._pep_activity: dict[str, Activity | None] = {}  # buddy → from PEP
         self._presence_act: dict[str, Activity | None] = {}  # buddy → from a presence ext
         self._activity_said: dict[str, Activity | None] = {}  # buddy → last activity event
-        self._sent: dict[str, Invite] = {}
-        self._received: dict[str, Invite] = {}
+        self._book = InviteBook()
         self._recovered = False
 
     # --- session -------------------------------------------------------------------------------
@@ -227,48 +212,33 @@ class RichMixin(RosterMixin, ArchiveMixin):
         jid = self._buddy(to)
         if not client_invite_id:
             raise ConfigError("an invite needs a client_invite_id")
-        iid = invite_id(self._jid, client_invite_id)
-        known = self._sent.get(iid)
+        iid = derive_invite_id("xi-", self._jid, client_invite_id)
+        known = self._book.sent.get(iid)
         if known is not None:
             return known
-        now = datetime.now(UTC)
-        sent = Invite(id=iid, from_user=self._jid, to_user=jid, activity=activity,
-                      join_url=join_url, message=message, created_at=now,
-                      expires_at=now + timedelta(seconds=INVITE_TTL))
+        sent = self._book.new(self._jid, jid, iid, activity=activity, join_url=join_url,
+                              message=message)
         await self._deliver(jid, render_invite(activity, join_url, message), iid,
-                            (_invite_element(sent),))
-        self._sent[iid] = sent
+                            (invite_element(sent),))
+        self._book.record_sent(sent)
         return sent
 
     async def answer_invite(self, invite_id: str, accept: bool) -> Invite:
         """Accept or decline a received invite; the sender gets the answer as a message."""
         self._require()
-        got = self._received.get(invite_id)
-        if got is None:
+        if invite_id not in self._book.received:
             await self._recover()
-            got = self._received.get(invite_id)
-        if got is None:
-            raise ApiNotFound(f"no invite {invite_id!r} on {self.target.name}")
-        now = datetime.now(UTC)
-        if not got.is_open(now):
-            if got.state is InviteState.PENDING:
-                self._received[invite_id] = dataclasses.replace(got, state=InviteState.EXPIRED)
-            raise InviteClosed(f"invite {invite_id} is {self._received[invite_id].state} "
-                               "already")
-        answered = dataclasses.replace(
-            got, state=InviteState.ACCEPTED if accept else InviteState.DECLINED)
-        await self._deliver(got.from_user, answer_body(answered),
-                            f"{invite_id}.{answered.state}", (_answer_element(answered),))
-        self._received[invite_id] = answered
+        answered = self._book.to_answer(invite_id, accept)
+        await self._deliver(answered.from_user, answer_body(answered),
+                            f"{invite_id}.{answered.state}", (answer_element(answered),))
+        self._book.record_answer(answered)
         return answered
 
     async def invites(self) -> list[Invite]:
         """The open invites sent to and by the user (the archive is read once per session)."""
         self._require()
         await self._recover()
-        now = datetime.now(UTC)
-        out = [i for i in (*self._received.values(), *self._sent.values()) if i.is_open(now)]
-        return sorted(out, key=lambda i: (i.created_at, i.id))
+        return self._book.open()
 
     async def _recover(self) -> None:
         """Read the newest archived messages for invites and answers this session missed."""
@@ -280,55 +250,22 @@ class RichMixin(RosterMixin, ArchiveMixin):
             self._absorb(message)
 
     def _absorb(self, message: Archived) -> tuple[str, dict[str, Any]] | None:
-        """Take in an invite or an answer (received or sent by the user); the event, if one
-        is due. The JSON's claims are checked against the stanza's sender and recipient."""
+        """Take in an invite or answer (received or sent by the user); the event, if due."""
         parts = message.rich
         if parts is None:
             return None
-        me, sender, recipient = self._jid, message.sender, message.recipient
-        inv = parts.invite
-        if parts.kind == "invite":
-            if sender == me:  # one the user sent (from another session): the archive's copy
-                if inv.from_user == me and inv.to_user == recipient:
-                    self._sent.setdefault(inv.id, inv)
-                return None
-            if recipient != me:
-                return None
-            known = self._received.get(inv.id)
-            if known is not None and known.from_user != sender:
-                return None  # someone else's id: not theirs to reuse
-            fresh = dataclasses.replace(inv, from_user=sender, to_user=me,
-                                        state=InviteState.PENDING)
-            if known is None:
-                self._received[inv.id] = fresh
-            return "invite", {"invite": (known or fresh).to_json(), "from": sender,
-                              "username": sender, "body": message.body,
-                              "message_id": message.archive_id or message.stanza_id,
-                              "sent_at": message.sent_at}
-        if inv.state not in (InviteState.ACCEPTED, InviteState.DECLINED):
+        found = self._book.absorb(parts.kind, parts.invite, me=self._jid,
+                                  sender=message.sender, recipient=message.recipient)
+        if found is None:
             return None
-        if sender == me:  # the user's own answer, sent from another session
-            known = self._received.get(inv.id)
-            if known is not None and known.from_user == recipient:
-                self._received[inv.id] = dataclasses.replace(known, state=inv.state)
-            return None
-        sent = self._sent.get(inv.id)
-        if sent is None:
-            if inv.from_user != me or inv.to_user != sender:
-                return None
-            sent = dataclasses.replace(inv, state=InviteState.PENDING)
-        elif sent.to_user != sender:
-            return None  # only the invitee answers
-        answered = dataclasses.replace(sent, state=inv.state)
-        self._sent[inv.id] = answered
-        return "invite_answer", {"invite": answered.to_json(), "from": sender,
-                                 "username": sender, "body": message.body,
-                                 "message_id": message.archive_id or message.stanza_id,
-                                 "sent_at": message.sent_at}
+        kind, invite = found
+        return kind, event_data(invite, message.sender, {
+            "body": message.body, "message_id": message.archive_id or message.stanza_id,
+            "sent_at": message.sent_at})
 
     def _message_event(self, message: Archived) -> tuple[str, dict[str, Any]]:
         found = self._absorb(message)
         return found if found is not None else ("message", message.as_event_data())
 
 
-__all__ = ["RichMixin", "answer_body", "invite_id"]
+__all__ = ["RichMixin"]
