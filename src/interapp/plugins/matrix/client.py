@@ -39,7 +39,6 @@ from interapp.plugins.contract import (
     ChatMessage,
     Credential,
     Login,
-    Plugin,
     PluginEvent,
     PresenceState,
     Profile,
@@ -47,6 +46,7 @@ from interapp.plugins.contract import (
 )
 from interapp.plugins.matrix import PLUGIN
 from interapp.plugins.matrix.api import MatrixApi, now_iso, q
+from interapp.plugins.matrix.richpresence import RichMixin
 from interapp.plugins.matrix.sync import (
     DIRECT,
     MESSAGE,
@@ -108,7 +108,7 @@ def _text(value: Secret | str | None) -> str:
     return value.reveal() if isinstance(value, Secret) else (value or "")
 
 
-class MatrixPlugin(Plugin):
+class MatrixPlugin(RichMixin):
     """Connects the local application to a Matrix homeserver."""
 
     spec = PLUGIN
@@ -318,7 +318,8 @@ class MatrixPlugin(Plugin):
                     state, status = data["state"], data["status_text"]
             return Buddy(id=user, username=user,
                          display_name=member.displayname or localpart(user), presence=state,
-                         status_text=status, subscription="both" if joined else "pending")
+                         status_text=status, subscription="both" if joined else "pending",
+                         activity=direct.activity_of(user) if joined else None)
 
         return list(await asyncio.gather(*(one(u) for u in sorted(rooms))))
 
@@ -431,7 +432,7 @@ class MatrixPlugin(Plugin):
         # "at" orders choices, so an older one arriving late through /sync is ignored
         self._sync_presence, self._presence_at = matrix_state, time.time()
         await self.api.request("PUT", f"/presence/{q(me)}/status", json_body={
-            "presence": matrix_state, "status_msg": status_text})
+            "presence": matrix_state, "status_msg": await self._status_msg(status_text)})
         await self.api.request("PUT", f"/user/{q(me)}/account_data/{PRESENCE_CHOICE}",
                                json_body={"state": state, "status_text": status_text,
                                           "at": self._presence_at})
@@ -502,7 +503,7 @@ class MatrixPlugin(Plugin):
             for event in (data.get("account_data") or {}).get("events", []):
                 if event.get("type") == PRESENCE_CHOICE:
                     self._choose_sync_presence(event.get("content"))
-            batch = normalize(data, timelines, direct, position)
+            batch = normalize(data, timelines, direct, position, self._classify)
             for event in batch.events:
                 yield event
             position = Position(batch.next_batch)
