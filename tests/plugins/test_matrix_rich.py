@@ -11,6 +11,7 @@ the join link (what nio sees), accepts, alice gets the ``invite_answer``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -254,3 +255,18 @@ async def test_invite_round_trip(matrix_synapse: SynapseServer) -> None:
                 await fresh.answer_invite(sent.id, True)
             declined = await fresh.answer_invite(second.id, False)
             assert declined.state is InviteState.DECLINED
+
+
+async def test_unanswered_invite_expires(matrix_synapse: SynapseServer) -> None:
+    hs = matrix_synapse
+    alice, bob = await new_user(hs), await new_user(hs)
+    async with logged_in(hs, alice) as pa, logged_in(hs, bob) as pb:
+        await befriend(pa, pb, bob, alice)
+        async with events(pa) as alice_events:
+            sent = await pa.invite(bob.mxid, activity=ARENA, join_url=None, message="",
+                                   client_invite_id="soon")
+            pa._book.record_sent(dataclasses.replace(
+                sent, expires_at=datetime.now(UTC) + timedelta(seconds=1)))
+            gone = await alice_events.next(lambda e: e.type == "invite_answer", limit=10)
+            assert gone.data["invite"]["state"] == "expired"
+            assert await pa.invites() == []

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -256,6 +257,26 @@ async def test_invite_round_trip(server: Server) -> None:
             assert declined.state is InviteState.DECLINED
         answer = await next_event(alice_events, lambda e: e.type == "invite_answer")
         assert answer.data["invite"]["state"] == "declined"
+
+
+async def test_unanswered_invite_expires(prosody: ProsodyServer) -> None:
+    alice, bob = account(prosody), account(prosody)
+    await make_buddies(prosody.url, alice, bob)
+    async with plugin(prosody, alice) as pa, plugin(prosody, bob) as pb, \
+            collect(pa) as alice_events:
+        sent = await pa.invite(bob[0], activity=ARENA, join_url=None, message="",
+                               client_invite_id="soon")
+        # as if sent ten minutes ago: it expires in a second
+        pa._book.record_sent(dataclasses.replace(
+            sent, expires_at=datetime.now(UTC) + timedelta(seconds=1)))
+        gone = await next_event(alice_events, lambda e: e.type == "invite_answer")
+        assert gone.data["invite"]["id"] == sent.id
+        assert gone.data["invite"]["state"] == "expired"
+        assert await pa.invites() == []
+        # bob answers too late: alice's session does not take it as an answer
+        await pb.answer_invite(sent.id, True)
+        late = await next_event(alice_events, lambda e: e.data.get("from") == bob[0])
+        assert late.type == "message" and late.data["body"].startswith("Accepted your invite")
 
 
 def drain(queue: asyncio.Queue[PluginEvent]) -> list[PluginEvent]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -22,7 +22,7 @@ from interapp.errors import ApiNotFound, InviteClosed
 from interapp.plugins.contract import INVITE_TTL, Invite, InviteState
 from interapp.presence import Activity, render_activity
 
-__all__ = ["InviteBook", "answer_body", "derive_invite_id"]
+__all__ = ["InviteBook", "answer_body", "derive_invite_id", "event_data", "expired_data"]
 
 Kind = Literal["invite", "answer"]
 
@@ -43,9 +43,10 @@ def answer_body(invite: Invite) -> str:
 class InviteBook:
     """The invites one session of one account sent and received (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_sent: Callable[[], None] | None = None) -> None:
         self.sent: dict[str, Invite] = {}
         self.received: dict[str, Invite] = {}
+        self._on_sent = on_sent  # e.g. wake the event stream: an expiry may now be sooner
 
     def new(self, me: str, to: str, iid: str, *, activity: Activity | None,
             join_url: str | None, message: str) -> Invite:
@@ -58,6 +59,8 @@ class InviteBook:
     def record_sent(self, invite: Invite) -> None:
         """The invite went out."""
         self.sent[invite.id] = invite
+        if self._on_sent is not None:
+            self._on_sent()
 
     def to_answer(self, invite_id: str, accept: bool) -> Invite:
         """The answered form of a received, still open invite (not yet recorded).
@@ -79,6 +82,31 @@ class InviteBook:
     def record_answer(self, invite: Invite) -> None:
         """The answer went out."""
         self.received[invite.id] = invite
+
+    def expire_due(self, now: datetime | None = None) -> list[Invite]:
+        """Sent invites that just passed ``expires_at`` unanswered, now marked ``expired`` (the
+        plug-in yields each as an ``invite_answer`` event)."""
+        now = now or datetime.now(UTC)
+        out = []
+        for iid, sent in list(self.sent.items()):
+            if sent.state is InviteState.PENDING and now >= sent.expires_at:
+                expired = self.sent[iid] = dataclasses.replace(sent, state=InviteState.EXPIRED)
+                out.append(expired)
+        return out
+
+    def wait(self, limit: float, now: datetime | None = None) -> float:
+        """Seconds an event stream may wait for news: ``limit``, or less when a sent invite
+        expires sooner."""
+        due = self.next_expiry()
+        if due is None:
+            return limit
+        left = (due - (now or datetime.now(UTC))).total_seconds()
+        return max(0.05, min(limit, left))
+
+    def next_expiry(self) -> datetime | None:
+        """When the next pending sent invite expires."""
+        due = [i.expires_at for i in self.sent.values() if i.state is InviteState.PENDING]
+        return min(due) if due else None
 
     def open(self) -> list[Invite]:
         """The open invites, sent and received, oldest first."""
@@ -106,6 +134,8 @@ class InviteBook:
             sent = dataclasses.replace(invite, state=InviteState.PENDING)
         elif sent.to_user != sender:
             return None  # only the invitee answers
+        if sent.state is not InviteState.PENDING and sent.state is not invite.state:
+            return None  # expired, or answered otherwise: too late (it stays a message)
         answered = dataclasses.replace(sent, state=invite.state)
         self.sent[invite.id] = answered
         return "invite_answer", answered
@@ -125,6 +155,11 @@ class InviteBook:
                                     state=InviteState.PENDING)
         self.received[invite.id] = fresh
         return "invite", fresh
+
+
+def expired_data(invite: Invite) -> dict[str, Any]:
+    """The ``invite_answer`` event data of a sent invite that expired unanswered."""
+    return event_data(invite, invite.to_user, {"body": ""})
 
 
 def event_data(invite: Invite, sender: str, extra: Mapping[str, Any]) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from interapp.plugins.contract import (
     Profile,
     TargetConfig,
 )
+from interapp.plugins.invitebook import expired_data
 from interapp.plugins.matrix import PLUGIN
 from interapp.plugins.matrix.api import MatrixApi, now_iso, q
 from interapp.plugins.matrix.richpresence import RichMixin
@@ -489,11 +490,15 @@ class MatrixPlugin(RichMixin):
             position = Position(str(scan["next_batch"]))
         loop_filter = sync_filter(TIMELINE_LIMIT)
         while True:
+            for gone in self._book.expire_due():  # sent, unanswered, now expired
+                yield PluginEvent(type="invite_answer", cursor=position.encode(),
+                                  data=expired_data(gone))
+            wait = self._book.wait(self.sync_timeout)
             try:
                 data = await self.api.long_poll("/sync", {
                     "since": position.since or "", "filter": loop_filter,
-                    "timeout": str(int(self.sync_timeout * 1000)),
-                    "set_presence": self._sync_presence}, self.sync_timeout)
+                    "timeout": str(int(wait * 1000)),
+                    "set_presence": self._sync_presence}, wait)
                 timelines = await self._timelines(data, position)
             except RateLimited as exc:
                 await asyncio.sleep(exc.retry_after or 1.0)

@@ -81,6 +81,7 @@ from interapp.plugins.contract import (
     PresenceState,
     Profile,
 )
+from interapp.plugins.invitebook import expired_data
 from interapp.plugins.xmpp import PLUGIN
 from interapp.plugins.xmpp.archive import CURSOR_START, MAM_PAGE, ArchiveMixin
 from interapp.plugins.xmpp.presence import LIVE_PRIORITY, hand_over, take_over
@@ -370,10 +371,16 @@ class XmppPlugin(RichMixin, RosterMixin, ArchiveMixin):
                 for item in await self._gone_meanwhile():
                     self._inbox.put_nowait(item)
             while True:
+                for gone in self._book.expire_due():  # sent, unanswered, now expired
+                    yield PluginEvent(type="invite_answer", cursor=self._cursor,
+                                      data=expired_data(gone))
+                wait = self._book.wait(KEEPALIVE)
                 try:  # asyncio.timeout, not wait_for: a cancel must never be swallowed here
-                    async with asyncio.timeout(KEEPALIVE):
+                    async with asyncio.timeout(wait):
                         item = await self._inbox.get()
                 except TimeoutError:  # quiet: make sure the server is still there (XEP-0199)
+                    if wait < KEEPALIVE:
+                        continue  # an invite's expiry is due, not a keepalive
                     with contextlib.suppress(RateLimited):
                         await self._round_trip("keepalive ping")
                     continue
@@ -381,6 +388,8 @@ class XmppPlugin(RichMixin, RosterMixin, ArchiveMixin):
                     self._inbox.put_nowait(item)  # later readers learn it too
                     raise ConnectionLost(self._lost.message if self._lost
                                          else "connection lost")
+                if item.type == "wake":
+                    continue  # an invite was sent: its expiry is now awaited too
                 if item.message is not None:
                     keys = dedup_keys(item.message)
                     if any(k in caught_up or k in self._yielded for k in keys):

@@ -76,7 +76,7 @@ class RichMixin(RosterMixin, ArchiveMixin):
         self._pep_activity: dict[str, Activity | None] = {}  # buddy → from PEP
         self._presence_act: dict[str, Activity | None] = {}  # buddy → from a presence ext
         self._activity_said: dict[str, Activity | None] = {}  # buddy → last activity event
-        self._book = InviteBook()
+        self._book = InviteBook(on_sent=lambda: self._inbox.put_nowait(InboxItem("wake")))
         self._recovered = False
 
     # --- session -------------------------------------------------------------------------------
