@@ -47,6 +47,7 @@ from interapp.plugins.contract import (
 from interapp.plugins.invitebook import expired_data
 from interapp.plugins.matrix import PLUGIN
 from interapp.plugins.matrix.api import MatrixApi, now_iso, q
+from interapp.plugins.matrix.rich import ACTIVITY_EVENT
 from interapp.plugins.matrix.richpresence import RichMixin
 from interapp.plugins.matrix.sync import (
     DIRECT,
@@ -225,6 +226,8 @@ class MatrixPlugin(RichMixin):
                 direct.set_m_direct(event["content"])
             elif event.get("type") == PRESENCE_CHOICE:
                 self._choose_sync_presence(event.get("content"))
+            elif event.get("type") == ACTIVITY_EVENT:
+                self._adopt_activity(event.get("content"))
         for room_id, room_data in ((data.get("rooms") or {}).get("join") or {}).items():
             room = direct.room(room_id)
             for part in ("state", "timeline"):
@@ -508,6 +511,8 @@ class MatrixPlugin(RichMixin):
             for event in (data.get("account_data") or {}).get("events", []):
                 if event.get("type") == PRESENCE_CHOICE:
                     self._choose_sync_presence(event.get("content"))
+                elif event.get("type") == ACTIVITY_EVENT:  # set by another of the user's
+                    self._adopt_activity(event.get("content"))  # processes
             batch = normalize(data, timelines, direct, position, self._classify)
             for event in batch.events:
                 yield event

@@ -86,14 +86,19 @@ class RichMixin(Plugin):
         except ApiNotFound:
             return {}
 
-    async def _own_activity(self) -> Activity | None:
-        """The activity the user set (from account data when this session did not set it)."""
-        if self._activity is _UNKNOWN:
-            content = await self._account_data(ACTIVITY_EVENT)
+    def _adopt_activity(self, content: Any) -> None:
+        """The user's activity as the account data says (set by any of their processes)."""
+        if isinstance(content, Mapping):
             try:
                 self._activity = activity_from_json(content.get("activity"), strict=False)
             except InvalidActivity:
                 self._activity = None
+
+    async def _own_activity(self) -> Activity | None:
+        """The activity the user set (from account data when this session did not set it)."""
+        if self._activity is _UNKNOWN:
+            self._activity = None
+            self._adopt_activity(await self._account_data(ACTIVITY_EVENT))
         return self._activity if isinstance(self._activity, Activity) else None
 
     async def _status_msg(self, status_text: str) -> str:

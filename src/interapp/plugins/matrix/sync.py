@@ -64,7 +64,7 @@ def sync_filter(timeline_limit: int, nonce: str | None = None) -> str:
         "timeline": {"limit": timeline_limit, "types": [MESSAGE, MEMBER, NAME, ACTIVITY_EVENT]},
         "ephemeral": {"types": []}, "account_data": {"types": []}}
     doc: dict[str, Any] = {
-        "room": room, "account_data": {"types": [DIRECT, PRESENCE_CHOICE]},
+        "room": room, "account_data": {"types": [DIRECT, PRESENCE_CHOICE, ACTIVITY_EVENT]},
         "presence": {"types": ["m.presence"] if timeline_limit else []}}
     if nonce:
         doc["io.interapp.nonce"] = nonce
