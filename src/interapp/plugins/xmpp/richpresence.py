@@ -184,11 +184,12 @@ class RichMixin(RosterMixin, ArchiveMixin):
             iq.append(items_request_element())
             try:
                 resp = await self._call(iq.send(timeout=IQ_TIMEOUT), "activity request")
-            except ApiError:
+            except ApiError:  # no such node (never published) or no PEP there: none
+                self._pep_activity.setdefault(jid, None)
                 return
             found = pubsub_items_activity(resp.xml.find(f"{{{NS_PUBSUB}}}pubsub"))
-            if found is not None and jid not in self._pep_activity:
-                self._pep_activity[jid] = found.activity
+            # a notification that arrived meanwhile is newer: it wins
+            self._pep_activity.setdefault(jid, found.activity if found is not None else None)
 
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(ITEMS_WAIT):
