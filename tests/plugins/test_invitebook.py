@@ -16,8 +16,6 @@ from interapp.presence import Activity
 ME, BOB, EVE = "alice@x", "bob@x", "eve@x"
 
 
-
-
 def test_ids_are_per_sender_and_stable() -> None:
     assert derive_invite_id("xi-", ME, "c1") == derive_invite_id("xi-", ME, "c1")
     assert derive_invite_id("xi-", ME, "c1") != derive_invite_id("xi-", BOB, "c1")
