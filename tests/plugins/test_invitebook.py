@@ -8,12 +8,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from interapp.errors import ApiNotFound, InviteClosed
+from interapp.errors import ApiNotFound, InvalidInvite, InviteClosed
 from interapp.plugins.contract import InviteState
 from interapp.plugins.invitebook import InviteBook, answer_body, derive_invite_id
 from interapp.presence import Activity
 
 ME, BOB, EVE = "alice@x", "bob@x", "eve@x"
+
+
+def test_an_invite_needs_an_activity_or_a_link() -> None:
+    with pytest.raises(InvalidInvite):
+        InviteBook().new(ME, BOB, "i-0", activity=None, join_url=None, message="hi")
 
 
 def test_ids_are_per_sender_and_stable() -> None:

@@ -14,14 +14,18 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from xmpp_kit import linked_cli, raw_client
 
 from interapp.host import Host, Scripted, events
-from interapp.plugins.contract import InviteState
+from interapp.plugins.contract import InviteState, TargetConfig
+from interapp.plugins.xmpp.client import XmppPlugin
 from interapp.plugins.xmpp.demo import make_buddies
 from interapp.presence import Activity, Join, Party
+from interapp.secret import Secret
 from interapp.testing import HomeApp
 from interapp.testing.prosody import ProsodyServer
 from interapp.testing.synapse import SynapseServer
@@ -122,3 +126,55 @@ async def test_over_matrix(matrix_synapse: SynapseServer, interapp_home: HomeApp
             except Exception:  # the room invite is not visible yet
                 await asyncio.sleep(0.1)
         await round_trip(ha, hb, "m", a_id, b_id, "structured")
+
+
+async def test_cli_over_xmpp(prosody: ProsodyServer, interapp_home: HomeApp,
+                             tmp_path: Path) -> None:
+    """The real ``interapp`` command, one process per step: ``status --activity-name …``
+    reaches bob structured (PEP keeps it after the process ends, while alice is online with
+    another client); ``invite`` reaches him with the join link; ``invites`` in a later process
+    finds the open invite, and none once bob accepted."""
+    alice = prosody.register(f"a{secrets.token_hex(4)}", "pw-alice-2"), "pw-alice-2"
+    bob = prosody.register(f"b{secrets.token_hex(4)}", "pw-bob-2"), "pw-bob-2"
+    await make_buddies(prosody.url, alice, bob)
+    cli = linked_cli(interapp_home, prosody, alice, tmp_path / "alice")
+    async with raw_client(prosody, alice, resource="game"):  # alice's other client: online
+        await cli_steps(cli, prosody, alice, bob)
+
+
+async def cli_steps(cli: Any, prosody: ProsodyServer, alice: tuple[str, str],
+                    bob: tuple[str, str]) -> None:
+    out = await asyncio.to_thread(cli.json, "status", "--activity-name", "Arena", "--details",
+                                  "Ranked 2v2", "--party", "2/4")
+    assert "x" in str(out)
+    pb = XmppPlugin(TargetConfig(name="x", plugin="xmpp", server=prosody.url))
+    try:
+        await pb.login({"username": bob[0], "password": Secret(bob[1])})
+        found = {b.username: b.activity for b in await pb.buddies()}[alice[0]]
+        assert found is not None and (found.name, found.details) == ("Arena", "Ranked 2v2")
+        assert found.party is not None and (found.party.size, found.party.max) == (2, 4)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def pump() -> None:
+            async for event in pb.events(None):
+                await queue.put(event)
+
+        task = asyncio.create_task(pump())
+        try:
+            await asyncio.sleep(0.3)
+            sent = await asyncio.to_thread(cli.json, "invite", "x", bob[0], "--join-url",
+                                           "arena://match/42", "--message", "gg?")
+            while (event := await asyncio.wait_for(queue.get(), 15)).type != "invite":
+                pass
+            assert event.data["invite"]["id"] == sent["id"]
+            assert "arena://match/42" in event.data["body"]
+            listed = await asyncio.to_thread(cli.json, "invites")
+            assert [i["id"] for i in listed["invites"]] == [sent["id"]]
+            await pb.answer_invite(sent["id"], True)
+            listed = await asyncio.to_thread(cli.json, "invites")
+            assert listed["invites"] == []
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await pb.close()

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from interapp.errors import ApiNotFound, InviteClosed
+from interapp.errors import ApiNotFound, InvalidInvite, InviteClosed
 from interapp.plugins.contract import INVITE_TTL, Invite, InviteState
 from interapp.presence import Activity, render_activity
 
@@ -50,7 +50,10 @@ class InviteBook:
 
     def new(self, me: str, to: str, iid: str, *, activity: Activity | None,
             join_url: str | None, message: str) -> Invite:
-        """The invite to send (not yet recorded: :meth:`record_sent` once it went out)."""
+        """The invite to send (not yet recorded: :meth:`record_sent` once it went out);
+        :class:`~interapp.errors.InvalidInvite` without an activity or a join link."""
+        if activity is None and not join_url:
+            raise InvalidInvite("an invite needs an activity or a join link")
         now = datetime.now(UTC)
         return Invite(id=iid, from_user=me, to_user=to, activity=activity, join_url=join_url,
                       message=message, created_at=now,
