@@ -24,6 +24,7 @@ from nio import AsyncClient, PresenceGetResponse, RoomCreateResponse, RoomMessag
 from interapp.errors import InviteClosed
 from interapp.plugins.contract import InviteState, PluginEvent, TargetConfig
 from interapp.plugins.matrix import PLUGIN
+from interapp.plugins.matrix import client as matrix_client
 from interapp.plugins.matrix.client import MatrixPlugin
 from interapp.plugins.matrix.rich import (
     ACTIVITY_EVENT,
@@ -83,13 +84,13 @@ def nio_client(hs: SynapseServer, user: User) -> AsyncClient:
 
 
 class Events:
-    def __init__(self, plugin: MatrixPlugin) -> None:
+    def __init__(self, plugin: MatrixPlugin, cursor: str | None = None) -> None:
         self.queue: asyncio.Queue[PluginEvent] = asyncio.Queue()
         self.unmatched: list[PluginEvent] = []  # what earlier next() calls passed over
-        self.task = asyncio.create_task(self._pump(plugin))
+        self.task = asyncio.create_task(self._pump(plugin, cursor))
 
-    async def _pump(self, plugin: MatrixPlugin) -> None:
-        async for event in plugin.events(None):
+    async def _pump(self, plugin: MatrixPlugin, cursor: str | None) -> None:
+        async for event in plugin.events(cursor):
             await self.queue.put(event)
 
     async def next(self, match: Callable[[PluginEvent], bool], limit: float = 15.0
@@ -110,10 +111,11 @@ class Events:
 
 
 @asynccontextmanager
-async def events(plugin: MatrixPlugin) -> AsyncIterator[Events]:
-    stream = Events(plugin)
+async def events(plugin: MatrixPlugin, cursor: str | None = None) -> AsyncIterator[Events]:
+    stream = Events(plugin, cursor)
     try:
-        await asyncio.sleep(0.5)  # let "from now on" take its starting token
+        if cursor is None:
+            await asyncio.sleep(0.5)  # let "from now on" take its starting token
         yield stream
     finally:
         stream.task.cancel()
@@ -188,11 +190,8 @@ async def test_activity_reaches_buddy(matrix_synapse: SynapseServer) -> None:
             assert {b.username: b.activity for b in await pb.buddies()}[alice.mxid] is None
 
 
-async def test_activity_where_state_events_are_refused(matrix_synapse: SynapseServer) -> None:
-    """A DM made by another client with the private_chat preset: the invitee may not send
-    state events, so alice's activity goes as a timeline event, still read structured."""
-    hs = matrix_synapse
-    alice, bob = await new_user(hs), await new_user(hs)
+async def private_chat(hs: SynapseServer, bob: User, alice: User) -> None:
+    """A DM made by matrix-nio with the private_chat preset (the invitee has power level 0)."""
     nb = nio_client(hs, bob)
     try:
         room = await nb.room_create(is_direct=True, invite=[alice.mxid])
@@ -204,6 +203,46 @@ async def test_activity_where_state_events_are_refused(matrix_synapse: SynapseSe
             await na.close()
     finally:
         await nb.close()
+
+
+@pytest.mark.parametrize("refused", [False, True], ids=["state-event", "timeline-event"])
+async def test_activity_after_a_limited_sync_gap(matrix_synapse: SynapseServer, refused: bool,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """bob resumes from a cursor older than alice's activity and more messages than one
+    /sync timeline holds: the activity still arrives (from the answer's state part, or the
+    filled gap), once, and every message too."""
+    monkeypatch.setattr(matrix_client, "TIMELINE_LIMIT", 3)
+    hs = matrix_synapse
+    alice, bob = await new_user(hs), await new_user(hs)
+    async with logged_in(hs, alice) as pa, logged_in(hs, bob) as pb:
+        if refused:
+            await private_chat(hs, bob, alice)
+        else:
+            await befriend(pa, pb, bob, alice)
+        _, scan = await pb._scan()
+        start = str(scan["next_batch"])
+        await pa.set_activity(ARENA)
+        for n in range(6):
+            await pa.send(bob.mxid, f"gap {n}", f"g{n}")
+        async with events(pb, start) as stream:
+            got = await stream.next(lambda e: e.type == "activity")
+            assert Activity.from_json(got.data["activity"]) == ARENA
+            bodies = [(await stream.next(lambda e: e.type == "message")).data["body"]
+                      for _ in range(6)]
+            assert bodies == [f"gap {n}" for n in range(6)]
+            await asyncio.sleep(0.5)
+            assert not [e for e in stream.unmatched if e.type == "activity"]
+            assert stream.queue.empty() or not any(
+                stream.queue.get_nowait().type == "activity"
+                for _ in range(stream.queue.qsize()))
+
+
+async def test_activity_where_state_events_are_refused(matrix_synapse: SynapseServer) -> None:
+    """A DM made by another client with the private_chat preset: the invitee may not send
+    state events, so alice's activity goes as a timeline event, still read structured."""
+    hs = matrix_synapse
+    alice, bob = await new_user(hs), await new_user(hs)
+    await private_chat(hs, bob, alice)
     async with logged_in(hs, alice) as pa, logged_in(hs, bob) as pb, events(pb) as stream:
         await pa.set_activity(ARENA)
         got = await stream.next(lambda e: e.type == "activity"

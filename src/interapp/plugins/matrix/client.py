@@ -51,6 +51,7 @@ from interapp.plugins.matrix.rich import ACTIVITY_EVENT
 from interapp.plugins.matrix.richpresence import RichMixin
 from interapp.plugins.matrix.sync import (
     DIRECT,
+    GAP_FILTER,
     MESSAGE,
     MESSAGES_FILTER,
     PRESENCE_CHOICE,
@@ -452,7 +453,7 @@ class MatrixPlugin(RichMixin):
         while token and len(older) < MAX_GAP_EVENTS:
             page = await self.api.request("GET", f"/rooms/{q(room_id)}/messages", params={
                 "dir": "b", "from": str(token), "to": since, "limit": "100",
-                "filter": MESSAGES_FILTER})
+                "filter": GAP_FILTER})
             chunk = page.get("chunk", [])
             older.extend(chunk)
             token = page.get("end")
@@ -491,6 +492,8 @@ class MatrixPlugin(RichMixin):
             raise self._stream_error(exc) from exc
         if position.since is None:
             position = Position(str(scan["next_batch"]))
+        else:  # the scan shows today's activities; the host knows them as of the cursor
+            direct.forget_activities()
         loop_filter = sync_filter(TIMELINE_LIMIT)
         while True:
             for gone in self._book.expire_due():  # sent, unanswered, now expired

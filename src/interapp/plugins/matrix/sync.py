@@ -72,6 +72,9 @@ def sync_filter(timeline_limit: int, nonce: str | None = None) -> str:
 
 
 MESSAGES_FILTER = json.dumps({"types": [MESSAGE, MEMBER, NAME]}, separators=(",", ":"))
+#: the events a ``limited`` /sync left out that the event loop needs (buddies' activity too)
+GAP_FILTER = json.dumps({"types": [MESSAGE, MEMBER, NAME, ACTIVITY_EVENT]},
+                        separators=(",", ":"))
 
 
 def mxid(name: str, server_name: str) -> str:
@@ -199,13 +202,24 @@ class DirectRooms:
         rooms = self.direct_rooms().get(user)
         return rooms[0] if rooms else None
 
-    def activity_of(self, user: str) -> Activity | None:
-        """``user``'s activity as their best direct room's state (or timeline) shows it."""
+    def activity_known(self, user: str) -> tuple[bool, Activity | None]:
+        """(known?, ``user``'s activity) as their best direct room's state (or timeline)
+        shows it."""
         for room_id in self.direct_rooms().get(user, []):
             room = self.rooms[room_id]
             if user in room.activities:
-                return room.activities[user]
-        return None
+                return True, room.activities[user]
+        return False, None
+
+    def activity_of(self, user: str) -> Activity | None:
+        """``user``'s activity (None: none, or not known)."""
+        return self.activity_known(user)[1]
+
+    def forget_activities(self) -> None:
+        """Forget every member's activity: a stream resuming from an older cursor learns
+        them (as changes) from what ``/sync`` says happened since."""
+        for room in self.rooms.values():
+            room.activities.clear()
 
 
 def invite_request(room_id: str, invite_state: Iterable[Mapping[str, Any]],
@@ -230,13 +244,18 @@ def invite_request(room_id: str, invite_state: Iterable[Mapping[str, Any]],
 
 
 def presence_data(user: str, content: Mapping[str, Any],
-                  activity: Activity | None = None) -> dict[str, Any]:
-    """The normalized ``presence`` data (``activity``: the buddy's, from room state)."""
-    return {"username": user, "id": user,
-            "state": FROM_MATRIX.get(str(content.get("presence", "offline")), "offline"),
-            "status_text": str(content.get("status_msg") or ""),
-            "currently_active": bool(content.get("currently_active", False)),
-            "activity": None if activity is None else activity.to_json()}
+                  activity: tuple[bool, Activity | None] = (False, None)) -> dict[str, Any]:
+    """The normalized ``presence`` data; ``activity`` (known?, the buddy's activity from room
+    state) adds the ``activity`` field when known."""
+    data: dict[str, Any] = {
+        "username": user, "id": user,
+        "state": FROM_MATRIX.get(str(content.get("presence", "offline")), "offline"),
+        "status_text": str(content.get("status_msg") or ""),
+        "currently_active": bool(content.get("currently_active", False))}
+    known, found = activity
+    if known:
+        data["activity"] = None if found is None else found.to_json()
+    return data
 
 
 def activity_data(user: str, activity: Activity | None) -> dict[str, Any]:
@@ -407,7 +426,7 @@ def normalize(response: Mapping[str, Any], timelines: Mapping[str, list[Mapping[
         user, content = str(event.get("sender", "")), event.get("content") or {}
         if user == direct.me or user not in buddies or not isinstance(content, Mapping):
             continue
-        data = presence_data(user, content, direct.activity_of(user))
+        data = presence_data(user, content, direct.activity_known(user))
         key = f"p|{user}|{data['state']}|{data['status_text']}"
         if key not in position.keys:
             pending.append((None, key, "presence", data))

@@ -75,6 +75,7 @@ class RichMixin(RosterMixin, ArchiveMixin):
         self._activity: Activity | None = None  # the user's own, as last set
         self._pep_activity: dict[str, Activity | None] = {}  # buddy → from PEP
         self._presence_act: dict[str, Activity | None] = {}  # buddy → from a presence ext
+        self._ext_seen: set[str] = set()  # buddies whose presence carried the extension
         self._activity_said: dict[str, Activity | None] = {}  # buddy → last activity event
         self._book = InviteBook(on_sent=lambda: self._inbox.put_nowait(InboxItem("wake")))
         self._recovered = False
@@ -85,7 +86,7 @@ class RichMixin(RosterMixin, ArchiveMixin):
         """Before the initial presence: ask for User Activity notifications (XEP-0163 §4) and
         compute the capabilities hash the presence will carry."""
         self._pep = None
-        self._pep_activity, self._presence_act = {}, {}
+        self._pep_activity, self._presence_act, self._ext_seen = {}, {}, set()
         client.plugin["xep_0030"].add_feature(NOTIFY)
         with contextlib.suppress(Exception):  # no caps: PEP notifications are just missed
             await client.plugin["xep_0115"].update_caps(broadcast=False)
@@ -145,9 +146,13 @@ class RichMixin(RosterMixin, ArchiveMixin):
         pep = self._pep_activity.get(jid)
         return pep if pep is not None else self._presence_act.get(jid)
 
-    def _activity_json(self, jid: str) -> dict[str, Any] | None:
+    def _activity_field(self, jid: str) -> dict[str, Any]:
+        # known once PEP told (a notification or the node's items), or once a presence of the
+        # buddy carried the interapp extension (their presences then say it, or its absence)
+        if jid not in self._pep_activity and jid not in self._ext_seen:
+            return {}
         found = self._activity_of(jid)
-        return None if found is None else found.to_json()
+        return {"activity": None if found is None else found.to_json()}
 
     def _announce_activity(self, jid: str) -> None:
         now = self._activity_of(jid)
@@ -170,8 +175,10 @@ class RichMixin(RosterMixin, ArchiveMixin):
     def _on_status(self, client: Any, pres: Any) -> None:
         who = str(pres["from"].bare)
         if who and who != self._jid and pres["type"] != "error":
-            self._presence_act[who] = (presence_activity(pres.xml)
-                                       if pres["type"] != "unavailable" else None)
+            found = presence_activity(pres.xml) if pres["type"] != "unavailable" else None
+            self._presence_act[who] = found
+            if found is not None:
+                self._ext_seen.add(who)
             self._announce_activity(who)
         super()._on_status(client, pres)
 

@@ -90,11 +90,12 @@ class RosterMixin(XmppSession):
         self._inbox.put_nowait(InboxItem("presence", {"username": who, "state": state,
                                                   "status_text": status,
                                                   "resource": str(pres["from"].resource),
-                                                  "activity": self._activity_json(who)}))
+                                                  **self._activity_field(who)}))
 
-    def _activity_json(self, jid: str) -> dict[str, Any] | None:
-        """The buddy's current activity in its JSON form (the rich-presence mixin knows it)."""
-        return None
+    def _activity_field(self, jid: str) -> dict[str, Any]:
+        """``{"activity": JSON | null}`` when the buddy's current activity is known, else
+        ``{}`` (the rich-presence mixin knows it)."""
+        return {}
 
     def _on_roster(self, client: Any, iq: Any) -> None:
         for jid, item in iq["roster"]["items"].items():
