@@ -93,3 +93,17 @@ def test_answering_and_expiry() -> None:
     [gone] = book.expire_due()
     assert gone.state is InviteState.EXPIRED and book.expire_due() == []
     assert book.open() == [] and book.wait(60) == 60
+
+
+def test_a_received_invite_cannot_stay_open_for_ever() -> None:
+    book = InviteBook()
+    inv = book.new(BOB, ME, "i-8", activity=None, join_url="https://a.example", message="")
+    forever = dataclasses.replace(inv, expires_at=inv.created_at + timedelta(days=3650))
+    found = book.absorb("invite", forever, me=ME, sender=BOB, recipient=ME)
+    assert found is not None and found[1].expires_at == inv.created_at + timedelta(days=1)
+    # one read back from history long after its time comes in expired
+    old = dataclasses.replace(inv, id="i-9", created_at=inv.created_at - timedelta(days=2),
+                              expires_at=inv.created_at - timedelta(days=2, minutes=-10))
+    found = book.absorb("invite", old, me=ME, sender=BOB, recipient=ME)
+    assert found is not None and found[1].state is InviteState.EXPIRED
+    assert book.open() == [book.received["i-8"]]

@@ -25,6 +25,8 @@ from interapp.presence import Activity, render_activity
 __all__ = ["InviteBook", "answer_body", "derive_invite_id", "event_data", "expired_data"]
 
 Kind = Literal["invite", "answer"]
+#: The longest a received invite stays open, whatever its sender's JSON says.
+MAX_LIFETIME = timedelta(days=1)
 
 
 def derive_invite_id(prefix: str, sender: str, client_invite_id: str) -> str:
@@ -154,8 +156,12 @@ class InviteBook:
         known = self.received.get(invite.id)
         if known is not None:
             return ("invite", known) if known.from_user == sender else None
-        fresh = dataclasses.replace(invite, from_user=sender, to_user=me,
-                                    state=InviteState.PENDING)
+        # the sender's clock is trusted no further than a day; past its time it is expired
+        # (read back from history after a long absence), never open again
+        expires = min(invite.expires_at, invite.created_at + MAX_LIFETIME)
+        state = InviteState.PENDING if datetime.now(UTC) < expires else InviteState.EXPIRED
+        fresh = dataclasses.replace(invite, from_user=sender, to_user=me, expires_at=expires,
+                                    state=state)
         self.received[invite.id] = fresh
         return "invite", fresh
 
