@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.websockets import WebSocketDisconnect
 
 from interapp.agent import models as m
+from interapp.agent import routes_rich
 from interapp.agent.core import Agent
 from interapp.agent.fastpath import FastPath
 from interapp.agent.guard import SUBPROTOCOL, Guard
@@ -248,6 +249,7 @@ def create_app(agent: Agent, check: Callable[[str], Awaitable[str | None]], *,
     async def events_ws(websocket: WebSocket) -> None:
         await stream_events(agent, websocket)
 
+    routes_rich.add_routes(app, agent, ERRORS)  # rich presence and invites
     _document(app)
     return Guard(FastPath(app, agent, error_body), check, allowed_origins=allowed_origins)
 

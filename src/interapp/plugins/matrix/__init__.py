@@ -23,4 +23,6 @@ PLUGIN = PluginSpec(
     supports_assertion=True,
     supports_revocation=True,
     credential_kinds=("matrix_session",),
+    activity="structured",
+    invites="message",
 )

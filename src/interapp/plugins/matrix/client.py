@@ -39,16 +39,19 @@ from interapp.plugins.contract import (
     ChatMessage,
     Credential,
     Login,
-    Plugin,
     PluginEvent,
     PresenceState,
     Profile,
     TargetConfig,
 )
+from interapp.plugins.invitebook import expired_data
 from interapp.plugins.matrix import PLUGIN
 from interapp.plugins.matrix.api import MatrixApi, now_iso, q
+from interapp.plugins.matrix.rich import ACTIVITY_EVENT
+from interapp.plugins.matrix.richpresence import RichMixin
 from interapp.plugins.matrix.sync import (
     DIRECT,
+    GAP_FILTER,
     MESSAGE,
     MESSAGES_FILTER,
     PRESENCE_CHOICE,
@@ -108,7 +111,7 @@ def _text(value: Secret | str | None) -> str:
     return value.reveal() if isinstance(value, Secret) else (value or "")
 
 
-class MatrixPlugin(Plugin):
+class MatrixPlugin(RichMixin):
     """Connects the local application to a Matrix homeserver."""
 
     spec = PLUGIN
@@ -224,6 +227,8 @@ class MatrixPlugin(Plugin):
                 direct.set_m_direct(event["content"])
             elif event.get("type") == PRESENCE_CHOICE:
                 self._choose_sync_presence(event.get("content"))
+            elif event.get("type") == ACTIVITY_EVENT:
+                self._adopt_activity(event.get("content"))
         for room_id, room_data in ((data.get("rooms") or {}).get("join") or {}).items():
             room = direct.room(room_id)
             for part in ("state", "timeline"):
@@ -318,7 +323,8 @@ class MatrixPlugin(Plugin):
                     state, status = data["state"], data["status_text"]
             return Buddy(id=user, username=user,
                          display_name=member.displayname or localpart(user), presence=state,
-                         status_text=status, subscription="both" if joined else "pending")
+                         status_text=status, subscription="both" if joined else "pending",
+                         activity=direct.activity_of(user) if joined else None)
 
         return list(await asyncio.gather(*(one(u) for u in sorted(rooms))))
 
@@ -431,7 +437,7 @@ class MatrixPlugin(Plugin):
         # "at" orders choices, so an older one arriving late through /sync is ignored
         self._sync_presence, self._presence_at = matrix_state, time.time()
         await self.api.request("PUT", f"/presence/{q(me)}/status", json_body={
-            "presence": matrix_state, "status_msg": status_text})
+            "presence": matrix_state, "status_msg": await self._status_msg(status_text)})
         await self.api.request("PUT", f"/user/{q(me)}/account_data/{PRESENCE_CHOICE}",
                                json_body={"state": state, "status_text": status_text,
                                           "at": self._presence_at})
@@ -447,7 +453,7 @@ class MatrixPlugin(Plugin):
         while token and len(older) < MAX_GAP_EVENTS:
             page = await self.api.request("GET", f"/rooms/{q(room_id)}/messages", params={
                 "dir": "b", "from": str(token), "to": since, "limit": "100",
-                "filter": MESSAGES_FILTER})
+                "filter": GAP_FILTER})
             chunk = page.get("chunk", [])
             older.extend(chunk)
             token = page.get("end")
@@ -486,13 +492,19 @@ class MatrixPlugin(Plugin):
             raise self._stream_error(exc) from exc
         if position.since is None:
             position = Position(str(scan["next_batch"]))
+        else:  # the scan shows today's activities; the host knows them as of the cursor
+            direct.forget_activities()
         loop_filter = sync_filter(TIMELINE_LIMIT)
         while True:
+            for gone in self._book.expire_due():  # sent, unanswered, now expired
+                yield PluginEvent(type="invite_answer", cursor=position.encode(),
+                                  data=expired_data(gone))
+            wait = self._book.wait(self.sync_timeout)
             try:
                 data = await self.api.long_poll("/sync", {
                     "since": position.since or "", "filter": loop_filter,
-                    "timeout": str(int(self.sync_timeout * 1000)),
-                    "set_presence": self._sync_presence}, self.sync_timeout)
+                    "timeout": str(int(wait * 1000)),
+                    "set_presence": self._sync_presence}, wait)
                 timelines = await self._timelines(data, position)
             except RateLimited as exc:
                 await asyncio.sleep(exc.retry_after or 1.0)
@@ -502,7 +514,9 @@ class MatrixPlugin(Plugin):
             for event in (data.get("account_data") or {}).get("events", []):
                 if event.get("type") == PRESENCE_CHOICE:
                     self._choose_sync_presence(event.get("content"))
-            batch = normalize(data, timelines, direct, position)
+                elif event.get("type") == ACTIVITY_EVENT:  # set by another of the user's
+                    self._adopt_activity(event.get("content"))  # processes
+            batch = normalize(data, timelines, direct, position, self._classify)
             for event in batch.events:
                 yield event
             position = Position(batch.next_batch)

@@ -24,11 +24,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from interapp.plugins.contract import PluginEvent
+from interapp.plugins.matrix.rich import ACTIVITY_EVENT, activity_from_event
+from interapp.presence import Activity
 
 MEMBER = "m.room.member"
 NAME = "m.room.name"
@@ -38,7 +40,10 @@ DIRECT = "m.direct"
 #: account data where the plug-in keeps the presence the user chose (read by every device's sync)
 PRESENCE_CHOICE = "io.interapp.presence"
 CURSOR_PREFIX = "mx1."
-STATE_TYPES = [MEMBER, NAME, CREATE]
+STATE_TYPES = [MEMBER, NAME, CREATE, ACTIVITY_EVENT]
+#: (room id, the m.room.message event, its normalized message data) → (event type, data): how
+#: the plug-in tells an invite or an answer from a plain message
+Classify = Callable[[str, Mapping[str, Any], dict[str, Any]], tuple[str, dict[str, Any]]]
 
 #: Matrix presence → the contract's states ("busy" only from servers with MSC3026)
 FROM_MATRIX = {"online": "online", "unavailable": "away", "busy": "busy", "offline": "offline"}
@@ -56,10 +61,10 @@ def sync_filter(timeline_limit: int, nonce: str | None = None) -> str:
     """
     room: dict[str, Any] = {
         "state": {"types": STATE_TYPES, "lazy_load_members": False},
-        "timeline": {"limit": timeline_limit, "types": [MESSAGE, MEMBER, NAME]},
+        "timeline": {"limit": timeline_limit, "types": [MESSAGE, MEMBER, NAME, ACTIVITY_EVENT]},
         "ephemeral": {"types": []}, "account_data": {"types": []}}
     doc: dict[str, Any] = {
-        "room": room, "account_data": {"types": [DIRECT, PRESENCE_CHOICE]},
+        "room": room, "account_data": {"types": [DIRECT, PRESENCE_CHOICE, ACTIVITY_EVENT]},
         "presence": {"types": ["m.presence"] if timeline_limit else []}}
     if nonce:
         doc["io.interapp.nonce"] = nonce
@@ -67,6 +72,9 @@ def sync_filter(timeline_limit: int, nonce: str | None = None) -> str:
 
 
 MESSAGES_FILTER = json.dumps({"types": [MESSAGE, MEMBER, NAME]}, separators=(",", ":"))
+#: the events a ``limited`` /sync left out that the event loop needs (buddies' activity too)
+GAP_FILTER = json.dumps({"types": [MESSAGE, MEMBER, NAME, ACTIVITY_EVENT]},
+                        separators=(",", ":"))
 
 
 def mxid(name: str, server_name: str) -> str:
@@ -99,12 +107,16 @@ class Room:
     name: str = ""
     created_ts: int = 0
     is_space: bool = False
+    activities: dict[str, Activity | None] = field(default_factory=dict)  # member → theirs
 
-    def apply(self, event: Mapping[str, Any]) -> None:
-        """Apply one state event (member, name, create)."""
+    def apply(self, event: Mapping[str, Any]) -> bool:
+        """Apply one state event (member, name, create, a member's activity); True when it
+        changed a member's activity."""
         kind, content = event.get("type"), event.get("content") or {}
         if not isinstance(content, Mapping):
-            return
+            return False
+        if kind == ACTIVITY_EVENT:
+            return self.set_activity(event)
         if kind == MEMBER and isinstance(event.get("state_key"), str):
             user = str(event["state_key"])
             self.members[user] = Member(user, str(content.get("membership", "leave")),
@@ -115,6 +127,18 @@ class Room:
         elif kind == CREATE:
             self.created_ts = int(event.get("origin_server_ts") or 0)
             self.is_space = content.get("type") == "m.space"
+        return False
+
+    def set_activity(self, event: Mapping[str, Any]) -> bool:
+        """Take in an ``org.interapp.activity`` event (state or timeline); True on a change."""
+        found = activity_from_event(event)
+        if found is None:
+            return False
+        user, activity = found
+        if user in self.activities and self.activities[user] == activity:
+            return False
+        self.activities[user] = activity
+        return True
 
     def others(self, me: str) -> list[Member]:
         """The other members who are joined or invited."""
@@ -178,6 +202,25 @@ class DirectRooms:
         rooms = self.direct_rooms().get(user)
         return rooms[0] if rooms else None
 
+    def activity_known(self, user: str) -> tuple[bool, Activity | None]:
+        """(known?, ``user``'s activity) as their best direct room's state (or timeline)
+        shows it."""
+        for room_id in self.direct_rooms().get(user, []):
+            room = self.rooms[room_id]
+            if user in room.activities:
+                return True, room.activities[user]
+        return False, None
+
+    def activity_of(self, user: str) -> Activity | None:
+        """``user``'s activity (None: none, or not known)."""
+        return self.activity_known(user)[1]
+
+    def forget_activities(self) -> None:
+        """Forget every member's activity: a stream resuming from an older cursor learns
+        them (as changes) from what ``/sync`` says happened since."""
+        for room in self.rooms.values():
+            room.activities.clear()
+
 
 def invite_request(room_id: str, invite_state: Iterable[Mapping[str, Any]],
                    me: str) -> dict[str, Any] | None:
@@ -200,12 +243,25 @@ def invite_request(room_id: str, invite_state: Iterable[Mapping[str, Any]],
             "display_name": name or localpart(inviter), "room_id": room_id}
 
 
-def presence_data(user: str, content: Mapping[str, Any]) -> dict[str, Any]:
-    """The normalized ``presence`` data."""
+def presence_data(user: str, content: Mapping[str, Any],
+                  activity: tuple[bool, Activity | None] = (False, None)) -> dict[str, Any]:
+    """The normalized ``presence`` data; ``activity`` (known?, the buddy's activity from room
+    state) adds the ``activity`` field when known."""
+    data: dict[str, Any] = {
+        "username": user, "id": user,
+        "state": FROM_MATRIX.get(str(content.get("presence", "offline")), "offline"),
+        "status_text": str(content.get("status_msg") or ""),
+        "currently_active": bool(content.get("currently_active", False))}
+    known, found = activity
+    if known:
+        data["activity"] = None if found is None else found.to_json()
+    return data
+
+
+def activity_data(user: str, activity: Activity | None) -> dict[str, Any]:
+    """The normalized ``activity`` event data."""
     return {"username": user, "id": user,
-            "state": FROM_MATRIX.get(str(content.get("presence", "offline")), "offline"),
-            "status_text": str(content.get("status_msg") or ""),
-            "currently_active": bool(content.get("currently_active", False))}
+            "activity": None if activity is None else activity.to_json()}
 
 
 # --- cursors -----------------------------------------------------------------------------------
@@ -301,7 +357,8 @@ def _membership_change(room_id: str, event: Mapping[str, Any], direct: DirectRoo
 
 
 def normalize(response: Mapping[str, Any], timelines: Mapping[str, list[Mapping[str, Any]]],
-              direct: DirectRooms, position: Position) -> Batch:
+              direct: DirectRooms, position: Position, classify: Classify | None = None
+              ) -> Batch:
     """Turn one ``/sync`` answer into events (updating ``direct`` as it goes).
 
     ``timelines`` holds every joined room's complete timeline since ``position.since`` (the
@@ -318,7 +375,12 @@ def normalize(response: Mapping[str, Any], timelines: Mapping[str, list[Mapping[
     for room_id in sorted(joined):
         room = direct.room(room_id)
         for event in (joined[room_id].get("state") or {}).get("events", []):
-            room.apply(event)
+            if room.apply(event) and event.get("sender") == direct.partner(room_id):
+                key = f"a|{room_id}|{event.get('event_id', '')}"  # not in the timeline
+                if key not in position.keys:
+                    user = str(event["sender"])
+                    pending.append((None, key, "activity",
+                                    activity_data(user, room.activities[user])))
         events = timelines.get(room_id, [])
         skip_to = -1
         if room_id in position.rooms:
@@ -327,8 +389,8 @@ def normalize(response: Mapping[str, Any], timelines: Mapping[str, list[Mapping[
                 skip_to = ids.index(position.rooms[room_id])
         for index, event in enumerate(events):
             partner_before = direct.partner(room_id)
-            if "state_key" in event:
-                room.apply(event)
+            changed = room.apply(event) if "state_key" in event else (
+                event.get("type") == ACTIVITY_EVENT and room.set_activity(event))
             if index <= skip_to:
                 continue
             event_id = str(event.get("event_id", ""))
@@ -336,7 +398,14 @@ def normalize(response: Mapping[str, Any], timelines: Mapping[str, list[Mapping[
                 partner = direct.partner(room_id)
                 data = _message(room_id, event, direct.me, partner) if partner else None
                 if data is not None:
-                    pending.append((room_id, event_id, "message", data))
+                    kind, data = classify(room_id, event, data) if classify else (
+                        "message", data)
+                    pending.append((room_id, event_id, kind, data))
+            elif event.get("type") == ACTIVITY_EVENT:
+                sender = event.get("sender")
+                if changed and sender == direct.partner(room_id) and isinstance(sender, str):
+                    pending.append((room_id, event_id, "activity",
+                                    activity_data(sender, room.activities[sender])))
             elif event.get("type") == MEMBER:
                 change = _membership_change(room_id, event, direct, partner_before)
                 if change is not None:
@@ -357,7 +426,7 @@ def normalize(response: Mapping[str, Any], timelines: Mapping[str, list[Mapping[
         user, content = str(event.get("sender", "")), event.get("content") or {}
         if user == direct.me or user not in buddies or not isinstance(content, Mapping):
             continue
-        data = presence_data(user, content)
+        data = presence_data(user, content, direct.activity_known(user))
         key = f"p|{user}|{data['state']}|{data['status_text']}"
         if key not in position.keys:
             pending.append((None, key, "presence", data))

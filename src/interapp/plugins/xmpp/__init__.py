@@ -31,4 +31,6 @@ PLUGIN = PluginSpec(
     credential_kinds=("xmpp_scram", "xmpp_password"),
     url_schemes=("xmpp",),
     extra="xmpp",
+    activity="structured",
+    invites="message",
 )

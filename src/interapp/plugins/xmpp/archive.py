@@ -40,7 +40,8 @@ class ArchiveMixin(XmppSession):
         parsed = parse_message(msg.xml, self._jid)
         if parsed is None or parsed.sender == self._jid:
             return
-        self._inbox.put_nowait(InboxItem("message", parsed.as_event_data(), parsed))
+        kind, data = self._message_event(parsed)
+        self._inbox.put_nowait(InboxItem(kind, data, parsed))
 
     def _on_message_error(self, client: Any, msg: Any) -> None:
         waiter = self._send_errors.get(str(msg["id"]))
@@ -85,8 +86,8 @@ class ArchiveMixin(XmppSession):
                 caught_up.update(keys)
                 self._remember(keys)
                 self._cursor = message.archive_id or self._cursor
-                yield PluginEvent(type="message", cursor=self._cursor,
-                                  data=message.as_event_data())
+                kind, data = self._message_event(message)
+                yield PluginEvent(type=kind, cursor=self._cursor, data=data)
             if complete or not last or not page:
                 return
             after = last

@@ -81,9 +81,11 @@ from interapp.plugins.contract import (
     PresenceState,
     Profile,
 )
+from interapp.plugins.invitebook import expired_data
 from interapp.plugins.xmpp import PLUGIN
 from interapp.plugins.xmpp.archive import CURSOR_START, MAM_PAGE, ArchiveMixin
 from interapp.plugins.xmpp.presence import LIVE_PRIORITY, hand_over, take_over
+from interapp.plugins.xmpp.richpresence import RichMixin
 from interapp.plugins.xmpp.roster import STATE_TO_SHOW, RosterMixin, subscription_state
 from interapp.plugins.xmpp.sasl import ScramKeys, StoredKeySCRAM
 from interapp.plugins.xmpp.session import (
@@ -108,7 +110,7 @@ PASSWORD_KIND = "xmpp_password"
 KEEPALIVE = 60.0  # seconds of silence on the event stream before a ping
 
 
-class XmppPlugin(RosterMixin, ArchiveMixin):
+class XmppPlugin(RichMixin, RosterMixin, ArchiveMixin):
     """Connects the local application to an XMPP server (see the module docstring)."""
 
     spec = PLUGIN
@@ -130,6 +132,7 @@ class XmppPlugin(RosterMixin, ArchiveMixin):
         client.add_event_handler("roster_subscription_request", mine(self._on_subscribe))
         client.add_event_handler("roster_subscription_authorized", mine(self._on_subscribed))
         client.add_event_handler("roster_subscription_removed", mine(self._on_unsubscribed))
+        self._install_rich_handlers(client, mine)
         client.register_handler(Callback(
             "interapp MAM result", MatchXPath(f"{NS_CLIENT}message/{NS_MAM}result"),
             lambda msg: self._on_mam_result(client, msg)))
@@ -151,8 +154,9 @@ class XmppPlugin(RosterMixin, ArchiveMixin):
         inherited = take_over(self._handover_key())
         if inherited is not None:
             self._announced, self._inherited = inherited, True
+        await self._rich_session_start(client)
         self._start_probe_wait(client)
-        client.send_presence(ppriority=self._priority)
+        self._send_own_presence(client, priority=self._priority)
         return Profile(id=self._jid, username=self._jid,
                        display_name=name or JID(self._jid).user, presence=self._state,
                        status_text=self._status)
@@ -229,7 +233,8 @@ class XmppPlugin(RosterMixin, ArchiveMixin):
         return await self._start_session()
 
     async def buddies(self) -> list[Buddy]:
-        """The roster (names, groups, subscription state, presence) and pending requests.
+        """The roster (names, groups, subscription state, presence, activity) and pending
+        requests.
 
         On a fresh session this first waits (under a second) for the server to relay the
         buddies' presence: the answers to the probes of the initial presence.
@@ -248,7 +253,7 @@ class XmppPlugin(RosterMixin, ArchiveMixin):
                              presence=state, status_text=status,
                              groups=tuple(sorted(str(g) for g in item["groups"])),
                              subscription=subscription_state(item, jid in self._requests)))
-        return out
+        return await self._with_activities(out)
 
     async def add_buddy(self, username: str) -> None:
         """Put ``username`` on the roster and send a subscription request."""
@@ -293,21 +298,9 @@ class XmppPlugin(RosterMixin, ArchiveMixin):
 
     async def send(self, to: str, body: str, client_msg_id: str) -> ChatMessage:
         """A chat message whose stanza id and origin id are ``client_msg_id``."""
-        client = self._require()
+        self._require()
         jid = self._buddy(to)
-        msg = client.make_message(mto=jid, mbody=body, mtype="chat")
-        msg["id"] = client_msg_id
-        msg["origin_id"]["id"] = client_msg_id
-        waiter: asyncio.Future[tuple[str, str, str]] = \
-            asyncio.get_running_loop().create_future()
-        self._send_errors[client_msg_id] = waiter
-        try:
-            msg.send()
-            await self._round_trip(f"message to {jid}")
-            if waiter.done():
-                raise stanza_error(*waiter.result(), f"message to {jid}")
-        finally:
-            self._send_errors.pop(client_msg_id, None)
+        await self._deliver(jid, body, client_msg_id)
         return ChatMessage(id=client_msg_id, sender=self._jid, recipient=jid, body=body,
                            sent_at=datetime.now(UTC).isoformat(), client_msg_id=client_msg_id)
 
@@ -343,8 +336,8 @@ class XmppPlugin(RosterMixin, ArchiveMixin):
             client.send_presence(ptype="unavailable", pstatus=status_text or None)
         elif state in STATE_TO_SHOW:
             self._show = STATE_TO_SHOW[state]
-            client.send_presence(pshow=self._show, pstatus=status_text or None,
-                                 ppriority=self._priority)
+            self._send_own_presence(client, pshow=self._show, status=status_text,
+                                    priority=self._priority)
         else:
             raise ConfigError(f"presence must be online, away, busy or offline, not {state!r}")
         self._state, self._status = state, status_text
@@ -378,10 +371,16 @@ class XmppPlugin(RosterMixin, ArchiveMixin):
                 for item in await self._gone_meanwhile():
                     self._inbox.put_nowait(item)
             while True:
+                for gone in self._book.expire_due():  # sent, unanswered, now expired
+                    yield PluginEvent(type="invite_answer", cursor=self._cursor,
+                                      data=expired_data(gone))
+                wait = self._book.wait(KEEPALIVE)
                 try:  # asyncio.timeout, not wait_for: a cancel must never be swallowed here
-                    async with asyncio.timeout(KEEPALIVE):
+                    async with asyncio.timeout(wait):
                         item = await self._inbox.get()
                 except TimeoutError:  # quiet: make sure the server is still there (XEP-0199)
+                    if wait < KEEPALIVE:
+                        continue  # an invite's expiry is due, not a keepalive
                     with contextlib.suppress(RateLimited):
                         await self._round_trip("keepalive ping")
                     continue
@@ -389,6 +388,8 @@ class XmppPlugin(RosterMixin, ArchiveMixin):
                     self._inbox.put_nowait(item)  # later readers learn it too
                     raise ConnectionLost(self._lost.message if self._lost
                                          else "connection lost")
+                if item.type == "wake":
+                    continue  # an invite was sent: its expiry is now awaited too
                 if item.message is not None:
                     keys = dedup_keys(item.message)
                     if any(k in caught_up or k in self._yielded for k in keys):
@@ -428,8 +429,8 @@ class XmppPlugin(RosterMixin, ArchiveMixin):
             pass
         self._priority = LIVE_PRIORITY
         if self._state != "offline":
-            client.send_presence(pshow=self._show, pstatus=self._status or None,
-                                 ppriority=self._priority)
+            self._send_own_presence(client, pshow=self._show, status=self._status,
+                                    priority=self._priority)
         try:  # once answered, the server has the new priority: catch-up covers what came before
             await self._round_trip("presence update")
         except RateLimited as exc:

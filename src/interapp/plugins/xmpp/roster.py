@@ -89,7 +89,13 @@ class RosterMixin(XmppSession):
         state, status = self._presence_of(client, who, str(pres["status"] or ""))
         self._inbox.put_nowait(InboxItem("presence", {"username": who, "state": state,
                                                   "status_text": status,
-                                                  "resource": str(pres["from"].resource)}))
+                                                  "resource": str(pres["from"].resource),
+                                                  **self._activity_field(who)}))
+
+    def _activity_field(self, jid: str) -> dict[str, Any]:
+        """``{"activity": JSON | null}`` when the buddy's current activity is known, else
+        ``{}`` (the rich-presence mixin knows it)."""
+        return {}
 
     def _on_roster(self, client: Any, iq: Any) -> None:
         for jid, item in iq["roster"]["items"].items():

@@ -11,6 +11,7 @@ import logging
 import re
 import secrets
 import ssl
+import xml.etree.ElementTree as ET
 from abc import abstractmethod
 from collections import OrderedDict
 from collections.abc import Awaitable
@@ -37,7 +38,7 @@ from interapp.errors import (
 from interapp.plugins.contract import Plugin, PresenceState, TargetConfig
 from interapp.plugins.xmpp.presence import ONE_SHOT_PRIORITY, Announced, ProbeWait
 from interapp.plugins.xmpp.sasl import ScramKeys, StoredKeySCRAM, install
-from interapp.plugins.xmpp.stanzas import InboxItem
+from interapp.plugins.xmpp.stanzas import Archived, InboxItem
 
 install()
 # slixmpp logs refused logins and certificate problems itself; this plug-in reports them as
@@ -49,8 +50,9 @@ CONNECT_TIMEOUT = 15.0
 IQ_TIMEOUT = 10.0
 DEFAULT_RETRY_AFTER = 5.0
 
+# xep_0115 (entity capabilities) tells the server which PEP notifications the session wants
 _SLIXMPP_PLUGINS = ("xep_0030", "xep_0054", "xep_0059", "xep_0203", "xep_0297", "xep_0313",
-                    "xep_0199", "xep_0359")
+                    "xep_0199", "xep_0359", "xep_0115")
 _RATE_CONDITIONS = {"resource-constraint", "policy-violation"}
 
 
@@ -413,6 +415,46 @@ class XmppSession(Plugin):
         except ApiError as exc:  # a server without XEP-0199 still answered (with an error)
             if isinstance(exc, RateLimited):
                 raise
+
+    def _presence_payload(self, status: str) -> tuple[str, list[ET.Element]]:
+        """The status text to send and the presence's extension elements (the rich-presence
+        mixin adds the readable activity and its structured form where PEP is missing)."""
+        return status, []
+
+    def _send_own_presence(self, client: Any, *, pshow: str | None = None, status: str = "",
+                           priority: int | None = None) -> None:
+        """Send the session's available presence (show, status text, priority, extensions)."""
+        text, extras = self._presence_payload(status)
+        pres = client.make_presence(pshow=pshow, pstatus=text or None, ppriority=priority)
+        for element in extras:
+            pres.append(element)
+        pres.send()
+
+    async def _deliver(self, jid: str, body: str, msg_id: str,
+                       extras: tuple[ET.Element, ...] = ()) -> None:
+        """Send a chat message (stanza id and origin id ``msg_id``, extension elements
+        ``extras``); the stanza error the server answers with, if any, is raised."""
+        client = self._require()
+        msg = client.make_message(mto=jid, mbody=body, mtype="chat")
+        msg["id"] = msg_id
+        msg["origin_id"]["id"] = msg_id
+        for element in extras:
+            msg.append(element)
+        waiter: asyncio.Future[tuple[str, str, str]] = \
+            asyncio.get_running_loop().create_future()
+        self._send_errors[msg_id] = waiter
+        try:
+            msg.send()
+            await self._round_trip(f"message to {jid}")
+            if waiter.done():
+                raise stanza_error(*waiter.result(), f"message to {jid}")
+        finally:
+            self._send_errors.pop(msg_id, None)
+
+    def _message_event(self, message: Archived) -> tuple[str, dict[str, Any]]:
+        """The event type and data of a received message (an invite or its answer are
+        recognised by the rich-presence mixin)."""
+        return "message", message.as_event_data()
 
     @abstractmethod
     def _install_handlers(self, client: Any) -> None:

@@ -10,6 +10,8 @@ from typing import Any
 
 from slixmpp.jid import JID
 
+from interapp.plugins.xmpp.rich import InviteParts, invite_parts
+
 NS_SID = "{urn:xmpp:sid:0}"
 NS_MAM = "{urn:xmpp:mam:2}"
 NS_CLIENT = "{jabber:client}"
@@ -38,6 +40,7 @@ class Archived:
     stanza_id: str
     origin_id: str | None
     sent_at: str
+    rich: InviteParts | None = None  # an interapp invite or answer it carries (not yet trusted)
 
     def as_event_data(self) -> dict[str, Any]:
         return {"from": self.sender, "to": self.recipient, "body": self.body,
@@ -70,7 +73,8 @@ def parse_message(xml: Any, me: str) -> Archived | None:
         archive_id=archive_id, sender=str(JID(xml.get("from") or me).bare),
         recipient=str(JID(xml.get("to") or me).bare), body=body,
         stanza_id=xml.get("id") or "", origin_id=origin.get("id") if origin is not None else None,
-        sent_at=iso_time(delay.get("stamp") if delay is not None else None))
+        sent_at=iso_time(delay.get("stamp") if delay is not None else None),
+        rich=invite_parts(xml))
 
 
 def dedup_keys(message: Archived) -> list[str]:
