@@ -198,21 +198,21 @@ def test_nothing_typed_is_lost_when_the_connection_drops(page: Page, world: Worl
         else:
             route.continue_()
 
-    page.route("**/api/messages", lose_answer)
+    page.route("**/agent/v1/messages", lose_answer)
     compose.fill("answer lost once")
     compose.press("Enter")
     expect(page.locator("#messages .msg.pending")).to_have_count(0, timeout=15_000)
-    page.unroute("**/api/messages")
+    page.unroute("**/agent/v1/messages")
     assert lost
     bodies = [m["body"] for m in bob.history("alice")]
     assert bodies.count("typed while offline") == 1
     assert bodies.count("answer lost once") == 1
     # 3. a reload (or a crash of the tab) keeps what was not sent yet
-    page.route("**/api/messages", lambda route: route.abort())
+    page.route("**/agent/v1/messages", lambda route: route.abort())
     compose.fill("survives a reload")
     compose.press("Enter")
     expect(page.locator("#messages .msg.pending")).to_contain_text("survives a reload")
-    page.unroute("**/api/messages")
+    page.unroute("**/agent/v1/messages")
     page.reload()
     wait_until(lambda: any(m["body"] == "survives a reload" for m in bob.history("alice")),
                timeout=15, what="the queued message to be sent after the reload")
