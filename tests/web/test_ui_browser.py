@@ -11,6 +11,7 @@ checks that no secret reached a page, the UI server's output or the data folder.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.slow
 DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 PHONE: ViewportSize = {"width": 390, "height": 844}
 SEEN_HTML: list[str] = []
+SEEN_WIRE: list[str] = []  # every answer and WebSocket frame of /agent/v1 the page received
 
 
 def links_in_vault(w: World) -> list[Any]:
@@ -59,6 +61,15 @@ def page(browser: Any, ui: UIProcess) -> Iterator[Page]:
     p.set_default_timeout(10_000)
     errors: list[str] = []
     p.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    def answer(r: Any) -> None:
+        if "/agent/v1/" in r.url or "/fragments/" in r.url:
+            SEEN_WIRE.append(" ".join(r.headers.values()))
+            with contextlib.suppress(Exception):  # gone with a navigation: headers were kept
+                SEEN_WIRE.append(r.text())
+
+    p.on("response", answer)
+    p.on("websocket", lambda ws: ws.on("framereceived", lambda f: SEEN_WIRE.append(str(f))))
     yield p
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
@@ -363,9 +374,17 @@ def test_declining_the_prompt_stores_nothing(page: Page, world: World) -> None:
     assert links_in_vault(world) == []
 
 
-def test_no_secret_in_pages_output_or_data_folder(world: World, ui: UIProcess) -> None:
+def test_no_secret_in_pages_output_or_data_folder(page: Page, world: World,
+                                                  ui: UIProcess) -> None:
+    # the agent's token stays in the UI server: not in a page, an answer, a frame or storage
+    agent_token = (world.home / "agent.token").read_text().strip()
+    assert len(agent_token) >= 32
+    assert any('"seq"' in frame for frame in SEEN_WIRE)  # the event frames were seen
+    stored = page.evaluate("JSON.stringify(localStorage) + document.cookie")
+    for text in [*SEEN_HTML, *SEEN_WIRE, stored, page.content()]:
+        assert agent_token not in text
     hidden = world.secrets_to_hide()
-    for html in SEEN_HTML:
+    for html in [*SEEN_HTML, *SEEN_WIRE]:
         for secret in hidden:
             assert secret not in html
         assert ui.secret not in html
