@@ -165,6 +165,36 @@ def test_history_scrolls_back(page: Page, world: World) -> None:
     expect(page.locator("#older")).to_be_hidden()
 
 
+def test_live_messages_around_a_history_load_keep_their_order(page: Page,
+                                                              world: World) -> None:
+    """A message that arrives live while the history is on its way is shown once, after
+    the history it is newer than (it used to be put first, then the history after it)."""
+    carol = world.peer("carol")
+    for i in (1, 2, 3):
+        carol.send("alice", f"earlier {i}")
+    held: list[str] = []
+
+    def hold_history(route: Any) -> None:
+        answer = route.fetch()  # the history as it is now ...
+        if not held:
+            held.append(route.request.url)
+            carol.send("alice", "sent while the history loaded")  # ... then one live
+            time.sleep(1.5)  # the event reaches the page before the history does
+        route.fulfill(response=answer)
+
+    page.route("**/agent/v1/history/chatter/carol*", hold_history)
+    page.locator('.buddy[data-target="chatter"][data-user="carol"]').click()
+    messages = page.locator("#messages .msg")
+    expect(messages).to_have_count(4)
+    page.unroute("**/agent/v1/history/chatter/carol*")
+    assert held
+    assert [t.strip() for t in page.locator("#messages .msg .body").all_inner_texts()] == [
+        "earlier 1", "earlier 2", "earlier 3", "sent while the history loaded"]
+    page.locator('.buddy[data-target="chatter"][data-user="bob"]').click()
+    expect(page.locator("#chat-h")).to_have_text("Chat with Bob (@bob) on chatter")
+    expect(page.locator("#messages .msg").last).to_contain_text("old message 40")
+
+
 def test_messages_both_ways_live(page: Page, world: World) -> None:
     bob = world.peer("bob")
     bob.send("alice", "hi alice, game tonight?")
