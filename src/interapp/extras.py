@@ -19,7 +19,7 @@ __all__ = ["EXTRAS", "require"]
 #: extra → the modules it brings that interapp imports.
 EXTRAS: Final[dict[str, tuple[str, ...]]] = {
     "server": ("fastapi", "uvicorn", "aiosqlite", "joserfc", "jinja2"),
-    "web": ("starlette", "uvicorn", "jinja2"),
+    "web": ("starlette", "uvicorn", "jinja2", "fastapi"),  # fastapi: the agent it starts
     "xmpp": ("slixmpp",),
     "postgres": ("psycopg",),
 }
