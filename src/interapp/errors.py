@@ -36,12 +36,15 @@ through :data:`REGISTRY`, shared by the server (which renders them) and the clie
     │       └── PollingTooFast       slow_down                400  (RFC 8628 polling)
     ├── ApiError                     /v1/* errors              {"error", "message"}
     │   ├── BadRequest               bad_request              400
-    │   │   └── CursorUnknown        cursor_unknown           400  (stream ?since= past the log)
+    │   │   ├── CursorUnknown        cursor_unknown           400  (stream ?since= past the log)
+    │   │   ├── InvalidActivity      invalid_activity         400  (rich presence: bad activity)
+    │   │   └── InvalidInvite        invalid_invite           400  (a malformed invite)
     │   ├── Unauthorized             unauthorized             401
     │   ├── Forbidden                forbidden                403
     │   ├── ApiNotFound              not_found                404
     │   ├── RequestTimeout           request_timeout          408  (headers or body too slow)
     │   ├── Conflict                 conflict                 409
+    │   │   └── InviteClosed         invite_closed            409  (answered or expired already)
     │   ├── PayloadTooLarge          payload_too_large        413
     │   ├── UpgradeRequired          upgrade_required         426  (GET /v1/events, no upgrade)
     │   └── RateLimited              rate_limited             429
@@ -59,6 +62,7 @@ through :data:`REGISTRY`, shared by the server (which renders them) and the clie
     └── PluginError                  a plug-in misbehaved
         ├── PluginCrashed            it raised
         ├── PluginTimeout            it hung
+        ├── Unsupported              the plug-in or its network cannot do this
         └── ConnectionLost           the network dropped (link becomes ``degraded``)
 """
 
@@ -320,6 +324,18 @@ class CursorUnknown(BadRequest):
         return {**super().to_wire(), "last_seq": self.last_seq}
 
 
+class InvalidActivity(BadRequest):
+    """A rich-presence activity is malformed or over a size bound (nothing is stored)."""
+
+    code = "invalid_activity"
+
+
+class InvalidInvite(BadRequest):
+    """An invite is malformed (bad join link, message too long, …); nothing is stored."""
+
+    code = "invalid_invite"
+
+
 class Unauthorized(ApiError):
     """No valid access token."""
 
@@ -353,6 +369,12 @@ class Conflict(ApiError):
 
     code = "conflict"
     status = 409
+
+
+class InviteClosed(Conflict):
+    """The invite was answered already, or has expired."""
+
+    code = "invite_closed"
 
 
 class PayloadTooLarge(ApiError):
@@ -477,6 +499,13 @@ class PluginTimeout(PluginError):
     code = "plugin_timeout"
 
 
+class Unsupported(PluginError):
+    """The plug-in (or its network) cannot do this; the host falls back where it can (a
+    readable status text for an activity, a message for an invite)."""
+
+    code = "unsupported"
+
+
 class ConnectionLost(PluginError):
     """The connection to the target dropped."""
 
@@ -499,7 +528,8 @@ _register(
     UnsupportedTokenType, InvalidTarget, SlowDown, InvalidScope, AccessDenied,
     UnsupportedResponseType, AuthorizationPending, ExpiredToken, InvalidToken,
     InsufficientScope, LoginRequired, ConsentRequired,
-    BadRequest, CursorUnknown, Unauthorized, Forbidden, ApiNotFound, RequestTimeout, Conflict,
+    BadRequest, CursorUnknown, InvalidActivity, InvalidInvite, InviteClosed, Unauthorized,
+    Forbidden, ApiNotFound, RequestTimeout, Conflict,
     PayloadTooLarge, UpgradeRequired, RateLimited, UnavailableError,
 )
 

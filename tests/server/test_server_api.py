@@ -25,7 +25,7 @@ from server_kit import (
     stream,
 )
 
-PROFILE_KEYS = {"id", "username", "display_name", "presence", "status_text"}
+PROFILE_KEYS = {"id", "username", "display_name", "presence", "status_text", "activity"}
 MESSAGE_KEYS = {"message_id", "client_msg_id", "from", "to", "body", "sent_at"}
 
 
@@ -46,7 +46,7 @@ def test_me(server: RunningServer, http: httpx.Client, client: Client) -> None:
     me = login(server, http, client, user).get("/v1/me")
     assert me.status_code == 200
     assert me.json() == {"id": user.id, "username": user.username, "display_name": "Zoe Q",
-                         "presence": "offline", "status_text": ""}
+                         "presence": "offline", "status_text": "", "activity": None}
 
 
 def test_contacts_pagination(server: RunningServer, http: httpx.Client, client: Client) -> None:
@@ -178,7 +178,7 @@ def test_presence_reaches_buddies(server: RunningServer, http: httpx.Client,
                                "status_text": "in a match: 3-1"}
         event = next_event(wb)
         assert event == {"seq": 2, "type": "presence", "username": a.username, "state": "busy",
-                         "status_text": "in a match: 3-1"}
+                         "status_text": "in a match: 3-1", "activity": None}
         assert_quiet(ws_stranger)
     assert a.get("/v1/me").json()["presence"] == "busy"
     listed = b.get("/v1/contacts").json()["contacts"][0]

@@ -184,8 +184,10 @@ GROUPS = {
     "revoke-introspect": re.compile(r"^/oauth/(revoke|introspect)$"),
     "device-userinfo": re.compile(r"^/oauth/(device_authorization|userinfo)$"),
     "pages": re.compile(r"^/(oauth/authorize|device|oauth/pages\.css)$"),  # HTML, redirects
-    "v1-read": re.compile(r"^/v1/(me|contacts|contacts/requests|conversations/.*|events)$"),
-    "v1-write": re.compile(r"^/v1/(contacts|contacts/.*|presence|messages|events/ticket)$"),
+    "v1-read": re.compile(r"^/v1/(me|contacts|contacts/requests|conversations/.*|events|"
+                          r"invites)$"),
+    "v1-write": re.compile(r"^/v1/(contacts|contacts/.*|presence|messages|events/ticket|"
+                           r"invites|invites/.*)$"),
 }
 GRANTS = ["password", "refresh_token", "urn:ietf:params:oauth:grant-type:jwt-bearer",
           "urn:ietf:params:oauth:grant-type:token-exchange", "client_credentials", "",
@@ -195,7 +197,8 @@ FIELDS = ["grant_type", "username", "password", "refresh_token", "assertion", "s
           "client_id", "client_secret", "to", "body", "client_msg_id", "state", "status_text",
           "code", "code_verifier", "redirect_uri", "device_code", "scope", "response_type",
           "code_challenge", "code_challenge_method", "nonce", "prompt", "csrf", "step",
-          "request", "user_code", "decision"]
+          "request", "user_code", "decision", "activity", "join_url", "message",
+          "client_invite_id", "expires_in", "name", "details", "party", "started_at", "join"]
 CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain",
                  "multipart/form-data; boundary=x", "application/json; charset=latin-1", None]
 

@@ -66,7 +66,8 @@ def test_events_cross_processes_exactly_once(pg_url: str, redis_url: str,
                 for ws in (on_a, on_b):
                     event = events(ws, 1)[0]
                     assert event == {"seq": 32, "type": "presence", "username": bob.username,
-                                     "state": "busy", "status_text": "ranked match"}
+                                     "state": "busy", "status_text": "ranked match",
+                                     "activity": None}
             # A token issued by one process works on the other.
             assert httpx.get(f"{b.url}/v1/me", headers=bearer(alice.access)).status_code == 200
     for proc in (a, b):

@@ -72,7 +72,7 @@ def test_password_grant_with_http_basic(server: RunningServer, http: httpx.Clien
     assert me.status_code == 200
     assert me.json() == {"id": user.id, "username": user.username,
                          "display_name": "Ann Example", "presence": "offline",
-                         "status_text": ""}
+                         "status_text": "", "activity": None}
 
 
 def test_password_grant_with_client_secret_post(server: RunningServer, http: httpx.Client,

@@ -187,6 +187,22 @@ def test_real_responses_validate_against_the_declared_schemas(
               me.get(f"/v1/conversations/{other.username}/messages"))
         check("GET", "/v1/conversations/{username}/messages",
               me.get("/v1/conversations/ghost-x/messages"))
+        check("PUT", "/v1/presence", me.put("/v1/presence", json={"activity": {
+            "name": "Arena", "party": {"size": 2, "max": 4},
+            "started_at": "2026-12-03T11:48:00Z", "join": {"url": "arena://join/1"}}}))
+        check("PUT", "/v1/presence", me.put("/v1/presence", json={"activity": {"name": 5}}))
+        invite = check("POST", "/v1/invites", me.post("/v1/invites", json={
+            "to": other.username, "message": "gg", "client_invite_id": "i1"})).json()
+        check("POST", "/v1/invites", me.post("/v1/invites", json={
+            "to": other.username, "join_url": "javascript:x"}))
+        check("POST", "/v1/invites", me.post("/v1/invites", json={
+            "to": user.username, "join_url": "https://a.example/j"}))
+        check("GET", "/v1/invites", other.get("/v1/invites"))
+        check("POST", "/v1/invites/{invite_id}/accept",
+              other.post(f"/v1/invites/{invite['id']}/accept"))
+        check("POST", "/v1/invites/{invite_id}/decline",
+              other.post(f"/v1/invites/{invite['id']}/decline"))
+        check("POST", "/v1/invites/{invite_id}/decline", other.post("/v1/invites/nope/decline"))
         check("POST", "/v1/events/ticket", me.post("/v1/events/ticket"))
         upgrade = check("GET", "/v1/events", me.get("/v1/events"))  # no WebSocket upgrade
         assert upgrade.status_code == 426 and upgrade.headers["upgrade"] == "websocket"

@@ -30,12 +30,17 @@ from websockets.asyncio.client import ClientConnection, unix_connect
 from interapp import errors
 from interapp.agent.tokens import CLI_TOKEN_FILE
 from interapp.host import (
+    Activity,
+    ActivityResult,
     AuditReport,
     Branch,
     Buddies,
     Buddy,
     ConnectResult,
     InterappError,
+    Invite,
+    Invites,
+    InviteState,
     LinkInfo,
     LinkState,
     LocalInfo,
@@ -58,6 +63,7 @@ from interapp.host import (
     UnlinkResult,
     events,
 )
+from interapp.presence import activity_from_json, parse_iso_utc
 
 PREFIX = "/agent/v1"
 TIMEOUT = httpx.Timeout(660.0, connect=5.0)  # a connect may wait for a person at the agent
@@ -152,6 +158,22 @@ def message(d: dict[str, Any]) -> Message:
                    d.get("client_msg_id"), bool(d.get("own")))
 
 
+def activity(value: Any) -> Activity | None:
+    """An activity from the agent's JSON (None: none, or one this version cannot read)."""
+    try:
+        return activity_from_json(value, strict=False)
+    except InterappError:
+        return None
+
+
+def invite(d: dict[str, Any]) -> Invite:
+    """An :class:`Invite` from the agent's JSON."""
+    return Invite(d["target"], d["id"], d["from"], d["to"], activity(d.get("activity")),
+                  d.get("join_url"), d.get("message", ""), parse_iso_utc(d["created_at"]),
+                  parse_iso_utc(d["expires_at"]), InviteState(d["state"]),
+                  bool(d.get("outgoing")))
+
+
 def target_info(d: dict[str, Any]) -> TargetInfo:
     """A :class:`TargetInfo` from one of the agent's target rows."""
     return TargetInfo(d["name"], d["plugin"], d["server"], d.get("client_id"),
@@ -178,6 +200,11 @@ def event_from(d: dict[str, Any]) -> events.Event:
         if cls is events.BuddyCameOnline:
             return events.BuddyCameOnline(target, d["username"], PresenceState(d["state"]),
                                           d.get("status_text", ""), cursor=cursor, raw=raw)
+        if cls is events.BuddyActivity:
+            return events.BuddyActivity(target, d["username"], activity(d.get("activity")),
+                                        bool(d.get("own")), cursor=cursor, raw=raw)
+        if cls is events.InviteReceived or cls is events.InviteAnswered:
+            return cls(target, invite(d["invite"]), cursor=cursor, raw=raw)
         if cls is events.TargetConnected:
             return events.TargetConnected(target, Branch(d["branch"]), d["account"])
         if cls is not None and cls is not events.OtherEvent:
@@ -353,7 +380,7 @@ class RemoteHost:
         d = await self.call("GET", "/buddies", params={"target": target} if target else None)
         found = [Buddy(b["target"], b["id"], b["username"], b["display_name"],
                        PresenceState(b["presence"]), b["status_text"], tuple(b["groups"]),
-                       b["subscription"]) for b in d["buddies"]]
+                       b["subscription"], activity(b.get("activity"))) for b in d["buddies"]]
         problems = {n: error_from(e, 503) for n, e in d["problems"].items()}
         for name, exc in problems.items():
             exc.target = name
@@ -397,6 +424,44 @@ class RemoteHost:
             exc.target = name
         return PresenceResult(PresenceState(d["state"]), d["status_text"],
                               tuple(d["targets"]), dict(d["errors"]), problems)
+
+    # --- rich presence and invites -----------------------------------------------------------
+
+    async def set_activity(self, activity: Activity | None, *,
+                           targets: list[str] | None = None) -> ActivityResult:
+        """Set the activity through the agent, which holds it (``targets`` is ignored, as for
+        :meth:`set_presence`: every connected target, and each that connects later)."""
+        d = await self.call("PUT", "/activity", {
+            "activity": None if activity is None else activity.to_json()})
+        problems = {n: InterappError(msg) for n, msg in d["errors"].items()}
+        for name, exc in problems.items():
+            exc.target = name
+        return ActivityResult(activity, tuple(d["targets"]), dict(d["carried"]),
+                              dict(d["errors"]), problems)
+
+    async def invite(self, target: str, user: str, *, activity: Activity | None = None,
+                     join_url: str | None = None, message: str = "",
+                     client_invite_id: str | None = None) -> Invite:
+        """See :meth:`Host.invite`."""
+        body: dict[str, Any] = {"target": target, "to": user, "message": message,
+                                "join_url": join_url, "client_invite_id": client_invite_id}
+        if activity is not None:
+            body["activity"] = activity.to_json()
+        return invite(await self.call("POST", "/invites", body))
+
+    async def invites(self, target: str | None = None) -> Invites:
+        """See :meth:`Host.invites`."""
+        d = await self.call("GET", "/invites", params={"target": target} if target else None)
+        problems = {n: error_from(e, 503) for n, e in d["problems"].items()}
+        for name, exc in problems.items():
+            exc.target = name
+        return Invites([invite(i) for i in d["invites"]], problems)
+
+    async def answer_invite(self, target: str, invite_id: str, accept: bool) -> Invite:
+        """See :meth:`Host.answer_invite`."""
+        action = "accept" if accept else "decline"
+        return invite(await self.call("POST",
+                                      f"/invites/{_seg(target)}/{_seg(invite_id)}/{action}"))
 
     # --- events -----------------------------------------------------------------------------
 

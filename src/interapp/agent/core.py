@@ -40,10 +40,12 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from interapp import __version__
+from interapp.agent import routes_rich
 from interapp.agent.eventlog import EventLog
 from interapp.agent.prompts import AgentPrompter, PendingPrompt
 from interapp.host import (
     PRESENCE_STATES,
+    Activity,
     ConfigError,
     ConnectResult,
     Host,
@@ -58,6 +60,7 @@ from interapp.host import (
     TargetInfo,
     TargetState,
     events,
+    render_activity,
 )
 
 log = logging.getLogger("interapp.agent")
@@ -111,6 +114,7 @@ class Agent:
         self.tick = tick
         self.started_at = datetime.now(UTC)
         self.presence: tuple[str, str] | None = None
+        self.activity: tuple[Activity | None] | None = None  # held (routes_rich); None: never
         self._refresh_tokens = refresh_tokens
         self._links: dict[str, LinkInfo] = {}
         self._jobs: dict[str, asyncio.Task[None]] = {}
@@ -129,6 +133,7 @@ class Agent:
         if held:
             data = json.loads(held)
             self.presence = (str(data["state"]), str(data["status_text"]))
+        await routes_rich.load_held(self)
         await self._refresh_links()
         self._pump_task = asyncio.create_task(self._pump(), name="agent-pump")
         self._tasks = [self._pump_task,
@@ -185,6 +190,9 @@ class Agent:
                 if self.presence is not None:
                     state, text = self.presence
                     self._spawn(self._quietly(self.host.set_presence(state, text,
+                                                                     targets=[name])))
+                if self.activity is not None:
+                    self._spawn(self._quietly(self.host.set_activity(self.activity[0],
                                                                      targets=[name])))
                 if name not in self._jobs:
                     info = self.host.target(name)
@@ -350,6 +358,8 @@ class Agent:
                 "username": local.username},
             "user": self.host.signed_in,
             "presence": {"state": state, "status_text": text, "held": self.presence is not None},
+            "activity": self.activity[0].to_json() if self.activity and self.activity[0]
+            else None,
             "targets": self.targets(),
             "prompts": self.prompter.describe()}
 
@@ -474,7 +484,8 @@ class Agent:
         if target:
             await self._ready(target)
         found = await self.host.buddies(target)
-        return {"buddies": [b.to_dict() for b in found],
+        return {"buddies": [{**b.to_dict(), "activity_text": render_activity(b.activity)}
+                            for b in found],
                 "problems": {n: {"error": e.code, "message": e.message}
                              for n, e in found.problems.items()}}
 

@@ -89,11 +89,40 @@ class PromptOutBody(BaseModel):
     expected_account: str | None
 
 
+class PartyBody(Strict):
+    """The party: its id, size and capacity (``size`` ≤ ``max``, each 1…1000)."""
+
+    id: str | None = Field(default=None, max_length=128)
+    size: int | None = Field(default=None, ge=1, le=1000, strict=True)
+    max: int | None = Field(default=None, ge=1, le=1000, strict=True)
+
+
+class JoinBody(Strict):
+    """Where a buddy joins: an http(s) link or an application's own scheme."""
+
+    url: str = Field(min_length=1, max_length=2048)
+
+
+class ActivityBody(Strict):
+    """Rich presence, as on the interapp server: every field optional; text fields one line
+    of at most 128 characters; ``started_at`` RFC 3339 with an offset."""
+
+    name: str | None = Field(default=None, max_length=128)
+    details: str | None = Field(default=None, max_length=128)
+    state: str | None = Field(default=None, max_length=128)
+    party: PartyBody | None = None
+    started_at: str | None = Field(default=None, max_length=40)
+    join: JoinBody | None = None
+
+
 class StateOut(BaseModel):
     agent: AgentInfo
     local: LocalOut | None
     user: str | None = Field(description="The local account signed in, or null.")
     presence: PresenceHeld
+    activity: ActivityBody | None = Field(
+        default=None, description="The activity held (rich presence, as PUT /agent/v1/activity "
+                                  "takes it), or null.")
     targets: list[TargetRow]
     prompts: list[PromptOutBody]
 
@@ -206,6 +235,10 @@ class BuddyOut(BaseModel):
     status_text: str
     groups: list[str]
     subscription: str
+    activity: ActivityBody | None = Field(
+        default=None, description="What they are doing (rich presence), or null.")
+    activity_text: str = Field(default="", description="Its readable line "
+                                                       "(\"Arena · Ranked 2v2 · 2/4 · 12 min\").")
 
 
 class BuddiesOut(BaseModel):

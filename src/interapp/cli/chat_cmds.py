@@ -10,10 +10,18 @@ from typing import Annotated, Any
 
 import typer
 
+from interapp.cli import rich_cmds as rich
 from interapp.cli.common import NoInputOpt, make_prompter, run_host
 from interapp.cli.hints import render
 from interapp.cli.output import JSON_OPTION, emit
-from interapp.host import PRESENCE_STATES, ConfigError, Host, InterappError, events
+from interapp.host import (
+    PRESENCE_STATES,
+    ConfigError,
+    Host,
+    InterappError,
+    events,
+    render_activity,
+)
 
 JsonOpt = Annotated[bool, JSON_OPTION]
 ACTIONS = ("add", "accept", "remove")
@@ -28,7 +36,9 @@ def _fail_all(errors: dict[str, InterappError], total: int) -> None:
 
 def _rows(found: list[Any]) -> list[dict[str, Any]]:
     return [{"target": b.target, "username": b.username, "display_name": b.display_name,
-             "presence": str(b.presence), "status_text": b.status_text} for b in found]
+             "presence": str(b.presence), "status_text": b.status_text,
+             "activity": None if b.activity is None else b.activity.to_json(),
+             "activity_text": rich.activity_line(b.display_name, b.activity)} for b in found]
 
 
 def contacts(args: Annotated[list[str] | None, typer.Argument(
@@ -74,8 +84,12 @@ def contacts(args: Annotated[list[str] | None, typer.Argument(
 
     rows, problems, total = run_host(work, prompter)
     _fail_all(problems, total)
-    lines = [f"{r['target']:<12} {r['username']:<16} {r['display_name']:<20} "
-             f"{r['presence']:<8} {r['status_text']}" for r in rows]
+    lines = []
+    for r in rows:
+        lines.append(f"{r['target']:<12} {r['username']:<16} {r['display_name']:<20} "
+                     f"{r['presence']:<8} {r['status_text']}")
+        if r["activity_text"]:  # rich presence, on its own line under the buddy
+            lines.append(f"{'':<12} {r['activity_text']}")
     lines += [f"{k}: not available ({render(exc)})" for k, exc in problems.items()]
     header = f"{'TARGET':<12} {'USERNAME':<16} {'DISPLAY NAME':<20} {'PRESENCE':<8} STATUS"
     emit({"contacts": rows, "errors": {k: v.message for k, v in problems.items()}},
@@ -119,6 +133,9 @@ def history(name: Annotated[str, typer.Argument(help="The target.")],
 
 def _line(event: events.Event) -> str | None:
     t = event.target
+    rich_line = rich.event_line(event)
+    if rich_line is not None:
+        return rich_line
     match event:
         case events.MessageReceived(message=m):
             return f"[{t}] {m.sender} → {m.recipient}: {m.body}"
@@ -198,27 +215,55 @@ def watch(name: Annotated[str | None, typer.Argument(help="One target (default: 
 
 
 def status(text: Annotated[str, typer.Argument(help="Status text (e.g. what you play).")] = "",
-           state: Annotated[str, typer.Option(
-               "--state", help=f"{', '.join(PRESENCE_STATES)}.")] = "online",
+           state: Annotated[str | None, typer.Option(
+               "--state", help=f"{', '.join(PRESENCE_STATES)} (default online).")] = None,
+           activity_name: rich.ActivityNameOpt = None, details: rich.DetailsOpt = None,
+           activity_state: rich.ActivityStateOpt = None, party: rich.PartyOpt = None,
+           party_id: rich.PartyIdOpt = None, join_url: rich.JoinUrlOpt = None,
+           started_at: rich.StartedOpt = None, clear_activity: rich.ClearOpt = False,
            no_input: NoInputOpt = False, as_json: JsonOpt = False) -> None:
-    """Set presence and status text on every connected target."""
-    if state not in PRESENCE_STATES:
+    """Set presence and status text on every connected target; with --activity-name,
+    --details, --party … (rich presence) the activity, or --clear-activity to clear it."""
+    if state is not None and state not in PRESENCE_STATES:
         raise ConfigError(f"--state must be {', '.join(PRESENCE_STATES[:-1])} or "
                           f"{PRESENCE_STATES[-1]}")
+    activity = rich.build_activity(activity_name, details, activity_state, party, party_id,
+                                   join_url, started_at)
+    if activity is not None and clear_activity:
+        raise ConfigError("--clear-activity cannot be given with an activity")
+    with_activity = activity is not None or clear_activity
+    with_presence = not with_activity or state is not None or bool(text)
+    presence = state or "online"
 
-    async def work(host: Host) -> tuple[Any, int]:
+    async def work(host: Host) -> tuple[Any, Any, int]:
         names = [t.name for t in host.targets()]
-        result = await host.set_presence(state, text, targets=names)
-        return result, len(names)
+        result = await host.set_presence(presence, text, targets=names) \
+            if with_presence else None
+        shown = await host.set_activity(activity, targets=names) if with_activity else None
+        return result, shown, len(names)
 
-    result, total = run_host(work, make_prompter(no_input=no_input))
-    ok, failed = list(result.targets), dict(result.errors)
-    _fail_all(dict(result.problems), total)
-    line = f"{state}{' — ' + text if text else ''} on {', '.join(ok) or 'no target'}"
-    if failed:
-        line += "; not on " + ", ".join(f"{k} ({m})" for k, m in failed.items())
-    emit({"state": state, "status_text": text, "targets": ok, "errors": failed}, line,
-         as_json=as_json)
+    result, shown, total = run_host(work, make_prompter(no_input=no_input))
+    out: dict[str, Any] = {}
+    parts: list[str] = []
+    if result is not None:
+        ok, failed = list(result.targets), dict(result.errors)
+        _fail_all(dict(result.problems), total)
+        line = f"{presence}{' — ' + text if text else ''} on {', '.join(ok) or 'no target'}"
+        if failed:
+            line += "; not on " + ", ".join(f"{k} ({m})" for k, m in failed.items())
+        parts.append(line)
+        out = {"state": presence, "status_text": text, "targets": ok, "errors": failed}
+    if shown is not None:
+        if result is None:
+            _fail_all(dict(shown.problems), len(shown.carried) + len(shown.problems))
+        how = ", ".join(f"{k} ({v})" for k, v in shown.carried.items()) or "no target"
+        what = render_activity(activity) if activity else "activity cleared"
+        line = f"{what} on {how}"
+        if shown.errors:
+            line += "; not on " + ", ".join(f"{k} ({m})" for k, m in shown.errors.items())
+        parts.append(line)
+        out["activity"] = shown.to_dict()
+    emit(out, "; ".join(parts), as_json=as_json)
 
 
 def register(root: typer.Typer) -> None:
@@ -228,3 +273,4 @@ def register(root: typer.Typer) -> None:
     root.command("history")(history)
     root.command("watch")(watch)
     root.command("status")(status)
+    rich.register(root)

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
         ConfigError,
         ConnectionLost,
         InterappError,
+        InvalidActivity,
+        InvalidInvite,
+        InviteClosed,
         LinkError,
         LinkMismatch,
         LoginRefused,
@@ -41,15 +44,19 @@ if TYPE_CHECKING:
         PromptDeclined,
         PromptUnavailable,
         ServerChanged,
+        Unsupported,
         VaultTampered,
     )
     from interapp.host import events
     from interapp.host.facade import Host
     from interapp.host.lifecycle import LinkState
     from interapp.host.model import (
+        ActivityResult,
         Buddies,
         Buddy,
         ConnectResult,
+        Invite,
+        Invites,
         LinkInfo,
         LocalInfo,
         LocalUser,
@@ -62,22 +69,31 @@ if TYPE_CHECKING:
     from interapp.host.plugins import PluginInfo, available_plugins
     from interapp.host.prompts import Answers, NoInput, Prompter, PromptRequest, Scripted, Terminal
     from interapp.host.resolver import Branch, PromptReason
-    from interapp.plugins.contract import PromptField
-    from interapp.presence import PRESENCE_STATES, PresenceState
+    from interapp.plugins.contract import InviteState, PromptField
+    from interapp.presence import (
+        PRESENCE_STATES,
+        Activity,
+        Join,
+        Party,
+        PresenceState,
+        render_activity,
+    )
     from interapp.secret import Secret
     from interapp.vault.model import AuditReport
 
 _ERRORS = ("AssertionRefused", "ConfigError", "ConnectionLost", "InterappError", "LinkError",
            "LinkMismatch", "LoginRefused", "NeedsReauth", "NoLocalApp", "NotFoundError",
            "NotSignedIn", "PluginCrashed", "PluginTimeout", "PromptDeclined",
-           "PromptUnavailable", "ServerChanged", "VaultTampered")
+           "PromptUnavailable", "ServerChanged", "VaultTampered",
+           "InvalidActivity", "InvalidInvite", "InviteClosed", "Unsupported")
 
 _WHERE: dict[str, str] = {
     "Host": "interapp.host.facade",
     "LinkState": "interapp.host.lifecycle",
     **{n: "interapp.host.model" for n in (
         "Buddies", "Buddy", "ConnectResult", "LinkInfo", "LocalInfo", "LocalUser", "Message",
-        "PresenceResult", "TargetInfo", "TargetState", "UnlinkResult")},
+        "PresenceResult", "TargetInfo", "TargetState", "UnlinkResult",
+        "ActivityResult", "Invite", "Invites")},
     "PluginInfo": "interapp.host.plugins",
     "available_plugins": "interapp.host.plugins",
     **{n: "interapp.host.prompts" for n in (
@@ -85,6 +101,8 @@ _WHERE: dict[str, str] = {
     "Branch": "interapp.host.resolver",
     "PromptReason": "interapp.host.resolver",
     "PromptField": "interapp.plugins.contract",
+    "InviteState": "interapp.plugins.contract",
+    **{n: "interapp.presence" for n in ("Activity", "Join", "Party", "render_activity")},
     "PRESENCE_STATES": "interapp.presence",
     "PresenceState": "interapp.presence",
     "Secret": "interapp.secret",
@@ -94,6 +112,8 @@ _WHERE: dict[str, str] = {
 
 __all__ = [
     "PRESENCE_STATES",
+    "Activity",
+    "ActivityResult",
     "Answers",
     "AssertionRefused",
     "AuditReport",
@@ -105,6 +125,13 @@ __all__ = [
     "ConnectionLost",
     "Host",
     "InterappError",
+    "InvalidActivity",
+    "InvalidInvite",
+    "Invite",
+    "InviteClosed",
+    "InviteState",
+    "Invites",
+    "Join",
     "LinkError",
     "LinkInfo",
     "LinkMismatch",
@@ -118,6 +145,7 @@ __all__ = [
     "NoLocalApp",
     "NotFoundError",
     "NotSignedIn",
+    "Party",
     "PluginCrashed",
     "PluginInfo",
     "PluginTimeout",
@@ -136,9 +164,11 @@ __all__ = [
     "TargetState",
     "Terminal",
     "UnlinkResult",
+    "Unsupported",
     "VaultTampered",
     "available_plugins",
     "events",
+    "render_activity",
 ]
 
 

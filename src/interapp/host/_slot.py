@@ -39,7 +39,7 @@ from interapp.errors import (
     RateLimited,
     Unauthorized,
 )
-from interapp.host import _names
+from interapp.host import _names, _rich
 from interapp.host import events as ev
 from interapp.host._hub import Hub
 from interapp.host.config import Target
@@ -50,7 +50,7 @@ from interapp.host.model import Message, TargetState
 from interapp.host.prompts import Prompter
 from interapp.host.registry import Registry
 from interapp.plugins.contract import Plugin, PluginEvent, TargetConfig
-from interapp.presence import PresenceState
+from interapp.presence import Activity, PresenceState
 from interapp.vault import AuditEvent
 from interapp.vault.aio import AsyncVault
 
@@ -98,6 +98,10 @@ class Slot:
         self.stream: asyncio.Task[None] | None = None
         self.wanted_presence: tuple[PresenceState, str] | None = None
         self.seen: dict[str, tuple[PresenceState, str]] = {}
+        # rich presence (host._rich): the activity set here (a 1-tuple; None: never set) and
+        # the buddies' activities last seen
+        self.wanted_activity: tuple[Activity | None] | None = None
+        self.activities: dict[str, Activity | None] = {}
         self.on_connected: Callable[[Slot], Awaitable[None]] | None = None
 
     # --- the plug-in object ---------------------------------------------------------------
@@ -350,9 +354,10 @@ class Slot:
             username = str(data.get("username", ""))
             state, text = _presence(data.get("state")), str(data.get("status_text") or "")
             own = username in me
+            activity = _rich.activity_events(self, username, data, own, meta)
             before = self.seen.get(username, (PresenceState.OFFLINE, ""))
             if before == (state, text) and username in self.seen:
-                return []
+                return activity
             self.seen[username] = (state, text)
             out: list[ev.Event] = []
             if not own and before[0] is PresenceState.OFFLINE and \
@@ -360,7 +365,7 @@ class Slot:
                 out.append(ev.BuddyCameOnline(self.name, username, state, text, **meta))
             out.append(ev.BuddyPresence(self.name, username, state, text, before[0], own,
                                         **meta))
-            return out
+            return out + activity
         if kind == "contact_request":
             return [ev.ContactRequest(self.name, str(data.get("from", "")), **meta)]
         if kind in ("contact_added", "contact_accepted"):
@@ -373,4 +378,7 @@ class Slot:
             return [ev.ContactRemoved(self.name, str(data.get("username", "")), **meta)]
         if kind == "cursor_reset":
             return [ev.CursorReset(self.name, str(data.get("message", "")), **meta)]
+        rich = _rich.rich_events(self, conn, kind, data, meta)
+        if rich is not None:
+            return rich
         return [ev.OtherEvent(self.name, kind, **meta)]

@@ -17,14 +17,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-from interapp.host.model import Message, _plain
+from interapp.host.model import Invite, Message, _plain
 from interapp.host.resolver import Branch
-from interapp.presence import PresenceState
+from interapp.presence import Activity, PresenceState
 
 __all__ = [
-    "KINDS", "BuddyCameOnline", "BuddyPresence", "ContactAdded", "ContactRemoved",
-    "ContactRequest", "CursorReset", "Event", "EventsDropped", "LinkNeedsReauth",
-    "MessageReceived", "OtherEvent", "TargetConnected", "TargetDegraded",
+    "KINDS", "BuddyActivity", "BuddyCameOnline", "BuddyPresence", "ContactAdded",
+    "ContactRemoved", "ContactRequest", "CursorReset", "Event", "EventsDropped",
+    "InviteAnswered", "InviteReceived", "LinkNeedsReauth", "MessageReceived", "OtherEvent",
+    "TargetConnected", "TargetDegraded",
 ]
 
 
@@ -69,6 +70,42 @@ class BuddyPresence(_FromStream):
     status_text: str = ""
     previous: PresenceState = PresenceState.OFFLINE
     own: bool = False
+
+
+@dataclass(frozen=True)
+class BuddyActivity(_FromStream):
+    """A buddy's activity (rich presence) changed; ``None`` when they cleared it (``own``: it
+    is your own, set from another device). ``text`` is its readable form."""
+
+    kind: ClassVar[str] = "activity"
+    username: str
+    activity: Activity | None
+    own: bool = False
+
+    @property
+    def text(self) -> str:
+        """The readable line (``"Arena · Ranked 2v2 · 2/4 · 12 min"``)."""
+        from interapp.presence import render_activity
+
+        return render_activity(self.activity)
+
+
+@dataclass(frozen=True)
+class InviteReceived(_FromStream):
+    """A buddy invites you to join them (``invite.url``; answer with
+    ``host.answer_invite(target, invite.id, accept)``)."""
+
+    kind: ClassVar[str] = "invite"
+    invite: Invite
+
+
+@dataclass(frozen=True)
+class InviteAnswered(_FromStream):
+    """An invite was accepted, declined or expired (``invite.state``); ``invite.outgoing``
+    is True when it is one you sent (the buddy answered)."""
+
+    kind: ClassVar[str] = "invite_answer"
+    invite: Invite
 
 
 @dataclass(frozen=True)
@@ -165,4 +202,4 @@ class EventsDropped(Event):
 KINDS: Mapping[str, type[Event]] = {cls.kind: cls for cls in (
     MessageReceived, BuddyPresence, BuddyCameOnline, ContactRequest, ContactAdded,
     ContactRemoved, CursorReset, OtherEvent, TargetConnected, TargetDegraded, LinkNeedsReauth,
-    EventsDropped)}
+    EventsDropped, BuddyActivity, InviteReceived, InviteAnswered)}

@@ -41,6 +41,7 @@ from interapp.errors import ConfigError, InterappError, NoLocalApp, NotFoundErro
 from interapp.host import _names
 from interapp.host import events as ev
 from interapp.host._hub import Hub, Subscription
+from interapp.host._rich import RichPresence
 from interapp.host._slot import MAX_BACKOFF, Services, Slot, _presence
 from interapp.host.config import (
     HostConfig,
@@ -108,7 +109,7 @@ def _secret(value: Secret | str | None) -> Secret | None:
     return Secret(value)
 
 
-class Host:
+class Host(RichPresence):
     """The local application's host for one local user (see the module docstring).
 
     Make one with :meth:`Host.open`; close it with :meth:`aclose` (or ``async with``).
@@ -471,6 +472,7 @@ class Host:
             state, text = slot.wanted_presence
             with contextlib.suppress(InterappError):  # on this very connection: no reconnect
                 await slot.supervised(conn.plugin.set_presence(state, text))
+        await self._reapply_activity(slot)
         if self._hub.subscribers and (slot.stream is None or slot.stream.done()):
             self._start_stream(slot)
 
@@ -526,8 +528,9 @@ class Host:
             for b in value:
                 presence = _presence(b.presence)
                 slot.seen[b.username] = (presence, b.status_text)
+                slot.activities[b.username] = b.activity
                 found.append(Buddy(name, b.id, b.username, b.display_name, presence,
-                                   b.status_text, tuple(b.groups), b.subscription))
+                                   b.status_text, tuple(b.groups), b.subscription, b.activity))
         return Buddies(found, problems)
 
     async def send(self, target: str, to: str, body: str, *,

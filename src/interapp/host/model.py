@@ -7,7 +7,7 @@ them; ``to_dict()`` gives JSON-ready data (what ``--json`` and the agent print).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -15,15 +15,21 @@ from typing import Any
 from interapp.errors import InterappError
 from interapp.host.lifecycle import LinkState
 from interapp.host.resolver import Branch
-from interapp.presence import PresenceState
+from interapp.plugins.contract import InviteState
+from interapp.presence import Activity, PresenceState, iso_utc
 
 __all__ = [
-    "Buddies", "Buddy", "ConnectResult", "LinkInfo", "LocalInfo", "LocalUser", "Message",
-    "PresenceResult", "TargetInfo", "TargetState", "UnlinkResult",
+    "ActivityResult", "Buddies", "Buddy", "ConnectResult", "Invite", "Invites", "LinkInfo",
+    "LocalInfo", "LocalUser", "Message", "PresenceResult", "TargetInfo", "TargetState",
+    "UnlinkResult",
 ]
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, Activity):  # its wire form (the issue's JSON shape)
+        return value.to_json()
+    if isinstance(value, _Plain):  # its own to_dict (e.g. an event's Invite)
+        return value.to_dict()
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, StrEnum):
@@ -40,8 +46,8 @@ def _plain(value: Any) -> Any:
 class _Plain:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data."""
-        out: dict[str, Any] = _plain(asdict(self))  # type: ignore[call-overload]
-        return out
+        return {f.name: _plain(getattr(self, f.name))
+                for f in fields(self)}  # type: ignore[arg-type]
 
 
 class TargetState(StrEnum):
@@ -157,6 +163,8 @@ class Buddy(_Plain):
     status_text: str = ""
     groups: tuple[str, ...] = ()
     subscription: str = "both"
+    activity: Activity | None = None
+    """What they are doing (rich presence), where the target carries it."""
 
 
 class Buddies(list[Buddy]):
@@ -201,3 +209,72 @@ class PresenceResult(_Plain):
         """JSON-ready data (without ``problems``)."""
         return {"state": str(self.state), "status_text": self.status_text,
                 "targets": list(self.targets), "errors": dict(self.errors)}
+
+
+@dataclass(frozen=True)
+class ActivityResult(_Plain):
+    """Where the activity was shown, and how: ``carried`` maps each target to ``native`` /
+    ``structured`` (the network's structured form) or ``text`` (only the readable
+    :func:`~interapp.presence.render_activity` text in the status, where the network cannot
+    carry more); ``errors`` maps the targets that could not be reached to a message."""
+
+    activity: Activity | None
+    targets: tuple[str, ...]
+    carried: Mapping[str, str]
+    errors: Mapping[str, str]
+    problems: Mapping[str, InterappError] = field(default_factory=dict, compare=False,
+                                                  repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data (without ``problems``)."""
+        return {"activity": None if self.activity is None else self.activity.to_json(),
+                "targets": list(self.targets), "carried": dict(self.carried),
+                "errors": dict(self.errors)}
+
+
+@dataclass(frozen=True)
+class Invite(_Plain):
+    """An invite on one target: ``from_user`` asks ``to_user`` to join ``activity`` or
+    ``join_url``; ``outgoing`` is True when the signed-in user sent it. ``url`` is where to
+    join (the link, else the activity's)."""
+
+    target: str
+    id: str
+    from_user: str
+    to_user: str
+    activity: Activity | None
+    join_url: str | None
+    message: str
+    created_at: datetime
+    expires_at: datetime
+    state: InviteState = InviteState.PENDING
+    outgoing: bool = False
+
+    @property
+    def url(self) -> str | None:
+        """Where to join: the invite's own link, else its activity's."""
+        if self.join_url:
+            return self.join_url
+        return self.activity.join.url if self.activity and self.activity.join else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data: the wire form (``from``, ``to`` …) plus ``target``, ``outgoing``
+        and ``url``."""
+        return {"target": self.target, "id": self.id, "from": self.from_user,
+                "to": self.to_user,
+                "activity": None if self.activity is None else self.activity.to_json(),
+                "join_url": self.join_url, "url": self.url, "message": self.message,
+                "created_at": iso_utc(self.created_at), "expires_at": iso_utc(self.expires_at),
+                "state": str(self.state), "outgoing": self.outgoing}
+
+
+class Invites(list[Invite]):
+    """Open invites across targets (a list), with ``problems``: the targets that could not
+    be asked, and why."""
+
+    problems: dict[str, InterappError]
+
+    def __init__(self, invites: Iterable[Invite] = (),
+                 problems: Mapping[str, InterappError] | None = None) -> None:
+        super().__init__(invites)
+        self.problems = dict(problems or {})

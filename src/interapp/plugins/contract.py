@@ -22,6 +22,15 @@ An implementation subclasses :class:`Plugin` and is built per target. The host d
 * ``revoke(credential)`` — give the grant back to the target (RFC 7009 for OAuth targets);
 * ``close()``.
 
+Rich presence and invites (optional; the defaults raise :class:`~interapp.errors.Unsupported`,
+and the host falls back): ``set_activity(activity)`` shows an
+:class:`~interapp.presence.Activity` (the host falls back to :func:`render_activity` text in
+the status via ``set_presence``); ``invite``, ``answer_invite`` and ``invites`` send, answer and
+list :class:`Invite` s (the host falls back to a readable message with the join link). Buddies
+carry their ``activity``; events of type ``activity``, ``invite`` and ``invite_answer`` (and an
+``activity`` field on ``presence`` events) bring changes. ``PluginSpec.activity`` and
+``PluginSpec.invites`` declare, statically, how the network carries them.
+
 Failures are :mod:`interapp.errors` classes: :class:`~interapp.errors.NeedsReauth` when the target
 refuses the credential or the account information (wrong password, revoked grant),
 :class:`~interapp.errors.ConnectionLost` when it cannot be reached, and
@@ -36,16 +45,47 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Final, Literal
 
-from interapp.errors import ConfigError, MissingExtra, VaultError
-from interapp.presence import PresenceState
+from interapp.errors import ConfigError, InvalidInvite, MissingExtra, Unsupported, VaultError
+from interapp.presence import (
+    MAX_INVITE_MESSAGE,
+    Activity,
+    PresenceState,
+    activity_from_json,
+    check_join_url,
+    iso_utc,
+    parse_iso_utc,
+)
 from interapp.secret import Secret, constant_time_equals
 
 __all__ = [
-    "Buddy", "ChatMessage", "Credential", "Login", "Plugin", "PluginEvent", "PluginSpec",
-    "PresenceState", "Profile", "PromptField", "TargetConfig",
+    "ACTIVITY_SUPPORT", "EVENT_ACTIVITY", "EVENT_INVITE", "EVENT_INVITE_ANSWER",
+    "INVITE_SUPPORT", "INVITE_TTL", "Activity", "ActivitySupport", "Buddy", "ChatMessage",
+    "Credential", "Invite", "InviteState", "InviteSupport", "Login", "Plugin", "PluginEvent",
+    "PluginSpec", "PresenceState", "Profile", "PromptField", "TargetConfig",
 ]
+
+#: How a network carries an activity: ``native`` (its own structured presence, e.g. interapp),
+#: ``structured`` (a structured form attached where the network allows: XMPP PEP, a Matrix
+#: account-data event; readable text beside it) or ``text`` (only the readable status text).
+ActivitySupport = Literal["native", "structured", "text"]
+ACTIVITY_SUPPORT: Final[tuple[str, ...]] = ("native", "structured", "text")
+#: How a network carries invites: ``native`` (its own invite objects), ``message`` (a message
+#: with the structured form attached and a readable body) or ``None`` (not at all).
+InviteSupport = Literal["native", "message"] | None
+INVITE_SUPPORT: Final[tuple[str | None, ...]] = ("native", "message", None)
+
+#: PluginEvent types of rich presence: a buddy's activity changed (``data``: ``username``,
+#: ``activity`` — JSON or null); an invite arrived (``data``: ``invite`` — :meth:`Invite.to_json`);
+#: an invite the user sent was answered or expired (``data``: ``invite``).
+EVENT_ACTIVITY: Final = "activity"
+EVENT_INVITE: Final = "invite"
+EVENT_INVITE_ANSWER: Final = "invite_answer"
+#: How long an invite stays open unless the network says otherwise (seconds).
+INVITE_TTL: Final = 600
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
@@ -166,6 +206,10 @@ class PluginSpec:
     url_schemes: tuple[str, ...] = ("http", "https")
     extra: str = ""
     """The pip extra the implementation needs (``pip install 'interapp[EXTRA]'``), if any."""
+    activity: ActivitySupport = "text"
+    """How the network carries an activity (see :data:`ActivitySupport`)."""
+    invites: InviteSupport = None
+    """How the network carries invites (see :data:`InviteSupport`)."""
 
     def check(self, entry_point_name: str | None = None) -> None:
         """Validate the metadata; ConfigError naming the problem."""
@@ -180,12 +224,18 @@ class PluginSpec:
         names = [f.name for f in self.account_fields]
         if len(set(names)) != len(names):
             raise ConfigError(f"plug-in {self.name}: account field names repeat")
+        if self.activity not in ACTIVITY_SUPPORT:
+            raise ConfigError(f"plug-in {self.name}: activity must be one of "
+                              f"{', '.join(ACTIVITY_SUPPORT)}")
+        if self.invites not in INVITE_SUPPORT:
+            raise ConfigError(f"plug-in {self.name}: invites must be native, message or None")
 
     def capabilities(self) -> dict[str, Any]:
         """Capabilities as plain data, for ``interapp plugins --json``."""
         return {"refresh": self.supports_refresh, "presence": self.supports_presence,
                 "history": self.supports_history, "same_account_login": self.supports_assertion,
                 "remote_revocation": self.supports_revocation,
+                "activity": self.activity, "invites": self.invites,
                 "account_fields": [{"name": f.name, "label": f.label, "secret": f.secret}
                                    for f in self.account_fields]}
 
@@ -242,10 +292,105 @@ class Profile:
 
 @dataclass(frozen=True)
 class Buddy(Profile):
-    """A buddy-list entry."""
+    """A buddy-list entry (``activity``: what they are doing, where the network carries it)."""
 
     groups: tuple[str, ...] = ()
     subscription: str = "both"
+    activity: Activity | None = None
+
+
+class InviteState(StrEnum):
+    """Where an invite stands."""
+
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class Invite:
+    """An invitation to join the sender's activity (or a join link), from one user to a buddy.
+
+    ``from_user``/``to_user`` are usernames on the target. ``created_at``/``expires_at`` are
+    aware UTC times. Its JSON form (:meth:`to_json`: ``{"id", "from", "to", "activity",
+    "join_url", "message", "created_at", "expires_at", "state"}``) is what the interapp server
+    answers and what a message-based network attaches as the structured form.
+    """
+
+    id: str
+    from_user: str
+    to_user: str
+    activity: Activity | None
+    join_url: str | None
+    message: str
+    created_at: datetime
+    expires_at: datetime
+    state: InviteState = InviteState.PENDING
+
+    def __post_init__(self) -> None:
+        for what in ("id", "from_user", "to_user"):
+            value = getattr(self, what)
+            if not isinstance(value, str) or not value or len(value) > 256:
+                raise InvalidInvite(f"invite {what} must be a non-empty string")
+        if self.activity is not None and not isinstance(self.activity, Activity):
+            raise InvalidInvite("invite activity must be an Activity")
+        if self.join_url is not None:
+            check_join_url(self.join_url, "invite join_url", InvalidInvite)
+        if not isinstance(self.message, str) or len(self.message) > MAX_INVITE_MESSAGE:
+            raise InvalidInvite(f"invite message must be text of at most {MAX_INVITE_MESSAGE} "
+                                f"characters")
+        for what in ("created_at", "expires_at"):
+            object.__setattr__(self, what,
+                               parse_iso_utc(getattr(self, what), f"invite {what}",
+                                             InvalidInvite))
+        object.__setattr__(self, "state", _invite_state(self.state))
+
+    @property
+    def url(self) -> str | None:
+        """Where to join: the invite's own link, else its activity's."""
+        if self.join_url:
+            return self.join_url
+        if self.activity is not None and self.activity.join is not None:
+            return self.activity.join.url
+        return None
+
+    def is_open(self, now: datetime) -> bool:
+        """True while pending and not past ``expires_at``."""
+        return self.state is InviteState.PENDING and now < self.expires_at
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form (see the class docstring)."""
+        return {"id": self.id, "from": self.from_user, "to": self.to_user,
+                "activity": None if self.activity is None else self.activity.to_json(),
+                "join_url": self.join_url, "message": self.message,
+                "created_at": iso_utc(self.created_at), "expires_at": iso_utc(self.expires_at),
+                "state": str(self.state)}
+
+    @classmethod
+    def from_json(cls, obj: object, *, strict: bool = True) -> Invite:
+        """An invite from :meth:`to_json`'s form; :class:`~interapp.errors.InvalidInvite` (or
+        :class:`~interapp.errors.InvalidActivity` for its activity) when malformed."""
+        if not isinstance(obj, Mapping):
+            raise InvalidInvite("invite must be an object")
+        try:
+            return cls(id=obj["id"], from_user=obj["from"], to_user=obj["to"],
+                       activity=activity_from_json(obj.get("activity"), strict=strict),
+                       join_url=obj.get("join_url"), message=obj.get("message") or "",
+                       created_at=obj["created_at"], expires_at=obj["expires_at"],
+                       state=obj.get("state", "pending"))
+        except KeyError as exc:
+            raise InvalidInvite(f"invite has no {exc.args[0]!r}") from None
+
+
+def _invite_state(value: object) -> InviteState:
+    if isinstance(value, InviteState):
+        return value
+    try:
+        return InviteState(str(value))
+    except ValueError:
+        raise InvalidInvite(f"invite state must be one of "
+                            f"{', '.join(InviteState)}") from None
 
 
 @dataclass(frozen=True)
@@ -264,7 +409,7 @@ class ChatMessage:
 class PluginEvent:
     """A live event from the target, with the cursor to resume after it."""
 
-    type: str  # "message" | "presence" | "contact_request" | "contact_added" | ...
+    type: str  # "message" | "presence" | "contact_request" | "contact_added" | "activity" | ...
     cursor: str
     data: Mapping[str, Any]
 
@@ -345,6 +490,35 @@ class Plugin(ABC):
     async def set_presence(self, state: PresenceState, status_text: str) -> None:
         """Set the user's presence and status text (default: the target has no presence)."""
         raise ConfigError(f"plug-in {self.spec.name} has no presence")
+
+    async def set_activity(self, activity: Activity | None) -> None:
+        """Show ``activity`` (``None`` clears it) beside the user's presence.
+
+        The default raises :class:`~interapp.errors.Unsupported`: the host then shows
+        :func:`~interapp.presence.render_activity` text as the status (via
+        :meth:`set_presence`), so a network that cannot carry it never yields an error.
+        A plug-in that can carry only part (e.g. XMPP without PEP) sets the readable status
+        text itself and returns.
+        """
+        raise Unsupported(f"plug-in {self.spec.name} carries no structured activity")
+
+    async def invite(self, to: str, *, activity: Activity | None, join_url: str | None,
+                     message: str, client_invite_id: str) -> Invite:
+        """Invite buddy ``to`` to join ``activity`` or ``join_url`` (``client_invite_id``
+        makes retries safe: the same id answers the same invite).
+
+        The default raises :class:`~interapp.errors.Unsupported`: the host then sends the
+        readable :func:`~interapp.presence.render_invite` text as a message.
+        """
+        raise Unsupported(f"plug-in {self.spec.name} carries no invites")
+
+    async def answer_invite(self, invite_id: str, accept: bool) -> Invite:
+        """Accept or decline a received invite; the answered invite."""
+        raise Unsupported(f"plug-in {self.spec.name} carries no invites")
+
+    async def invites(self) -> list[Invite]:
+        """The open (pending) invites sent to and by the user."""
+        raise Unsupported(f"plug-in {self.spec.name} carries no invites")
 
     @abstractmethod
     def events(self, cursor: str | None) -> AsyncIterator[PluginEvent]:

@@ -38,19 +38,36 @@ class User:
     display_name: str
     presence: str
     status_text: str
+    activity: str | None = None  # the stored JSON text of the activity (validated on write)
 
     def profile(self) -> dict[str, Any]:
         """The public profile shape used by ``/v1/me`` and the buddy list."""
         return {"id": self.id, "username": self.username, "display_name": self.display_name,
-                "presence": self.presence, "status_text": self.status_text}
+                "presence": self.presence, "status_text": self.status_text,
+                "activity": activity_of(self.activity)}
+
+
+def activity_of(stored: str | None) -> dict[str, Any] | None:
+    """The wire form of a stored activity (it was checked before it was stored)."""
+    if not stored:
+        return None
+    value: dict[str, Any] = json.loads(stored)
+    return value
 
 
 USER_COLUMNS = (users.c.id, users.c.username, users.c.display_name, users.c.presence,
-                users.c.status_text)
+                users.c.status_text, users.c.activity)
+
+
+def user_of(row: Any) -> User:
+    """A :class:`User` from a row that starts with :data:`USER_COLUMNS`, in that order."""
+    uid, username, display_name, presence, status_text, activity = tuple(row)[:6]
+    return User(UserId(uid), username, display_name, presence, status_text, activity)
 
 
 def _user(row: Any) -> User:
-    return User(UserId(row.id), row.username, row.display_name, row.presence, row.status_text)
+    return User(UserId(row.id), row.username, row.display_name, row.presence, row.status_text,
+                row.activity)
 
 
 def check_username(username: str) -> str:

@@ -28,13 +28,15 @@ from interapp.errors import (
     ApiError,
     BadRequest,
     InterappError,
+    InvalidActivity,
+    InvalidInvite,
     OAuthError,
     PayloadTooLarge,
     RequestTimeout,
     UnavailableError,
     UpgradeRequired,
 )
-from interapp.server.api import routes, stream
+from interapp.server.api import invite_routes, routes, stream
 from interapp.server.api.errors import to_http
 from interapp.server.api.hotreads import HotReads, PageCache
 from interapp.server.api.models import (
@@ -102,6 +104,19 @@ def _validation_message(exc: RequestValidationError) -> str:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         parts.append(f"{loc}: {err.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"
+
+
+def _validation_error(path: str, exc: RequestValidationError) -> ApiError:
+    """The error for a refused body: a bad activity is ``invalid_activity`` and a bad invite
+    ``invalid_invite`` (rich presence), anything else ``bad_request``."""
+    message = _validation_message(exc)
+    locs = [tuple(err.get("loc", ())) for err in exc.errors()]
+    if any(loc[:2] == ("body", "activity") for loc in locs):
+        return InvalidActivity(message)
+    if path.startswith("/v1/invites") and not any(
+            err.get("type") == "json_invalid" for err in exc.errors()):
+        return InvalidInvite(message)
+    return BadRequest(message)
 
 
 class BodyLimit:
@@ -206,8 +221,8 @@ def create_app(settings: ServerSettings, server: AppServer | None = None) -> Fas
         return _error(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(BadRequest(_validation_message(exc)))
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(_validation_error(request.url.path, exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -282,6 +297,7 @@ def create_app(settings: ServerSettings, server: AppServer | None = None) -> Fas
         raise UpgradeRequired("/v1/events is a WebSocket: connect with Upgrade: websocket")
 
     app.include_router(routes.router, tags=["v1"])
+    app.include_router(invite_routes.router, tags=["v1"])
     app.include_router(provider_routes.router)  # authorize, device grant, OpenID Connect
     app.openapi_schema = None
     _finish_openapi(app)

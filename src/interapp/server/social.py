@@ -7,6 +7,7 @@ the caller publishes after the commit (see :mod:`interapp.server.events`).
 from __future__ import annotations
 
 import base64
+import json
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from interapp.errors import ApiNotFound, BadRequest, Conflict, Forbidden
-from interapp.server.accounts import USER_COLUMNS, User, find_user, get_user
+from interapp.presence import Activity
+from interapp.server.accounts import USER_COLUMNS, User, activity_of, find_user, get_user
 from interapp.server.events import Event, append_events
 from interapp.server.storage.fastsql import Statement, run
 from interapp.server.storage.schema import contacts, messages, users
@@ -63,7 +65,8 @@ async def list_contacts(conn: AsyncConnection, user_id: str, *, cursor: str | No
     rows = (await conn.execute(_CONTACTS_AFTER if cursor else _CONTACTS, params)).all()
     page = rows[:limit]
     items = [{"id": r.id, "username": r.username, "display_name": r.display_name,
-              "presence": r.presence, "status_text": r.status_text} for r in page]
+              "presence": r.presence, "status_text": r.status_text,
+              "activity": activity_of(r.activity)} for r in page]
     next_cursor = encode_cursor(page[-1].username) if len(rows) > limit else None
     return {"contacts": items, "next_cursor": next_cursor}
 
@@ -164,17 +167,40 @@ async def buddy_ids(conn: AsyncConnection, user_id: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-async def set_presence(conn: AsyncConnection, user: User, state: str,
-                       status_text: str) -> tuple[dict[str, Any], Published]:
-    """Set presence and status text; tell every buddy (and the user's other streams)."""
+class Keep:
+    """The activity is left as it is (``PUT /v1/presence`` without an ``activity``)."""
+
+
+KEEP = Keep()
+
+
+def stored_activity(activity: Activity | None) -> str | None:
+    """The column value of ``activity`` (canonical JSON; NULL for none or an empty one)."""
+    if activity is None or activity.is_empty:
+        return None
+    return json.dumps(activity.to_json(), separators=(",", ":"), ensure_ascii=False)
+
+
+async def set_presence(conn: AsyncConnection, user: User, state: str, status_text: str,
+                       activity: Activity | Keep | None = KEEP
+                       ) -> tuple[dict[str, Any], Published]:
+    """Set presence, status text and (unless :data:`KEEP`) the activity; tell every buddy
+    (and the user's other streams) with one ``presence`` event that carries all three."""
     if state not in PRESENCE_STATES:
         raise BadRequest(f"state must be one of {', '.join(PRESENCE_STATES)}")
-    payload = {"username": user.username, "state": state, "status_text": status_text}
+    values: dict[str, Any] = {"presence": state, "status_text": status_text}
+    if isinstance(activity, Keep):  # the stored one, read in this transaction
+        stored = (await conn.execute(sa.select(users.c.activity)
+                                     .where(users.c.id == user.id))).scalar()
+    else:
+        stored = values["activity"] = stored_activity(activity)
+    payload = {"username": user.username, "state": state, "status_text": status_text,
+               "activity": activity_of(stored)}
     audience = [user.id, *await buddy_ids(conn, user.id)]
     published = await append_events(conn, [(uid, "presence", payload) for uid in audience])
-    await conn.execute(sa.update(users).where(users.c.id == user.id)
-                       .values(presence=state, status_text=status_text))
-    return {**user.profile(), "presence": state, "status_text": status_text}, published
+    await conn.execute(sa.update(users).where(users.c.id == user.id).values(**values))
+    return {**user.profile(), "presence": state, "status_text": status_text,
+            "activity": payload["activity"]}, published
 
 
 def _conv_key(a: str, b: str) -> str:

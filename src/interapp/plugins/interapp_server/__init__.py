@@ -21,4 +21,6 @@ PLUGIN = PluginSpec(
     supports_history=True,
     supports_assertion=True,
     credential_kinds=("oauth_tokens",),
+    activity="native",
+    invites="native",
 )

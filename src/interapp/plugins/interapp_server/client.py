@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
+from urllib.parse import quote
 
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -23,6 +24,7 @@ from interapp.errors import (
     ConfigError,
     ConnectionLost,
     CursorUnknown,
+    InterappError,
     InvalidClient,
     InvalidGrant,
     NeedsReauth,
@@ -31,9 +33,13 @@ from interapp.errors import (
     Unauthorized,
 )
 from interapp.plugins.contract import (
+    EVENT_INVITE,
+    EVENT_INVITE_ANSWER,
+    Activity,
     Buddy,
     ChatMessage,
     Credential,
+    Invite,
     Login,
     Plugin,
     PluginEvent,
@@ -42,6 +48,7 @@ from interapp.plugins.contract import (
 )
 from interapp.plugins.interapp_server import PLUGIN
 from interapp.plugins.interapp_server.streamsend import StreamSends
+from interapp.presence import activity_from_json
 from interapp.secret import Secret
 
 KIND = "oauth_tokens"
@@ -60,6 +67,18 @@ def _profile(data: Mapping[str, Any]) -> Profile:
     return Profile(id=str(data["id"]), username=str(data["username"]),
                    display_name=str(data["display_name"]), presence=str(data["presence"]),
                    status_text=str(data["status_text"]))
+
+
+def _activity(value: Any) -> Activity | None:
+    """A buddy's activity as the server sent it; one this version cannot read is none."""
+    try:
+        return activity_from_json(value, strict=False)
+    except InterappError:
+        return None
+
+
+def _buddy(data: Mapping[str, Any]) -> Buddy:
+    return Buddy(**_profile(data).__dict__, activity=_activity(data.get("activity")))
 
 
 def _message(m: Mapping[str, Any]) -> ChatMessage:
@@ -161,7 +180,7 @@ class InterappPlugin(Plugin):
         while True:
             params = {"limit": "500", **({"cursor": cursor} if cursor else {})}
             page = await self.client.api("GET", "/v1/contacts", params=params)
-            out.extend(Buddy(**_profile(c).__dict__) for c in page["contacts"])
+            out.extend(_buddy(c) for c in page["contacts"])
             cursor = page.get("next_cursor")
             if not cursor:
                 return out
@@ -211,6 +230,34 @@ class InterappPlugin(Plugin):
         await self.client.api("PUT", "/v1/presence",
                               json={"state": state, "status_text": status_text})
 
+    async def set_activity(self, activity: Activity | None) -> None:
+        """PUT /v1/presence with only the activity (state and status text stay)."""
+        await self.client.api("PUT", "/v1/presence", json={
+            "activity": None if activity is None else activity.to_json()})
+
+    async def invite(self, to: str, *, activity: Activity | None, join_url: str | None,
+                     message: str, client_invite_id: str) -> Invite:
+        """POST /v1/invites (idempotent by ``client_invite_id``)."""
+        body: dict[str, Any] = {"to": to, "message": message,
+                                "client_invite_id": client_invite_id}
+        if activity is not None:
+            body["activity"] = activity.to_json()
+        if join_url is not None:
+            body["join_url"] = join_url
+        return Invite.from_json(await self.client.api("POST", "/v1/invites", json=body),
+                                strict=False)
+
+    async def answer_invite(self, invite_id: str, accept: bool) -> Invite:
+        """POST /v1/invites/{id}/accept or /decline."""
+        action = "accept" if accept else "decline"
+        data = await self.client.api("POST", f"/v1/invites/{quote(invite_id, safe='')}/{action}")
+        return Invite.from_json(data, strict=False)
+
+    async def invites(self) -> list[Invite]:
+        """GET /v1/invites: the pending ones, sent and received."""
+        data = await self.client.api("GET", "/v1/invites")
+        return [Invite.from_json(i, strict=False) for i in data["invites"]]
+
     async def events(self, cursor: str | None) -> AsyncIterator[PluginEvent]:
         """The WebSocket stream; ConnectionLost when it drops (resume with the last cursor).
 
@@ -259,8 +306,12 @@ class InterappPlugin(Plugin):
                                 raise CursorUnknown(str(event.get("message", "")),
                                                     last_seq=_seq(event.get("last_seq")))
                             raise ConnectionLost(str(event.get("message", "stream error")))
-                        yield PluginEvent(type=str(event.get("type")),
-                                          cursor=str(_seq(event.get("seq"))), data=event)
+                        kind = str(event.get("type"))
+                        if kind in (EVENT_INVITE, EVENT_INVITE_ANSWER):  # the contract's shape
+                            event = {**event, "invite": {k: v for k, v in event.items()
+                                                         if k not in ("seq", "type")}}
+                        yield PluginEvent(type=kind, cursor=str(_seq(event.get("seq"))),
+                                          data=event)
                 finally:
                     reader.cancel()
         except (ConnectionClosed, OSError, InvalidStatus, TimeoutError) as exc:

@@ -11,7 +11,7 @@ from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from interapp.errors import Forbidden, Unauthorized
-from interapp.ids import ClientId, UserId
+from interapp.ids import ClientId
 from interapp.server import accounts
 from interapp.server.accounts import User
 from interapp.server.core import AppServer
@@ -95,10 +95,9 @@ async def token_caller(conn: AsyncConnection, token: str) -> Caller:
 def _caller(row: tuple[Any, ...] | None) -> Caller:
     if row is None:
         raise Unauthorized("the access token is invalid, expired or revoked")
-    client_id, scope, user_id, username, display_name, presence, status_text = row
+    client_id, scope = row[0], row[1]
     check_scope(scope)
-    return Caller(accounts.User(UserId(user_id), username, display_name, presence, status_text),
-                  ClientId(client_id))
+    return Caller(accounts.user_of(row[2:]), ClientId(client_id))
 
 
 def token_check(token: str, user_id: str | None = None) -> Check:

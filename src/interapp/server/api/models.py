@@ -21,6 +21,37 @@ class _Strict(BaseModel):
         return value
 
 
+class PartyBody(_Strict):
+    """The party of an activity: its id, size and capacity (``size`` ≤ ``max``)."""
+
+    id: str | None = Field(default=None, max_length=128)
+    size: int | None = Field(default=None, ge=1, le=1000, strict=True)
+    max: int | None = Field(default=None, ge=1, le=1000, strict=True)
+
+
+class JoinBody(_Strict):
+    """Where a buddy joins: an http(s) link or an application's own scheme."""
+
+    url: str = Field(min_length=1, max_length=2048)
+
+
+class ActivityBody(_Strict):
+    """Rich presence: what the user is doing, beside the presence state (all optional).
+
+    Text fields are one line of at most 128 characters; ``started_at`` is an RFC 3339 time
+    with an offset; a join link may not use a scheme that runs code (``javascript:``, ``data:``,
+    ``file:``, …). A malformed activity is refused with 400 ``invalid_activity``.
+    """
+
+    name: str | None = Field(default=None, max_length=128)
+    details: str | None = Field(default=None, max_length=128)
+    state: str | None = Field(default=None, max_length=128)
+    party: PartyBody | None = None
+    started_at: str | None = Field(default=None, max_length=40,
+                                   examples=["2026-12-03T11:48:00.000Z"])
+    join: JoinBody | None = None
+
+
 class Profile(_Strict):
     """An account's profile."""
 
@@ -29,6 +60,7 @@ class Profile(_Strict):
     display_name: str
     presence: Presence
     status_text: str
+    activity: ActivityBody | None = None
 
 
 class ContactList(_Strict):
@@ -52,6 +84,7 @@ class ContactOut(_Strict):
     display_name: str
     presence: Presence
     status_text: str
+    activity: ActivityBody | None = None
     state: Literal["pending", "accepted"]
 
 
@@ -71,10 +104,48 @@ class PendingList(_Strict):
 
 
 class PresenceIn(_Strict):
-    """``PUT /v1/presence``."""
+    """``PUT /v1/presence``: ``state`` (and ``status_text``, cleared when absent), and/or
+    ``activity`` (absent: unchanged; ``null``: cleared). A body of only ``activity`` keeps the
+    state and status text as they are."""
 
-    state: Presence
+    state: Presence | None = None
     status_text: str = Field(default="", max_length=256)
+    activity: ActivityBody | None = None
+
+
+class InviteIn(_Strict):
+    """``POST /v1/invites``: invite a buddy to ``activity`` or ``join_url`` (neither: the
+    sender's current activity). A repeated ``client_invite_id`` returns the same invite."""
+
+    to: str = Field(min_length=1, max_length=64)
+    activity: ActivityBody | None = None
+    join_url: str | None = Field(default=None, min_length=1, max_length=2048)
+    message: str = Field(default="", max_length=500)
+    client_invite_id: str | None = Field(default=None, min_length=1, max_length=128)
+    expires_in: int = Field(default=600, ge=1, le=86400,
+                            description="Seconds until the invite expires (default 10 min).")
+
+
+class InviteOut(BaseModel):
+    """An invite, as answered and as carried by ``invite``/``invite_answer`` events."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    id: str
+    from_: str = Field(alias="from")
+    to: str
+    activity: ActivityBody | None
+    join_url: str | None
+    message: str
+    created_at: str
+    expires_at: str
+    state: Literal["pending", "accepted", "declined", "expired"]
+
+
+class InviteList(BaseModel):
+    """``GET /v1/invites``: the pending invites sent to and by the caller, oldest first."""
+
+    invites: list[InviteOut]
 
 
 class MessageIn(_Strict):

@@ -9,7 +9,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from interapp.errors import Unauthorized
+from interapp.errors import BadRequest, Unauthorized
+from interapp.presence import Activity, activity_from_json
 from interapp.server import social
 from interapp.server.api.deps import Caller, authenticate_token, server, token_check
 from interapp.server.api.models import (
@@ -108,10 +109,22 @@ async def remove_contact(request: Request, contact_id: str, who: Auth) -> Respon
 
 @router.put("/presence", response_model=Profile)
 async def put_presence(request: Request, body: PresenceIn, who: Auth) -> dict[str, Any]:
-    """Set presence and status text (e.g. a game state); buddies get a ``presence`` event."""
+    """Set presence, status text and/or the activity (rich presence: what the user plays);
+    buddies get a ``presence`` event carrying all three."""
     srv = server(request)
+    given = body.model_fields_set
+    activity: Activity | social.Keep | None = social.KEEP
+    if "activity" in given:
+        activity = activity_from_json(None if body.activity is None
+                                      else body.activity.model_dump())
+    if body.state is None:
+        if given != {"activity"}:
+            raise BadRequest("state: Field required")
+        state, text = who.user.presence, who.user.status_text
+    else:
+        state, text = body.state, body.status_text
     async with srv.db.begin() as conn:
-        out, published = await social.set_presence(conn, who.user, body.state, body.status_text)
+        out, published = await social.set_presence(conn, who.user, state, text, activity)
     await srv.hub.publish(published)
     return out
 

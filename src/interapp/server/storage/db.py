@@ -32,7 +32,7 @@ from interapp.server.storage.sqlite_inloop import BUSY_TIMEOUT_MS, Checkpointer,
 
 log = logging.getLogger("interapp.server.storage")
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 TURN_TIMEOUT = 30.0  # seconds a SQLite transaction waits for its turn (the pool's timeout)
 MIGRATION_LOCK_KEY = 0x1A7E_A9F5  # pg_advisory_xact_lock key serialising schema migrations
 

@@ -22,6 +22,8 @@ users = sa.Table(
     sa.Column("password_hash", sa.String(255), nullable=True),
     sa.Column("presence", sa.String(16), nullable=False, server_default="offline"),
     sa.Column("status_text", sa.String(256), nullable=False, server_default=""),
+    # rich presence (0007): the activity's JSON (interapp.presence.Activity.to_json), or NULL
+    sa.Column("activity", sa.Text, nullable=True),
     sa.Column("last_seq", sa.BigInteger, nullable=False, server_default="0"),
     # the trusted issuer whose assertion created the account (None: a local account); only it
     # signs in to the account by RFC 7523, unless the operator allowed another (rfc7523)
@@ -170,6 +172,27 @@ contacts = sa.Table(
     # "accepted" | "outgoing" (user asked contact) | "incoming" (contact asked user)
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+)
+
+invites = sa.Table(  # rich presence (0007): an invitation to join the sender's activity
+    "invites",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("sender_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("recipient_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("client_invite_id", sa.String(128), nullable=False),
+    sa.Column("activity", sa.Text, nullable=True),  # Activity.to_json, or NULL
+    sa.Column("join_url", sa.String(2048), nullable=True),
+    sa.Column("message", sa.String(500), nullable=False, server_default=""),
+    sa.Column("state", sa.String(16), nullable=False),  # pending|accepted|declined|expired
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("answered_at", sa.Float, nullable=True),
+    sa.UniqueConstraint("sender_id", "client_invite_id", name="uq_invites_sender_client"),
+    sa.Index("ix_invites_recipient_state", "recipient_id", "state"),
+    sa.Index("ix_invites_sender_state", "sender_id", "state"),
 )
 
 messages = sa.Table(
