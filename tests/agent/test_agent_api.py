@@ -35,6 +35,10 @@ EXPECTED = {
     ("put", "/agent/v1/presence"), ("get", "/agent/v1/events"), ("put", "/agent/v1/local"),
     ("post", "/agent/v1/session"), ("delete", "/agent/v1/session"), ("get", "/agent/v1/links"),
     ("get", "/agent/v1/audit"),
+    # rich presence and invites (issue 15)
+    ("put", "/agent/v1/activity"), ("get", "/agent/v1/invites"), ("post", "/agent/v1/invites"),
+    ("post", "/agent/v1/invites/{target}/{invite_id}/accept"),
+    ("post", "/agent/v1/invites/{target}/{invite_id}/decline"),
 }
 #: Not fuzzed: they would send the local app's metadata request, or a sign-in, to whatever
 #: server a generated string names (these tests talk to 127.0.0.1 only), or sign alice out.
@@ -176,7 +180,16 @@ def test_good_input_answers_match_the_document(served: Any) -> None:
                  ("put", "/agent/v1/presence", "/agent/v1/presence",
                   {"state": "away", "status_text": "checking"}),
                  ("post", "/agent/v1/targets/{name}/connect",
-                  "/agent/v1/targets/chatter/connect", {})]
+                  "/agent/v1/targets/chatter/connect", {}),
+                 ("put", "/agent/v1/activity", "/agent/v1/activity",
+                  {"activity": {"name": "Arena", "party": {"size": 2, "max": 4},
+                                "join": {"url": "arena://join/1"}}}),
+                 ("get", "/agent/v1/buddies", "/agent/v1/buddies?target=chatter", None),
+                 ("get", "/agent/v1/state", "/agent/v1/state", None),
+                 ("post", "/agent/v1/invites", "/agent/v1/invites",
+                  {"target": "chatter", "to": "bob", "message": "schema check"}),
+                 ("get", "/agent/v1/invites", "/agent/v1/invites?target=chatter", None),
+                 ("put", "/agent/v1/activity", "/agent/v1/activity", {"activity": None})]
         for method, path, url, body in calls:
             resp = api.request(method.upper(), url, json=body)
             assert resp.status_code < 300, (url, resp.text)
