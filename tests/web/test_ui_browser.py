@@ -12,15 +12,18 @@ checks that no secret reached a page, the UI server's output or the data folder.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from playwright.sync_api import Page, ViewportSize, expect
 from web_kit import PW, WRONG, UIProcess, World, run_async, shot
+from websockets.sync.client import connect as ws_connect
 
 from interapp.vault import Vault
 
@@ -309,6 +312,79 @@ def test_buddy_comes_online_live(page: Page, world: World) -> None:
     world.peer("carol").presence("away", "brb")
     expect(page.locator('.buddy[data-target="chatter"][data-user="carol"]')
            ).to_have_attribute("data-presence", "away")
+
+
+def bob_answers(world: World) -> Any:
+    """bob's own event stream at chatter (a real WebSocket, bob's token)."""
+    bob = world.peer("bob")
+    url = world.servers["chatter"].url.replace("http://", "ws://") + "/v1/events"
+    return ws_connect(url, additional_headers={
+        "Authorization": bob.http.headers["Authorization"]}, open_timeout=10)
+
+
+def next_answer(ws: Any) -> dict[str, Any]:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        event: dict[str, Any] = json.loads(ws.recv(timeout=15))
+        if event["type"] == "invite_answer":
+            return event
+    raise AssertionError("no invite_answer reached bob")
+
+
+def test_buddy_activity_and_invite_cards(page: Page, world: World) -> None:
+    """Issue 15: the buddy list shows a buddy's activity, and an invite is a card with Join
+    (accept, then the join link in a new window) and Decline; bob hears each answer."""
+    bob = world.peer("bob")
+    started = (datetime.now(UTC) - timedelta(minutes=12, seconds=5)).isoformat()
+    arena = {"name": "Arena", "details": "Ranked 2v2", "party": {"id": "p-1", "size": 2,
+                                                                 "max": 4},
+             "started_at": started, "join": {"url": "https://arena.example/j/1"}}
+    resp = bob.http.put("/v1/presence", json={"activity": arena})
+    assert resp.status_code == 200, resp.text
+    button = page.locator('.buddy[data-target="chatter"][data-user="bob"]')
+    expect(button.locator(".activity")).to_have_text("Bob — Arena · Ranked 2v2 · 2/4 · 12 min")
+    joined: list[str] = []
+
+    def arena_site(route: Any) -> None:
+        joined.append(route.request.url)
+        route.fulfill(status=200, content_type="text/html", body="<p>joined</p>")
+
+    page.context.route("https://arena.example/**", arena_site)
+    with bob_answers(world) as answers:
+        sent = bob.http.post("/v1/invites", json={"to": "alice", "activity": arena,
+                                                  "message": "one more?"})
+        assert sent.status_code == 201, sent.text
+        card = page.locator(f'.invite-card[data-invite="{sent.json()["id"]}"]')
+        expect(card).to_contain_text("Bob invites you to Arena · Ranked 2v2 · 2/4 · 12 min")
+        expect(card).to_contain_text("“one more?”")
+        expect(card).to_contain_text("Join opens arena.example")
+        page.evaluate("document.getElementById('notices').replaceChildren()")
+        shot(page, "activity-and-invite", full_page=True)
+        with page.context.expect_page() as opened:
+            card.get_by_role("button", name="Join").click()
+        window = opened.value
+        window.wait_for_load_state()
+        assert window.url == "https://arena.example/j/1"
+        window.close()
+        expect(card).to_have_count(0)
+        answer = next_answer(answers)
+        assert (answer["id"], answer["state"]) == (sent.json()["id"], "accepted")
+        # a second invite, declined: no window, bob hears "declined"
+        again = bob.http.post("/v1/invites", json={"to": "alice",
+                                                   "join_url": "https://arena.example/j/2"})
+        assert again.status_code == 201, again.text
+        card = page.locator(f'.invite-card[data-invite="{again.json()["id"]}"]')
+        expect(card).to_contain_text("Bob invites you")
+        card.get_by_role("button", name="Decline").click()
+        expect(card).to_have_count(0)
+        answer = next_answer(answers)
+        assert (answer["id"], answer["state"]) == (again.json()["id"], "declined")
+    page.context.unroute("https://arena.example/**")
+    assert joined == ["https://arena.example/j/1"]
+    expect(page.locator("#invites-panel")).to_be_hidden()
+    # bob stops playing: the line goes
+    assert bob.http.put("/v1/presence", json={"activity": None}).status_code == 200
+    expect(button.locator(".activity")).to_have_count(0)
 
 
 def test_set_own_presence_on_every_connected_target(page: Page, world: World) -> None:

@@ -99,8 +99,9 @@ def create_app(agent: AgentLink, sessions: Sessions, *,
             return page(request, "setup.html", local)
         if not local.signed_in:
             return page(request, "signin.html", local, error="", username=local.username or "")
-        return page(request, "index.html", local, targets=snap.targets(),
-                    groups=await views.buddy_groups(snap), my_presence=snap.presence)
+        groups = await views.buddy_groups(snap)  # first: invites name the buddies in it
+        return page(request, "index.html", local, targets=snap.targets(), groups=groups,
+                    invites=await views.invites(snap), my_presence=snap.presence)
 
     async def signin_page(request: Request) -> Response:
         try:
@@ -145,6 +146,10 @@ def create_app(agent: AgentLink, sessions: Sessions, *,
     async def buddies_fragment(request: Request) -> Response:
         snap = await snapshot()
         return page(request, "_buddies.html", snap.local, groups=await views.buddy_groups(snap))
+
+    async def invites_fragment(request: Request) -> Response:
+        snap = await snapshot()
+        return page(request, "_invites.html", snap.local, invites=await views.invites(snap))
 
     async def unlink_confirm(request: Request) -> Response:
         name = request.path_params["name"]
@@ -212,6 +217,7 @@ def create_app(agent: AgentLink, sessions: Sessions, *,
         Route("/signout", signout, methods=["POST"]),
         Route("/fragments/targets", targets_fragment),
         Route("/fragments/buddies", buddies_fragment),
+        Route("/fragments/invites", invites_fragment),
         Route("/targets/{name}/unlink", unlink_confirm, methods=["GET"]),
         Route("/targets/{name}/unlink", unlink_do, methods=["POST"]),
         WebSocketRoute(f"{PREFIX}/events", events),

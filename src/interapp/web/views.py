@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from interapp.host import InterappError
+from interapp.presence import activity_from_json, check_join_url, render_activity
 from interapp.web.agentlink import AgentLink
 
 RECONNECTING = ("degraded", "connecting")
@@ -62,6 +64,8 @@ class BuddyView:
     display_name: str
     presence: str
     status_text: str
+    activity_text: str = ""
+    """What they are doing (rich presence), readable: ``Arena · Ranked 2v2 · 2/4 · 12 min``."""
 
 
 @dataclass
@@ -73,6 +77,26 @@ class BuddyGroup:
     account: str
     connected: bool = True
     buddies: list[BuddyView] = field(default_factory=list)
+
+
+@dataclass
+class InviteView:
+    """An invite a buddy sent, waiting for Join or Decline."""
+
+    target: str
+    id: str
+    sender: str
+    sender_name: str
+    what: str
+    message: str
+    url: str
+    expires_at: str
+
+    @property
+    def where(self) -> str:
+        """Where Join goes, short: the link's host (or its scheme, for an app's own link)."""
+        parts = urlsplit(self.url)
+        return parts.netloc or f"{parts.scheme}:"
 
 
 @dataclass
@@ -175,7 +199,8 @@ class Views:
                     found = await self.agent.call("GET", "/buddies", params={"target": name})
                     self._buddies[name] = (str(account or ""), sorted(
                         (BuddyView(name, str(b["username"]), str(b["display_name"]),
-                                   str(b["presence"]), str(b["status_text"]))
+                                   str(b["presence"]), str(b["status_text"]),
+                                   str(b.get("activity_text") or ""))
                          for b in found["buddies"]), key=_rank))
                 except InterappError:
                     pass  # it dropped just now: what was shown stays, marked reconnecting
@@ -189,3 +214,36 @@ class Views:
         for name in set(self._buddies) - set(snap.rows()):
             self._buddies.pop(name, None)
         return groups
+
+    async def invites(self, snap: Snapshot) -> list[InviteView]:
+        """The open invites buddies sent (``GET /invites?target=`` of each connected
+        target), newest first; none when nobody is signed in. A join link the UI would not
+        open is left out."""
+        if snap.state.get("user") is None:
+            return []
+        found: list[dict[str, Any]] = []
+        for name, row in sorted(snap.rows().items()):
+            if row["state"] != "connected":
+                continue  # asking across every target would try to connect the others
+            try:
+                answer = await self.agent.call("GET", "/invites", params={"target": name})
+                found += answer.get("invites", [])
+            except InterappError:
+                continue
+        names = {(g, b.username): b.display_name for g, (_, bs) in self._buddies.items()
+                 for b in bs}
+        out = []
+        for i in found:
+            if i.get("outgoing") or i.get("state") != "pending" or not i.get("url"):
+                continue
+            try:
+                url = check_join_url(i["url"])
+                activity = activity_from_json(i.get("activity"), strict=False)
+                what = render_activity(activity) if activity is not None else ""
+            except (InterappError, ValueError, TypeError):
+                continue
+            sender = str(i["from"])
+            out.append(InviteView(str(i["target"]), str(i["id"]), sender,
+                                  names.get((str(i["target"]), sender), sender), what,
+                                  str(i.get("message") or ""), url, str(i["expires_at"])))
+        return sorted(out, key=lambda v: v.expires_at, reverse=True)

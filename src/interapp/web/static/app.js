@@ -88,6 +88,7 @@ async function swap(id) {
   box.innerHTML = html; // server-rendered, autoescaped by Jinja2
   if (focused) box.querySelector(`[data-key="${CSS.escape(focused)}"]`)?.focus();
   if (id === "buddies") decorateBuddies();
+  if (id === "invites") $("invites-panel").hidden = !box.querySelector(".invite-card");
   return true;
 }
 
@@ -288,6 +289,39 @@ $("presence-form")?.addEventListener("submit", async (event) => {
     out.textContent = "the interapp UI server does not answer";
   }
 });
+
+// --- invites (rich presence) ------------------------------------------------------------------
+//
+// A buddy's invite arrives as an `invite` event; the card (server-rendered from the agent's
+// GET /invites) offers Join — accept, then open the join link in a new window — and Decline.
+
+$("invites")?.addEventListener("click", async (event) => {
+  const button = event.target.closest("[data-answer]");
+  const card = button?.closest(".invite-card");
+  if (!card) return;
+  const { target, invite, url } = card.dataset;
+  const accept = button.dataset.answer === "accept";
+  for (const b of card.querySelectorAll("button")) b.disabled = true;
+  let res;
+  try {
+    res = await api("POST", `/invites/${enc(target)}/${enc(invite)}/${accept ? "accept" : "decline"}`);
+  } catch {
+    notice("the interapp UI server does not answer", "error");
+    for (const b of card.querySelectorAll("button")) b.disabled = false;
+    return;
+  }
+  if (res.ok && accept && url) window.open(url, "_blank", "noopener,noreferrer");
+  if (!res.ok) notice(`${target}: ${res.data?.message ?? `failed (${res.status})`}`, "error");
+  refresh("invites");
+});
+
+function onInviteAnswer(invite) {
+  refresh("invites");
+  if (invite.outgoing && invite.state !== "pending") {
+    notice(`${invite.to} ${invite.state === "expired" ? "did not answer" : invite.state} your invite on ${invite.target}`,
+      invite.state === "accepted" ? "ok" : "info");
+  }
+}
 
 // --- chat -------------------------------------------------------------------------------------
 //
@@ -526,6 +560,7 @@ function resync() { // the agent's log no longer reaches back far enough: reload
   syncPrompts();
   refresh("targets");
   refresh("buddies");
+  refresh("invites");
   if (chat) loadHistory(null);
 }
 
@@ -548,6 +583,12 @@ function handle(ev) {
       notice(`${ev.username} asks to be your buddy on ${ev.target} (interapp contacts accept ${ev.target} ${ev.username})`);
       break;
     case "contact_added": case "contact_removed": refresh("buddies"); break;
+    case "activity": if (!ev.own) refresh("buddies"); break;
+    case "invite":
+      refresh("invites");
+      if (!ev.invite?.outgoing) notice(`${ev.invite?.from} invites you on ${ev.target}`, "ok");
+      break;
+    case "invite_answer": onInviteAnswer(ev.invite ?? {}); break;
     case "link_needs_reauth": notice(`${ev.target}: ${ev.reason}`, "error"); refresh("targets"); refresh("buddies"); break;
     case "target_connected":
       if (chat?.target === ev.target && chat.loaded) loadHistory(null); // what it missed
@@ -570,6 +611,7 @@ function connectLive() {
     syncPrompts();
     refresh("targets");
     refresh("buddies");
+    refresh("invites");
     if (chat?.loaded) loadHistory(null); // catch up on what arrived while the link was down
     flush();
   });
@@ -588,6 +630,10 @@ async function start() {
   connectLive();
   flushLater();
   setInterval(checkTargets, PAGE_CHECK_MS);
+  setInterval(() => { // "12 min" grows; invites expire
+    if (document.querySelector(".buddy .activity")) refresh("buddies");
+    if (document.querySelector(".invite-card")) refresh("invites");
+  }, 60000);
 }
 
 start();
