@@ -25,10 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from interapp.errors import (
+        AccessDenied,
         AssertionRefused,
+        AuthorizationMismatch,
         ConfigError,
         ConnectionLost,
+        ExpiredToken,
         InterappError,
+        InvalidGrant,
         LinkError,
         LinkMismatch,
         LoginRefused,
@@ -42,6 +46,7 @@ if TYPE_CHECKING:
         PromptUnavailable,
         ServerChanged,
         VaultTampered,
+        WayUnavailable,
     )
     from interapp.host import events
     from interapp.host.facade import Host
@@ -60,9 +65,21 @@ if TYPE_CHECKING:
         UnlinkResult,
     )
     from interapp.host.plugins import PluginInfo, available_plugins
-    from interapp.host.prompts import Answers, NoInput, Prompter, PromptRequest, Scripted, Terminal
-    from interapp.host.resolver import Branch, PromptReason
-    from interapp.plugins.contract import PromptField
+    from interapp.host.prompts import (
+        Answers,
+        LinkCompletion,
+        Messages,
+        NoInput,
+        OpenUrlRequest,
+        Prompter,
+        PromptRequest,
+        Scripted,
+        ShowCodeRequest,
+        Terminal,
+        has_display,
+    )
+    from interapp.host.resolver import Branch, PromptReason, WayReason
+    from interapp.plugins.contract import LinkWay, PromptField
     from interapp.presence import PRESENCE_STATES, PresenceState
     from interapp.secret import Secret
     from interapp.vault.model import AuditReport
@@ -70,7 +87,9 @@ if TYPE_CHECKING:
 _ERRORS = ("AssertionRefused", "ConfigError", "ConnectionLost", "InterappError", "LinkError",
            "LinkMismatch", "LoginRefused", "NeedsReauth", "NoLocalApp", "NotFoundError",
            "NotSignedIn", "PluginCrashed", "PluginTimeout", "PromptDeclined",
-           "PromptUnavailable", "ServerChanged", "VaultTampered")
+           "PromptUnavailable", "ServerChanged", "VaultTampered",
+           "AccessDenied", "AuthorizationMismatch", "ExpiredToken", "InvalidGrant",
+           "WayUnavailable")
 
 _WHERE: dict[str, str] = {
     "Host": "interapp.host.facade",
@@ -81,10 +100,13 @@ _WHERE: dict[str, str] = {
     "PluginInfo": "interapp.host.plugins",
     "available_plugins": "interapp.host.plugins",
     **{n: "interapp.host.prompts" for n in (
-        "Answers", "NoInput", "Prompter", "PromptRequest", "Scripted", "Terminal")},
+        "Answers", "NoInput", "Prompter", "PromptRequest", "Scripted", "Terminal",
+        "LinkCompletion", "Messages", "OpenUrlRequest", "ShowCodeRequest", "has_display")},
     "Branch": "interapp.host.resolver",
     "PromptReason": "interapp.host.resolver",
+    "WayReason": "interapp.host.resolver",
     "PromptField": "interapp.plugins.contract",
+    "LinkWay": "interapp.plugins.contract",
     "PRESENCE_STATES": "interapp.presence",
     "PresenceState": "interapp.presence",
     "Secret": "interapp.secret",
@@ -94,30 +116,38 @@ _WHERE: dict[str, str] = {
 
 __all__ = [
     "PRESENCE_STATES",
+    "AccessDenied",
     "Answers",
     "AssertionRefused",
     "AuditReport",
+    "AuthorizationMismatch",
     "Branch",
     "Buddies",
     "Buddy",
     "ConfigError",
     "ConnectResult",
     "ConnectionLost",
+    "ExpiredToken",
     "Host",
     "InterappError",
+    "InvalidGrant",
+    "LinkCompletion",
     "LinkError",
     "LinkInfo",
     "LinkMismatch",
     "LinkState",
+    "LinkWay",
     "LocalInfo",
     "LocalUser",
     "LoginRefused",
     "Message",
+    "Messages",
     "NeedsReauth",
     "NoInput",
     "NoLocalApp",
     "NotFoundError",
     "NotSignedIn",
+    "OpenUrlRequest",
     "PluginCrashed",
     "PluginInfo",
     "PluginTimeout",
@@ -132,13 +162,17 @@ __all__ = [
     "Scripted",
     "Secret",
     "ServerChanged",
+    "ShowCodeRequest",
     "TargetInfo",
     "TargetState",
     "Terminal",
     "UnlinkResult",
     "VaultTampered",
+    "WayReason",
+    "WayUnavailable",
     "available_plugins",
     "events",
+    "has_display",
 ]
 
 

@@ -21,4 +21,5 @@ PLUGIN = PluginSpec(
     supports_history=True,
     supports_assertion=True,
     credential_kinds=("oauth_tokens",),
+    link_ways=("browser", "device", "password"),
 )
