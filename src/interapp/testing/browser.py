@@ -18,9 +18,10 @@ offers no password prompt. The real-Chromium version of the same drive is in the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -172,8 +173,8 @@ class BrowserUser:
         self.progress: list[str] = []
         self._tasks: set[asyncio.Task[httpx.Response]] = set()
 
-    def _start(self, work: object) -> None:
-        task: asyncio.Task[httpx.Response] = asyncio.ensure_future(work)  # type: ignore[arg-type]
+    def _start(self, work: Coroutine[Any, Any, httpx.Response]) -> None:
+        task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
