@@ -286,11 +286,14 @@ class RemoteHost:
     # --- connecting: the prompt is answered here ---------------------------------------------
 
     async def connect(self, name: str, prompter: Prompter | None = None, *,
-                      account: str | None = None, reconnect: bool = False) -> ConnectResult:
+                      account: str | None = None, reconnect: bool = False,
+                      via: str | None = None) -> ConnectResult:
         """See :meth:`Host.connect`; a prompt is answered by ``prompter`` (this command's)."""
         face = prompter or self.prompter
-        out = await self.call("POST", f"/targets/{_seg(name)}/connect",
-                              {"account": account, "reconnect": reconnect})
+        body: dict[str, Any] = {"account": account, "reconnect": reconnect}
+        if via is not None:
+            body["via"] = via
+        out = await self.call("POST", f"/targets/{_seg(name)}/connect", body)
         while "prompt" in out:
             out = await self._answer(face, out["prompt"])
         if "pending" in out:
@@ -299,7 +302,7 @@ class RemoteHost:
         d = out["connected"]
         return ConnectResult(d["target"], Branch(d["branch"]), d["account"], d["account_id"],
                              d["display_name"], link_info(d["link"]) if d.get("link") else None,
-                             d.get("explain", ""))
+                             d.get("explain", ""), d.get("way"), d.get("way_reason"))
 
     async def _answer(self, face: Prompter, p: dict[str, Any]) -> Any:
         request = PromptRequest(

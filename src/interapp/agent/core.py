@@ -245,11 +245,11 @@ class Agent:
         return outcome.result()
 
     def _start_job(self, name: str, *, account: str | None = None,
-                   reconnect: bool = False) -> None:
+                   reconnect: bool = False, via: str | None = None) -> None:
         async def job() -> None:
             try:
                 result = await self.host.connect(name, self.prompter, account=account,
-                                                 reconnect=reconnect)
+                                                 reconnect=reconnect, via=via)
                 self._retry.pop(name, None)
                 outcome = Outcome("connected", _connected(result))
             except InterappError as exc:
@@ -405,7 +405,7 @@ class Agent:
             await asyncio.gather(job, return_exceptions=True)
 
     async def connect(self, name: str, *, account: str | None = None, reconnect: bool = False,
-                      wait: float = CONNECT_WAIT) -> dict[str, Any]:
+                      wait: float = CONNECT_WAIT, via: str | None = None) -> dict[str, Any]:
         """Connect ``name``: ``{"connected": …}``, or ``{"prompt": …}`` to answer first."""
         info = self.host.target(name)
         if self.host.signed_in is None:
@@ -418,7 +418,7 @@ class Agent:
             return {"connected": _connected(await self.host.connect(name, NoInput()))}
         future = self._waiter(name)
         if name not in self._jobs:
-            self._start_job(name, account=account, reconnect=reconnect)
+            self._start_job(name, account=account, reconnect=reconnect, via=via)
         return await self._outcome(name, future, wait)
 
     async def answer(self, prompt_id: str, answers: dict[str, Any] | None,

@@ -122,6 +122,9 @@ class ConnectIn(Strict):
                                 description="The remote account you mean (a link to another "
                                             "is refused).")
     reconnect: bool = Field(default=False, description="Run the flow again (re-link).")
+    via: Literal["browser", "device", "password"] | None = Field(
+        default=None, description="The link way to sign in with, should a sign-in be needed "
+                                  "(default: the most secure one offered).")
 
 
 class LinkOut(BaseModel):
