@@ -203,3 +203,33 @@ class BrowserUser:
         """Wait for the browser's work (and surface its errors)."""
         if self._tasks:
             await asyncio.gather(*list(self._tasks))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m interapp.testing.browser URL``: sign in and allow, as a system browser would
+    (``BROWSER="python -m interapp.testing.browser %s"`` makes :func:`webbrowser.open` run it).
+    The account comes from ``INTERAPP_TEST_BROWSER_USER`` and ``…_PASSWORD``; ``…_DECISION``
+    is ``allow`` (default) or ``deny``."""
+    import os
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.stderr.write("usage: python -m interapp.testing.browser URL\n")
+        return 2
+    browser = FormBrowser(os.environ["INTERAPP_TEST_BROWSER_USER"],
+                          os.environ["INTERAPP_TEST_BROWSER_PASSWORD"],
+                          decision=os.environ.get("INTERAPP_TEST_BROWSER_DECISION", "allow"))
+
+    async def go() -> int:
+        try:
+            page = await browser.authorize(args[0])
+        finally:
+            await browser.aclose()
+        return 0 if page.status_code == 200 else 1
+
+    return asyncio.run(go())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
