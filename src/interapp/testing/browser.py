@@ -96,8 +96,17 @@ class FormBrowser:
         """Close the connections."""
         await self.http.aclose()
 
+    def _loopback_is_secure(self) -> None:
+        """Like browsers, treat http://127.0.0.1 and localhost as a secure context: their
+        ``Secure`` cookies (Synapse's SSO session cookie) are sent back over plain http."""
+        for cookie in self.http.cookies.jar:
+            if cookie.secure and cookie.domain.lstrip(".") in ("127.0.0.1", "localhost",
+                                                               "localhost.local"):
+                cookie.secure = False
+
     async def _follow(self, resp: httpx.Response) -> httpx.Response:
         for _ in range(MAX_HOPS):
+            self._loopback_is_secure()
             if resp.status_code not in (301, 302, 303, 307, 308):
                 return resp
             location = urljoin(str(resp.url), resp.headers["location"])
@@ -187,8 +196,14 @@ class BrowserUser:
         self.opened.append(request)
         if self.decline:
             return False
-        self._start(self.browser.authorize(request.url))
+        self._start(self._browse(request))
         return True
+
+    async def _browse(self, request: OpenUrlRequest) -> httpx.Response:
+        page = await self.browser.authorize(request.url)
+        if not request.completion.answered:  # the browser ended elsewhere: the person closes
+            request.completion.cancel()       # the window, as the face's Cancel would
+        return page
 
     async def show_code(self, request: ShowCodeRequest) -> None:
         """Read the code off the screen and type it on the device page."""
