@@ -24,7 +24,7 @@ MAX_REQUEST = 16384
 READ_TIMEOUT = 10.0
 PAGE = (b"<!doctype html><meta charset=utf-8><title>interapp</title>"
         b"<meta name=viewport content='width=device-width'>"
-        b"<body style='font-family:sans-serif;margin:3em'><h1 id=done>Signed in</h1>"
+        b"<body style='font-family:sans-serif;margin:3em'><h1 id=done>%s</h1>"
         b"<p>You can close this window and go back to your application.</body>")
 
 
@@ -69,7 +69,9 @@ class Loopback:
             if ours:
                 self._done = True
                 self._on_answer(f"http://127.0.0.1:{self.port}{target}")
-                status, body = b"200 OK", PAGE
+                failed = "error=" in urlsplit(target).query
+                status = b"200 OK"
+                body = PAGE % (b"Not signed in" if failed else b"Signed in")
             else:
                 status, body = b"404 Not Found", b"not found"
             writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: text/html; charset=utf-8"
