@@ -403,3 +403,29 @@ async def test_reauth_through_the_browser_as_another_account_is_refused(world: W
         await browser2.aclose()
     finally:
         await browser.aclose()
+
+
+async def test_a_client_not_allowed_the_browser_or_device_falls_back_to_the_password(
+        world: World) -> None:
+    db = Database.open(f"sqlite:///{world.tmp}/chatter.db")
+    async with db.begin() as conn:  # what every host client could do before issue 14
+        cid, secret = await accounts.create_client(conn, "old host", public=False)
+    await db.close()
+
+    class Anything(BrowserUser):
+        async def ask(self, request: Any) -> Any:
+            return await Scripted({"username": "alice",
+                                   "password": PW["alice@chatter"]}).ask(request)
+
+    browser = FormBrowser("alice", PW["alice@chatter"])
+    try:
+        async with world.host() as host:
+            await host.add_target("old", plugin="interapp", server=world.chatter.url,
+                                  client_id=cid, client_secret=secret)
+            c = await host.connect("old", Anything(browser))
+        assert (c.way, c.way_reason) == ("password", "only_way")
+        assert "would not start browser" in c.explain and "trying device" in c.explain
+        assert "would not start device" in c.explain and "trying password" in c.explain
+        assert browser.visited == []  # no page was ever opened
+    finally:
+        await browser.aclose()

@@ -54,6 +54,7 @@ from interapp.host.resolver import (
     StoreLink,
     TargetUnavailable,
     WayReason,
+    WayRefused,
 )
 from interapp.secret import Secret
 
@@ -708,6 +709,7 @@ def sample_event(event_type: type[Event]) -> Event:
         PromptDeclined: PromptDeclined(),
         PromptUnavailable: PromptUnavailable(),
         AuthorizationFailed: AuthorizationFailed("access_denied", "the user said no"),
+        WayRefused: WayRefused("no redirect URI registered"),
     }
     return samples[event_type]
 
@@ -1191,3 +1193,21 @@ def test_an_authorization_is_tried_once() -> None:
     r.start()
     failed = r.send(LoginRefused("no"))[-1]
     assert isinstance(failed, Failed) and failed.code == "login_refused"
+
+
+def test_a_refused_way_falls_back_to_the_next_one() -> None:
+    r = Resolver(make_req(ways=ALL_WAYS))
+    assert _authorize(r.start()).way is LinkWay.BROWSER
+    act = _authorize(r.send(WayRefused("no redirect URI")))
+    assert act.way is LinkWay.DEVICE and r.attempt == 1
+    actions = r.send(WayRefused("no device grant"))
+    assert isinstance(actions[-1], Prompt) and r.way is LinkWay.PASSWORD
+    assert r.way_reason is WayReason.ONLY_WAY
+    assert "would not start browser (no redirect URI): trying device" in r.explain()
+
+
+def test_a_refused_way_that_was_asked_for_is_way_unavailable() -> None:
+    r = Resolver(make_req(ways=ALL_WAYS, requested_way=LinkWay.DEVICE))
+    r.start()
+    failed = r.send(WayRefused("no device grant"))[-1]
+    assert isinstance(failed, Failed) and failed.code == "way_unavailable"

@@ -87,6 +87,18 @@ class PromptOutBody(BaseModel):
     attempt: int
     max_attempts: int
     expected_account: str | None
+    kind: Literal["fields", "open_url", "show_code"] = Field(
+        default="fields", description="fields: answer the fields; open_url: open url in a "
+        "browser, then answer {} (or {\"callback_url\": …}); show_code: show user_code and "
+        "verification_uri, then answer {} to wait for the outcome")
+    way_reason: str | None = Field(default=None, description="Why this link way (open_url, "
+                                   "show_code)")
+    url: str | None = Field(default=None, description="open_url: the target's sign-in page")
+    redirect_uri: str | None = Field(default=None, description="open_url: where it returns")
+    user_code: str | None = Field(default=None, description="show_code: the code to type")
+    verification_uri: str | None = Field(default=None, description="show_code: where")
+    verification_uri_complete: str | None = None
+    expires_in: float | None = None
 
 
 class StateOut(BaseModel):

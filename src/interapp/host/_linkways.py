@@ -37,6 +37,9 @@ from interapp.errors import (
     InterappError,
     PromptUnavailable,
     SlowDown,
+    UnauthorizedClient,
+    UnsupportedResponseType,
+    WayUnavailable,
 )
 from interapp.host import resolver as r
 from interapp.host._loopback import Loopback
@@ -61,6 +64,13 @@ def _failure(exc: InterappError) -> r.Event:
     if isinstance(exc, ConnectionLost):
         return r.TargetUnavailable(exc.message)
     return r.AuthorizationFailed(exc.code, exc.message)
+
+
+def _not_started(exc: InterappError) -> r.Event:
+    """An error starting a way: this host may not use it there (try another), or a failure."""
+    if isinstance(exc, UnauthorizedClient | UnsupportedResponseType | WayUnavailable):
+        return r.WayRefused(exc.message)
+    return _failure(exc)
 
 
 def _succeeded(login: Login) -> Outcome:
@@ -102,7 +112,7 @@ async def browser(plugin: Plugin, prompter: Prompter, target: str, action: r.Aut
         try:
             start = await plugin.begin_browser(listener.redirect_uri, state)
         except InterappError as exc:
-            return _failure(exc), None
+            return _not_started(exc), None
         request = OpenUrlRequest(target, start.url, start.redirect_uri, action.reason,
                                  completion, action.expected_account, action.reason_code,
                                  action.cause, action.way_reason)
@@ -139,7 +149,7 @@ async def device(plugin: Plugin, prompter: Prompter, target: str, action: r.Auth
     try:
         start = await plugin.begin_device()
     except InterappError as exc:
-        return _failure(exc), None
+        return _not_started(exc), None
     request = ShowCodeRequest(target, start.user_code, start.verification_uri,
                               start.verification_uri_complete, start.expires_in,
                               action.reason, completion, action.expected_account,

@@ -108,6 +108,7 @@ from interapp.host.resolver.model import (
     StoreLink,
     TargetUnavailable,
     WayReason,
+    WayRefused,
 )
 from interapp.plugins.contract import LinkWay, PromptField
 
@@ -153,5 +154,6 @@ __all__ = [
     "TargetUnavailable",
     "TraceStep",
     "WayReason",
+    "WayRefused",
     "describe_action",
 ]

@@ -51,6 +51,7 @@ from interapp.host.resolver.model import (
     StoreLink,
     TargetUnavailable,
     WayReason,
+    WayRefused,
 )
 from interapp.plugins.contract import LinkWay
 from interapp.plugins.linkways import SECURITY_ORDER
@@ -112,6 +113,7 @@ TRANSITIONS: Mapping[tuple[State, type[Event]], str] = MappingProxyType(
         (_S.AWAIT_AUTHORIZATION, PromptDeclined): "_on_prompt_declined",
         (_S.AWAIT_AUTHORIZATION, PromptUnavailable): "_on_prompt_unavailable",
         (_S.AWAIT_AUTHORIZATION, TargetUnavailable): "_on_prompt_unreachable",
+        (_S.AWAIT_AUTHORIZATION, WayRefused): "_on_way_refused",
     }
 )
 
@@ -182,6 +184,8 @@ class Resolver:
         self._outcome: Connected | Failed | None = None
         self._way: LinkWay | None = None
         self._way_reason: WayReason | None = None
+        self._refused_ways: list[LinkWay] = []
+        self._asking: tuple[str, PromptReason, str] = ("", PromptReason.NO_LINK, "")
         self._trace: list[TraceStep] = []
         self._notes: list[str] = []
 
@@ -497,6 +501,7 @@ class Resolver:
     def _authorize(self, reason: str, code: PromptReason, cause: str) -> list[Action]:
         """Sign in through the browser or a device code: one attempt."""
         assert self._way is not None and self._way_reason is not None
+        self._asking = (reason, code, cause)
         self._attempt += 1
         self._state = State.AWAIT_AUTHORIZATION
         expected = self._expected()
@@ -754,3 +759,22 @@ class Resolver:
                 f"{event.reason}; {self._nothing_stored()}", cause=event.reason,
             ),
         ]
+
+    def _on_way_refused(self, event: WayRefused) -> list[Action]:
+        req = self._req
+        assert self._way is not None
+        self._refused_ways.append(self._way)
+        self._attempt -= 1  # the sign-in never started
+        left = [w for w in SECURITY_ORDER if w in req.usable_ways and w not in self._refused_ways]
+        if req.requested_way is not None or not left:
+            why = "it was asked for" if req.requested_way is not None else "no other way is left"
+            return [self._failed(
+                "way_unavailable",
+                f"{req.target} would not start linking through {self._way} for this "
+                f"application ({event.reason}), and {why}; {self._nothing_stored()}",
+                cause=event.reason)]
+        self._note(f"{req.target} would not start {self._way} ({event.reason}): trying "
+                   f"{left[0]} instead")
+        self._way = left[0]
+        self._way_reason = WayReason.MOST_SECURE if len(left) > 1 else WayReason.ONLY_WAY
+        return self._prompt(*self._asking)

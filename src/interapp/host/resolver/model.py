@@ -273,6 +273,14 @@ class AuthorizationFailed(Event):
     reason: str
 
 
+@dataclass(frozen=True)
+class WayRefused(Event):
+    """The target would not even start this link way for this host (its OAuth client lacks
+    the grant or the loopback redirect URI, …): the next way offered is tried instead."""
+
+    reason: str
+
+
 #: Every event type, for exhaustive tests and drivers.
 EVENT_TYPES: tuple[type[Event], ...] = (
     AssertionObtained,
@@ -284,6 +292,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     PromptDeclined,
     PromptUnavailable,
     AuthorizationFailed,
+    WayRefused,
 )
 
 

@@ -22,8 +22,9 @@ import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import httpx
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -38,6 +39,8 @@ from interapp.errors import (
     OAuthError,
     SlowDown,
     Unauthorized,
+    UnauthorizedClient,
+    from_wire,
 )
 from interapp.plugins.contract import (
     BrowserStart,
@@ -162,8 +165,31 @@ class InterappPlugin(Plugin):
                            "code_challenge": challenge, "code_challenge_method": "S256"})
         issuer = str(md["issuer"]) if md.get(
             "authorization_response_iss_parameter_supported") else None
-        return BrowserStart(f"{md['authorization_endpoint']}?{query}", redirect_uri, issuer,
-                            {"code_verifier": verifier})
+        url = f"{md['authorization_endpoint']}?{query}"
+        await self._preflight(url, redirect_uri)
+        return BrowserStart(url, redirect_uri, issuer, {"code_verifier": verifier})
+
+    async def _preflight(self, url: str, redirect_uri: str) -> None:
+        """Ask the authorization endpoint first, without a browser (nobody is signed in: no
+        code can be issued): a client or redirect URI it does not know gets its error page,
+        a grant the client may not use its error redirect — better found now than after the
+        user waited at a page that never comes back."""
+        try:
+            resp = await self.client.http.get(url, follow_redirects=False)
+        except httpx.HTTPError as exc:
+            raise ConnectionLost(f"cannot reach {self.target.name}: {type(exc).__name__}") \
+                from exc
+        if resp.status_code in (302, 303):
+            back = dict(parse_qsl(urlsplit(resp.headers.get("location", "")).query))
+            if back.get("error"):
+                raise from_wire(400, {"error": back["error"],
+                                      "error_description": back.get("error_description", "")})
+        elif resp.status_code == 400:
+            raise UnauthorizedClient(
+                f"{self.target.name} does not know this host's client or its redirect URI "
+                f"(register {redirect_uri.split(':')[0]}://127.0.0.1/callback for it)")
+        elif resp.status_code >= 500:
+            raise ConnectionLost(f"{self.target.name} answered {resp.status_code}")
 
     async def finish_browser(self, start: BrowserStart, answer: Mapping[str, str]) -> Login:
         """Redeem the code with the PKCE verifier and the same redirect URI."""
