@@ -36,6 +36,7 @@ from interapp.host import (
     Buddy,
     ConnectResult,
     InterappError,
+    LinkCompletion,
     LinkInfo,
     LinkState,
     LocalInfo,
@@ -43,6 +44,7 @@ from interapp.host import (
     LoginRefused,
     Message,
     NoInput,
+    OpenUrlRequest,
     PluginTimeout,
     PresenceResult,
     PresenceState,
@@ -53,9 +55,11 @@ from interapp.host import (
     PromptRequest,
     PromptUnavailable,
     Secret,
+    ShowCodeRequest,
     TargetInfo,
     TargetState,
     UnlinkResult,
+    WayReason,
     events,
 )
 
@@ -290,7 +294,11 @@ class RemoteHost:
                       via: str | None = None) -> ConnectResult:
         """See :meth:`Host.connect`; a prompt is answered by ``prompter`` (this command's)."""
         face = prompter or self.prompter
-        body: dict[str, Any] = {"account": account, "reconnect": reconnect}
+        body: dict[str, Any] = {"account": account, "reconnect": reconnect,
+                                "can": [w for w, method in (("browser", "open_url"),
+                                                            ("device", "show_code"))
+                                        if callable(getattr(face, method, None))],
+                                "headless": bool(getattr(face, "headless", False))}
         if via is not None:
             body["via"] = via
         out = await self.call("POST", f"/targets/{_seg(name)}/connect", body)
@@ -305,6 +313,8 @@ class RemoteHost:
                              d.get("explain", ""), d.get("way"), d.get("way_reason"))
 
     async def _answer(self, face: Prompter, p: dict[str, Any]) -> Any:
+        if p.get("kind") in ("open_url", "show_code"):
+            return await self._link_way(face, p)
         request = PromptRequest(
             p["target"], tuple(PromptField(f["name"], f["label"], bool(f["secret"]))
                                for f in p["fields"]),
@@ -327,6 +337,33 @@ class RemoteHost:
                                  target=request.target)
         plain = {k: v.reveal() if isinstance(v, Secret) else v for k, v in answers.items()}
         return await self.call("POST", f"/prompts/{_seg(p['id'])}", {"answers": plain})
+
+    async def _link_way(self, face: Prompter, p: dict[str, Any]) -> Any:
+        """An ``open_url`` / ``show_code`` prompt: this command's face opens the page or
+        shows the code; the agent's own loopback listener gets the answer, or it polls."""
+        decline = {"decline": True}
+        completion = LinkCompletion()
+        reason_code = PromptReason(p.get("reason_code", "no_link"))
+        why = WayReason(p.get("way_reason") or "most_secure")
+        try:
+            if p["kind"] == "open_url":
+                opened = await face.open_url(OpenUrlRequest(  # type: ignore[attr-defined]
+                    p["target"], p["url"], p.get("redirect_uri", ""), p["reason"], completion,
+                    p.get("expected_account"), reason_code, p.get("cause", ""), why))
+                if opened is False:
+                    await self.call("POST", f"/prompts/{_seg(p['id'])}", decline)
+                    raise PromptDeclined(f"{p['target']}: the sign-in was declined",
+                                         target=p["target"])
+            else:
+                await face.show_code(ShowCodeRequest(  # type: ignore[attr-defined]
+                    p["target"], p["user_code"], p["verification_uri"],
+                    p.get("verification_uri_complete"), float(p.get("expires_in") or 600),
+                    p["reason"], completion, p.get("expected_account"), reason_code,
+                    p.get("cause", ""), why))
+        except PromptUnavailable:
+            await self.call("POST", f"/prompts/{_seg(p['id'])}", decline)
+            raise
+        return await self.call("POST", f"/prompts/{_seg(p['id'])}", {"answers": {}})
 
     # --- links ----------------------------------------------------------------------------
 

@@ -137,6 +137,11 @@ class ConnectIn(Strict):
     via: Literal["browser", "device", "password"] | None = Field(
         default=None, description="The link way to sign in with, should a sign-in be needed "
                                   "(default: the most secure one offered).")
+    can: list[Literal["browser", "device", "password"]] | None = Field(
+        default=None, max_length=3, description="The link ways this client can show "
+        "(browser: open_url prompts, device: show_code prompts); default: password only.")
+    headless: bool = Field(default=False, description="No browser where the client runs: "
+                           "the device way is preferred.")
 
 
 class LinkOut(BaseModel):
@@ -164,6 +169,10 @@ class ConnectedBody(BaseModel):
     display_name: str
     link: LinkOut | None
     explain: str = Field(description="The resolver's trace, step by step.")
+    way: Literal["browser", "device", "password"] | None = Field(
+        default=None, description="How the user signed in (None: no sign-in was needed).")
+    way_reason: str | None = Field(default=None, description="Why that way: requested, "
+                                   "remembered, headless, most_secure, only_way.")
 
 
 class ConnectedOut(BaseModel):

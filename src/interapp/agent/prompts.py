@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,3 +182,27 @@ class AgentPrompter:
     def describe(self) -> list[dict[str, Any]]:
         """Every open prompt, oldest first."""
         return [p.describe() for p in self.pending.values()]
+
+    def limited(self, ways: Collection[str] | None, *, headless: bool = False) -> LimitedPrompter:
+        """This prompter as a face that can do only ``ways`` (what the client that asked
+        can show: ``browser``, ``device``; ``password`` always). None: the password only
+        (clients that do not say, and the agent's own reconnects)."""
+        return LimitedPrompter(self, set(ways or ()), headless)
+
+
+class LimitedPrompter:
+    """An :class:`AgentPrompter` offering only the link ways a client can show."""
+
+    interactive = True
+
+    def __init__(self, inner: AgentPrompter, ways: set[str], headless: bool) -> None:
+        self._inner = inner
+        self.headless = headless
+        self.open_url: Callable[[OpenUrlRequest], Awaitable[bool]] | None = (
+            inner.open_url if "browser" in ways else None)
+        self.show_code: Callable[[ShowCodeRequest], Awaitable[None]] | None = (
+            inner.show_code if "device" in ways else None)
+
+    async def ask(self, request: PromptRequest) -> Answers | None:
+        """The password way: as :meth:`AgentPrompter.ask`."""
+        return await self._inner.ask(request)
