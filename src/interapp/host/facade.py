@@ -666,6 +666,7 @@ class Host:
         await self._vault.delete_link(link.id, detail={"remote_revocation": outcome})
         # a new link may be to another remote account, whose events have seqs of their own
         await self._vault.delete_secret(_names.cursor(name, user))
+        await self._vault.delete_secret(_names.link_way(link.id))
         await self._stop_slot(name)
         return UnlinkResult(name, revoked, True, note)
 
