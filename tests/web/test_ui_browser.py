@@ -522,6 +522,56 @@ def test_the_cli_sees_what_the_ui_did(world: World) -> None:
     assert re.match(r"^http://127\.0\.0\.1:\d+$", r.json()["issuer"])
 
 
+GRANTS = ("authorization_code", "password", "refresh_token")
+
+
+def test_link_on_the_targets_own_sign_in_page(page: Page, world: World) -> None:
+    """Issue 14: a target whose client may use the browser way is linked on its own sign-in
+    page, opened by the UI in a new window; the link is finished when the page sends the
+    browser back (to the agent's loopback listener) — no password typed into interapp."""
+    from interapp.host import Host
+
+    chatter = world.servers["chatter"]
+    cid, secret = chatter.create_client("host-browser", redirect_uris=(
+        "http://127.0.0.1/callback",), grant_types=GRANTS)
+    assert secret is not None
+
+    async def add() -> None:
+        async with Host.open(world.home, env=world.env) as host:
+            await host.add_target("chat2", plugin="interapp", server=chatter.url,
+                                  client_id=cid, client_secret=secret)
+
+    run_async(add)
+    target = page.locator('.target[data-target="chat2"]')
+    expect(target.get_by_role("button", name="Connect chat2")).to_be_visible(timeout=10_000)
+    target.get_by_role("button", name="Connect chat2").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_role("heading")).to_have_text("Sign in to chat2")
+    expect(dialog).to_contain_text("opens in a new window")
+    assert dialog.locator("input").count() == 0  # nothing to type here
+    with page.context.expect_page() as opened:
+        dialog.get_by_role("button", name="Open chat2's sign-in page").click()
+    window = opened.value
+    window.wait_for_selector("#signin-form")
+    assert window.url.startswith(f"{chatter.url}/oauth/authorize?")
+    expect(dialog.get_by_role("button", name="Waiting for the sign-in…")).to_be_disabled()
+    window.fill("#signin-username", "alice")
+    window.fill("#signin-password", PW["alice@chatter"])
+    window.click("#signin-submit")
+    window.click("#consent-allow")
+    window.wait_for_load_state()
+    assert window.url.startswith("http://127.0.0.1:") and "/callback?" in window.url
+    assert "Signed in" in window.inner_text("body")  # the agent's loopback listener
+    window.close()
+    expect(dialog).to_be_hidden(timeout=15_000)
+    expect(target).to_have_attribute("data-state", "linked")
+    expect(target).to_contain_text("connected as alice")
+    expect(page.locator("#notices")).to_contain_text("connected to chat2 as alice")
+    assert PW["alice@chatter"] not in page.content()
+    links = {str(ln.target): ln for ln in links_in_vault(world)}
+    assert links["chat2"].remote_account_name == "alice"
+
+
 def test_sign_out(page: Page, world: World) -> None:
     page.goto(page.url.split("#")[0])
     page.get_by_role("button", name="Sign out").click()

@@ -115,8 +115,9 @@ $("targets")?.addEventListener("click", async (event) => {
   button.disabled = true;
   button.textContent = "Connecting…";
   try {
-    // reconnect: the flow runs again (Re-link repairs the same link)
-    outcome(target, await api("POST", `/targets/${enc(target)}/connect`, { reconnect: true }));
+    // reconnect: the flow runs again (Re-link repairs the same link); can: this page can
+    // open the target's own sign-in page (the browser way), where the target offers one
+    outcome(target, await api("POST", `/targets/${enc(target)}/connect`, { reconnect: true, can: ["browser"] }));
   } catch {
     notice("the interapp UI server does not answer", "error");
     refresh("targets");
@@ -127,6 +128,7 @@ $("targets")?.addEventListener("click", async (event) => {
 
 const prompts = [];
 let shown = null;
+let waiting = null; // the open_url prompt whose sign-in runs in another window
 const typed = new Map(); // target -> what was typed in non-secret fields (kept for a re-prompt)
 
 function addPrompt(prompt) {
@@ -138,6 +140,7 @@ function closePrompt(id) {
   const at = prompts.findIndex((p) => p.id === id);
   if (at >= 0) prompts.splice(at, 1);
   if (shown?.id === id) {
+    if (waiting === id) return; // its window is still open: the answer says how it ended
     shown = null;
     if ($("prompt").open) $("prompt").close();
   }
@@ -159,7 +162,6 @@ function showPrompt() {
   if (!dialog || shown || prompts.length === 0) return;
   shown = prompts[0];
   $("prompt-target").textContent = shown.target;
-  $("prompt-target-2").textContent = shown.target;
   $("prompt-reason").textContent = shown.reason;
   $("prompt-reason").setAttribute("role", shown.attempt > 1 ? "alert" : "none");
   $("prompt-reason").className = shown.attempt > 1 ? "problem" : "";
@@ -168,6 +170,13 @@ function showPrompt() {
   $("prompt-error").textContent = "";
   const fields = $("prompt-fields");
   fields.replaceChildren();
+  const page = shown.kind === "open_url";
+  $("prompt-hint").textContent = page
+    ? `You sign in on ${shown.target}'s own page; interapp on this computer never sees your password there, and stores the link only when the sign-in succeeds.`
+    : `What you type goes only to interapp on this computer, which signs in to ${shown.target} with it. Nothing is stored unless the sign-in succeeds.`;
+  if (page) {
+    fields.append(el("p", { id: "prompt-page", text: `${shown.target}'s sign-in page opens in a new window. Sign in there; this finishes by itself when you are back.` }));
+  }
   for (const f of shown.fields) {
     const id = `prompt-field-${f.name}`;
     fields.append(
@@ -183,13 +192,33 @@ function showPrompt() {
   setPromptBusy(false);
   dialog.showModal();
   const first = [...fields.querySelectorAll("input")].find((i) => !i.value) ?? fields.querySelector("input");
-  first?.focus();
+  (first ?? $("prompt-ok")).focus();
 }
 
 function setPromptBusy(busy) {
   $("prompt-ok").disabled = busy;
   $("prompt-cancel").disabled = busy;
-  $("prompt-ok").textContent = busy ? "Checking…" : "Sign in";
+  const page = shown?.kind === "open_url";
+  $("prompt-ok").textContent = busy
+    ? (page ? "Waiting for the sign-in…" : "Checking…")
+    : (page ? `Open ${shown.target}'s sign-in page` : "Sign in");
+}
+
+async function signInOnThePage() { // the browser way: the target's page, in a new window
+  if (!shown) return;
+  const { id, url } = shown;
+  if (!/^https?:\/\//i.test(url ?? "")) {
+    $("prompt-error").textContent = "The sign-in page's address is not a web address.";
+    return;
+  }
+  window.open(url, "_blank", "noopener"); // in the click: no popup blocker
+  waiting = id;
+  try {
+    await answerPrompt({ answers: {} }); // returns once the target's page sent the user back
+  } finally {
+    if (waiting === id) waiting = null;
+    closePrompt(id);
+  }
 }
 
 async function answerPrompt(body) {
@@ -210,6 +239,7 @@ async function answerPrompt(body) {
     $("prompt-error").textContent = res.data?.message ?? "Not accepted";
     return;
   }
+  if (waiting === id) waiting = null;
   closePrompt(id);
   if (res.status === 404) { refresh("targets"); return; } // answered elsewhere, or timed out
   outcome(target, res);
@@ -217,6 +247,7 @@ async function answerPrompt(body) {
 
 $("prompt-form")?.addEventListener("submit", (event) => {
   event.preventDefault();
+  if (shown?.kind === "open_url") { signInOnThePage(); return; }
   const answers = {};
   const plain = {};
   for (const input of $("prompt-fields").querySelectorAll("input")) {
