@@ -23,7 +23,7 @@ PKG = SRC / "interapp"
 
 CORE = ("interapp.errors", "interapp.secret", "interapp.ids", "interapp.presence",
         "interapp.paths", "interapp.extras", "interapp.plugins.contract", "interapp.host.lifecycle",
-        "interapp.host.resolver")
+        "interapp.host.resolver", "interapp.plugins.linkways")
 #: The core modules a face may import directly (besides interapp.host's public names).
 FACE_ALLOWED_CORE = ("interapp.errors", "interapp.secret", "interapp.presence",
                      "interapp.paths", "interapp.extras")

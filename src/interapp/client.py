@@ -26,6 +26,7 @@ JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
 
 
 @functools.cache
@@ -121,6 +122,24 @@ class ServerClient:
                                 subject_token_type=ACCESS_TOKEN_TYPE,
                                 requested_token_type=JWT_TOKEN_TYPE, audience=audience)
         return Secret(str(body["access_token"]))
+
+    async def code_grant(self, code: Secret, *, code_verifier: Secret,
+                         redirect_uri: str) -> dict[str, Any]:
+        """RFC 6749 §4.1.3 with the RFC 7636 ``code_verifier``."""
+        return await self.token(grant_type="authorization_code", code=code.reveal(),
+                                code_verifier=code_verifier.reveal(), redirect_uri=redirect_uri)
+
+    async def device_authorization(self, scope: str) -> dict[str, Any]:
+        """RFC 8628 §3.1: start a device authorization (client authenticated)."""
+        form = {"scope": scope} if scope else {}
+        auth = self._client_auth(form)
+        resp = await self._request("POST", "/oauth/device_authorization", data=form, auth=auth)
+        body: dict[str, Any] = resp.json()
+        return body
+
+    async def device_grant(self, device_code: Secret) -> dict[str, Any]:
+        """RFC 8628 §3.4: one poll (``authorization_pending`` … are raised as errors)."""
+        return await self.token(grant_type=DEVICE_CODE, device_code=device_code.reveal())
 
     async def revoke(self, token: Secret, hint: str = "refresh_token") -> None:
         """RFC 7009."""

@@ -55,7 +55,9 @@ through :data:`REGISTRY`, shared by the server (which renders them) and the clie
     │   ├── AssertionRefused         same account system: no assertion, no fallback
     │   ├── LinkMismatch             a different remote account than the link's
     │   ├── NeedsReauth              the stored credential was refused
-    │   └── ServerChanged            the target now names another server than the link's
+    │   ├── ServerChanged            the target now names another server than the link's
+    │   ├── AuthorizationMismatch    a browser answer with the wrong state or iss (RFC 9207)
+    │   └── WayUnavailable           the link way asked for (--via) is not offered here
     ├── VaultError                   the encrypted link vault
     │   ├── VaultLocked              no master key available
     │   └── VaultTampered            ciphertext or audit chain failed verification
@@ -461,6 +463,20 @@ class ServerChanged(LinkError):
     its credential is never sent there."""
 
     code = "server_changed"
+
+
+class AuthorizationMismatch(LinkError):
+    """The browser came back with another ``state`` than the host sent, or without the
+    target's ``iss`` (RFC 9207): the answer is not used (possible CSRF or mix-up attack)."""
+
+    code = "authorization_mismatch"
+
+
+class WayUnavailable(LinkError):
+    """The link way asked for (``--via browser|device|password``) is not offered by the
+    target's plug-in or server, or this face cannot do it."""
+
+    code = "way_unavailable"
 
 
 class VaultError(InterappError):

@@ -23,11 +23,14 @@ from interapp.host.resolver import (
     Action,
     AssertionObtained,
     AssertionRefused,
+    AuthorizationFailed,
+    Authorize,
     Branch,
     Connected,
     Event,
     Failed,
     LinkSnapshot,
+    LinkWay,
     LoginRefused,
     LoginSucceeded,
     LoginWithAnswers,
@@ -50,6 +53,8 @@ from interapp.host.resolver import (
     State,
     StoreLink,
     TargetUnavailable,
+    WayReason,
+    WayRefused,
 )
 from interapp.secret import Secret
 
@@ -73,8 +78,8 @@ class Credential:
         return f"Credential(token={self.token!r})"
 
 
-def make_link(state: str = "linked") -> LinkSnapshot:
-    return LinkSnapshot(LINK_ID, "r-bob", "bob", state)
+def make_link(state: str = "linked", way: str = "") -> LinkSnapshot:
+    return LinkSnapshot(LINK_ID, "r-bob", "bob", state, way=way)
 
 
 def make_req(
@@ -85,6 +90,10 @@ def make_req(
     interactive: bool = True,
     max_attempts: int = 3,
     fields: tuple[PromptField, ...] = FIELDS,
+    ways: tuple[LinkWay, ...] = (),
+    offered_ways: tuple[LinkWay, ...] = (),
+    requested_way: LinkWay | None = None,
+    headless: bool = False,
 ) -> ResolveRequest:
     return ResolveRequest(
         target=TARGET,
@@ -96,6 +105,10 @@ def make_req(
         prompt_fields=fields,
         interactive=interactive,
         max_attempts=max_attempts,
+        ways=ways,
+        offered_ways=offered_ways,
+        requested_way=requested_way,
+        headless=headless,
     )
 
 
@@ -695,6 +708,8 @@ def sample_event(event_type: type[Event]) -> Event:
         PromptAnswered: answered(),
         PromptDeclined: PromptDeclined(),
         PromptUnavailable: PromptUnavailable(),
+        AuthorizationFailed: AuthorizationFailed("access_denied", "the user said no"),
+        WayRefused: WayRefused("no redirect URI registered"),
     }
     return samples[event_type]
 
@@ -712,6 +727,9 @@ def machine_in(state: State) -> Resolver:
         r.start()
         if state is State.DONE:
             r.send(ok())
+    elif state is State.AWAIT_AUTHORIZATION:
+        r = Resolver(make_req(ways=(LinkWay.BROWSER, LinkWay.PASSWORD)))
+        r.start()
     else:
         r = Resolver(make_req())
         r.start()
@@ -812,8 +830,8 @@ def test_failure_is_noted_in_the_trace() -> None:
 def test_failed_to_error_codes() -> None:
     for code in FAILURE_CODES:
         err = Failed(code, "m").to_error()
-        assert isinstance(err, errors.LinkError | errors.ConnectionLost)
-        assert err.message == "m"
+        assert isinstance(err, errors.LinkError | errors.ConnectionLost | errors.OAuthError)
+        assert err.message == "m" and err.code == code
 
 
 # --- no secret ever shows ----------------------------------------------------------------------
@@ -939,13 +957,20 @@ def requests(draw: st.DrawFn) -> ResolveRequest:
     fields: tuple[PromptField, ...] = FIELDS
     if shared and assertion and draw(st.booleans()):
         fields = ()
+    ways = tuple(draw(st.sets(st.sampled_from(list(LinkWay)))))
+    if not fields:
+        ways = tuple(w for w in ways if w is not LinkWay.PASSWORD)
     return make_req(
         shared=shared,
         assertion=assertion,
-        link=make_link(link_state) if link_state else None,
+        link=make_link(link_state, way=draw(st.sampled_from(["", *LinkWay])))
+        if link_state else None,
         interactive=draw(st.booleans()),
         max_attempts=draw(st.integers(1, 4)),
         fields=fields,
+        ways=ways,
+        requested_way=draw(st.sampled_from([None, *LinkWay])),
+        headless=draw(st.booleans()),
     )
 
 
@@ -961,13 +986,17 @@ def draw_event(data: st.DataObject, event_type: type[Event], secret: str) -> Eve
         return PromptAnswered({"username": "bob", "password": secret})
     if event_type in (PromptDeclined, PromptUnavailable):
         return event_type()
+    if event_type is AuthorizationFailed:
+        return AuthorizationFailed(draw(st.sampled_from(
+            ["access_denied", "expired_token", "invalid_grant", "authorization_mismatch",
+             "server_error"])), reason)
     cls: Any = event_type
     event: Event = cls(reason)
     return event
 
 
 WAITING = (RequestAssertion, LoginWithAssertion, LoginWithStoredCredential, Prompt,
-           LoginWithAnswers)
+           LoginWithAnswers, Authorize)
 
 
 @given(req=requests(), data=st.data(), secret=secrets)
@@ -1050,3 +1079,135 @@ def test_random_walk_invariants(req: ResolveRequest, data: st.DataObject, secret
         with pytest.raises(ProtocolError):
             r.send(sample_event(et))
 
+
+
+# --- link ways (browser, device, password) -----------------------------------------------------
+
+ALL_WAYS = (LinkWay.BROWSER, LinkWay.DEVICE, LinkWay.PASSWORD)
+
+
+def _authorize(actions: list[Action]) -> Authorize:
+    last = actions[-1]
+    assert isinstance(last, Authorize), actions
+    return last
+
+
+def test_the_most_secure_way_is_the_default() -> None:
+    r = Resolver(make_req(ways=ALL_WAYS))
+    act = _authorize(r.start())
+    assert (act.way, act.way_reason) == (LinkWay.BROWSER, WayReason.MOST_SECURE)
+    assert r.state is State.AWAIT_AUTHORIZATION and r.way is LinkWay.BROWSER
+    assert "signing in through browser: the most secure way offered" in r.explain()
+
+
+def test_headless_prefers_the_device_code() -> None:
+    act = _authorize(Resolver(make_req(ways=ALL_WAYS, headless=True)).start())
+    assert (act.way, act.way_reason) == (LinkWay.DEVICE, WayReason.HEADLESS)
+
+
+def test_headless_without_device_still_opens_the_browser_way() -> None:
+    act = _authorize(Resolver(make_req(ways=(LinkWay.BROWSER, LinkWay.PASSWORD),
+                                       headless=True)).start())
+    assert (act.way, act.way_reason) == (LinkWay.BROWSER, WayReason.MOST_SECURE)
+
+
+def test_the_way_asked_for_wins() -> None:
+    r = Resolver(make_req(ways=ALL_WAYS, requested_way=LinkWay.PASSWORD))
+    actions = r.start()
+    assert isinstance(actions[-1], Prompt)
+    assert (r.way, r.way_reason) == (LinkWay.PASSWORD, WayReason.REQUESTED)
+
+
+def test_a_way_not_offered_fails_with_way_unavailable() -> None:
+    r = Resolver(make_req(ways=(LinkWay.PASSWORD,), offered_ways=(LinkWay.BROWSER,
+                                                                  LinkWay.PASSWORD),
+                          requested_way=LinkWay.DEVICE))
+    failed = r.start()[-1]
+    assert isinstance(failed, Failed) and failed.code == "way_unavailable"
+    assert "offers browser, password" in failed.message
+    assert isinstance(failed.to_error(), errors.WayUnavailable)
+    r2 = Resolver(make_req(ways=(LinkWay.PASSWORD,), offered_ways=ALL_WAYS,
+                           requested_way=LinkWay.DEVICE))
+    failed = r2.start()[-1]
+    assert isinstance(failed, Failed) and "this face cannot do it" in failed.message
+
+
+def test_a_single_way_is_the_only_way() -> None:
+    r = Resolver(make_req())
+    assert isinstance(r.start()[-1], Prompt)
+    assert (r.way, r.way_reason) == (LinkWay.PASSWORD, WayReason.ONLY_WAY)
+
+
+def test_browser_success_stores_the_link_with_its_way() -> None:
+    r = Resolver(make_req(ways=ALL_WAYS))
+    r.start()
+    actions = r.send(ok())
+    store = next(a for a in actions if isinstance(a, StoreLink))
+    assert store.way is LinkWay.BROWSER
+    done = actions[-1]
+    assert isinstance(done, Connected) and done.way is LinkWay.BROWSER
+    assert done.way_reason is WayReason.MOST_SECURE
+
+
+def test_reauth_uses_the_way_the_link_was_made_with_and_repairs_it() -> None:
+    r = Resolver(make_req(ways=ALL_WAYS, link=make_link("needs_reauth", way="device")))
+    act = _authorize(r.start())
+    assert (act.way, act.way_reason) == (LinkWay.DEVICE, WayReason.REMEMBERED)
+    assert act.expected_account == "bob" and act.reason_code is PromptReason.REAUTH
+    actions = r.send(ok())
+    repair = next(a for a in actions if isinstance(a, RepairLink))
+    assert repair.link_id == LINK_ID and repair.way is LinkWay.DEVICE
+
+
+def test_reauth_as_another_account_through_the_browser_is_refused() -> None:
+    r = Resolver(make_req(ways=ALL_WAYS, link=make_link("revoked", way="browser")))
+    r.start()
+    actions = r.send(LoginSucceeded("r-carol", "carol", Credential("x")))
+    assert "RevokeCredential" in kinds(actions)
+    assert not any(isinstance(a, StoreLink | RepairLink) for a in actions)
+    failed = actions[-1]
+    assert isinstance(failed, Failed) and failed.code == "link_mismatch"
+
+
+@pytest.mark.parametrize("code", ["access_denied", "expired_token", "invalid_grant",
+                                  "authorization_mismatch"])
+def test_an_authorization_failure_keeps_the_rfc_code_and_stores_nothing(code: str) -> None:
+    r = Resolver(make_req(ways=ALL_WAYS))
+    r.start()
+    actions = r.send(AuthorizationFailed(code, "because"))
+    assert not any(isinstance(a, StoreLink | RepairLink) for a in actions)
+    failed = actions[-1]
+    assert isinstance(failed, Failed) and failed.code == code
+    assert failed.to_error().code == code and failed.to_error().target == TARGET
+
+
+def test_an_unknown_authorization_error_is_a_refused_login() -> None:
+    r = Resolver(make_req(ways=ALL_WAYS))
+    r.start()
+    failed = r.send(AuthorizationFailed("server_error", "oops"))[-1]
+    assert isinstance(failed, Failed) and failed.code == "login_refused"
+
+
+def test_an_authorization_is_tried_once() -> None:
+    r = Resolver(make_req(ways=ALL_WAYS, max_attempts=3))
+    r.start()
+    failed = r.send(LoginRefused("no"))[-1]
+    assert isinstance(failed, Failed) and failed.code == "login_refused"
+
+
+def test_a_refused_way_falls_back_to_the_next_one() -> None:
+    r = Resolver(make_req(ways=ALL_WAYS))
+    assert _authorize(r.start()).way is LinkWay.BROWSER
+    act = _authorize(r.send(WayRefused("no redirect URI")))
+    assert act.way is LinkWay.DEVICE and r.attempt == 1
+    actions = r.send(WayRefused("no device grant"))
+    assert isinstance(actions[-1], Prompt) and r.way is LinkWay.PASSWORD
+    assert r.way_reason is WayReason.ONLY_WAY
+    assert "would not start browser (no redirect URI): trying device" in r.explain()
+
+
+def test_a_refused_way_that_was_asked_for_is_way_unavailable() -> None:
+    r = Resolver(make_req(ways=ALL_WAYS, requested_way=LinkWay.DEVICE))
+    r.start()
+    failed = r.send(WayRefused("no device grant"))[-1]
+    assert isinstance(failed, Failed) and failed.code == "way_unavailable"

@@ -13,6 +13,7 @@ from interapp.server import accounts, passwords, social
 from interapp.server.oauth import issue
 from interapp.server.storage import Database
 from interapp.testing import Account, Harness, HomeApp, PluginConformance, Target
+from interapp.testing.browser import FormBrowser
 from interapp.testing.servers import ThreadedServer
 
 
@@ -20,7 +21,12 @@ class Servers:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.chatter = ThreadedServer("chatter", folder / "chatter.db").start()
-        self.client = self.chatter.create_client()
+        # the host's client may link every way: the browser (code + PKCE to a loopback
+        # redirect URI, any port), a device code, or the password
+        self.client = self.chatter.create_client(
+            redirect_uris=("http://127.0.0.1/callback",),
+            grant_types=("authorization_code", "urn:ietf:params:oauth:grant-type:device_code",
+                         "password", "refresh_token"))
         self.shared: ThreadedServer | None = None
         self.shared_client: tuple[str, Secret | None] | None = None
 
@@ -108,6 +114,9 @@ class InterappHarness(Harness):
 
     async def restart_server(self) -> None:
         self.s.chatter.restart()
+
+    def browser(self, account: Account, *, decision: str = "allow") -> FormBrowser | None:
+        return FormBrowser(account.username, account.password, decision=decision)
 
 
 class TestInterappPlugin(PluginConformance):

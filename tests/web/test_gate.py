@@ -7,6 +7,7 @@ running (nothing here needs it); requests are made with httpx and a WebSocket cl
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import select
@@ -82,9 +83,10 @@ def signed_in(ui: UIProcess) -> tuple[httpx.Client, str]:
     return client, token.group(1)
 
 
-@pytest.mark.parametrize("path", ["/", "/signin", "/api/state", "/fragments/targets",
+@pytest.mark.parametrize("path", ["/", "/signin", "/agent/v1/state", "/fragments/targets",
                                   "/fragments/buddies", "/static/app.js", "/static/app.css",
-                                  "/api/history?target=a&user=b", "/targets/x/unlink"])
+                                  "/agent/v1/history/a/b", "/agent/v1/openapi.json",
+                                  "/targets/x/unlink"])
 def test_nothing_without_a_session(anonymous: httpx.Client, path: str) -> None:
     resp = anonymous.get(path)
     assert resp.status_code == 401
@@ -92,15 +94,17 @@ def test_nothing_without_a_session(anonymous: httpx.Client, path: str) -> None:
     assert "app.js" not in resp.text
 
 
-@pytest.mark.parametrize("path", ["/signin", "/signout", "/api/presence", "/api/messages",
-                                  "/api/targets/chatter/connect", "/api/prompts/x",
-                                  "/targets/chatter/unlink"])
-def test_no_post_without_a_session(anonymous: httpx.Client, path: str) -> None:
-    assert anonymous.post(path, json={}).status_code == 401
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/signin"), ("POST", "/signout"), ("PUT", "/agent/v1/presence"),
+    ("POST", "/agent/v1/messages"), ("POST", "/agent/v1/targets/chatter/connect"),
+    ("POST", "/agent/v1/prompts/x"), ("DELETE", "/agent/v1/targets/chatter/link"),
+    ("DELETE", "/agent/v1/session"), ("POST", "/targets/chatter/unlink")])
+def test_no_change_without_a_session(anonymous: httpx.Client, method: str, path: str) -> None:
+    assert anonymous.request(method, path, json={}).status_code == 401
 
 
 def test_websocket_needs_the_session(lone_ui: UIProcess) -> None:
-    ws_url = lone_ui.base.replace("http://", "ws://") + "/ws"
+    ws_url = lone_ui.base.replace("http://", "ws://") + "/agent/v1/events"
     with pytest.raises(InvalidStatus):
         ws_connect(ws_url, origin=Origin(lone_ui.base), open_timeout=5)
 
@@ -113,7 +117,7 @@ def test_wrong_launch_secret_gives_nothing(anonymous: httpx.Client) -> None:
 
 def test_the_secret_works_only_on_the_first_page(anonymous: httpx.Client,
                                                  lone_ui: UIProcess) -> None:
-    resp = anonymous.get(f"/api/state?k={lone_ui.secret}", follow_redirects=False)
+    resp = anonymous.get(f"/agent/v1/state?k={lone_ui.secret}", follow_redirects=False)
     assert resp.status_code == 401
     assert "set-cookie" not in resp.headers
 
@@ -154,13 +158,14 @@ def test_csrf_token_is_required_on_every_post(lone_ui: UIProcess) -> None:
     origin = lone_ui.base
     with closing(client):
         body = {"state": "away", "status_text": ""}
-        assert client.post("/api/presence", json=body).status_code == 403
-        assert client.post("/api/presence", json=body,
-                           headers={"X-CSRF-Token": "forged"}).status_code == 403
-        assert client.post("/api/presence", json=body, headers={
+        assert client.put("/agent/v1/presence", json=body).status_code == 403
+        assert client.put("/agent/v1/presence", json=body,
+                          headers={"X-CSRF-Token": "forged"}).status_code == 403
+        assert client.put("/agent/v1/presence", json=body, headers={
             "X-CSRF-Token": token, "Origin": "http://evil.example"}).status_code == 403
-        ok = client.post("/api/presence", json=body,
-                         headers={"X-CSRF-Token": token, "Origin": origin})
+        assert client.delete("/agent/v1/session").status_code == 403  # DELETE too
+        ok = client.put("/agent/v1/presence", json=body,
+                        headers={"X-CSRF-Token": token, "Origin": origin})
         assert ok.status_code == 200, ok.text
         assert ok.json() == {"state": "away", "status_text": "", "targets": [], "errors": {}}
         # plain HTML forms carry the token in a hidden field
@@ -185,21 +190,23 @@ def test_websocket_with_session_and_origin(lone_ui: UIProcess) -> None:
     client, _ = signed_in(lone_ui)
     cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
     client.close()
-    ws_url = lone_ui.base.replace("http://", "ws://") + "/ws"
+    ws_url = lone_ui.base.replace("http://", "ws://") + "/agent/v1/events?since=999999"
     headers = {"Cookie": cookie}
     with pytest.raises(InvalidStatus):  # another site's page cannot listen in
         ws_connect(ws_url, origin=Origin("http://evil.example"),
                    additional_headers=headers, open_timeout=5)
     with ws_connect(ws_url, origin=Origin(lone_ui.base),
                     additional_headers=headers, open_timeout=5) as ws:
-        hello = ws.recv(timeout=5)
-    assert '"type": "hello"' in str(hello) or '"type":"hello"' in str(hello)
+        first = json.loads(ws.recv(timeout=5))
+    # the agent's own stream, carried through: a cursor it does not have yet is reset
+    assert first["type"] == "cursor_reset" and first["target"] == "*"
+    assert first["since"] == 999999
 
 
 def test_request_bodies_are_bounded(lone_ui: UIProcess) -> None:
     client, token = signed_in(lone_ui)
     with closing(client):
-        resp = client.post("/api/messages", content=b"x" * (300 * 1024),
+        resp = client.post("/agent/v1/messages", content=b"x" * (300 * 1024),
                            headers={"X-CSRF-Token": token, "Content-Type": "application/json"})
     assert resp.status_code == 413
 
@@ -208,14 +215,17 @@ DEEP = ["[" * 5000 + "]" * 5000, '{"answers": ' + '{"a": ' * 3000 + "1" + "}" * 
         '{"state": ' + "[" * 5000 + "]" * 5000 + "}"]
 
 
-@pytest.mark.parametrize("path", ["/api/presence", "/api/messages", "/api/prompts/p1"])
+@pytest.mark.parametrize(("method", "path"), [
+    ("PUT", "/agent/v1/presence"), ("POST", "/agent/v1/messages"),
+    ("POST", "/agent/v1/prompts/p1")])
 @pytest.mark.parametrize("body", [*DEEP, "{", "[1, 2]", "\ud800", "null"])
-def test_malformed_json_posts_are_4xx(lone_ui: UIProcess, path: str, body: str) -> None:
+def test_malformed_json_posts_are_4xx(lone_ui: UIProcess, method: str, path: str,
+                                      body: str) -> None:
     """Bad JSON bodies — 5,000 nested arrays too (a RecursionError in json.loads) — are
-    answered with a 4xx JSON error, never a 500."""
+    answered with a 4xx JSON error, never a 500 (by the agent: the UI forwards them)."""
     client, token = signed_in(lone_ui)
     with closing(client):
-        resp = client.post(path, content=body.encode("utf-8", "surrogatepass"), headers={
+        resp = client.request(method, path, content=body.encode("utf-8", "surrogatepass"), headers={
             "X-CSRF-Token": token, "Origin": lone_ui.base, "Content-Type": "application/json"})
     assert 400 <= resp.status_code < 500, (resp.status_code, resp.text)
     assert resp.headers["content-type"].startswith("application/json")
@@ -260,7 +270,7 @@ def test_new_sessions_do_not_push_a_session_in_use_out(lone_ui: UIProcess) -> No
         for _ in range(70):  # more than MAX_SESSIONS (64) new sessions
             extra, _ = signed_in(lone_ui)
             extra.close()
-            assert user.get("/api/state").status_code == 200  # the user keeps working
+            assert user.get("/agent/v1/state").status_code == 200  # the user keeps working
 
 
 def test_enter_in_the_terminal_prints_a_fresh_address(tmp_path: Path) -> None:

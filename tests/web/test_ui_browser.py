@@ -11,15 +11,19 @@ checks that no secret reached a page, the UI server's output or the data folder.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from playwright.sync_api import Page, ViewportSize, expect
 from web_kit import PW, WRONG, UIProcess, World, run_async, shot
+from websockets.sync.client import connect as ws_connect
 
 from interapp.vault import Vault
 
@@ -28,6 +32,7 @@ pytestmark = pytest.mark.slow
 DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 PHONE: ViewportSize = {"width": 390, "height": 844}
 SEEN_HTML: list[str] = []
+SEEN_WIRE: list[str] = []  # every answer and WebSocket frame of /agent/v1 the page received
 
 
 def links_in_vault(w: World) -> list[Any]:
@@ -59,6 +64,15 @@ def page(browser: Any, ui: UIProcess) -> Iterator[Page]:
     p.set_default_timeout(10_000)
     errors: list[str] = []
     p.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    def answer(r: Any) -> None:
+        if "/agent/v1/" in r.url or "/fragments/" in r.url:
+            SEEN_WIRE.append(" ".join(r.headers.values()))
+            with contextlib.suppress(Exception):  # gone with a navigation: headers were kept
+                SEEN_WIRE.append(r.text())
+
+    p.on("response", answer)
+    p.on("websocket", lambda ws: ws.on("framereceived", lambda f: SEEN_WIRE.append(str(f))))
     yield p
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
@@ -154,6 +168,36 @@ def test_history_scrolls_back(page: Page, world: World) -> None:
     expect(page.locator("#older")).to_be_hidden()
 
 
+def test_live_messages_around_a_history_load_keep_their_order(page: Page,
+                                                              world: World) -> None:
+    """A message that arrives live while the history is on its way is shown once, after
+    the history it is newer than (it used to be put first, then the history after it)."""
+    carol = world.peer("carol")
+    for i in (1, 2, 3):
+        carol.send("alice", f"earlier {i}")
+    held: list[str] = []
+
+    def hold_history(route: Any) -> None:
+        answer = route.fetch()  # the history as it is now ...
+        if not held:
+            held.append(route.request.url)
+            carol.send("alice", "sent while the history loaded")  # ... then one live
+            time.sleep(1.5)  # the event reaches the page before the history does
+        route.fulfill(response=answer)
+
+    page.route("**/agent/v1/history/chatter/carol*", hold_history)
+    page.locator('.buddy[data-target="chatter"][data-user="carol"]').click()
+    messages = page.locator("#messages .msg")
+    expect(messages).to_have_count(4)
+    page.unroute("**/agent/v1/history/chatter/carol*")
+    assert held
+    assert [t.strip() for t in page.locator("#messages .msg .body").all_inner_texts()] == [
+        "earlier 1", "earlier 2", "earlier 3", "sent while the history loaded"]
+    page.locator('.buddy[data-target="chatter"][data-user="bob"]').click()
+    expect(page.locator("#chat-h")).to_have_text("Chat with Bob (@bob) on chatter")
+    expect(page.locator("#messages .msg").last).to_contain_text("old message 40")
+
+
 def test_messages_both_ways_live(page: Page, world: World) -> None:
     bob = world.peer("bob")
     bob.send("alice", "hi alice, game tonight?")
@@ -198,21 +242,21 @@ def test_nothing_typed_is_lost_when_the_connection_drops(page: Page, world: Worl
         else:
             route.continue_()
 
-    page.route("**/api/messages", lose_answer)
+    page.route("**/agent/v1/messages", lose_answer)
     compose.fill("answer lost once")
     compose.press("Enter")
     expect(page.locator("#messages .msg.pending")).to_have_count(0, timeout=15_000)
-    page.unroute("**/api/messages")
+    page.unroute("**/agent/v1/messages")
     assert lost
     bodies = [m["body"] for m in bob.history("alice")]
     assert bodies.count("typed while offline") == 1
     assert bodies.count("answer lost once") == 1
     # 3. a reload (or a crash of the tab) keeps what was not sent yet
-    page.route("**/api/messages", lambda route: route.abort())
+    page.route("**/agent/v1/messages", lambda route: route.abort())
     compose.fill("survives a reload")
     compose.press("Enter")
     expect(page.locator("#messages .msg.pending")).to_contain_text("survives a reload")
-    page.unroute("**/api/messages")
+    page.unroute("**/agent/v1/messages")
     page.reload()
     wait_until(lambda: any(m["body"] == "survives a reload" for m in bob.history("alice")),
                timeout=15, what="the queued message to be sent after the reload")
@@ -268,6 +312,79 @@ def test_buddy_comes_online_live(page: Page, world: World) -> None:
     world.peer("carol").presence("away", "brb")
     expect(page.locator('.buddy[data-target="chatter"][data-user="carol"]')
            ).to_have_attribute("data-presence", "away")
+
+
+def bob_answers(world: World) -> Any:
+    """bob's own event stream at chatter (a real WebSocket, bob's token)."""
+    bob = world.peer("bob")
+    url = world.servers["chatter"].url.replace("http://", "ws://") + "/v1/events"
+    return ws_connect(url, additional_headers={
+        "Authorization": bob.http.headers["Authorization"]}, open_timeout=10)
+
+
+def next_answer(ws: Any) -> dict[str, Any]:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        event: dict[str, Any] = json.loads(ws.recv(timeout=15))
+        if event["type"] == "invite_answer":
+            return event
+    raise AssertionError("no invite_answer reached bob")
+
+
+def test_buddy_activity_and_invite_cards(page: Page, world: World) -> None:
+    """Issue 15: the buddy list shows a buddy's activity, and an invite is a card with Join
+    (accept, then the join link in a new window) and Decline; bob hears each answer."""
+    bob = world.peer("bob")
+    started = (datetime.now(UTC) - timedelta(minutes=12, seconds=5)).isoformat()
+    arena = {"name": "Arena", "details": "Ranked 2v2", "party": {"id": "p-1", "size": 2,
+                                                                 "max": 4},
+             "started_at": started, "join": {"url": "https://arena.example/j/1"}}
+    resp = bob.http.put("/v1/presence", json={"activity": arena})
+    assert resp.status_code == 200, resp.text
+    button = page.locator('.buddy[data-target="chatter"][data-user="bob"]')
+    expect(button.locator(".activity")).to_have_text("Bob — Arena · Ranked 2v2 · 2/4 · 12 min")
+    joined: list[str] = []
+
+    def arena_site(route: Any) -> None:
+        joined.append(route.request.url)
+        route.fulfill(status=200, content_type="text/html", body="<p>joined</p>")
+
+    page.context.route("https://arena.example/**", arena_site)
+    with bob_answers(world) as answers:
+        sent = bob.http.post("/v1/invites", json={"to": "alice", "activity": arena,
+                                                  "message": "one more?"})
+        assert sent.status_code == 201, sent.text
+        card = page.locator(f'.invite-card[data-invite="{sent.json()["id"]}"]')
+        expect(card).to_contain_text("Bob invites you to Arena · Ranked 2v2 · 2/4 · 12 min")
+        expect(card).to_contain_text("“one more?”")
+        expect(card).to_contain_text("Join opens arena.example")
+        page.evaluate("document.getElementById('notices').replaceChildren()")
+        shot(page, "activity-and-invite", full_page=True)
+        with page.context.expect_page() as opened:
+            card.get_by_role("button", name="Join").click()
+        window = opened.value
+        window.wait_for_load_state()
+        assert window.url == "https://arena.example/j/1"
+        window.close()
+        expect(card).to_have_count(0)
+        answer = next_answer(answers)
+        assert (answer["id"], answer["state"]) == (sent.json()["id"], "accepted")
+        # a second invite, declined: no window, bob hears "declined"
+        again = bob.http.post("/v1/invites", json={"to": "alice",
+                                                   "join_url": "https://arena.example/j/2"})
+        assert again.status_code == 201, again.text
+        card = page.locator(f'.invite-card[data-invite="{again.json()["id"]}"]')
+        expect(card).to_contain_text("Bob invites you")
+        card.get_by_role("button", name="Decline").click()
+        expect(card).to_have_count(0)
+        answer = next_answer(answers)
+        assert (answer["id"], answer["state"]) == (again.json()["id"], "declined")
+    page.context.unroute("https://arena.example/**")
+    assert joined == ["https://arena.example/j/1"]
+    expect(page.locator("#invites-panel")).to_be_hidden()
+    # bob stops playing: the line goes
+    assert bob.http.put("/v1/presence", json={"activity": None}).status_code == 200
+    expect(button.locator(".activity")).to_have_count(0)
 
 
 def test_set_own_presence_on_every_connected_target(page: Page, world: World) -> None:
@@ -363,9 +480,17 @@ def test_declining_the_prompt_stores_nothing(page: Page, world: World) -> None:
     assert links_in_vault(world) == []
 
 
-def test_no_secret_in_pages_output_or_data_folder(world: World, ui: UIProcess) -> None:
+def test_no_secret_in_pages_output_or_data_folder(page: Page, world: World,
+                                                  ui: UIProcess) -> None:
+    # the agent's token stays in the UI server: not in a page, an answer, a frame or storage
+    agent_token = (world.home / "agent.token").read_text().strip()
+    assert len(agent_token) >= 32
+    assert any('"seq"' in frame for frame in SEEN_WIRE)  # the event frames were seen
+    stored = page.evaluate("JSON.stringify(localStorage) + document.cookie")
+    for text in [*SEEN_HTML, *SEEN_WIRE, stored, page.content()]:
+        assert agent_token not in text
     hidden = world.secrets_to_hide()
-    for html in SEEN_HTML:
+    for html in [*SEEN_HTML, *SEEN_WIRE]:
         for secret in hidden:
             assert secret not in html
         assert ui.secret not in html
@@ -395,6 +520,56 @@ def test_the_cli_sees_what_the_ui_did(world: World) -> None:
     r = httpx.get(f"{world.servers['chatter'].url}/.well-known/oauth-authorization-server")
     assert r.status_code == 200
     assert re.match(r"^http://127\.0\.0\.1:\d+$", r.json()["issuer"])
+
+
+GRANTS = ("authorization_code", "password", "refresh_token")
+
+
+def test_link_on_the_targets_own_sign_in_page(page: Page, world: World) -> None:
+    """Issue 14: a target whose client may use the browser way is linked on its own sign-in
+    page, opened by the UI in a new window; the link is finished when the page sends the
+    browser back (to the agent's loopback listener) — no password typed into interapp."""
+    from interapp.host import Host
+
+    chatter = world.servers["chatter"]
+    cid, secret = chatter.create_client("host-browser", redirect_uris=(
+        "http://127.0.0.1/callback",), grant_types=GRANTS)
+    assert secret is not None
+
+    async def add() -> None:
+        async with Host.open(world.home, env=world.env) as host:
+            await host.add_target("chat2", plugin="interapp", server=chatter.url,
+                                  client_id=cid, client_secret=secret)
+
+    run_async(add)
+    target = page.locator('.target[data-target="chat2"]')
+    expect(target.get_by_role("button", name="Connect chat2")).to_be_visible(timeout=10_000)
+    target.get_by_role("button", name="Connect chat2").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_role("heading")).to_have_text("Sign in to chat2")
+    expect(dialog).to_contain_text("opens in a new window")
+    assert dialog.locator("input").count() == 0  # nothing to type here
+    with page.context.expect_page() as opened:
+        dialog.get_by_role("button", name="Open chat2's sign-in page").click()
+    window = opened.value
+    window.wait_for_selector("#signin-form")
+    assert window.url.startswith(f"{chatter.url}/oauth/authorize?")
+    expect(dialog.get_by_role("button", name="Waiting for the sign-in…")).to_be_disabled()
+    window.fill("#signin-username", "alice")
+    window.fill("#signin-password", PW["alice@chatter"])
+    window.click("#signin-submit")
+    window.click("#consent-allow")
+    window.wait_for_load_state()
+    assert window.url.startswith("http://127.0.0.1:") and "/callback?" in window.url
+    assert "Signed in" in window.inner_text("body")  # the agent's loopback listener
+    window.close()
+    expect(dialog).to_be_hidden(timeout=15_000)
+    expect(target).to_have_attribute("data-state", "linked")
+    expect(target).to_contain_text("connected as alice")
+    expect(page.locator("#notices")).to_contain_text("connected to chat2 as alice")
+    assert PW["alice@chatter"] not in page.content()
+    links = {str(ln.target): ln for ln in links_in_vault(world)}
+    assert links["chat2"].remote_account_name == "alice"
 
 
 def test_sign_out(page: Page, world: World) -> None:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import re
 import secrets
@@ -297,3 +298,78 @@ def shot(page: Any, name: str, *, full_page: bool = False) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=full_page)
     return path
+
+
+def interapp_exe() -> str:
+    """The ``interapp`` command of this environment."""
+    exe = Path(sys.executable).with_name("interapp")
+    return str(exe) if exe.exists() else str(shutil.which("interapp"))
+
+
+@dataclass
+class AgentProcess:
+    """``interapp agent`` in its own process (the real command)."""
+
+    proc: subprocess.Popen[str]
+    log: Path
+
+    @classmethod
+    def start(cls, tmp: Path, env: dict[str, str]) -> AgentProcess:
+        log = tmp / f"agent-{secrets.token_hex(3)}.log"
+        with open(log, "w") as fh:
+            proc = subprocess.Popen([interapp_exe(), "agent"], stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=fh, text=True, env=env)
+        assert proc.stdout is not None
+        deadline, buffer = time.monotonic() + 30, ""
+        while time.monotonic() < deadline and proc.poll() is None:
+            ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+            if ready:
+                buffer += os.read(proc.stdout.fileno(), 4096).decode()
+                if "interapp agent: listening on" in buffer and buffer.endswith("\n"):
+                    return cls(proc, log)
+        proc.kill()
+        proc.wait(10)
+        raise RuntimeError(f"the agent did not start: {buffer!r}\n{log.read_text()}")
+
+    def stop(self) -> int:
+        """SIGTERM, and its exit code."""
+        self.proc.terminate()
+        try:
+            code = self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return code
+
+
+def lone_home(tmp: Path) -> tuple[Path, dict[str, str]]:
+    """A data folder whose local application is configured but does not answer (nothing
+    here needs it), and the environment for it."""
+    from interapp.host.config import HostConfig, LocalApp
+    from interapp.testing.servers import free_port
+    from interapp.vault import Vault
+
+    home = tmp / "host"
+    home.mkdir(mode=0o700)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTERAPP_")}
+    env.update(INTERAPP_HOME=str(home), INTERAPP_VAULT_KEYRING="0",
+               INTERAPP_VAULT_KEY=base64.b64encode(os.urandom(32)).decode())
+    dead = f"http://127.0.0.1:{free_port()}"
+    # a local app that does not answer cannot be set through the host (it asks the app for
+    # its metadata): write the configuration as an earlier session would have left it
+    HostConfig(home).set_local(LocalApp(dead, "ia_client", dead))
+    with Vault.open(home / "vault.db", env=env) as vault:
+        vault.put_secret("local:client_secret", Secret("cs-" + "x" * 20))
+    return home, env
+
+
+def session_of(ui: UIProcess, secret: str | None = None) -> tuple[httpx.Client, str]:
+    """A client holding a session of ``ui`` (from its first address), and its CSRF token."""
+    client = httpx.Client(base_url=ui.base, timeout=30, follow_redirects=True)
+    resp = client.get(f"/?k={secret or ui.secret}")
+    assert resp.status_code == 200, resp.text
+    token = re.search(r'name="csrf-token" content="([^"]+)"', resp.text)
+    assert token is not None
+    return client, token.group(1)

@@ -164,7 +164,9 @@ def create_app(agent: Agent, check: Callable[[str], Awaitable[str | None]], *,
         """Connect a target (claim 1): ``{"connected": …}``, or ``{"prompt": …}`` to answer
         with ``POST /agent/v1/prompts/{id}`` (``{"pending": …}`` if it takes minutes)."""
         body = body or m.ConnectIn()
-        return await agent.connect(name, account=body.account, reconnect=body.reconnect)
+        return await agent.connect(name, account=body.account, reconnect=body.reconnect,
+                                   via=body.via, can=list(body.can or ()),
+                                   headless=body.headless)
 
     @app.post(f"{PREFIX}/prompts/{{prompt_id}}",
               response_model=m.ConnectedOut | m.PromptOut | m.PendingOut | m.DeclinedOut,

@@ -41,6 +41,7 @@ from interapp.host import (
     Invite,
     Invites,
     InviteState,
+    LinkCompletion,
     LinkInfo,
     LinkState,
     LocalInfo,
@@ -48,6 +49,7 @@ from interapp.host import (
     LoginRefused,
     Message,
     NoInput,
+    OpenUrlRequest,
     PluginTimeout,
     PresenceResult,
     PresenceState,
@@ -58,9 +60,11 @@ from interapp.host import (
     PromptRequest,
     PromptUnavailable,
     Secret,
+    ShowCodeRequest,
     TargetInfo,
     TargetState,
     UnlinkResult,
+    WayReason,
     events,
 )
 from interapp.presence import activity_from_json, parse_iso_utc
@@ -313,11 +317,18 @@ class RemoteHost:
     # --- connecting: the prompt is answered here ---------------------------------------------
 
     async def connect(self, name: str, prompter: Prompter | None = None, *,
-                      account: str | None = None, reconnect: bool = False) -> ConnectResult:
+                      account: str | None = None, reconnect: bool = False,
+                      via: str | None = None) -> ConnectResult:
         """See :meth:`Host.connect`; a prompt is answered by ``prompter`` (this command's)."""
         face = prompter or self.prompter
-        out = await self.call("POST", f"/targets/{_seg(name)}/connect",
-                              {"account": account, "reconnect": reconnect})
+        body: dict[str, Any] = {"account": account, "reconnect": reconnect,
+                                "can": [w for w, method in (("browser", "open_url"),
+                                                            ("device", "show_code"))
+                                        if callable(getattr(face, method, None))],
+                                "headless": bool(getattr(face, "headless", False))}
+        if via is not None:
+            body["via"] = via
+        out = await self.call("POST", f"/targets/{_seg(name)}/connect", body)
         while "prompt" in out:
             out = await self._answer(face, out["prompt"])
         if "pending" in out:
@@ -326,9 +337,11 @@ class RemoteHost:
         d = out["connected"]
         return ConnectResult(d["target"], Branch(d["branch"]), d["account"], d["account_id"],
                              d["display_name"], link_info(d["link"]) if d.get("link") else None,
-                             d.get("explain", ""))
+                             d.get("explain", ""), d.get("way"), d.get("way_reason"))
 
     async def _answer(self, face: Prompter, p: dict[str, Any]) -> Any:
+        if p.get("kind") in ("open_url", "show_code"):
+            return await self._link_way(face, p)
         request = PromptRequest(
             p["target"], tuple(PromptField(f["name"], f["label"], bool(f["secret"]))
                                for f in p["fields"]),
@@ -351,6 +364,33 @@ class RemoteHost:
                                  target=request.target)
         plain = {k: v.reveal() if isinstance(v, Secret) else v for k, v in answers.items()}
         return await self.call("POST", f"/prompts/{_seg(p['id'])}", {"answers": plain})
+
+    async def _link_way(self, face: Prompter, p: dict[str, Any]) -> Any:
+        """An ``open_url`` / ``show_code`` prompt: this command's face opens the page or
+        shows the code; the agent's own loopback listener gets the answer, or it polls."""
+        decline = {"decline": True}
+        completion = LinkCompletion()
+        reason_code = PromptReason(p.get("reason_code", "no_link"))
+        why = WayReason(p.get("way_reason") or "most_secure")
+        try:
+            if p["kind"] == "open_url":
+                opened = await face.open_url(OpenUrlRequest(  # type: ignore[attr-defined]
+                    p["target"], p["url"], p.get("redirect_uri", ""), p["reason"], completion,
+                    p.get("expected_account"), reason_code, p.get("cause", ""), why))
+                if opened is False:
+                    await self.call("POST", f"/prompts/{_seg(p['id'])}", decline)
+                    raise PromptDeclined(f"{p['target']}: the sign-in was declined",
+                                         target=p["target"])
+            else:
+                await face.show_code(ShowCodeRequest(  # type: ignore[attr-defined]
+                    p["target"], p["user_code"], p["verification_uri"],
+                    p.get("verification_uri_complete"), float(p.get("expires_in") or 600),
+                    p["reason"], completion, p.get("expected_account"), reason_code,
+                    p.get("cause", ""), why))
+        except PromptUnavailable:
+            await self.call("POST", f"/prompts/{_seg(p['id'])}", decline)
+            raise
+        return await self.call("POST", f"/prompts/{_seg(p['id'])}", {"answers": {}})
 
     # --- links ----------------------------------------------------------------------------
 

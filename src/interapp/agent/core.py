@@ -57,6 +57,7 @@ from interapp.host import (
     NotSignedIn,
     PromptUnavailable,
     Secret,
+    ShowCodeRequest,
     TargetInfo,
     TargetState,
     events,
@@ -253,11 +254,13 @@ class Agent:
         return outcome.result()
 
     def _start_job(self, name: str, *, account: str | None = None,
-                   reconnect: bool = False) -> None:
+                   reconnect: bool = False, via: str | None = None,
+                   can: list[str] | None = None, headless: bool = False) -> None:
         async def job() -> None:
             try:
-                result = await self.host.connect(name, self.prompter, account=account,
-                                                 reconnect=reconnect)
+                face = self.prompter.limited(can, headless=headless)
+                result = await self.host.connect(name, face, account=account,
+                                                 reconnect=reconnect, via=via)
                 self._retry.pop(name, None)
                 outcome = Outcome("connected", _connected(result))
             except InterappError as exc:
@@ -415,7 +418,9 @@ class Agent:
             await asyncio.gather(job, return_exceptions=True)
 
     async def connect(self, name: str, *, account: str | None = None, reconnect: bool = False,
-                      wait: float = CONNECT_WAIT) -> dict[str, Any]:
+                      wait: float = CONNECT_WAIT, via: str | None = None,
+                      can: list[str] | None = None, headless: bool = False
+                      ) -> dict[str, Any]:
         """Connect ``name``: ``{"connected": …}``, or ``{"prompt": …}`` to answer first."""
         info = self.host.target(name)
         if self.host.signed_in is None:
@@ -428,7 +433,8 @@ class Agent:
             return {"connected": _connected(await self.host.connect(name, NoInput()))}
         future = self._waiter(name)
         if name not in self._jobs:
-            self._start_job(name, account=account, reconnect=reconnect)
+            self._start_job(name, account=account, reconnect=reconnect, via=via, can=can,
+                            headless=headless)
         return await self._outcome(name, future, wait)
 
     async def answer(self, prompt_id: str, answers: dict[str, Any] | None,
@@ -436,6 +442,8 @@ class Agent:
         """Answer (or decline, ``answers`` None) a prompt; then what came of it."""
         prompt = self.prompter.pending.get(prompt_id)
         target = prompt.target if prompt is not None else ""
+        if prompt is not None and isinstance(prompt.request, ShowCodeRequest):
+            wait = max(wait, prompt.request.expires_in + 10)  # the person types the code
         future = self._waiter(target)
         try:
             self.prompter.answer(prompt_id, answers)

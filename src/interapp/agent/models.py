@@ -87,6 +87,18 @@ class PromptOutBody(BaseModel):
     attempt: int
     max_attempts: int
     expected_account: str | None
+    kind: Literal["fields", "open_url", "show_code"] = Field(
+        default="fields", description="fields: answer the fields; open_url: open url in a "
+        "browser, then answer {} (or {\"callback_url\": …}); show_code: show user_code and "
+        "verification_uri, then answer {} to wait for the outcome")
+    way_reason: str | None = Field(default=None, description="Why this link way (open_url, "
+                                   "show_code)")
+    url: str | None = Field(default=None, description="open_url: the target's sign-in page")
+    redirect_uri: str | None = Field(default=None, description="open_url: where it returns")
+    user_code: str | None = Field(default=None, description="show_code: the code to type")
+    verification_uri: str | None = Field(default=None, description="show_code: where")
+    verification_uri_complete: str | None = None
+    expires_in: float | None = None
 
 
 class PartyBody(Strict):
@@ -151,6 +163,14 @@ class ConnectIn(Strict):
                                 description="The remote account you mean (a link to another "
                                             "is refused).")
     reconnect: bool = Field(default=False, description="Run the flow again (re-link).")
+    via: Literal["browser", "device", "password"] | None = Field(
+        default=None, description="The link way to sign in with, should a sign-in be needed "
+                                  "(default: the most secure one offered).")
+    can: list[Literal["browser", "device", "password"]] | None = Field(
+        default=None, max_length=3, description="The link ways this client can show "
+        "(browser: open_url prompts, device: show_code prompts); default: password only.")
+    headless: bool = Field(default=False, description="No browser where the client runs: "
+                           "the device way is preferred.")
 
 
 class LinkOut(BaseModel):
@@ -178,6 +198,10 @@ class ConnectedBody(BaseModel):
     display_name: str
     link: LinkOut | None
     explain: str = Field(description="The resolver's trace, step by step.")
+    way: Literal["browser", "device", "password"] | None = Field(
+        default=None, description="How the user signed in (None: no sign-in was needed).")
+    way_reason: str | None = Field(default=None, description="Why that way: requested, "
+                                   "remembered, headless, most_secure, only_way.")
 
 
 class ConnectedOut(BaseModel):

@@ -8,7 +8,9 @@ the user's own command line, 0600) and then ``agent.json`` (pid, start time, whe
 ``interapp agent status`` and the CLI read it), and serves until SIGTERM or SIGINT. Then it
 stops taking requests, sets presence offline on the connected targets, saves the stream
 cursors and removes its files; the next start resumes every stream from where this one left
-off, and the event log keeps its ``seq``.
+off, and the event log keeps its ``seq``. :func:`serving` is the same as a context manager
+(the agent serves while the block runs): ``interapp ui`` embeds the agent that way when none
+runs for its data folder.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -94,11 +97,28 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def run(home: Path, *, socket_file: Path | None = None, port: int | None = None,
-              allowed_origins: tuple[str, ...] = (), env: Mapping[str, str] | None = None,
-              passphrase: Callable[[], str] | None = None,
-              announce: Callable[[dict[str, Any]], None] | None = None) -> None:
-    """Serve the agent of ``home`` until SIGTERM/SIGINT (see the module docstring)."""
+@dataclass(frozen=True)
+class Running:
+    """An agent serving in this process (see :func:`serving`)."""
+
+    agent: Agent
+    socket: Path
+    token: str
+    """This run's token for the user's own programs (the one in ``agent.token``)."""
+    port: int | None
+    status: dict[str, Any]
+    serving: asyncio.Task[None]
+    """The server task: done when the server stopped on its own."""
+
+
+@contextlib.asynccontextmanager
+async def serving(home: Path, *, socket_file: Path | None = None, port: int | None = None,
+                  allowed_origins: tuple[str, ...] = (), env: Mapping[str, str] | None = None,
+                  passphrase: Callable[[], str] | None = None,
+                  announce: Callable[[dict[str, Any]], None] | None = None
+                  ) -> AsyncIterator[Running]:
+    """The agent of ``home``, serving while the block runs (``interapp ui`` embeds it this
+    way); leaving the block stops it cleanly, as SIGTERM stops :func:`run`."""
     env = os.environ if env is None else env
     path = socket_path(home, socket_file)
     unix = bind_unix(path)
@@ -137,25 +157,22 @@ async def run(home: Path, *, socket_file: Path | None = None, port: int | None =
                                 ws_max_size=1 << 20, timeout_graceful_shutdown=5)
         server = _Server(config)
         await agent.start()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
         status = {"pid": os.getpid(), "started_at": agent.started_at.isoformat(),
                   "socket": str(path), "port": tcp_port, "home": str(home)}
-
-        async def tell() -> None:
-            while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for this
+        task = asyncio.create_task(
+            server.serve(sockets=[s for s in (unix, tcp) if s is not None]), name="agent-serve")
+        try:
+            while not server.started:  # uvicorn offers no event for this
+                if task.done():
+                    task.result()
+                    raise ConfigError("the agent stopped while starting")
                 await asyncio.sleep(0.02)
             await asyncio.to_thread(write_private, home / STATUS_FILE, json.dumps(status))
             (announce or _print)(status)
-
-        teller = asyncio.create_task(tell())
-        try:
-            await server.serve(sockets=[s for s in (unix, tcp) if s is not None])
+            yield Running(agent, path, cli_token, tcp_port, status, task)
         finally:
-            teller.cancel()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+            server.should_exit = True
+            await asyncio.gather(task, return_exceptions=True)
             await agent.stop()
     finally:
         unix.close()
@@ -163,6 +180,33 @@ async def run(home: Path, *, socket_file: Path | None = None, port: int | None =
             tcp.close()
         for f in files:
             f.unlink(missing_ok=True)
+
+
+async def run(home: Path, *, socket_file: Path | None = None, port: int | None = None,
+              allowed_origins: tuple[str, ...] = (), env: Mapping[str, str] | None = None,
+              passphrase: Callable[[], str] | None = None,
+              announce: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """Serve the agent of ``home`` until SIGTERM/SIGINT (see the module docstring)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT)
+
+    def ready(status: dict[str, Any]) -> None:
+        for sig in signals:  # once started (Ctrl+C at a passphrase prompt still interrupts),
+            loop.add_signal_handler(sig, stop.set)  # before anyone is told it listens
+        (announce or _print)(status)
+
+    try:
+        async with serving(home, socket_file=socket_file, port=port,
+                           allowed_origins=allowed_origins, env=env, passphrase=passphrase,
+                           announce=ready) as running:
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({stopping, running.serving},
+                               return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
 
 
 def read_status(home: Path) -> dict[str, Any] | None:

@@ -19,7 +19,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from interapp.cli.output import read_secret_line
-from interapp.host import Host, NoInput, Prompter, Scripted, Terminal
+from interapp.host import Host, Messages, NoInput, Prompter, Scripted, Terminal
 from interapp.paths import data_home
 
 T = TypeVar("T")
@@ -33,6 +33,10 @@ UsernameOpt = Annotated[str | None, typer.Option(
     "to another account is refused).")]
 PasswordStdinOpt = Annotated[bool, typer.Option(
     "--password-stdin", help="Read the opposite account's password from standard input.")]
+ViaOpt = Annotated[str | None, typer.Option(
+    "--via", help="How to sign in to the target if needed: browser (its own page in your "
+    "browser), device (a code to type on any device; works over SSH) or password (typed "
+    "here). Default: the most secure one offered (device when there is no display).")]
 
 
 def interactive() -> bool:
@@ -41,8 +45,11 @@ def interactive() -> bool:
 
 
 def make_prompter(*, no_input: bool = False, username: str | None = None,
-                  password_stdin: bool = False) -> Prompter:
-    """Pick the face that answers prompts for this command."""
+                  password_stdin: bool = False, via: str | None = None) -> Prompter:
+    """Pick the face that answers prompts for this command.
+
+    Without a terminal, ``--via browser`` or ``--via device`` still works: the URL or the code
+    (and the progress) go to standard error, nobody has to type here."""
     if no_input:
         return NoInput()
     if password_stdin:
@@ -52,6 +59,8 @@ def make_prompter(*, no_input: bool = False, username: str | None = None,
         return Scripted(answers)
     if Terminal.available():
         return Terminal({"username": username} if username else None)
+    if via in ("browser", "device"):
+        return Messages()
     return NoInput()
 
 

@@ -11,6 +11,7 @@ from interapp.cli.common import (
     NoInputOpt,
     PasswordStdinOpt,
     UsernameOpt,
+    ViaOpt,
     make_prompter,
     run_host,
 )
@@ -163,27 +164,48 @@ def plugins(as_json: JsonOpt = False) -> None:
     emit({"plugins": rows, "broken": broken}, "\n".join(lines), as_json=as_json)
 
 
+#: How the command line words the resolver's WayReason codes (``--explain``).
+WAY_REASONS = {
+    "requested": "you asked for it with --via",
+    "remembered": "the link was made this way, so it is re-authenticated the same way",
+    "headless": "there is no display to open a browser on, so a code to type on any device",
+    "most_secure": "the most secure way offered (browser, then device, then password)",
+    "only_way": "the only way the target and this command both offer",
+}
+
+
 def connect(name: Annotated[str, typer.Argument(help="The target to connect.")],
             username: UsernameOpt = None, password_stdin: PasswordStdinOpt = False,
-            no_input: NoInputOpt = False,
+            no_input: NoInputOpt = False, via: ViaOpt = None,
             explain: Annotated[bool, typer.Option(
-                "--explain", help="Print which branch of the flow was taken and why.")] = False,
+                "--explain", help="Print which branch of the flow was taken, which way to "
+                "sign in was chosen, and why.")] = False,
             as_json: JsonOpt = False) -> None:
-    """Connect a target: same-account login, stored link, or prompt (claim 1)."""
+    """Connect a target: same-account login, stored link, or a sign-in (claim 1) through the
+    browser, a device code or the password."""
+    if via is not None and via not in ("browser", "device", "password"):
+        raise ConfigError(f"--via {via!r}: use browser, device or password")
     prompter = make_prompter(no_input=no_input, username=username,
-                             password_stdin=password_stdin)
+                             password_stdin=password_stdin, via=via)
 
     async def work(host: Host) -> dict[str, Any]:
         try:
-            c = await host.connect(name, prompter, account=username)
+            c = await (host.connect(name, prompter, account=username, via=via) if via else
+                       host.connect(name, prompter, account=username))
         except InterappError as exc:
             if explain and exc.explain:
                 sys.stderr.write(exc.explain + "\n")
             raise
         if explain:
             sys.stderr.write(c.explain + "\n")
+            if c.way:
+                why = WAY_REASONS.get(c.way_reason or "", c.way_reason or "")
+                sys.stderr.write(f"way: {c.way} ({c.way_reason}: {why})\n")
+            else:
+                sys.stderr.write("way: none (no sign-in was needed)\n")
         return {"target": name, "branch": str(c.branch), "remote_account": c.account,
-                "link_state": str(c.link.state) if c.link else None, "trace": c.explain}
+                "link_state": str(c.link.state) if c.link else None, "trace": c.explain,
+                "way": c.way, "way_reason": c.way_reason}
 
     info = run_host(work)
     emit(info, f"connected to {name} as {info['remote_account']} ({info['branch']})",

@@ -25,11 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from interapp.errors import (
+        AccessDenied,
         AssertionRefused,
+        AuthorizationMismatch,
         ConfigError,
         ConnectionLost,
+        ExpiredToken,
         InterappError,
         InvalidActivity,
+        InvalidGrant,
         InvalidInvite,
         InviteClosed,
         LinkError,
@@ -46,6 +50,7 @@ if TYPE_CHECKING:
         ServerChanged,
         Unsupported,
         VaultTampered,
+        WayUnavailable,
     )
     from interapp.host import events
     from interapp.host.facade import Host
@@ -67,9 +72,21 @@ if TYPE_CHECKING:
         UnlinkResult,
     )
     from interapp.host.plugins import PluginInfo, available_plugins
-    from interapp.host.prompts import Answers, NoInput, Prompter, PromptRequest, Scripted, Terminal
-    from interapp.host.resolver import Branch, PromptReason
-    from interapp.plugins.contract import InviteState, PromptField
+    from interapp.host.prompts import (
+        Answers,
+        LinkCompletion,
+        Messages,
+        NoInput,
+        OpenUrlRequest,
+        Prompter,
+        PromptRequest,
+        Scripted,
+        ShowCodeRequest,
+        Terminal,
+        has_display,
+    )
+    from interapp.host.resolver import Branch, PromptReason, WayReason
+    from interapp.plugins.contract import InviteState, LinkWay, PromptField
     from interapp.presence import (
         PRESENCE_STATES,
         Activity,
@@ -85,7 +102,9 @@ _ERRORS = ("AssertionRefused", "ConfigError", "ConnectionLost", "InterappError",
            "LinkMismatch", "LoginRefused", "NeedsReauth", "NoLocalApp", "NotFoundError",
            "NotSignedIn", "PluginCrashed", "PluginTimeout", "PromptDeclined",
            "PromptUnavailable", "ServerChanged", "VaultTampered",
-           "InvalidActivity", "InvalidInvite", "InviteClosed", "Unsupported")
+           "InvalidActivity", "InvalidInvite", "InviteClosed", "Unsupported",
+           "AccessDenied", "AuthorizationMismatch", "ExpiredToken", "InvalidGrant",
+           "WayUnavailable")
 
 _WHERE: dict[str, str] = {
     "Host": "interapp.host.facade",
@@ -97,12 +116,15 @@ _WHERE: dict[str, str] = {
     "PluginInfo": "interapp.host.plugins",
     "available_plugins": "interapp.host.plugins",
     **{n: "interapp.host.prompts" for n in (
-        "Answers", "NoInput", "Prompter", "PromptRequest", "Scripted", "Terminal")},
+        "Answers", "NoInput", "Prompter", "PromptRequest", "Scripted", "Terminal",
+        "LinkCompletion", "Messages", "OpenUrlRequest", "ShowCodeRequest", "has_display")},
     "Branch": "interapp.host.resolver",
     "PromptReason": "interapp.host.resolver",
+    "WayReason": "interapp.host.resolver",
     "PromptField": "interapp.plugins.contract",
     "InviteState": "interapp.plugins.contract",
     **{n: "interapp.presence" for n in ("Activity", "Join", "Party", "render_activity")},
+    "LinkWay": "interapp.plugins.contract",
     "PRESENCE_STATES": "interapp.presence",
     "PresenceState": "interapp.presence",
     "Secret": "interapp.secret",
@@ -112,39 +134,47 @@ _WHERE: dict[str, str] = {
 
 __all__ = [
     "PRESENCE_STATES",
+    "AccessDenied",
     "Activity",
     "ActivityResult",
     "Answers",
     "AssertionRefused",
     "AuditReport",
+    "AuthorizationMismatch",
     "Branch",
     "Buddies",
     "Buddy",
     "ConfigError",
     "ConnectResult",
     "ConnectionLost",
+    "ExpiredToken",
     "Host",
     "InterappError",
     "InvalidActivity",
+    "InvalidGrant",
     "InvalidInvite",
     "Invite",
     "InviteClosed",
     "InviteState",
     "Invites",
     "Join",
+    "LinkCompletion",
     "LinkError",
     "LinkInfo",
     "LinkMismatch",
     "LinkState",
+    "LinkWay",
     "LocalInfo",
     "LocalUser",
     "LoginRefused",
     "Message",
+    "Messages",
     "NeedsReauth",
     "NoInput",
     "NoLocalApp",
     "NotFoundError",
     "NotSignedIn",
+    "OpenUrlRequest",
     "Party",
     "PluginCrashed",
     "PluginInfo",
@@ -160,14 +190,18 @@ __all__ = [
     "Scripted",
     "Secret",
     "ServerChanged",
+    "ShowCodeRequest",
     "TargetInfo",
     "TargetState",
     "Terminal",
     "UnlinkResult",
     "Unsupported",
     "VaultTampered",
+    "WayReason",
+    "WayUnavailable",
     "available_plugins",
     "events",
+    "has_display",
     "render_activity",
 ]
 

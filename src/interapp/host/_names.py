@@ -16,3 +16,8 @@ def target_client_secret(target: str) -> str:
 def cursor(target: str, local_account: str | None) -> str:
     """The vault name of the last event cursor seen on ``target`` for ``local_account``."""
     return f"cursor:{target}:{local_account}"
+
+
+def link_way(link_id: str) -> str:
+    """The vault name of the way link ``link_id`` was made (or last repaired) with."""
+    return f"link_way:{link_id}"

@@ -165,8 +165,9 @@ class Slot:
 
     async def connected(self, prompter: Prompter | None = None, *,
                         requested_account: str | None = None, max_attempts: int = 3,
-                        ) -> Connection:
-        """The live connection, connecting through the claim-1 flow when there is none."""
+                        via: str | None = None) -> Connection:
+        """The live connection, connecting through the claim-1 flow when there is none
+        (``via``: the link way to sign in with, should a sign-in be needed)."""
         conn = self.conn
         if conn is not None and requested_account is None:
             return conn
@@ -176,10 +177,10 @@ class Slot:
                                                           conn.profile.id):
                 return conn
             return await self._connect(prompter or self._s.prompter(), requested_account,
-                                       max_attempts)
+                                       max_attempts, via)
 
     async def _connect(self, prompter: Prompter, requested_account: str | None,
-                       max_attempts: int) -> Connection:
+                       max_attempts: int, via: str | None = None) -> Connection:
         target = await self._s.target(self.name)
         previous = self.state
         self.state = TargetState.CONNECTING
@@ -189,7 +190,7 @@ class Slot:
             ctx = HostContext(self._s.vault, session, self._s.keeper)
             outcome = await self.supervised(connect_target(
                 ctx, target, plugin, prompter, max_attempts=max_attempts,
-                requested_account=requested_account), limit=CONNECT_LIMIT)
+                requested_account=requested_account, via=via), limit=CONNECT_LIMIT)
         except InterappError as exc:
             self._failed(exc, previous)
             raise

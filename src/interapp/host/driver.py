@@ -36,11 +36,14 @@ from interapp.errors import (
     RateLimited,
     Unauthorized,
 )
+from interapp.host import _linkways, _names
 from interapp.host import resolver as r
 from interapp.host.config import Target
+from interapp.host.lifecycle import USABLE_STATES
 from interapp.host.localapp import LocalSession
-from interapp.host.prompts import Prompter, PromptRequest
-from interapp.plugins.contract import Credential, Login, Plugin, Profile
+from interapp.host.prompts import LinkCompletion, Prompter, PromptRequest, face_ways
+from interapp.plugins.contract import Credential, LinkWay, Login, Plugin, Profile
+from interapp.secret import Secret
 from interapp.vault import AuditEvent, Link, StaleVersion
 from interapp.vault.aio import AsyncVault
 
@@ -59,6 +62,8 @@ class Connection:
     link: Link | None
     profile: Profile
     trace: str
+    way: LinkWay | None = None
+    way_reason: r.WayReason | None = None
 
 
 @dataclass
@@ -147,11 +152,30 @@ class HostContext:
     keeper: CredentialKeeper
 
 
-def _snapshot(link: Link | None) -> r.LinkSnapshot | None:
+def _snapshot(link: Link | None, way: str = "") -> r.LinkSnapshot | None:
     if link is None:
         return None
     return r.LinkSnapshot(link.id, link.remote_account_id, link.remote_account_name,
-                          str(link.state), link.state_reason, link.target_app)
+                          str(link.state), link.state_reason, link.target_app, way)
+
+
+async def _ways(plugin: Plugin, link: Link | None, target: Target,
+                via: LinkWay | None) -> tuple[LinkWay, ...]:
+    """The ways the target offers: asked of the plug-in (it may look at the server) only
+    when a sign-in is likely; else what its spec declares."""
+    static = plugin.spec.ways()
+    likely = via is not None or link is None or link.state not in USABLE_STATES
+    if not likely or (target.account_system == "shared" and plugin.spec.supports_assertion):
+        return static
+    try:
+        return tuple(await plugin.available_link_ways())
+    except InterappError:  # unreachable now: the flow finds out and says so
+        return static
+
+
+async def _remember_way(ctx: HostContext, link: Link | None, way: LinkWay) -> None:
+    if link is not None:
+        await ctx.vault.put_secret(_names.link_way(link.id), Secret(str(way)))
 
 
 async def _login_event(call: object) -> tuple[r.Event, Profile | None]:
@@ -196,83 +220,114 @@ async def _stored_login(ctx: HostContext, plugin: Plugin, link: Link) -> tuple[r
 
 async def connect_target(ctx: HostContext, target: Target, plugin: Plugin, prompter: Prompter,
                          *, max_attempts: int = 3,
-                         requested_account: str | None = None) -> Outcome:
-    """Run the claim-1 flow for ``target``; never raises for a flow failure (see Outcome)."""
+                         requested_account: str | None = None,
+                         via: LinkWay | str | None = None) -> Outcome:
+    """Run the claim-1 flow for ``target``; never raises for a flow failure (see Outcome).
+
+    ``via`` asks for a link way (``browser``, ``device``, ``password``) should the user have
+    to sign in; by default the resolver picks the most secure one offered."""
     local = ctx.local.local
     if local.username is None:
         raise NotSignedIn("nobody is signed in to the local application")
     link = await ctx.vault.get_link(local.issuer, local.username, target.name)
     spec = plugin.spec
+    wanted = LinkWay(via) if via is not None else None
+    offered = await _ways(plugin, link, target, wanted)
+    face = face_ways(prompter)
+    usable = tuple(w for w in offered if w in face and (w is not LinkWay.PASSWORD
+                                                         or spec.account_fields))
+    remembered = await ctx.vault.get_secret(_names.link_way(link.id)) if link else None
     machine = r.Resolver(r.ResolveRequest(
         target=target.name, account_system=target.account_system,
         supports_assertion=spec.supports_assertion, local_issuer=local.issuer,
-        local_account=local.username, link=_snapshot(link), prompt_fields=spec.account_fields,
+        local_account=local.username,
+        link=_snapshot(link, remembered.reveal() if remembered else ""),
+        prompt_fields=spec.account_fields,
         interactive=prompter.interactive, max_attempts=max_attempts,
-        requested_account=requested_account, server=target.server))
+        requested_account=requested_account, server=target.server,
+        ways=usable, offered_ways=offered, requested_way=wanted,
+        headless=bool(getattr(prompter, "headless", False))))
     actions = machine.start()
     profile: Profile | None = None
     stored_link = link
-    while True:
-        event: r.Event | None = None
-        for action in actions:
-            if isinstance(action, r.RequestAssertion):
-                try:
-                    audience = await plugin.audience()
-                    assertion = await ctx.local.assertion_for(audience)
-                    event = r.AssertionObtained(assertion)
-                except ConnectionLost as exc:
-                    event = r.TargetUnavailable(exc.message)
-                except InterappError as exc:
-                    event = r.AssertionRefused(exc.message)
-            elif isinstance(action, r.LoginWithAssertion):
-                event, profile = await _login_event(plugin.login_with_assertion(action.assertion))
-            elif isinstance(action, r.LoginWithStoredCredential):
-                assert stored_link is not None
-                event, profile = await _stored_login(ctx, plugin, stored_link)
-            elif isinstance(action, r.Prompt):
-                try:
-                    answers = await prompter.ask(PromptRequest(
-                        target.name, action.fields, action.reason, action.attempt,
-                        action.max_attempts, action.expected_account, action.reason_code,
-                        action.cause))
-                    event = r.PromptDeclined() if answers is None else r.PromptAnswered(answers)
-                except PromptUnavailable:
-                    event = r.PromptUnavailable()
-            elif isinstance(action, r.LoginWithAnswers):
-                event, profile = await _login_event(plugin.login(action.answers))
-            elif isinstance(action, r.MarkLink):
-                stored_link = await ctx.vault.set_state(action.link_id, action.state,
-                                                        action.reason)
-            elif isinstance(action, r.StoreLink):
-                assert isinstance(action.credential, Credential)
-                stored_link = await ctx.vault.create_link(
-                    local_app=local.issuer, local_account=local.username, target=target.name,
-                    target_app=target.server, remote_account_id=action.remote_account_id,
-                    remote_account_name=action.remote_account_name,
-                    credential=action.credential)
-            elif isinstance(action, r.RepairLink):
-                assert isinstance(action.credential, Credential)
-                stored_link = await ctx.vault.repair_link(
-                    action.link_id, remote_account_id=action.remote_account_id,
-                    remote_account_name=action.remote_account_name,
-                    credential=action.credential)
-            elif isinstance(action, r.RevokeCredential):
-                assert isinstance(action.credential, Credential)
-                with contextlib.suppress(InterappError):
-                    await plugin.revoke(action.credential)
-            elif isinstance(action, r.RecordAudit):
-                await ctx.vault.record(AuditEvent.PROMPT, link_id=None, target=target.name,
-                                       detail={"step": action.event, **action.detail})
-            elif isinstance(action, r.Connected):
-                assert profile is not None
-                if action.branch is not r.Branch.SHARED and stored_link is not None:
-                    stored_link = await ctx.vault.get_link_by_id(stored_link.id)
-                return Outcome(Connection(target, plugin, action.branch,
-                                          None if action.branch is r.Branch.SHARED
-                                          else stored_link, profile, machine.explain()),
-                               None, machine.explain())
-            elif isinstance(action, r.Failed):
-                return Outcome(None, action.to_error(), machine.explain())
-        if event is None:
-            raise InterappError("resolver stopped without a terminal action")
-        actions = machine.send(event)
+    completion: LinkCompletion | None = None
+    try:
+        while True:
+            event: r.Event | None = None
+            for action in actions:
+                if isinstance(action, r.RequestAssertion):
+                    try:
+                        audience = await plugin.audience()
+                        assertion = await ctx.local.assertion_for(audience)
+                        event = r.AssertionObtained(assertion)
+                    except ConnectionLost as exc:
+                        event = r.TargetUnavailable(exc.message)
+                    except InterappError as exc:
+                        event = r.AssertionRefused(exc.message)
+                elif isinstance(action, r.LoginWithAssertion):
+                    event, profile = await _login_event(
+                        plugin.login_with_assertion(action.assertion))
+                elif isinstance(action, r.LoginWithStoredCredential):
+                    assert stored_link is not None
+                    event, profile = await _stored_login(ctx, plugin, stored_link)
+                elif isinstance(action, r.Prompt):
+                    try:
+                        answers = await prompter.ask(PromptRequest(
+                            target.name, action.fields, action.reason, action.attempt,
+                            action.max_attempts, action.expected_account, action.reason_code,
+                            action.cause))
+                        event = r.PromptDeclined() if answers is None else r.PromptAnswered(answers)
+                    except PromptUnavailable:
+                        event = r.PromptUnavailable()
+                elif isinstance(action, r.LoginWithAnswers):
+                    event, profile = await _login_event(plugin.login(action.answers))
+                elif isinstance(action, r.Authorize):
+                    completion = LinkCompletion()
+                    way = _linkways.browser if action.way is LinkWay.BROWSER else _linkways.device
+                    event, profile = await way(plugin, prompter, target.name, action, completion)
+                elif isinstance(action, r.MarkLink):
+                    stored_link = await ctx.vault.set_state(action.link_id, action.state,
+                                                            action.reason)
+                elif isinstance(action, r.StoreLink):
+                    assert isinstance(action.credential, Credential)
+                    stored_link = await ctx.vault.create_link(
+                        local_app=local.issuer, local_account=local.username, target=target.name,
+                        target_app=target.server, remote_account_id=action.remote_account_id,
+                        remote_account_name=action.remote_account_name,
+                        credential=action.credential)
+                    await _remember_way(ctx, stored_link, action.way)
+                elif isinstance(action, r.RepairLink):
+                    assert isinstance(action.credential, Credential)
+                    stored_link = await ctx.vault.repair_link(
+                        action.link_id, remote_account_id=action.remote_account_id,
+                        remote_account_name=action.remote_account_name,
+                        credential=action.credential)
+                    await _remember_way(ctx, stored_link, action.way)
+                elif isinstance(action, r.RevokeCredential):
+                    assert isinstance(action.credential, Credential)
+                    with contextlib.suppress(InterappError):
+                        await plugin.revoke(action.credential)
+                elif isinstance(action, r.RecordAudit):
+                    await ctx.vault.record(AuditEvent.PROMPT, link_id=None, target=target.name,
+                                           detail={"step": action.event, **action.detail})
+                elif isinstance(action, r.Connected):
+                    assert profile is not None
+                    if action.branch is not r.Branch.SHARED and stored_link is not None:
+                        stored_link = await ctx.vault.get_link_by_id(stored_link.id)
+                    if completion is not None:
+                        completion.finish(True)
+                    return Outcome(Connection(target, plugin, action.branch,
+                                              None if action.branch is r.Branch.SHARED
+                                              else stored_link, profile, machine.explain(),
+                                              action.way, action.way_reason),
+                                   None, machine.explain())
+                elif isinstance(action, r.Failed):
+                    if completion is not None:
+                        completion.finish(False)
+                    return Outcome(None, action.to_error(), machine.explain())
+            if event is None:
+                raise InterappError("resolver stopped without a terminal action")
+            actions = machine.send(event)
+    finally:  # a face waiting on the completion always hears the end
+        if completion is not None:
+            completion.finish(False)

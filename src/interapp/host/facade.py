@@ -444,27 +444,37 @@ class Host(RichPresence):
 
     async def connect(self, name: str, prompter: Prompter | None = None, *,
                       account: str | None = None, max_attempts: int = 3,
-                      reconnect: bool = False) -> ConnectResult:
+                      reconnect: bool = False, via: str | None = None) -> ConnectResult:
         """Connect a target through the link-or-prompt flow: same account system, stored
         link, or a prompt (``prompter``, else the host's). ``account`` is the remote account
         you mean: a stored link to another one is refused (LinkMismatch), never used.
         A connected target is returned as it is, unless ``reconnect`` (e.g. the user asked
         to re-link): then the flow runs again, and a link that needs it is re-authenticated.
 
+        ``via`` (``"browser"``, ``"device"``, ``"password"``) is the link way to sign in with
+        should a sign-in be needed; by default the most secure one the target and the
+        prompter both offer (see docs/host.md, "The three ways to link").
+
         Raises the :class:`~interapp.errors.LinkError` family (``PromptUnavailable``,
         ``PromptDeclined``, ``LoginRefused``, ``LinkMismatch``, ``NeedsReauth``,
-        ``ServerChanged``) or ``ConnectionLost`` when it cannot.
+        ``ServerChanged``, ``WayUnavailable``, ``AuthorizationMismatch``), the OAuth errors
+        of a browser or device sign-in (``AccessDenied``, ``ExpiredToken``,
+        ``InvalidGrant``) or ``ConnectionLost`` when it cannot.
         """
         self._require_signed_in()
         await self._target(name)
+        if via is not None and via not in ("browser", "device", "password"):
+            raise ConfigError(f"unknown link way {via!r}: use browser, device or password")
         slot = self._slot(name)
         if reconnect and slot.conn is not None:
             slot.invalidate(slot.conn)
         conn = await slot.connected(prompter, requested_account=account,
-                                    max_attempts=max_attempts)
+                                    max_attempts=max_attempts, via=via)
         return ConnectResult(name, conn.branch, conn.profile.username, conn.profile.id,
                              conn.profile.display_name,
-                             self._link_info(conn.link) if conn.link else None, conn.trace)
+                             self._link_info(conn.link) if conn.link else None, conn.trace,
+                             str(conn.way) if conn.way else None,
+                             str(conn.way_reason) if conn.way_reason else None)
 
     async def _after_connect(self, slot: Slot) -> None:
         conn = slot.conn
@@ -659,6 +669,7 @@ class Host(RichPresence):
         await self._vault.delete_link(link.id, detail={"remote_revocation": outcome})
         # a new link may be to another remote account, whose events have seqs of their own
         await self._vault.delete_secret(_names.cursor(name, user))
+        await self._vault.delete_secret(_names.link_way(link.id))
         await self._stop_slot(name)
         return UnlinkResult(name, revoked, True, note)
 

@@ -138,6 +138,12 @@ class ConnectResult(_Plain):
     display_name: str
     link: LinkInfo | None
     explain: str = field(repr=False, default="")
+    way: str | None = None
+    """How the user signed in (``browser``, ``device``, ``password``); None when no sign-in
+    was needed (same account system, stored link)."""
+    way_reason: str | None = None
+    """Why that way (a :class:`~interapp.host.resolver.WayReason` code: ``requested``,
+    ``remembered``, ``headless``, ``most_secure``, ``only_way``)."""
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Final, Literal
 
 from interapp.errors import ConfigError, InvalidInvite, MissingExtra, Unsupported, VaultError
+from interapp.plugins.linkways import BrowserStart, DeviceStart, LinkWay
 from interapp.presence import (
     MAX_INVITE_MESSAGE,
     Activity,
@@ -63,9 +64,10 @@ from interapp.secret import Secret, constant_time_equals
 
 __all__ = [
     "ACTIVITY_SUPPORT", "EVENT_ACTIVITY", "EVENT_INVITE", "EVENT_INVITE_ANSWER",
-    "INVITE_SUPPORT", "INVITE_TTL", "Activity", "ActivitySupport", "Buddy", "ChatMessage",
-    "Credential", "Invite", "InviteState", "InviteSupport", "Login", "Plugin", "PluginEvent",
-    "PluginSpec", "PresenceState", "Profile", "PromptField", "TargetConfig",
+    "INVITE_SUPPORT", "INVITE_TTL", "Activity", "ActivitySupport", "BrowserStart", "Buddy",
+    "ChatMessage", "Credential", "DeviceStart", "Invite", "InviteState", "InviteSupport",
+    "LinkWay", "Login", "Plugin", "PluginEvent", "PluginSpec", "PresenceState", "Profile",
+    "PromptField", "TargetConfig",
 ]
 
 #: How a network carries an activity: ``native`` (its own structured presence, e.g. interapp),
@@ -210,6 +212,18 @@ class PluginSpec:
     """How the network carries an activity (see :data:`ActivitySupport`)."""
     invites: InviteSupport = None
     """How the network carries invites (see :data:`InviteSupport`)."""
+    link_ways: tuple[str, ...] = ()
+    """The ways a user can link an account of this target (:class:`LinkWay` values:
+    ``browser``, ``device``, ``password``); empty means ``password`` when there are
+    ``account_fields``. See :mod:`interapp.plugins.linkways`."""
+
+    def ways(self) -> tuple[LinkWay, ...]:
+        """The declared link ways, most secure first."""
+        declared = {LinkWay(w) for w in self.link_ways}
+        if not self.link_ways and self.account_fields:
+            declared = {LinkWay.PASSWORD}
+        return tuple(w for w in (LinkWay.BROWSER, LinkWay.DEVICE, LinkWay.PASSWORD)
+                     if w in declared)
 
     def check(self, entry_point_name: str | None = None) -> None:
         """Validate the metadata; ConfigError naming the problem."""
@@ -229,6 +243,10 @@ class PluginSpec:
                               f"{', '.join(ACTIVITY_SUPPORT)}")
         if self.invites not in INVITE_SUPPORT:
             raise ConfigError(f"plug-in {self.name}: invites must be native, message or None")
+        unknown = [w for w in self.link_ways if w not in set(LinkWay)]
+        if unknown:
+            raise ConfigError(f"plug-in {self.name}: unknown link way {unknown[0]!r} (use "
+                              "browser, device or password)")
 
     def capabilities(self) -> dict[str, Any]:
         """Capabilities as plain data, for ``interapp plugins --json``."""
@@ -236,6 +254,7 @@ class PluginSpec:
                 "history": self.supports_history, "same_account_login": self.supports_assertion,
                 "remote_revocation": self.supports_revocation,
                 "activity": self.activity, "invites": self.invites,
+                "link_ways": [str(w) for w in self.ways()],
                 "account_fields": [{"name": f.name, "label": f.label, "secret": f.secret}
                                    for f in self.account_fields]}
 
@@ -433,6 +452,34 @@ class Plugin(ABC):
     async def audience(self) -> str:
         """The target's issuer identifier (the audience of same-account assertions)."""
         return self.target.server
+
+    # --- browser and device linking (see interapp.plugins.linkways) -------------------------
+
+    async def available_link_ways(self) -> tuple[LinkWay, ...]:
+        """The link ways this target offers now (default: the declared ones). A plug-in may
+        narrow them, e.g. to what the server's metadata offers; ConnectionLost when it cannot
+        tell because the target is unreachable."""
+        return self.spec.ways()
+
+    async def begin_browser(self, redirect_uri: str, state: str) -> BrowserStart:
+        """Start a browser sign-in that will come back to ``redirect_uri`` (a loopback URI of
+        the host) carrying ``state`` unchanged."""
+        raise ConfigError(f"plug-in {self.spec.name} cannot link through the browser")
+
+    async def finish_browser(self, start: BrowserStart, answer: Mapping[str, str]) -> Login:
+        """Finish the sign-in from the query parameters the browser came back with (``state``
+        and ``iss`` were already checked by the host). OAuth errors are raised as their
+        :mod:`interapp.errors` classes (``InvalidGrant`` …)."""
+        raise ConfigError(f"plug-in {self.spec.name} cannot link through the browser")
+
+    async def begin_device(self) -> DeviceStart:
+        """Start an RFC 8628 device authorization."""
+        raise ConfigError(f"plug-in {self.spec.name} cannot link with a device code")
+
+    async def poll_device(self, start: DeviceStart) -> Login:
+        """Poll once: the login, or ``AuthorizationPending`` / ``PollingTooFast`` (keep
+        polling, slower) / ``ExpiredToken`` / ``AccessDenied``."""
+        raise ConfigError(f"plug-in {self.spec.name} cannot link with a device code")
 
     def prepare_refresh(self, credential: Credential) -> Credential:
         """The credential with the intent to refresh recorded (e.g. an idempotency key).

@@ -36,6 +36,8 @@ from interapp.host.config import Target
 from interapp.host.registry import discover
 from interapp.plugins.contract import Credential, Plugin, PluginEvent, TargetConfig
 from interapp.secret import Secret
+from interapp.testing.browser import FormBrowser
+from interapp.testing.kit_linkways import LinkWayScenarios
 
 HostFactory = Callable[[], AbstractAsyncContextManager[Host]]
 
@@ -71,6 +73,13 @@ class Harness(ABC):
     #: seconds to wait for eventually consistent things (presence fan-out, federation…)
     settle: ClassVar[float] = 0.0
 
+    def browser(self, account: Account, *, decision: str = "allow") -> FormBrowser | None:
+        """A person at a browser who signs in as ``account`` on the pages the plug-in's
+        browser and device link ways lead to, and allows (``decision="deny"``: denies); None
+        when the kit cannot drive them (then a declared browser or device way fails the
+        kit's scenarios)."""
+        return None
+
     @abstractmethod
     async def target(self) -> tuple[Target, Secret | None]:
         """A target (separate account system) and its client secret, if any."""
@@ -100,7 +109,7 @@ def _answers(account: Account) -> Scripted:
     return Scripted({"username": account.username, "password": account.password})
 
 
-class PluginConformance:
+class PluginConformance(LinkWayScenarios):
     """The scenarios. Subclass it and provide the ``harness`` fixture."""
 
     @pytest.fixture

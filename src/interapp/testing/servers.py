@@ -97,15 +97,20 @@ class ThreadedServer:
         assert self._loop is not None, "the server is not running"
         return asyncio.run_coroutine_threadsafe(make(), self._loop).result(timeout)
 
-    def create_client(self, name: str = "host", *, public: bool = False
+    def create_client(self, name: str = "host", *, public: bool = False,
+                      redirect_uris: tuple[str, ...] = (),
+                      grant_types: tuple[str, ...] | None = None
                       ) -> tuple[str, Secret | None]:
-        """Register an OAuth client in the server's database: its id and (confidential) secret."""
+        """Register an OAuth client in the server's database: its id and (confidential) secret
+        (``redirect_uris`` and ``grant_types`` as ``interapp admin add-client`` takes them)."""
 
         async def work() -> tuple[str, Secret | None]:
             db = Database.open(self.db_url)
             try:
                 async with db.begin() as conn:
-                    return await accounts.create_client(conn, name, public=public)
+                    return await accounts.create_client(conn, name, public=public,
+                                                        redirect_uris=redirect_uris,
+                                                        grant_types=grant_types)
             finally:
                 await db.close()
 

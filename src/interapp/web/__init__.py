@@ -1,14 +1,15 @@
 """The local application's web face: ``interapp ui``.
 
 Server-rendered pages (Starlette + Jinja2) and one small script of the project's own
-(``static/app.js``) that talks to the UI server with ``fetch`` and one WebSocket; no CDN, no
-build step. The UI server runs a :class:`~interapp.host.Host` on the same data folder,
-vault and targets as the CLI. See ``docs/web.md``.
+(``static/app.js``); no CDN, no build step. The UI is a client of the agent
+(``interapp agent``, ``/agent/v1``): it reuses the agent of the data folder or starts one, and
+every action — the pages' forms and the script's calls — is the agent's; the UI server adds the
+browser's session and forwards, holding the agent's token. See ``docs/web.md``.
 
 Modules: :mod:`~interapp.web.security` (launch secret, session cookie, CSRF),
-:mod:`~interapp.web.live` (updates to the pages, the web prompter),
-:mod:`~interapp.web.service` (what the UI does with the host), :mod:`~interapp.web.app` (routes),
-:mod:`~interapp.web.server` (running it).
+:mod:`~interapp.web.agentlink` (find or start the agent; call it; forward to it),
+:mod:`~interapp.web.views` (what the pages show, from the agent's answers),
+:mod:`~interapp.web.app` (routes), :mod:`~interapp.web.server` (running it).
 """
 
 from __future__ import annotations

@@ -28,6 +28,18 @@ Four branches:
    *same* link. A login as a *different* remote account is refused: :class:`RevokeCredential`
    for the credential just obtained, then ``Failed("link_mismatch")``.
 
+**Link ways** (branches 3 and 4): the user signs in through the *browser*, with a *device*
+code, or with the *password* fields. :class:`ResolveRequest` names the ways the target and the
+face both offer (``ways``), the one asked for (``requested_way``, ``--via``) and whether
+there is a display (``headless``); the resolver chooses once per resolution, with a
+:class:`WayReason`: the way asked for; on re-authentication the way the link was made with
+(:attr:`LinkSnapshot.way`); headless, the device code over the browser; else the most secure
+one (browser > device > password). The password way emits :class:`Prompt` as always; the
+others emit :class:`Authorize` (one attempt), answered by ``LoginSucceeded`` or
+:class:`AuthorizationFailed` (the RFC's error code: ``access_denied``, ``expired_token``,
+``invalid_grant``, or ``authorization_mismatch``), and a success stores (or repairs) the link
+with the way, exactly as a password sign-in does.
+
 States (:class:`State`)::
 
     START ─┬─▶ AWAIT_ASSERTION ──▶ AWAIT_ASSERTION_LOGIN ──▶ DONE
@@ -36,7 +48,8 @@ States (:class:`State`)::
            ├─▶ AWAIT_STORED_LOGIN ──▶ DONE            (and ──unreachable──▶ FAILED)
            │        │ refused
            │        ▼
-           └─▶ AWAIT_PROMPT ◀──▶ AWAIT_PROMPT_LOGIN ──▶ DONE | FAILED
+           ├─▶ AWAIT_PROMPT ◀──▶ AWAIT_PROMPT_LOGIN ──▶ DONE | FAILED
+           └─▶ AWAIT_AUTHORIZATION ──▶ DONE | FAILED     (browser or device way)
 
 Each :meth:`~Resolver.send` returns a list of actions; at most one of them waits for an event
 (:class:`RequestAssertion`, a ``Login*`` or :class:`Prompt`) and it comes last, or the list ends
@@ -54,18 +67,22 @@ from __future__ import annotations
 
 from interapp.host.resolver.machine import (
     TRANSITIONS,
+    WAY_REASON_WORDS,
     Resolver,
     State,
     TraceStep,
     describe_action,
 )
 from interapp.host.resolver.model import (
+    AUTHORIZATION_FAILURES,
     EVENT_TYPES,
     FAILURE_CODES,
     AccountSystem,
     Action,
     AssertionObtained,
     AssertionRefused,
+    AuthorizationFailed,
+    Authorize,
     Branch,
     Connected,
     Event,
@@ -90,22 +107,29 @@ from interapp.host.resolver.model import (
     RevokeCredential,
     StoreLink,
     TargetUnavailable,
+    WayReason,
+    WayRefused,
 )
-from interapp.plugins.contract import PromptField
+from interapp.plugins.contract import LinkWay, PromptField
 
 __all__ = [
+    "AUTHORIZATION_FAILURES",
     "EVENT_TYPES",
     "FAILURE_CODES",
     "TRANSITIONS",
+    "WAY_REASON_WORDS",
     "AccountSystem",
     "Action",
     "AssertionObtained",
     "AssertionRefused",
+    "AuthorizationFailed",
+    "Authorize",
     "Branch",
     "Connected",
     "Event",
     "Failed",
     "LinkSnapshot",
+    "LinkWay",
     "LoginRefused",
     "LoginSucceeded",
     "LoginWithAnswers",
@@ -129,5 +153,7 @@ __all__ = [
     "StoreLink",
     "TargetUnavailable",
     "TraceStep",
+    "WayReason",
+    "WayRefused",
     "describe_action",
 ]

@@ -18,11 +18,14 @@ from interapp.host.lifecycle import (
     next_state,
 )
 from interapp.host.resolver.model import (
+    AUTHORIZATION_FAILURES,
     FAILURE_CODES,
     AccountSystem,
     Action,
     AssertionObtained,
     AssertionRefused,
+    AuthorizationFailed,
+    Authorize,
     Branch,
     Connected,
     Event,
@@ -47,7 +50,11 @@ from interapp.host.resolver.model import (
     RevokeCredential,
     StoreLink,
     TargetUnavailable,
+    WayReason,
+    WayRefused,
 )
+from interapp.plugins.contract import LinkWay
+from interapp.plugins.linkways import SECURITY_ORDER
 from interapp.secret import Secret
 
 # --- the machine -------------------------------------------------------------------------------
@@ -62,6 +69,7 @@ class State(StrEnum):
     AWAIT_STORED_LOGIN = "await_stored_login"
     AWAIT_PROMPT = "await_prompt"
     AWAIT_PROMPT_LOGIN = "await_prompt_login"
+    AWAIT_AUTHORIZATION = "await_authorization"
     DONE = "done"
     FAILED = "failed"
 
@@ -99,6 +107,13 @@ TRANSITIONS: Mapping[tuple[State, type[Event]], str] = MappingProxyType(
         (_S.AWAIT_PROMPT_LOGIN, LoginSucceeded): "_on_prompt_login_ok",
         (_S.AWAIT_PROMPT_LOGIN, LoginRefused): "_on_prompt_login_refused",
         (_S.AWAIT_PROMPT_LOGIN, TargetUnavailable): "_on_prompt_unreachable",
+        (_S.AWAIT_AUTHORIZATION, LoginSucceeded): "_on_prompt_login_ok",
+        (_S.AWAIT_AUTHORIZATION, LoginRefused): "_on_authorization_refused",
+        (_S.AWAIT_AUTHORIZATION, AuthorizationFailed): "_on_authorization_failed",
+        (_S.AWAIT_AUTHORIZATION, PromptDeclined): "_on_prompt_declined",
+        (_S.AWAIT_AUTHORIZATION, PromptUnavailable): "_on_prompt_unavailable",
+        (_S.AWAIT_AUTHORIZATION, TargetUnavailable): "_on_prompt_unreachable",
+        (_S.AWAIT_AUTHORIZATION, WayRefused): "_on_way_refused",
     }
 )
 
@@ -110,6 +125,16 @@ AUDIT_PROMPT_UNAVAILABLE: Final = "prompt_unavailable"
 AUDIT_PROMPT_LOGIN_OK: Final = "prompt_login_ok"
 AUDIT_PROMPT_LOGIN_REFUSED: Final = "prompt_login_refused"
 AUDIT_LINK_MISMATCH: Final = "link_mismatch"
+AUDIT_AUTHORIZATION_FAILED: Final = "authorization_failed"
+
+#: How the explanation words each :class:`WayReason` (faces may render their own).
+WAY_REASON_WORDS: Mapping[WayReason, str] = MappingProxyType({
+    WayReason.REQUESTED: "asked for with --via",
+    WayReason.REMEMBERED: "the way the link was made, used again to re-authenticate it",
+    WayReason.HEADLESS: "no display to open a browser on, so a code to type elsewhere",
+    WayReason.MOST_SECURE: "the most secure way offered (browser > device > password)",
+    WayReason.ONLY_WAY: "the only way offered",
+})
 
 
 def describe_action(action: Action) -> str:
@@ -121,6 +146,8 @@ def describe_action(action: Action) -> str:
             return f"LoginWithStoredCredential({lid})"
         case Prompt(fields=fs, attempt=a, max_attempts=m):
             return f"Prompt(attempt {a}/{m}: {', '.join(f.name for f in fs)})"
+        case Authorize(way=w, way_reason=why):
+            return f"Authorize({w}, {why})"
         case LoginWithAnswers(answers=ans):
             return f"LoginWithAnswers({', '.join(ans)})"
         case MarkLink(link_id=lid, state=st):
@@ -155,6 +182,10 @@ class Resolver:
         self._assertion_refusal: str | None = None
         self._reauth_cause = ""
         self._outcome: Connected | Failed | None = None
+        self._way: LinkWay | None = None
+        self._way_reason: WayReason | None = None
+        self._refused_ways: list[LinkWay] = []
+        self._asking: tuple[str, PromptReason, str] = ("", PromptReason.NO_LINK, "")
         self._trace: list[TraceStep] = []
         self._notes: list[str] = []
 
@@ -184,6 +215,16 @@ class Resolver:
     def outcome(self) -> Connected | Failed | None:
         """The terminal action, once :attr:`done`."""
         return self._outcome
+
+    @property
+    def way(self) -> LinkWay | None:
+        """The link way chosen for the sign-in (None until a sign-in is needed)."""
+        return self._way
+
+    @property
+    def way_reason(self) -> WayReason | None:
+        """Why :attr:`way` was chosen."""
+        return self._way_reason
 
     @property
     def attempt(self) -> int:
@@ -260,7 +301,10 @@ class Resolver:
     def _connected(self, branch: Branch, link_id: str | None, name: str) -> Connected:
         self._state = State.DONE
         self._branch = branch
-        self._outcome = Connected(branch, link_id, name)
+        signed_in = branch in (Branch.PROMPT, Branch.REAUTH)
+        self._outcome = Connected(branch, link_id, name,
+                                  self._way if signed_in else None,
+                                  self._way_reason if signed_in else None)
         return self._outcome
 
     def _failed(self, code: str, message: str, *, account: str | None = None,
@@ -372,9 +416,55 @@ class Resolver:
                 f"sign in again ({cause})", PromptReason.REAUTH, cause),
         ]
 
+    def _choose_way(self) -> tuple[LinkWay, WayReason] | Failed:
+        """Which way to sign in (see docs/host.md, "The three ways"): the one asked for; on
+        re-authentication the link's own; headless, the device code; else the most secure
+        one both the target and the face offer."""
+        req = self._req
+        usable, offered = req.usable_ways, req.target_ways
+        listed = ", ".join(offered) or "none"
+        wanted = req.requested_way
+        if wanted is not None:
+            wanted = LinkWay(wanted)
+            if wanted in usable:
+                return wanted, WayReason.REQUESTED
+            where = (f"{req.target} offers {listed}" if wanted not in offered else
+                     f"{req.target} offers it, but this face cannot do it (it can: "
+                     f"{', '.join(usable) or 'nothing'})")
+            return self._failed("way_unavailable",
+                                f"linking {req.target} through {wanted} is not possible: "
+                                f"{where}", cause=str(wanted))
+        link = req.link
+        if self._branch is Branch.REAUTH and link is not None and link.way:
+            try:
+                remembered = LinkWay(link.way)
+            except ValueError:
+                remembered = None
+            if remembered in usable:
+                assert remembered is not None
+                return remembered, WayReason.REMEMBERED
+            self._note(f"the link was made through {link.way}, which is not offered now")
+        if req.headless and LinkWay.DEVICE in usable and LinkWay.BROWSER in usable:
+            return LinkWay.DEVICE, WayReason.HEADLESS
+        ordered = [w for w in SECURITY_ORDER if w in usable]
+        if not ordered:  # guarded by the caller
+            return self._failed("prompt_unavailable", f"{req.target} offers no way to sign in")
+        if len(ordered) == 1:
+            return ordered[0], WayReason.ONLY_WAY
+        return ordered[0], WayReason.MOST_SECURE
+
     def _prompt(self, reason: str, code: PromptReason = PromptReason.NO_LINK,
                 cause: str = "") -> list[Action]:
         req = self._req
+        if self._way is None and req.usable_ways:
+            chosen = self._choose_way()
+            if isinstance(chosen, Failed):
+                return [chosen]
+            self._way, self._way_reason = chosen
+            self._note(f"signing in through {self._way}: {WAY_REASON_WORDS[self._way_reason]}"
+                       f" (offered: {', '.join(req.target_ways)})")
+        if self._way is not None and self._way is not LinkWay.PASSWORD:
+            return self._authorize(reason, code, cause)
         if not req.prompt_fields:
             why = self._assertion_refusal or "no assertion"
             return [
@@ -402,6 +492,23 @@ class Resolver:
                 expected_account=expected or "",
             ),
             Prompt(req.prompt_fields, reason, self._attempt, expected, allowed, code, cause),
+        ]
+
+    def _expected(self) -> str | None:
+        link = self._req.link
+        return link.remote_account_name if self._branch is Branch.REAUTH and link else None
+
+    def _authorize(self, reason: str, code: PromptReason, cause: str) -> list[Action]:
+        """Sign in through the browser or a device code: one attempt."""
+        assert self._way is not None and self._way_reason is not None
+        self._asking = (reason, code, cause)
+        self._attempt += 1
+        self._state = State.AWAIT_AUTHORIZATION
+        expected = self._expected()
+        return [
+            self._audit(AUDIT_PROMPT_SHOWN, attempt=str(self._attempt), reason=reason,
+                        way=str(self._way), expected_account=expected or ""),
+            Authorize(self._way, self._way_reason, reason, expected, code, cause),
         ]
 
     def _nothing_stored(self) -> str:
@@ -543,7 +650,8 @@ class Resolver:
             )
             return [
                 audit,
-                StoreLink(event.remote_account_id, event.remote_account_name, event.credential),
+                StoreLink(event.remote_account_id, event.remote_account_name, event.credential,
+                          self._way or LinkWay.PASSWORD),
                 self._connected(Branch.PROMPT, None, event.remote_account_name),
             ]
         link = self._link()
@@ -583,6 +691,7 @@ class Resolver:
                 event.remote_account_id,
                 event.remote_account_name,
                 event.credential,
+                self._way or LinkWay.PASSWORD,
             ),
             self._connected(Branch.REAUTH, link.link_id, event.remote_account_name),
         ]
@@ -623,3 +732,49 @@ class Resolver:
                 f"{self._nothing_stored()}; try again later",
             )
         ]
+
+    def _on_authorization_refused(self, event: LoginRefused) -> list[Action]:
+        req = self._req
+        self._note(f"sign-in through {self._way} refused: {event.reason}")
+        return [
+            self._audit(AUDIT_PROMPT_LOGIN_REFUSED, attempt=str(self._attempt),
+                        reason=event.reason, way=str(self._way)),
+            self._failed(
+                "login_refused",
+                f"{req.target} refused the sign-in through {self._way}: {event.reason}; "
+                f"{self._nothing_stored()}", cause=event.reason,
+            ),
+        ]
+
+    def _on_authorization_failed(self, event: AuthorizationFailed) -> list[Action]:
+        req = self._req
+        code = event.code if event.code in AUTHORIZATION_FAILURES else "login_refused"
+        self._note(f"sign-in through {self._way} failed ({event.code}): {event.reason}")
+        return [
+            self._audit(AUDIT_AUTHORIZATION_FAILED, attempt=str(self._attempt),
+                        error=event.code, way=str(self._way)),
+            self._failed(
+                code,
+                f"linking {req.target} through {self._way} failed ({event.code}): "
+                f"{event.reason}; {self._nothing_stored()}", cause=event.reason,
+            ),
+        ]
+
+    def _on_way_refused(self, event: WayRefused) -> list[Action]:
+        req = self._req
+        assert self._way is not None
+        self._refused_ways.append(self._way)
+        self._attempt -= 1  # the sign-in never started
+        left = [w for w in SECURITY_ORDER if w in req.usable_ways and w not in self._refused_ways]
+        if req.requested_way is not None or not left:
+            why = "it was asked for" if req.requested_way is not None else "no other way is left"
+            return [self._failed(
+                "way_unavailable",
+                f"{req.target} would not start linking through {self._way} for this "
+                f"application ({event.reason}), and {why}; {self._nothing_stored()}",
+                cause=event.reason)]
+        self._note(f"{req.target} would not start {self._way} ({event.reason}): trying "
+                   f"{left[0]} instead")
+        self._way = left[0]
+        self._way_reason = WayReason.MOST_SECURE if len(left) > 1 else WayReason.ONLY_WAY
+        return self._prompt(*self._asking)

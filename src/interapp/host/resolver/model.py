@@ -14,7 +14,7 @@ from typing import Final, Literal
 from interapp import errors
 from interapp.errors import InterappError
 from interapp.host.lifecycle import LinkState
-from interapp.plugins.contract import PromptField
+from interapp.plugins.contract import LinkWay, PromptField
 from interapp.secret import Secret
 
 _MASK: Final = "<redacted>"
@@ -27,6 +27,22 @@ class ProtocolError(InterappError):
 
 
 # --- input -------------------------------------------------------------------------------------
+
+
+class WayReason(StrEnum):
+    """Why a link way was chosen (a stable code; each face renders its own words)."""
+
+    REQUESTED = "requested"
+    """The user asked for it (``--via``)."""
+    REMEMBERED = "remembered"
+    """Re-authentication of a link made this way: the same way again."""
+    HEADLESS = "headless"
+    """No display to open a browser on (SSH, a console): the device code is shown instead."""
+    MOST_SECURE = "most_secure"
+    """The most secure way the target and this face both offer (browser > device >
+    password)."""
+    ONLY_WAY = "only_way"
+    """The only way the target and this face both offer."""
 
 
 class AccountSystem(StrEnum):
@@ -68,6 +84,9 @@ class LinkSnapshot:
     """Why the link is in its state (e.g. the plug-in's words when a credential was refused)."""
     server: str = ""
     """The server the link's credential was issued by (it is never sent anywhere else)."""
+    way: str = ""
+    """The link way the link was made with (``browser``, ``device``, ``password``; empty when
+    not recorded): re-authentication uses it again."""
 
     def __post_init__(self) -> None:
         try:
@@ -105,20 +124,50 @@ class ResolveRequest:
     account is refused instead of being used silently."""
     server: str = ""
     """The server the target's configuration names now; a link made with another is refused."""
+    ways: tuple[LinkWay | str, ...] = ()
+    """The link ways both the target and the face offer (empty: ``password`` when there are
+    ``prompt_fields``)."""
+    offered_ways: tuple[LinkWay | str, ...] = ()
+    """The link ways the target offers (for the explanation; empty: same as ``ways``)."""
+    requested_way: LinkWay | str | None = None
+    """The way the user asked for (``--via``), if any."""
+    headless: bool = False
+    """No display to open a browser on: the device way is preferred to the browser."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "account_system", AccountSystem(self.account_system))
         object.__setattr__(self, "prompt_fields", tuple(self.prompt_fields))
+        object.__setattr__(self, "ways", tuple(LinkWay(w) for w in self.ways))
+        object.__setattr__(self, "offered_ways", tuple(LinkWay(w) for w in self.offered_ways))
+        if self.requested_way is not None:
+            object.__setattr__(self, "requested_way", LinkWay(self.requested_way))
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         names = [f.name for f in self.prompt_fields]
         if len(set(names)) != len(names) or not all(names):
             raise ValueError("prompt field names must be unique and non-empty")
-        if not self.uses_assertion and not self.prompt_fields:
+        if LinkWay.PASSWORD in self.ways and not self.prompt_fields:
+            raise ValueError(f"the password way for {self.target} needs prompt fields")
+        if not self.uses_assertion and not self.prompt_fields and not self.ways and \
+                not self.offered_ways:
             raise ValueError(
                 f"the plug-in for {self.target} neither logs in with an assertion nor declares "
                 "prompt fields"
             )
+
+    @property
+    def usable_ways(self) -> tuple[LinkWay, ...]:
+        """The ways to choose from: ``ways``, else ``password`` when there are fields."""
+        if self.ways:
+            return tuple(LinkWay(w) for w in self.ways)
+        return (LinkWay.PASSWORD,) if self.prompt_fields else ()
+
+    @property
+    def target_ways(self) -> tuple[LinkWay, ...]:
+        """The ways the target offers (``offered_ways``, else :attr:`usable_ways`)."""
+        if self.offered_ways:
+            return tuple(LinkWay(w) for w in self.offered_ways)
+        return self.usable_ways
 
     @property
     def uses_assertion(self) -> bool:
@@ -214,6 +263,24 @@ class PromptUnavailable(Event):
     """No face can show a prompt (headless, no TTY, no ``--password-stdin``)."""
 
 
+@dataclass(frozen=True)
+class AuthorizationFailed(Event):
+    """A browser or device authorization ended without a login: ``code`` is the RFC's error
+    (``access_denied``, ``expired_token``, ``invalid_grant``) or ``authorization_mismatch``
+    (wrong ``state``/``iss``); ``reason`` says it in words."""
+
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class WayRefused(Event):
+    """The target would not even start this link way for this host (its OAuth client lacks
+    the grant or the loopback redirect URI, …): the next way offered is tried instead."""
+
+    reason: str
+
+
 #: Every event type, for exhaustive tests and drivers.
 EVENT_TYPES: tuple[type[Event], ...] = (
     AssertionObtained,
@@ -224,6 +291,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     PromptAnswered,
     PromptDeclined,
     PromptUnavailable,
+    AuthorizationFailed,
+    WayRefused,
 )
 
 
@@ -274,6 +343,24 @@ class Prompt(Action):
     cause: str = ""
 
 
+@dataclass(frozen=True)
+class Authorize(Action):
+    """Link through the browser or with a device code (``way``); answer with
+    LoginSucceeded, LoginRefused, AuthorizationFailed, PromptDeclined, PromptUnavailable or
+    TargetUnavailable.
+
+    ``way_reason`` says why this way (:class:`WayReason`); ``reason``/``reason_code``/
+    ``cause``/``expected_account`` are as for :class:`Prompt`.
+    """
+
+    way: LinkWay
+    way_reason: WayReason
+    reason: str
+    expected_account: str | None
+    reason_code: PromptReason = PromptReason.NO_LINK
+    cause: str = ""
+
+
 @dataclass(frozen=True, repr=False)
 class LoginWithAnswers(Action):
     """Log in to the target with the prompt's answers (secret fields are :class:`Secret`)."""
@@ -303,6 +390,8 @@ class StoreLink(Action):
     remote_account_id: str
     remote_account_name: str
     credential: object = field(hash=False, compare=False)
+    way: LinkWay = LinkWay.PASSWORD
+    """The way the link was made (remembered for re-authentication)."""
 
     def __repr__(self) -> str:
         return (
@@ -319,6 +408,8 @@ class RepairLink(Action):
     remote_account_id: str
     remote_account_name: str
     credential: object = field(hash=False, compare=False)
+    way: LinkWay = LinkWay.PASSWORD
+    """The way the link was repaired (remembered for the next re-authentication)."""
 
     def __repr__(self) -> str:
         return (
@@ -361,7 +452,15 @@ class Connected(Action):
     branch: Branch
     link_id: str | None
     remote_account_name: str
+    way: LinkWay | None = field(default=None, compare=False)
+    """The link way used to sign in (None when no sign-in was needed)."""
+    way_reason: WayReason | None = field(default=None, compare=False)
+    """Why that way (None when no sign-in was needed)."""
 
+
+#: The :class:`AuthorizationFailed` codes that end a resolution with the same code.
+AUTHORIZATION_FAILURES: frozenset[str] = frozenset(
+    {"access_denied", "expired_token", "invalid_grant", "authorization_mismatch"})
 
 #: Machine codes of :class:`Failed`.
 FAILURE_CODES: frozenset[str] = frozenset(
@@ -374,6 +473,8 @@ FAILURE_CODES: frozenset[str] = frozenset(
         "server_changed",
         "connection_lost",
         "assertion_refused",
+        "way_unavailable",
+        *AUTHORIZATION_FAILURES,
     }
 )
 
@@ -386,6 +487,11 @@ _ERROR_FOR_CODE: Mapping[str, type[InterappError]] = {
     "login_refused": errors.LoginRefused,
     "prompt_declined": errors.PromptDeclined,
     "assertion_refused": errors.AssertionRefused,
+    "way_unavailable": errors.WayUnavailable,
+    "authorization_mismatch": errors.AuthorizationMismatch,
+    "access_denied": errors.AccessDenied,
+    "expired_token": errors.ExpiredToken,
+    "invalid_grant": errors.InvalidGrant,
 }
 
 

@@ -23,4 +23,5 @@ PLUGIN = PluginSpec(
     credential_kinds=("oauth_tokens",),
     activity="native",
     invites="native",
+    link_ways=("browser", "device", "password"),
 )

@@ -3,6 +3,14 @@
 Credential kept in the vault: ``oauth_tokens`` = access token, rotating refresh token and the
 access token's expiry. The password the user typed is used once, for the password grant, and
 never stored.
+
+Link ways (see :mod:`interapp.plugins.linkways`): whichever of the three the server's RFC 8414
+metadata offers — *browser* (``authorization_endpoint`` with ``response_type=code`` and PKCE
+``S256``; the sign-in URL asks for scope ``interapp`` with a fresh S256 challenge; the answer's
+``iss`` is required when the server says it sends it, RFC 9207), *device*
+(``device_authorization_endpoint`` and the device_code grant) and *password* (the password
+grant). The host's client at the server needs the matching grants and, for the browser, the
+redirect URI ``http://127.0.0.1/callback`` (any port matches, RFC 8252 §7.3).
 """
 
 from __future__ import annotations
@@ -14,12 +22,13 @@ import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
+import httpx
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from interapp.client import ServerClient
+from interapp.client import DEVICE_CODE, ServerClient
 from interapp.errors import (
     ConfigError,
     ConnectionLost,
@@ -31,15 +40,20 @@ from interapp.errors import (
     OAuthError,
     SlowDown,
     Unauthorized,
+    UnauthorizedClient,
+    from_wire,
 )
 from interapp.plugins.contract import (
     EVENT_INVITE,
     EVENT_INVITE_ANSWER,
     Activity,
+    BrowserStart,
     Buddy,
     ChatMessage,
     Credential,
+    DeviceStart,
     Invite,
+    LinkWay,
     Login,
     Plugin,
     PluginEvent,
@@ -48,10 +62,12 @@ from interapp.plugins.contract import (
 )
 from interapp.plugins.interapp_server import PLUGIN
 from interapp.plugins.interapp_server.streamsend import StreamSends
+from interapp.plugins.linkways import pkce_pair
 from interapp.presence import activity_from_json
 from interapp.secret import Secret
 
 KIND = "oauth_tokens"
+LINK_SCOPE = "interapp"
 REFRESH_MARGIN = 30.0
 INBOX_SIZE = 1000  # frames read ahead of the consumer; then reading (and answering) waits
 
@@ -97,7 +113,19 @@ class InterappPlugin(Plugin):
         self.client = ServerClient(target.server, client_id=target.client_id,
                                    client_secret=target.client_secret)
         self._issuer: str | None = None
+        self._metadata: dict[str, Any] | None = None
         self._stream_sends = StreamSends()
+
+    async def _server_metadata(self) -> dict[str, Any]:
+        if self._metadata is None:
+            self._metadata = await self.client.metadata()
+            self._issuer = str(self._metadata["issuer"])
+        return self._metadata
+
+    async def _login_from(self, body: Mapping[str, Any]) -> Login:
+        credential = _credential(body)
+        profile = await self.open(credential)
+        return Login(profile.id, profile.username, credential)
 
     async def _grant(self, call: Any) -> Login:
         try:
@@ -127,6 +155,92 @@ class InterappPlugin(Plugin):
         """RFC 7523 grant with an assertion from the local application."""
         return await self._grant(self.client.jwt_bearer_grant(assertion))
 
+    # --- browser and device linking ----------------------------------------------------------
+
+    async def available_link_ways(self) -> tuple[LinkWay, ...]:
+        """What the server's RFC 8414 metadata offers (see the module docstring)."""
+        md = await self._server_metadata()
+        grants = set(md.get("grant_types_supported") or ())
+        ways: list[LinkWay] = []
+        if md.get("authorization_endpoint") and "code" in (md.get("response_types_supported")
+                                                           or ()) \
+                and "S256" in (md.get("code_challenge_methods_supported") or ()):
+            ways.append(LinkWay.BROWSER)
+        if md.get("device_authorization_endpoint") and DEVICE_CODE in grants:
+            ways.append(LinkWay.DEVICE)
+        if "password" in grants:
+            ways.append(LinkWay.PASSWORD)
+        return tuple(ways)
+
+    async def begin_browser(self, redirect_uri: str, state: str) -> BrowserStart:
+        """The authorization URL: code + PKCE S256, scope ``interapp``, ``state``."""
+        md = await self._server_metadata()
+        if not self.target.client_id:
+            raise ConfigError(f"{self.target.name} has no --client-id for this host")
+        verifier, challenge = pkce_pair()
+        query = urlencode({"response_type": "code", "client_id": self.target.client_id,
+                           "redirect_uri": redirect_uri, "scope": LINK_SCOPE, "state": state,
+                           "code_challenge": challenge, "code_challenge_method": "S256"})
+        issuer = str(md["issuer"]) if md.get(
+            "authorization_response_iss_parameter_supported") else None
+        url = f"{md['authorization_endpoint']}?{query}"
+        await self._preflight(url, redirect_uri)
+        return BrowserStart(url, redirect_uri, issuer, {"code_verifier": verifier})
+
+    async def _preflight(self, url: str, redirect_uri: str) -> None:
+        """Ask the authorization endpoint first, without a browser (nobody is signed in: no
+        code can be issued): a client or redirect URI it does not know gets its error page,
+        a grant the client may not use its error redirect — better found now than after the
+        user waited at a page that never comes back."""
+        try:
+            resp = await self.client.http.get(url, follow_redirects=False)
+        except httpx.HTTPError as exc:
+            raise ConnectionLost(f"cannot reach {self.target.name}: {type(exc).__name__}") \
+                from exc
+        if resp.status_code in (302, 303):
+            back = dict(parse_qsl(urlsplit(resp.headers.get("location", "")).query))
+            if back.get("error"):
+                raise from_wire(400, {"error": back["error"],
+                                      "error_description": back.get("error_description", "")})
+        elif resp.status_code == 400:
+            raise UnauthorizedClient(
+                f"{self.target.name} does not know this host's client or its redirect URI "
+                f"(register {redirect_uri.split(':')[0]}://127.0.0.1/callback for it)")
+        elif resp.status_code >= 500:
+            raise ConnectionLost(f"{self.target.name} answered {resp.status_code}")
+
+    async def finish_browser(self, start: BrowserStart, answer: Mapping[str, str]) -> Login:
+        """Redeem the code with the PKCE verifier and the same redirect URI."""
+        code = answer.get("code")
+        if not code:
+            raise InvalidGrant("the answer carries no authorization code")
+        try:
+            body = await self.client.code_grant(
+                Secret(code), code_verifier=Secret(start.pending["code_verifier"]),
+                redirect_uri=start.redirect_uri)
+        except InvalidClient as exc:
+            raise ConfigError(f"{self.target.name} refused this host's client credentials "
+                              f"({exc.message}); check the target's --client-id") from exc
+        return await self._login_from(body)
+
+    async def begin_device(self) -> DeviceStart:
+        """RFC 8628 §3.1."""
+        try:
+            body = await self.client.device_authorization(LINK_SCOPE)
+        except InvalidClient as exc:
+            raise ConfigError(f"{self.target.name} refused this host's client credentials "
+                              f"({exc.message}); check the target's --client-id") from exc
+        return DeviceStart(str(body["user_code"]), str(body["verification_uri"]),
+                           body.get("verification_uri_complete"),
+                           float(body.get("expires_in") or 600),
+                           float(body.get("interval") or 5),
+                           {"device_code": str(body["device_code"])})
+
+    async def poll_device(self, start: DeviceStart) -> Login:
+        """One poll of the token endpoint (RFC 8628 §3.4)."""
+        body = await self.client.device_grant(Secret(start.pending["device_code"]))
+        return await self._login_from(body)
+
     def needs_refresh(self, credential: Credential, now: float) -> bool:
         """Refresh when the access token expires within 30 s."""
         try:
@@ -137,7 +251,8 @@ class InterappPlugin(Plugin):
     async def audience(self) -> str:
         """The server's issuer identifier, from its RFC 8414 metadata."""
         if self._issuer is None:
-            self._issuer = str((await self.client.metadata())["issuer"])
+            await self._server_metadata()
+        assert self._issuer is not None
         return self._issuer
 
     def prepare_refresh(self, credential: Credential) -> Credential:

@@ -12,8 +12,8 @@ from interapp.plugins.contract import PluginSpec, PromptField
 PLUGIN = PluginSpec(
     name="matrix",
     version=__version__,
-    description="Matrix homeservers (client-server API: password or JWT login, direct rooms, "
-                "presence, /sync events)",
+    description="Matrix homeservers (client-server API: password, SSO or JWT login, direct "
+                "rooms, presence, /sync events)",
     implementation="interapp.plugins.matrix.client:MatrixPlugin",
     account_fields=(PromptField("username", "Matrix user (localpart or @user:server)"),
                     PromptField("password", "Password", secret=True)),
@@ -25,4 +25,5 @@ PLUGIN = PluginSpec(
     credential_kinds=("matrix_session",),
     activity="structured",
     invites="message",
+    link_ways=("browser", "password"),
 )

@@ -9,9 +9,19 @@ Same account system: ``login_with_assertion`` posts the local application's JWT 
 the user in (creating the Matrix account on first use). :meth:`MatrixPlugin.audience` is the
 target option ``jwt_audience`` if set, else the homeserver URL.
 
-Target options: ``jwt_audience``; ``max_rate_limit_wait`` (seconds of 429 hints honoured per
-call before :class:`~interapp.errors.RateLimited` is raised, default 10); ``sync_timeout``
-(long-poll seconds, default 30).
+Link ways: *browser* when the homeserver offers ``m.login.sso`` (and ``m.login.token``): the
+browser goes to ``/login/sso/redirect`` (``/login/sso/redirect/{sso_idp}`` with the target
+option ``sso_idp``), signs in at the identity provider (e.g. an interapp app as Synapse's OpenID
+Connect provider), and comes back to the host's loopback listener with a ``loginToken``, which
+``m.login.token`` trades for a session — no Matrix password anywhere. *password* when it offers
+``m.login.password``. The loopback URL carries the host's ``state`` in its query (Synapse keeps
+the redirect URL's query and adds ``loginToken``); the homeserver must accept the loopback
+URL as an SSO client (Synapse: ``sso.client_whitelist: ["http://127.0.0.1:"]``, or it shows
+its confirmation page first).
+
+Target options: ``jwt_audience``; ``sso_idp``; ``max_rate_limit_wait`` (seconds of 429 hints
+honoured per call before :class:`~interapp.errors.RateLimited` is raised, default 10);
+``sync_timeout`` (long-poll seconds, default 30).
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from interapp.errors import (
     ApiError,
@@ -35,9 +45,11 @@ from interapp.errors import (
     Unauthorized,
 )
 from interapp.plugins.contract import (
+    BrowserStart,
     Buddy,
     ChatMessage,
     Credential,
+    LinkWay,
     Login,
     PluginEvent,
     PresenceState,
@@ -158,6 +170,31 @@ class MatrixPlugin(RichMixin):
         """``org.matrix.login.jwt`` with the local application's assertion."""
         return await self._login({"type": "org.matrix.login.jwt", "token": assertion.reveal()},
                                  "same-account (JWT) login")
+
+    async def available_link_ways(self) -> tuple[LinkWay, ...]:
+        """What ``GET /login`` offers: SSO (with token login) → browser; password."""
+        data = await self.api.request("GET", "/login", auth=False)
+        flows = {str(f.get("type")) for f in data.get("flows", []) if isinstance(f, Mapping)}
+        ways: list[LinkWay] = []
+        if "m.login.sso" in flows and "m.login.token" in flows:
+            ways.append(LinkWay.BROWSER)
+        if "m.login.password" in flows and self.spec.account_fields:
+            ways.append(LinkWay.PASSWORD)
+        return tuple(ways)
+
+    async def begin_browser(self, redirect_uri: str, state: str) -> BrowserStart:
+        """The ``m.login.sso`` redirect, coming back to ``redirect_uri?state=…``."""
+        back = f"{redirect_uri}?{urlencode({'state': state})}"
+        idp = self.target.options.get("sso_idp")
+        path = "/_matrix/client/v3/login/sso/redirect" + (f"/{q(idp)}" if idp else "")
+        return BrowserStart(f"{self.base_url}{path}?{urlencode({'redirectUrl': back})}", back)
+
+    async def finish_browser(self, start: BrowserStart, answer: Mapping[str, str]) -> Login:
+        """``m.login.token`` with the ``loginToken`` the browser came back with."""
+        token = answer.get("loginToken")
+        if not token:
+            raise NeedsReauth(f"{self.target.name} sent the browser back without a loginToken")
+        return await self._login({"type": "m.login.token", "token": token}, "SSO login")
 
     async def audience(self) -> str:
         """The ``aud`` the homeserver's ``jwt_config`` expects (option ``jwt_audience``)."""

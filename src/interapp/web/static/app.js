@@ -1,21 +1,28 @@
 // interapp web UI: the live parts of the server-rendered pages. No framework, no build step.
 //
-// One WebSocket (/ws) brings updates: "targets"/"buddies" (fetch the server-rendered fragment
-// again), "presence", "message", "prompt"/"prompt_closed" and "notice". Everything the page
-// changes goes through fetch() with the session's CSRF token in the X-CSRF-Token header.
+// The page is a client of the agent's local API (docs/agent.md): every call goes to
+// /agent/v1/... on this server, which adds the agent's token and forwards it; the session
+// cookie and the CSRF token (X-CSRF-Token) are what the page itself holds. One WebSocket,
+// /agent/v1/events, brings the agent's events, each with an increasing `seq`; after a dropped
+// connection the page resumes with ?since=<last seq> and loses nothing. The server-rendered
+// fragments /fragments/targets and /fragments/buddies are fetched again when events say they
+// changed (and the targets every few seconds, for changes made outside any client).
 // Outgoing chat messages wait in localStorage (the outbox) with a client_msg_id until the
-// server has taken them, so nothing typed is lost when a connection drops, and a message
+// agent has taken them, so nothing typed is lost when a connection drops, and a message
 // posted twice is still delivered once.
 
 const csrf = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
 const $ = (id) => document.getElementById(id);
+const API = "/agent/v1";
 const OUTBOX = "interapp.outbox";
 const PAGE_CHECK_MS = 3000;
+const PAGE = 30;
+const enc = encodeURIComponent;
 
 // --- small helpers --------------------------------------------------------------------------
 
 async function api(method, path, body) {
-  const res = await fetch(path, {
+  const res = await fetch(API + path, {
     method,
     credentials: "same-origin",
     headers: { "X-CSRF-Token": csrf, "Content-Type": "application/json", Accept: "application/json" },
@@ -61,6 +68,7 @@ function clock(iso) {
 // --- server-rendered fragments ----------------------------------------------------------------
 
 const timers = {};
+const lastHtml = {};
 
 function refresh(id) {
   clearTimeout(timers[id]);
@@ -69,37 +77,58 @@ function refresh(id) {
 
 async function swap(id) {
   const box = $(id);
-  if (!box) return;
+  if (!box) return false;
   let res;
-  try { res = await fetch(box.dataset.fragment, { headers: { Accept: "text/html" } }); } catch { return; }
-  if (!res.ok) return;
+  try { res = await fetch(box.dataset.fragment, { headers: { Accept: "text/html" } }); } catch { return false; }
+  if (!res.ok) return false;
   const html = await res.text();
+  if (lastHtml[id] === html) return false; // unchanged: the DOM (and the focus) stay
+  lastHtml[id] = html;
   const focused = box.contains(document.activeElement) ? document.activeElement.dataset.key : null;
   box.innerHTML = html; // server-rendered, autoescaped by Jinja2
   if (focused) box.querySelector(`[data-key="${CSS.escape(focused)}"]`)?.focus();
   if (id === "buddies") decorateBuddies();
+  if (id === "invites") $("invites-panel").hidden = !box.querySelector(".invite-card");
+  return true;
+}
+
+async function checkTargets() { // changes made outside any client (a hand edit, the vault)
+  if (await swap("targets")) refresh("buddies");
 }
 
 // --- targets: connect / re-link ---------------------------------------------------------------
 
+function outcome(target, res) {
+  const d = res.data ?? {};
+  if (res.ok && d.connected) notice(`connected to ${target} as ${d.connected.account}`, "ok");
+  else if (res.ok && d.prompt) addPrompt(d.prompt);
+  else if (res.ok && d.pending) notice(`${target}: still connecting…`);
+  else if (!res.ok) notice(`${target}: ${d.message ?? `failed (${res.status})`}`, "error");
+  refresh("targets");
+  refresh("buddies");
+}
+
 $("targets")?.addEventListener("click", async (event) => {
   const button = event.target.closest('[data-action="connect"]');
   if (!button) return;
+  const target = button.dataset.target;
   button.disabled = true;
   button.textContent = "Connecting…";
   try {
-    const res = await api("POST", `/api/targets/${encodeURIComponent(button.dataset.target)}/connect`);
-    if (!res.ok) notice(res.data?.message ?? `could not connect (${res.status})`, "error");
+    // reconnect: the flow runs again (Re-link repairs the same link); can: this page can
+    // open the target's own sign-in page (the browser way), where the target offers one
+    outcome(target, await api("POST", `/targets/${enc(target)}/connect`, { reconnect: true, can: ["browser"] }));
   } catch {
     notice("the interapp UI server does not answer", "error");
+    refresh("targets");
   }
-  refresh("targets");
 });
 
 // --- prompts ----------------------------------------------------------------------------------
 
 const prompts = [];
 let shown = null;
+let waiting = null; // the open_url prompt whose sign-in runs in another window
 const typed = new Map(); // target -> what was typed in non-secret fields (kept for a re-prompt)
 
 function addPrompt(prompt) {
@@ -111,10 +140,21 @@ function closePrompt(id) {
   const at = prompts.findIndex((p) => p.id === id);
   if (at >= 0) prompts.splice(at, 1);
   if (shown?.id === id) {
+    if (waiting === id) return; // its window is still open: the answer says how it ended
     shown = null;
     if ($("prompt").open) $("prompt").close();
   }
   showPrompt();
+}
+
+async function syncPrompts() { // the prompts open now (any client may answer them)
+  let res;
+  try { res = await api("GET", "/state"); } catch { return null; }
+  if (!res.ok) return null;
+  const open = res.data.prompts ?? [];
+  for (const p of [...prompts]) if (!open.some((q) => q.id === p.id)) closePrompt(p.id);
+  open.forEach(addPrompt);
+  return res.data;
 }
 
 function showPrompt() {
@@ -122,7 +162,6 @@ function showPrompt() {
   if (!dialog || shown || prompts.length === 0) return;
   shown = prompts[0];
   $("prompt-target").textContent = shown.target;
-  $("prompt-target-2").textContent = shown.target;
   $("prompt-reason").textContent = shown.reason;
   $("prompt-reason").setAttribute("role", shown.attempt > 1 ? "alert" : "none");
   $("prompt-reason").className = shown.attempt > 1 ? "problem" : "";
@@ -131,6 +170,13 @@ function showPrompt() {
   $("prompt-error").textContent = "";
   const fields = $("prompt-fields");
   fields.replaceChildren();
+  const page = shown.kind === "open_url";
+  $("prompt-hint").textContent = page
+    ? `You sign in on ${shown.target}'s own page; interapp on this computer never sees your password there, and stores the link only when the sign-in succeeds.`
+    : `What you type goes only to interapp on this computer, which signs in to ${shown.target} with it. Nothing is stored unless the sign-in succeeds.`;
+  if (page) {
+    fields.append(el("p", { id: "prompt-page", text: `${shown.target}'s sign-in page opens in a new window. Sign in there; this finishes by itself when you are back.` }));
+  }
   for (const f of shown.fields) {
     const id = `prompt-field-${f.name}`;
     fields.append(
@@ -146,37 +192,62 @@ function showPrompt() {
   setPromptBusy(false);
   dialog.showModal();
   const first = [...fields.querySelectorAll("input")].find((i) => !i.value) ?? fields.querySelector("input");
-  first?.focus();
+  (first ?? $("prompt-ok")).focus();
 }
 
 function setPromptBusy(busy) {
   $("prompt-ok").disabled = busy;
   $("prompt-cancel").disabled = busy;
-  $("prompt-ok").textContent = busy ? "Checking…" : "Sign in";
+  const page = shown?.kind === "open_url";
+  $("prompt-ok").textContent = busy
+    ? (page ? "Waiting for the sign-in…" : "Checking…")
+    : (page ? `Open ${shown.target}'s sign-in page` : "Sign in");
+}
+
+async function signInOnThePage() { // the browser way: the target's page, in a new window
+  if (!shown) return;
+  const { id, url } = shown;
+  if (!/^https?:\/\//i.test(url ?? "")) {
+    $("prompt-error").textContent = "The sign-in page's address is not a web address.";
+    return;
+  }
+  window.open(url, "_blank", "noopener"); // in the click: no popup blocker
+  waiting = id;
+  try {
+    await answerPrompt({ answers: {} }); // returns once the target's page sent the user back
+  } finally {
+    if (waiting === id) waiting = null;
+    closePrompt(id);
+  }
 }
 
 async function answerPrompt(body) {
   if (!shown) return;
-  const id = shown.id;
+  const { id, target } = shown;
   setPromptBusy(true);
   let res;
   try {
-    res = await api("POST", `/api/prompts/${encodeURIComponent(id)}`, body);
+    // the agent answers with what came of it: connected, the next attempt's prompt, or why not
+    res = await api("POST", `/prompts/${enc(id)}`, body);
   } catch {
     setPromptBusy(false);
     $("prompt-error").textContent = "The interapp UI server does not answer; try again.";
     return;
   }
-  if (res.status === 404) { closePrompt(id); return; }
-  if (!res.ok) {
+  if (res.status === 400 && shown?.id === id) { // not taken (a field missing): still open
     setPromptBusy(false);
-    $("prompt-error").textContent = res.data?.message ?? `Not accepted (${res.status})`;
+    $("prompt-error").textContent = res.data?.message ?? "Not accepted";
+    return;
   }
-  // on success the server closes the prompt ("prompt_closed"), and asks again if it was refused
+  if (waiting === id) waiting = null;
+  closePrompt(id);
+  if (res.status === 404) { refresh("targets"); return; } // answered elsewhere, or timed out
+  outcome(target, res);
 }
 
 $("prompt-form")?.addEventListener("submit", (event) => {
   event.preventDefault();
+  if (shown?.kind === "open_url") { signInOnThePage(); return; }
   const answers = {};
   const plain = {};
   for (const input of $("prompt-fields").querySelectorAll("input")) {
@@ -195,7 +266,7 @@ $("prompt")?.addEventListener("cancel", (event) => { // Escape
 // --- buddies and presence ------------------------------------------------------------------------
 
 const unread = new Map(); // "target/user" -> count
-let chat = null; // { target, user, name, nextBefore, ids: Set, loading }
+let chat = null; // { target, user, name, nextBefore, oldest, ids: Set, loaded, partial, early: [], loading }
 
 function buddyButton(target, user) {
   return document.querySelector(`.buddy[data-target="${CSS.escape(target)}"][data-user="${CSS.escape(user)}"]`);
@@ -214,20 +285,18 @@ function decorateBuddies() {
   }
 }
 
-function onPresence(update) {
-  const b = update.buddy;
-  const button = buddyButton(b.target, b.username);
-  if (button) {
-    button.dataset.presence = b.presence;
-    button.querySelector(".presence").textContent = b.presence;
-    button.querySelector(".status").textContent = b.status_text;
-  } else {
-    refresh("buddies");
-  }
-  if (update.came_online) {
-    const status = b.status_text ? ` (${b.status_text})` : "";
-    notice(`${b.display_name} came online on ${b.target}${status}`, "ok");
-  }
+function onPresence(ev) {
+  const button = buddyButton(ev.target, ev.username);
+  if (!button) { refresh("buddies"); return; }
+  button.dataset.presence = ev.state;
+  button.querySelector(".presence").textContent = ev.state;
+  button.querySelector(".status").textContent = ev.status_text ?? "";
+}
+
+function onCameOnline(ev) {
+  const name = buddyButton(ev.target, ev.username)?.dataset.name || ev.username;
+  const status = ev.status_text ? ` (${ev.status_text})` : "";
+  notice(`${name} came online on ${ev.target}${status}`, "ok");
 }
 
 $("buddies")?.addEventListener("click", (event) => {
@@ -242,7 +311,7 @@ $("presence-form")?.addEventListener("submit", async (event) => {
   const text = $("presence-text").value;
   out.textContent = "Setting…";
   try {
-    const res = await api("POST", "/api/presence", { state, status_text: text });
+    const res = await api("PUT", "/presence", { state, status_text: text });
     if (!res.ok) { out.textContent = res.data?.message ?? `failed (${res.status})`; return; }
     const on = res.data.targets.length ? res.data.targets.join(", ") : "no connected app";
     const failed = Object.entries(res.data.errors).map(([t, m]) => `${t}: ${m}`).join("; ");
@@ -252,16 +321,60 @@ $("presence-form")?.addEventListener("submit", async (event) => {
   }
 });
 
+// --- invites (rich presence) ------------------------------------------------------------------
+//
+// A buddy's invite arrives as an `invite` event; the card (server-rendered from the agent's
+// GET /invites) offers Join — accept, then open the join link in a new window — and Decline.
+
+$("invites")?.addEventListener("click", async (event) => {
+  const button = event.target.closest("[data-answer]");
+  const card = button?.closest(".invite-card");
+  if (!card) return;
+  const { target, invite, url } = card.dataset;
+  const accept = button.dataset.answer === "accept";
+  for (const b of card.querySelectorAll("button")) b.disabled = true;
+  let res;
+  try {
+    res = await api("POST", `/invites/${enc(target)}/${enc(invite)}/${accept ? "accept" : "decline"}`);
+  } catch {
+    notice("the interapp UI server does not answer", "error");
+    for (const b of card.querySelectorAll("button")) b.disabled = false;
+    return;
+  }
+  if (res.ok && accept && url) window.open(url, "_blank", "noopener,noreferrer");
+  if (!res.ok) notice(`${target}: ${res.data?.message ?? `failed (${res.status})`}`, "error");
+  refresh("invites");
+});
+
+function onInviteAnswer(invite) {
+  refresh("invites");
+  if (invite.outgoing && invite.state !== "pending") {
+    notice(`${invite.to} ${invite.state === "expired" ? "did not answer" : invite.state} your invite on ${invite.target}`,
+      invite.state === "accepted" ? "ok" : "info");
+  }
+}
+
 // --- chat -------------------------------------------------------------------------------------
+//
+// Messages are shown once each (by id) and in time order, whatever order they arrive in:
+// the history pages, live events (which may come before or after the history they belong
+// to) and the answers to our own sends. A live message older than the oldest one shown, while
+// older pages remain, is left to the scroll-back, which brings it in its place.
+
+function when(m) {
+  const t = Date.parse(m.sent_at);
+  return Number.isNaN(t) ? 0 : t;
+}
 
 function messageItem(m, pending) {
-  const mine = m.from !== chat.user;
+  const mine = m.sender !== chat.user;
   const item = el("li", {
     class: `msg ${mine ? "mine" : "theirs"}${pending ? " pending" : ""}`,
     "data-id": m.id || undefined, "data-cmid": m.client_msg_id || undefined,
+    "data-at": pending ? undefined : String(when(m)),
   });
   item.append(
-    el("span", { class: "from", text: mine ? "You" : (chat.name || m.from) }),
+    el("span", { class: "from", text: mine ? "You" : (chat.name || m.sender) }),
     el("p", { class: "body", text: m.body }),
     el("span", { class: "meta", text: pending ? (m.failed ? `not sent: ${m.failed}` : "waiting to send…") : clock(m.sent_at) }),
   );
@@ -269,25 +382,28 @@ function messageItem(m, pending) {
 }
 
 function inChat(m) {
-  return chat && m.target === chat.target && (m.from === chat.user || m.to === chat.user);
+  return chat && m.target === chat.target && (m.sender === chat.user || m.recipient === chat.user);
 }
 
-function showMessage(m) {
+function place(m, { older = false } = {}) { // true when it was added
   const list = $("messages");
-  if (m.client_msg_id) {
-    const waiting = list.querySelector(`[data-cmid="${CSS.escape(m.client_msg_id)}"]`);
-    if (waiting) {
-      if (m.id) chat.ids.add(m.id);
-      waiting.replaceWith(messageItem(m, false));
-      return;
-    }
-  }
-  if (m.id && chat.ids.has(m.id)) return;
+  const waiting = m.client_msg_id ? list.querySelector(`.pending[data-cmid="${CSS.escape(m.client_msg_id)}"]`) : null;
+  if (m.id && chat.ids.has(m.id)) { waiting?.remove(); return false; }
+  const at = when(m);
+  if (!waiting && !older && chat.nextBefore && chat.oldest !== null && at < chat.oldest) return false;
+  waiting?.remove();
   if (m.id) chat.ids.add(m.id);
+  const item = messageItem(m, false);
+  const later = [...list.querySelectorAll(".msg:not(.pending)")].find((li) => Number(li.dataset.at) > at);
+  list.insertBefore(item, later ?? list.querySelector(".pending"));
+  if (chat.oldest === null || at < chat.oldest) chat.oldest = at;
+  return true;
+}
+
+function showLive(m) {
+  const list = $("messages");
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 120;
-  const firstPending = list.querySelector(".pending");
-  list.insertBefore(messageItem(m, false), firstPending);
-  if (atBottom || m.from !== chat.user) list.scrollTop = list.scrollHeight;
+  if (place(m) && (atBottom || m.sender !== chat.user)) list.scrollTop = list.scrollHeight;
 }
 
 function showOutbox() {
@@ -295,7 +411,7 @@ function showOutbox() {
   for (const item of readOutbox()) {
     if (!chat || item.target !== chat.target || item.to !== chat.user) continue;
     if (list.querySelector(`[data-cmid="${CSS.escape(item.id)}"]`)) continue;
-    list.append(messageItem({ from: "", to: item.to, body: item.body, client_msg_id: item.id }, true));
+    list.append(messageItem({ sender: "", recipient: item.to, body: item.body, client_msg_id: item.id }, true));
   }
   list.scrollTop = list.scrollHeight;
 }
@@ -304,29 +420,40 @@ async function loadHistory(before) {
   if (!chat || chat.loading) return;
   const current = chat;
   current.loading = true;
-  const params = new URLSearchParams({ target: current.target, user: current.user });
+  const params = new URLSearchParams({ limit: String(PAGE + 1) });
   if (before) params.set("before", before);
   let res;
   try {
-    res = await api("GET", `/api/history?${params}`);
+    res = await api("GET", `/history/${enc(current.target)}/${enc(current.user)}?${params}`);
   } catch {
     current.loading = false;
     return;
   }
   current.loading = false;
   if (chat !== current) return;
-  if (!res.ok) { notice(res.data?.message ?? "could not load the conversation", "error"); return; }
+  if (!res.ok) {
+    notice(res.data?.message ?? "could not load the conversation", "error");
+    if (!before && !current.loaded) { // show what comes live meanwhile; load it again later
+      current.loaded = current.partial = true;
+      for (const m of current.early.splice(0)) place(m);
+    }
+    return;
+  }
+  const found = res.data.messages;
+  const page = found.slice(-PAGE);
+  const next = found.length > PAGE && page.length ? page[0].id : null;
   const list = $("messages");
   if (before) {
     const height = list.scrollHeight;
-    const fresh = res.data.messages.filter((m) => !current.ids.has(m.id));
-    fresh.forEach((m) => current.ids.add(m.id));
-    list.prepend(...fresh.map((m) => messageItem(m, false)));
+    current.nextBefore = next;
+    for (const m of page) place(m, { older: true });
     list.scrollTop += list.scrollHeight - height; // keep what the user was reading in place
-    current.nextBefore = res.data.next_before;
   } else {
-    for (const m of res.data.messages) showMessage(m);
-    if (current.nextBefore === undefined) current.nextBefore = res.data.next_before;
+    if (!current.loaded || current.partial) current.nextBefore = next;
+    current.loaded = true;
+    current.partial = false;
+    for (const m of page) place(m, { older: true });
+    for (const m of current.early.splice(0)) place(m); // what came live while this loaded
     $("older").hidden = !current.nextBefore; // before scrolling: it takes room from the list
     list.scrollTop = list.scrollHeight;
   }
@@ -334,7 +461,10 @@ async function loadHistory(before) {
 }
 
 function openChat(target, user, name) {
-  chat = { target, user, name: name || user, nextBefore: undefined, ids: new Set(), loading: false };
+  chat = {
+    target, user, name: name || user, nextBefore: null, oldest: null, ids: new Set(),
+    loaded: false, partial: false, early: [], loading: false,
+  };
   unread.delete(`${target}/${user}`);
   decorateBuddies();
   $("chat-empty").hidden = true;
@@ -351,22 +481,20 @@ function openChat(target, user, name) {
 
 $("older")?.addEventListener("click", () => chat?.nextBefore && loadHistory(chat.nextBefore));
 $("messages")?.addEventListener("scroll", (event) => {
-  if (event.target.scrollTop === 0 && chat?.nextBefore) loadHistory(chat.nextBefore);
+  if (event.target.scrollTop === 0 && chat?.loaded && chat.nextBefore) loadHistory(chat.nextBefore);
 });
 
 function onMessage(m) {
-  if (inChat(m)) { showMessage(m); return; }
-  const other = m.from === myName(m.target) ? m.to : m.from;
-  if (m.from === other) {
-    const key = `${m.target}/${other}`;
-    unread.set(key, (unread.get(key) ?? 0) + 1);
-    decorateBuddies();
-    notice(`${other} on ${m.target}: ${m.body.slice(0, 80)}`);
+  if (inChat(m)) {
+    if (chat.loaded) showLive(m);
+    else chat.early.push(m);
+    return;
   }
-}
-
-function myName(target) {
-  return document.querySelector(`.group[data-target="${CSS.escape(target)}"]`)?.dataset.account ?? "";
+  if (m.own) return;
+  const key = `${m.target}/${m.sender}`;
+  unread.set(key, (unread.get(key) ?? 0) + 1);
+  decorateBuddies();
+  notice(`${m.sender} on ${m.target}: ${m.body.slice(0, 80)}`);
 }
 
 // --- the outbox ---------------------------------------------------------------------------------
@@ -390,6 +518,10 @@ function flushLater() {
   if (retryTimer === null) retryTimer = setTimeout(() => { retryTimer = null; flush(); }, PAGE_CHECK_MS);
 }
 
+// kept for later: the target cannot take it now (5xx), needs a sign-in first (409), or the
+// session was lost (401/403); anything else is the message's own fault and is not retried
+const KEEP = (status) => status >= 500 || status === 409 || status === 401 || status === 403;
+
 async function flush() {
   if (flushing) return;
   flushing = true;
@@ -399,15 +531,15 @@ async function flush() {
       if (blocked.has(item.target)) continue;
       let res;
       try {
-        res = await api("POST", "/api/messages", { target: item.target, to: item.to, body: item.body, client_msg_id: item.id });
+        res = await api("POST", "/messages", { target: item.target, to: item.to, body: item.body, client_msg_id: item.id });
       } catch {
         flushLater(); // the UI server is out of reach: keep everything
         return;
       }
       if (res.ok) {
         dropFromOutbox(item.id);
-        if (inChat(res.data)) showMessage(res.data);
-      } else if (res.status === 503 || res.status >= 500 || res.status === 401 || res.status === 403) {
+        if (inChat(res.data)) showLive(res.data); // in its place, whatever else is loaded
+      } else if (KEEP(res.status)) {
         blocked.add(item.target);
         flushLater();
       } else {
@@ -443,9 +575,10 @@ $("compose")?.addEventListener("keydown", (event) => {
 });
 window.addEventListener("online", () => flush());
 
-// --- the live connection --------------------------------------------------------------------------
+// --- the agent's events -----------------------------------------------------------------------------
 
 let delay = 500;
+let lastSeq = null; // the newest event handled: a reconnect resumes after it
 
 function setLive(state, text) {
   const live = $("live");
@@ -454,33 +587,63 @@ function setLive(state, text) {
   live.textContent = text;
 }
 
-function handle(update) {
-  switch (update.type) {
-    case "hello":
-      for (const p of [...prompts]) if (!update.prompts.some((q) => q.id === p.id)) closePrompt(p.id);
-      update.prompts.forEach(addPrompt);
+function resync() { // the agent's log no longer reaches back far enough: reload what is shown
+  syncPrompts();
+  refresh("targets");
+  refresh("buddies");
+  refresh("invites");
+  if (chat) loadHistory(null);
+}
+
+function handle(ev) {
+  if (ev.type === "cursor_reset") {
+    if (ev.target === "*") resync();
+    else notice(`${ev.target} no longer knew where this app left off (its data may have been reset): events in between may be missing`, "error");
+    if (typeof ev.seq === "number") lastSeq = ev.seq;
+    return;
+  }
+  if (typeof ev.seq === "number") {
+    if (lastSeq !== null && ev.seq <= lastSeq) return; // seen already
+    lastSeq = ev.seq;
+  }
+  switch (ev.type) {
+    case "message": onMessage(ev.message); break;
+    case "presence": if (!ev.own) onPresence(ev); break;
+    case "came_online": onCameOnline(ev); break;
+    case "contact_request":
+      notice(`${ev.username} asks to be your buddy on ${ev.target} (interapp contacts accept ${ev.target} ${ev.username})`);
       break;
-    case "prompt": addPrompt(update.prompt); break;
-    case "prompt_closed": closePrompt(update.id); break;
-    case "targets": refresh("targets"); break;
-    case "buddies": refresh("buddies"); break;
-    case "presence": onPresence(update); break;
-    case "self_presence": break;
-    case "message": onMessage(update.message); break;
-    case "notice": notice(update.text, update.level); break;
+    case "contact_added": case "contact_removed": refresh("buddies"); break;
+    case "activity": if (!ev.own) refresh("buddies"); break;
+    case "invite":
+      refresh("invites");
+      if (!ev.invite?.outgoing) notice(`${ev.invite?.from} invites you on ${ev.target}`, "ok");
+      break;
+    case "invite_answer": onInviteAnswer(ev.invite ?? {}); break;
+    case "link_needs_reauth": notice(`${ev.target}: ${ev.reason}`, "error"); refresh("targets"); refresh("buddies"); break;
+    case "target_connected":
+      if (chat?.target === ev.target && chat.loaded) loadHistory(null); // what it missed
+      refresh("targets"); refresh("buddies");
+      break;
+    case "target_degraded": refresh("targets"); refresh("buddies"); break;
+    case "prompt": addPrompt(ev.prompt); refresh("targets"); break;
+    case "prompt_closed": closePrompt(ev.id); refresh("targets"); break;
+    case "events_dropped": resync(); break;
     default: break;
   }
 }
 
 function connectLive() {
-  if (!$("live")) return; // not signed in: nothing live on this page
-  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+  const since = lastSeq === null ? "" : `?since=${lastSeq}`;
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${API}/events${since}`);
   ws.addEventListener("open", () => {
     delay = 500;
     setLive("up", "Live");
+    syncPrompts();
     refresh("targets");
     refresh("buddies");
-    if (chat) loadHistory(null); // catch up on what arrived while the link was down
+    refresh("invites");
+    if (chat?.loaded) loadHistory(null); // catch up on what arrived while the link was down
     flush();
   });
   ws.addEventListener("message", (event) => handle(JSON.parse(event.data)));
@@ -491,5 +654,17 @@ function connectLive() {
   });
 }
 
-connectLive();
-if ($("live")) flushLater();
+async function start() {
+  if (!$("live")) return; // not signed in: nothing live on this page
+  const state = await syncPrompts();
+  if (state) lastSeq = state.agent.last_seq; // the page shows everything up to here
+  connectLive();
+  flushLater();
+  setInterval(checkTargets, PAGE_CHECK_MS);
+  setInterval(() => { // "12 min" grows; invites expire
+    if (document.querySelector(".buddy .activity")) refresh("buddies");
+    if (document.querySelector(".invite-card")) refresh("invites");
+  }, 60000);
+}
+
+start();
