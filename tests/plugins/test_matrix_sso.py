@@ -159,3 +159,24 @@ async def test_denied_at_arena_links_nothing(world: World) -> None:
         assert "access_denied" in browser.last_page or browser.last_page
     finally:
         await browser.aclose()
+
+
+async def test_same_account_system_without_the_jwt_module_uses_sso(world: World) -> None:
+    """A homeserver that trusts arena through OIDC but has no JWT login module: the
+    same-account-system branch's assertion is refused, and the browser way signs alice in
+    through arena instead (no Matrix password, no JWT module)."""
+    browser = FormBrowser("alice", ARENA_PW)
+    user = BrowserUser(browser)
+    try:
+        async with Host.open(world.home, env=world.env, call_timeout=30.0) as host:
+            await host.set_local(world.arena.url, client_id=world.host_client[0],
+                                 client_secret=world.host_client[1])
+            await host.sign_in("alice", ARENA_PW)
+            await host.add_target("matrix", plugin="matrix", server=world.synapse.url,
+                                  account_system="shared")
+            c = await host.connect("matrix", user)
+            await user.settle()
+        assert c.account == "@alice:localhost" and c.way == "browser"
+        assert "assertion refused" in c.explain and "signing in through browser" in c.explain
+    finally:
+        await browser.aclose()

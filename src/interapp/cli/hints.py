@@ -34,6 +34,11 @@ def hint(exc: InterappError) -> str:
         return f" (`interapp unlink {t}`, then `interapp connect {t}`)"
     if code == "server_changed":
         return f" (`interapp unlink {t}` and connect again)"
+    if code == "way_unavailable":
+        return (f" (`interapp plugins --json` lists each plug-in's link_ways; "
+                f"`interapp connect {t}` alone picks one that works here)")
+    if code in ("access_denied", "expired_token", "authorization_mismatch"):
+        return f"; try again with `interapp connect {t}`"
     if code == "missing_extra":
         extra = getattr(exc, "extra", "") or "all"
         return f" (pip install 'interapp[{extra}]')"

@@ -232,8 +232,11 @@ async def connect_target(ctx: HostContext, target: Target, plugin: Plugin, promp
     link = await ctx.vault.get_link(local.issuer, local.username, target.name)
     spec = plugin.spec
     wanted = LinkWay(via) if via is not None else None
-    offered = await _ways(plugin, link, target, wanted)
     face = face_ways(prompter)
+    # a face that can only take a password (scripted answers, no face) needs no look at what
+    # the server offers: the flow is exactly as before the other ways existed
+    offered = (spec.ways() if face == (LinkWay.PASSWORD,) and wanted is None
+               else await _ways(plugin, link, target, wanted))
     usable = tuple(w for w in offered if w in face and (w is not LinkWay.PASSWORD
                                                          or spec.account_fields))
     remembered = await ctx.vault.get_secret(_names.link_way(link.id)) if link else None
