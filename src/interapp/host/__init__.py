@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from interapp.errors import (
+        AccountInPerson,
         AssertionRefused,
         ConfigError,
         ConnectionLost,
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
         PromptDeclined,
         PromptUnavailable,
         ServerChanged,
+        UnknownAccount,
+        UnknownPerson,
         VaultTampered,
     )
     from interapp.host import events
@@ -59,6 +62,15 @@ if TYPE_CHECKING:
         TargetState,
         UnlinkResult,
     )
+    from interapp.host.persons import (
+        Contact,
+        ContactAccount,
+        Contacts,
+        Person,
+        PersonAccount,
+        PersonHistory,
+        PersonSuggestion,
+    )
     from interapp.host.plugins import PluginInfo, available_plugins
     from interapp.host.prompts import Answers, NoInput, Prompter, PromptRequest, Scripted, Terminal
     from interapp.host.resolver import Branch, PromptReason
@@ -67,10 +79,13 @@ if TYPE_CHECKING:
     from interapp.secret import Secret
     from interapp.vault.model import AuditReport
 
-_ERRORS = ("AssertionRefused", "ConfigError", "ConnectionLost", "InterappError", "LinkError",
-           "LinkMismatch", "LoginRefused", "NeedsReauth", "NoLocalApp", "NotFoundError",
-           "NotSignedIn", "PluginCrashed", "PluginTimeout", "PromptDeclined",
-           "PromptUnavailable", "ServerChanged", "VaultTampered")
+_ERRORS = ("AccountInPerson", "AssertionRefused", "ConfigError", "ConnectionLost",
+           "InterappError", "LinkError", "LinkMismatch", "LoginRefused", "NeedsReauth",
+           "NoLocalApp", "NotFoundError", "NotSignedIn", "PluginCrashed", "PluginTimeout",
+           "PromptDeclined", "PromptUnavailable", "ServerChanged", "UnknownAccount",
+           "UnknownPerson", "VaultTampered")
+_PERSONS = ("Contact", "ContactAccount", "Contacts", "Person", "PersonAccount",
+            "PersonHistory", "PersonSuggestion")
 
 _WHERE: dict[str, str] = {
     "Host": "interapp.host.facade",
@@ -78,6 +93,7 @@ _WHERE: dict[str, str] = {
     **{n: "interapp.host.model" for n in (
         "Buddies", "Buddy", "ConnectResult", "LinkInfo", "LocalInfo", "LocalUser", "Message",
         "PresenceResult", "TargetInfo", "TargetState", "UnlinkResult")},
+    **{n: "interapp.host.persons" for n in _PERSONS},
     "PluginInfo": "interapp.host.plugins",
     "available_plugins": "interapp.host.plugins",
     **{n: "interapp.host.prompts" for n in (
@@ -94,6 +110,7 @@ _WHERE: dict[str, str] = {
 
 __all__ = [
     "PRESENCE_STATES",
+    "AccountInPerson",
     "Answers",
     "AssertionRefused",
     "AuditReport",
@@ -103,6 +120,9 @@ __all__ = [
     "ConfigError",
     "ConnectResult",
     "ConnectionLost",
+    "Contact",
+    "ContactAccount",
+    "Contacts",
     "Host",
     "InterappError",
     "LinkError",
@@ -118,6 +138,10 @@ __all__ = [
     "NoLocalApp",
     "NotFoundError",
     "NotSignedIn",
+    "Person",
+    "PersonAccount",
+    "PersonHistory",
+    "PersonSuggestion",
     "PluginCrashed",
     "PluginInfo",
     "PluginTimeout",
@@ -135,6 +159,8 @@ __all__ = [
     "TargetInfo",
     "TargetState",
     "Terminal",
+    "UnknownAccount",
+    "UnknownPerson",
     "UnlinkResult",
     "VaultTampered",
     "available_plugins",
