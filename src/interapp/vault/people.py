@@ -167,8 +167,11 @@ class PeopleStore:
             person = next((p for p in current if p.id == person_id), None)
             if person is None:
                 raise UnknownPerson(f"no person {person_id!r}")
-            if any(_fold(p.name) == _fold(chosen) and p.id != person_id for p in current):
-                raise ConfigError(f"another person is already named {chosen!r}")
+            clash = next((p for p in current if _fold(p.name) == _fold(chosen)
+                          and p.id != person_id), None)
+            if clash is not None:
+                raise ConfigError(f"another person is already named {clash.name!r} "
+                                  f"({clash.id}); choose another name")
             conn.execute(update(people).where(people.c.id == person_id)
                          .values(name=chosen, updated_at=_now()))
             return StoredPerson(person.id, chosen, person.accounts, person.created_at)
