@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.websockets import WebSocketDisconnect
 
 from interapp.agent import models as m
+from interapp.agent import routes_people
 from interapp.agent.core import Agent
 from interapp.agent.guard import SUBPROTOCOL, Guard
 from interapp.host import (
@@ -242,6 +243,7 @@ def create_app(agent: Agent, check: Callable[[str], Awaitable[str | None]], *,
     async def events_ws(websocket: WebSocket) -> None:
         await stream_events(agent, websocket)
 
+    routes_people.include(app, agent, ERRORS)
     _document(app)
     return Guard(app, check, allowed_origins=allowed_origins)
 

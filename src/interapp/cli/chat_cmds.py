@@ -13,7 +13,7 @@ import typer
 from interapp.cli.common import NoInputOpt, make_prompter, run_host
 from interapp.cli.hints import render
 from interapp.cli.output import JSON_OPTION, emit
-from interapp.host import PRESENCE_STATES, ConfigError, Host, InterappError, events
+from interapp.host import PRESENCE_STATES, ConfigError, Contacts, Host, InterappError, events
 
 JsonOpt = Annotated[bool, JSON_OPTION]
 ACTIONS = ("add", "accept", "remove")
@@ -29,6 +29,19 @@ def _fail_all(errors: dict[str, InterappError], total: int) -> None:
 def _rows(found: list[Any]) -> list[dict[str, Any]]:
     return [{"target": b.target, "username": b.username, "display_name": b.display_name,
              "presence": str(b.presence), "status_text": b.status_text} for b in found]
+
+
+def _merged_lines(merged: Contacts) -> list[str]:
+    """The table's rows with persons merged: one row per person (its best account's target
+    and user, the person's name, the best presence), its other accounts after the status."""
+    lines = []
+    for c in merged:
+        others = [f"{a.target}:{a.user} {a.presence}" for a in c.accounts
+                  if (a.target, a.user) != (c.target, c.user)]
+        extra = f"  (+ {', '.join(others)})" if others else ""
+        lines.append(f"{c.target:<12} {c.user:<16} {c.name:<20} {c.presence:<8} "
+                     f"{c.status_text}{extra}".rstrip())
+    return lines
 
 
 def contacts(args: Annotated[list[str] | None, typer.Argument(
@@ -58,10 +71,11 @@ def contacts(args: Annotated[list[str] | None, typer.Argument(
     if len(args) > 1:
         raise ConfigError("usage: interapp contacts [NAME] | contacts add|accept|remove NAME USER")
 
-    async def work(host: Host) -> tuple[list[dict[str, Any]], dict[str, InterappError], int]:
+    async def work(host: Host) -> tuple[list[dict[str, Any]], dict[str, InterappError], int,
+                                        Contacts | None]:
         if args:
             found = await host.buddies(args[0])
-            return _rows(found), {}, 1
+            return _rows(found), {}, 1, None
         failed: dict[str, InterappError] = {}
         for t in host.targets():  # a one-shot command: each target once, via the prompt
             if t.state != "connected":
@@ -70,23 +84,44 @@ def contacts(args: Annotated[list[str] | None, typer.Argument(
                 except InterappError as exc:
                     failed[t.name] = exc
         found = await host.buddies()
-        return _rows(found), {**found.problems, **failed}, len(host.targets())
+        persons = await host.people() if host.signed_in else []
+        merged = Contacts.merge(found, persons)  # one row per person
+        return _rows(found), {**found.problems, **failed}, len(host.targets()), merged
 
-    rows, problems, total = run_host(work, prompter)
+    rows, problems, total, merged = run_host(work, prompter)
     _fail_all(problems, total)
     lines = [f"{r['target']:<12} {r['username']:<16} {r['display_name']:<20} "
              f"{r['presence']:<8} {r['status_text']}" for r in rows]
+    if merged is not None:
+        lines = _merged_lines(merged)
     lines += [f"{k}: not available ({render(exc)})" for k, exc in problems.items()]
     header = f"{'TARGET':<12} {'USERNAME':<16} {'DISPLAY NAME':<20} {'PRESENCE':<8} STATUS"
-    emit({"contacts": rows, "errors": {k: v.message for k, v in problems.items()}},
-         "\n".join([header, *lines]), as_json=as_json)
+    data: dict[str, Any] = {"contacts": rows,
+                            "errors": {k: v.message for k, v in problems.items()}}
+    if merged is not None:
+        data["people"] = [c.to_dict() for c in merged]
+    emit(data, "\n".join([header, *lines]), as_json=as_json)
 
 
-def send(name: Annotated[str, typer.Argument(help="The target.")],
-         user: Annotated[str, typer.Argument(help="The buddy.")],
-         text: Annotated[str, typer.Argument(help="The message.")],
+def send(name: Annotated[str, typer.Argument(help="The target (or a person: send PERSON "
+                                              "TEXT).")],
+         user: Annotated[str, typer.Argument(help="The buddy (or the message, to a person).")],
+         text: Annotated[str | None, typer.Argument(help="The message.")] = None,
+         target: Annotated[str | None, typer.Option(
+             "--target", help="To a person: send on this target (default: where they were "
+             "last active).")] = None,
          no_input: NoInputOpt = False, as_json: JsonOpt = False) -> None:
-    """Send a message to a buddy on a target."""
+    """Send a message to a buddy on a target (send NAME USER TEXT), or to a person you
+    merged (send PERSON TEXT): on the network they were last active on."""
+    if text is None:
+        from interapp.cli.people_cmds import send_to_person
+
+        sent = send_to_person(name, user, target, no_input=no_input)
+        emit(sent, f"sent to {name} as {sent['to']} on {sent['target']} "
+                   f"({sent['message_id']})", as_json=as_json)
+        return
+    if target is not None:
+        raise ConfigError("--target is for a person (send PERSON TEXT --target NAME)")
     if not text.strip():
         raise ConfigError("the message is empty")
 

@@ -70,6 +70,7 @@ if TYPE_CHECKING:
         PersonAccount,
         PersonHistory,
         PersonSuggestion,
+        PersonSuggestions,
     )
     from interapp.host.plugins import PluginInfo, available_plugins
     from interapp.host.prompts import Answers, NoInput, Prompter, PromptRequest, Scripted, Terminal
@@ -85,7 +86,7 @@ _ERRORS = ("AccountInPerson", "AssertionRefused", "ConfigError", "ConnectionLost
            "PromptDeclined", "PromptUnavailable", "ServerChanged", "UnknownAccount",
            "UnknownPerson", "VaultTampered")
 _PERSONS = ("Contact", "ContactAccount", "Contacts", "Person", "PersonAccount",
-            "PersonHistory", "PersonSuggestion")
+            "PersonHistory", "PersonSuggestion", "PersonSuggestions")
 
 _WHERE: dict[str, str] = {
     "Host": "interapp.host.facade",
@@ -142,6 +143,7 @@ __all__ = [
     "PersonAccount",
     "PersonHistory",
     "PersonSuggestion",
+    "PersonSuggestions",
     "PluginCrashed",
     "PluginInfo",
     "PluginTimeout",

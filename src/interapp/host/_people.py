@@ -30,13 +30,12 @@ from interapp.host import events as ev
 from interapp.host._hub import Hub
 from interapp.host.model import Buddy, Message
 from interapp.host.persons import (
-    Contact,
-    ContactAccount,
     Contacts,
     Person,
     PersonAccount,
     PersonHistory,
     PersonSuggestion,
+    PersonSuggestions,
     parse_account,
     rank,
 )
@@ -309,7 +308,7 @@ class PeopleMixin:
 
     # --- suggestions and the merged buddy list --------------------------------------------------
 
-    async def suggest_people(self) -> list[PersonSuggestion]:
+    async def suggest_people(self) -> PersonSuggestions:
         """Accounts on different targets that look like one human: the same display name, or
         the same user name (``bob`` and ``bob@example.org``). Reads the buddy lists of the
         connected targets (as :meth:`buddies` does); never merges anything."""
@@ -339,17 +338,18 @@ class PeopleMixin:
                                                local_part(members[0].username))
             out[frozenset(accs)] = PersonSuggestion(name, accs, reason,
                                                     person.id if person else None)
-        return sorted(out.values(), key=lambda s: (_fold(s.name), s.reason))
+        return PersonSuggestions(sorted(out.values(), key=lambda s: (_fold(s.name), s.reason)),
+                                 found.problems)
 
-    async def contacts(self) -> Contacts:
+    async def contacts(self, *, merged: bool = True) -> Contacts:
         """The merged buddy list: one row per person, with the best presence across their
         accounts, and one row per buddy not merged with anyone; every row carries each
-        account's own presence. ``problems``: the targets that could not be asked."""
+        account's own presence. ``problems``: the targets that could not be asked.
+        ``merged=False``: one row per buddy, persons aside."""
         found = await self.buddies()
         self._remember(found)
-        stored = await self._stored()
-        active = await self._last_active()
-        return Contacts(merge_rows(found, stored, active), found.problems)
+        stored = [_person(p) for p in await self._stored()] if merged else []
+        return Contacts.merge(found, stored, await self._last_active())
 
     # --- talking to a person ----------------------------------------------------------------------
 
@@ -415,36 +415,3 @@ class PeopleMixin:
         merged = [m for r in results if not isinstance(r, InterappError) for m in r]
         merged.sort(key=lambda m: (when(m.sent_at), m.target, m.id))
         return PersonHistory(merged[-limit:], problems)
-
-
-def merge_rows(buddies: list[Buddy], stored: list[StoredPerson],
-               active: Mapping[PersonAccount, datetime]) -> list[Contact]:
-    """The merged buddy list's rows (see :meth:`PeopleMixin.contacts`), best presence first,
-    then by name."""
-    listed = {PersonAccount(b.target, b.username): b for b in buddies}
-    used: set[PersonAccount] = set()
-    rows: list[Contact] = []
-    for p in stored:
-        accs: list[ContactAccount] = []
-        for raw in p.accounts:
-            acc = PersonAccount(*raw)
-            used.add(acc)
-            b = listed.get(acc)
-            accs.append(ContactAccount(
-                acc.target, acc.user, b.display_name if b else acc.user,
-                b.presence if b else PresenceState.OFFLINE, b.status_text if b else "",
-                active.get(acc), b is not None))
-        best = min(enumerate(accs), key=lambda ic: (
-            rank(ic[1].presence), -(ic[1].last_active or _EPOCH).timestamp(), ic[0]))[1]
-        rows.append(Contact(p.name, p.id, best.presence, best.status_text, best.target,
-                            best.user, tuple(accs)))
-    for b in buddies:
-        acc = PersonAccount(b.target, b.username)
-        if acc in used:
-            continue
-        one = ContactAccount(b.target, b.username, b.display_name, b.presence, b.status_text,
-                             active.get(acc), True)
-        rows.append(Contact(b.display_name or b.username, None, b.presence, b.status_text,
-                            b.target, b.username, (one,)))
-    rows.sort(key=lambda c: (rank(c.presence), _fold(c.name), c.target, c.user))
-    return rows

@@ -13,11 +13,11 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from interapp.errors import ConfigError, InterappError
-from interapp.host.model import Message, _Plain
+from interapp.host.model import Buddies, Buddy, Message, _Plain
 from interapp.presence import PRESENCE_STATES, PresenceState
 
 __all__ = ["Contact", "ContactAccount", "Contacts", "Person", "PersonAccount",
-           "PersonHistory", "PersonSuggestion", "parse_account"]
+           "PersonHistory", "PersonSuggestion", "PersonSuggestions", "parse_account"]
 
 MAX_USER = 256
 
@@ -133,6 +133,48 @@ class Contacts(list[Contact]):
         super().__init__(rows)
         self.problems = dict(problems or {})
 
+    @classmethod
+    def merge(cls, buddies: Buddies | list[Buddy], people: Iterable[Person],
+              last_active: Mapping[PersonAccount, datetime] | None = None) -> Contacts:
+        """The merged rows from a buddy list and the persons (no target is asked): one row
+        per person, its presence the best of its accounts (ties: the one active last, then
+        the first merged); one row per buddy in no person. Best presence first, then by
+        name. ``problems`` are the buddy list's."""
+        active = last_active or {}
+        listed = {PersonAccount(b.target, b.username): b for b in buddies}
+        used: set[PersonAccount] = set()
+        rows: list[Contact] = []
+        for p in people:
+            accs: list[ContactAccount] = []
+            for acc in p.accounts:
+                used.add(acc)
+                b = listed.get(acc)
+                accs.append(ContactAccount(
+                    acc.target, acc.user, b.display_name if b else acc.user,
+                    b.presence if b else PresenceState.OFFLINE, b.status_text if b else "",
+                    active.get(acc), b is not None))
+            if not accs:
+                continue
+            best = min(enumerate(accs), key=lambda ic: (
+                rank(ic[1].presence), -_stamp(ic[1].last_active), ic[0]))[1]
+            rows.append(Contact(p.name, p.id, best.presence, best.status_text, best.target,
+                                best.user, tuple(accs)))
+        for b in buddies:
+            acc = PersonAccount(b.target, b.username)
+            if acc in used:
+                continue
+            one = ContactAccount(b.target, b.username, b.display_name, b.presence,
+                                 b.status_text, active.get(acc), True)
+            rows.append(Contact(b.display_name or b.username, None, b.presence, b.status_text,
+                                b.target, b.username, (one,)))
+        rows.sort(key=lambda c: (rank(c.presence), " ".join(c.name.split()).casefold(),
+                                 c.target, c.user))
+        return cls(rows, getattr(buddies, "problems", None))
+
+
+def _stamp(value: datetime | None) -> float:
+    return value.timestamp() if value is not None else 0.0
+
 
 class PersonHistory(list[Message]):
     """A person's conversations on all their accounts as one, oldest first (a list of
@@ -144,4 +186,16 @@ class PersonHistory(list[Message]):
     def __init__(self, messages: Iterable[Message] = (),
                  problems: Mapping[str, InterappError] | None = None) -> None:
         super().__init__(messages)
+        self.problems = dict(problems or {})
+
+
+class PersonSuggestions(list[PersonSuggestion]):
+    """Suggested merges (a list), with ``problems``: the targets whose buddy lists could not
+    be read, so that nothing could be suggested from them."""
+
+    problems: dict[str, InterappError]
+
+    def __init__(self, found: Iterable[PersonSuggestion] = (),
+                 problems: Mapping[str, InterappError] | None = None) -> None:
+        super().__init__(found)
         self.problems = dict(problems or {})
