@@ -38,7 +38,7 @@ EXPECTED = {
     # one person, many networks (routes_people)
     ("get", "/agent/v1/people"), ("post", "/agent/v1/people/merge"),
     ("post", "/agent/v1/people/split"), ("get", "/agent/v1/contacts"),
-    ("get", "/agent/v1/people/{person}"), ("patch", "/agent/v1/people/{person}"),
+    ("patch", "/agent/v1/people/{person}"),
     ("post", "/agent/v1/people/{person}/messages"), ("get", "/agent/v1/people/{person}/history"),
 }
 #: Not fuzzed: they would send the local app's metadata request, or a sign-in, to whatever

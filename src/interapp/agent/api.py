@@ -86,7 +86,7 @@ def create_app(agent: Agent, check: Callable[[str], Awaitable[str | None]], *,
                allowed_origins: tuple[str, ...] = ()) -> Guard:
     """The ASGI application of the agent, behind its :class:`~interapp.agent.guard.Guard`."""
     app = FastAPI(title="interapp agent", version="1", openapi_url=f"{PREFIX}/openapi.json",
-                  docs_url=None, redoc_url=None,
+                  docs_url=None, redoc_url=None, redirect_slashes=False,  # 404 JSON, no 307
                   description="The local API of `interapp agent`: one long-lived host for the "
                               "data folder. See docs/agent.md.")
 

@@ -69,7 +69,9 @@ class RemotePeopleMixin:
 
     async def person(self, ref: Ref) -> Person:
         """See :meth:`Host.person`."""
-        return person_from(await self.call("GET", f"/people/{_ref(ref)}"))
+        key = ref.id if isinstance(ref, Person) else ref
+        d = await self.call("GET", "/people", params={"suggest": "false", "person": key})
+        return person_from(d["people"][0])
 
     async def suggest_people(self) -> PersonSuggestions:
         """See :meth:`Host.suggest_people`."""

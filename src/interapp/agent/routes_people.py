@@ -158,11 +158,15 @@ def include(app: FastAPI, agent: Agent, responses: dict[int | str, dict[str, Any
 
     @app.get(f"{prefix}/people", response_model=PeopleOut, responses=responses)
     async def people(suggest: Annotated[bool, Query(
-            description="Also suggest merges (reads the buddy lists)")] = True
-                     ) -> dict[str, Any]:
+            description="Also suggest merges (reads the buddy lists)")] = True,
+                     person: Annotated[str | None, Query(
+            min_length=1, max_length=300,
+            description="Only this person (id, name or one of its accounts); 404 if none")
+                     ] = None) -> dict[str, Any]:
         """The signed-in user's persons (kept locally, never sent to a server) and
         suggested merges from matching display names or user names."""
-        found = [p.to_dict() for p in await host.people()]
+        chosen = [await host.person(person)] if person is not None else await host.people()
+        found = [p.to_dict() for p in chosen]
         suggestions: list[dict[str, Any]] = []
         problems: dict[str, InterappError] = {}
         if suggest:
@@ -188,11 +192,6 @@ def include(app: FastAPI, agent: Agent, responses: dict[int | str, dict[str, Any
         freed = await host.split_person(*what)
         return {"freed": [a.to_dict() for a in freed],
                 "people": [p.to_dict() for p in await host.people()]}
-
-    @app.get(f"{prefix}/people/{{person}}", response_model=PersonOut, responses=responses)
-    async def one(person: PersonPath) -> dict[str, Any]:
-        """One person by id, name (case aside) or one of its accounts (``chatter:bob``)."""
-        return (await host.person(person)).to_dict()
 
     @app.patch(f"{prefix}/people/{{person}}", response_model=PersonOut, responses=responses)
     async def rename(person: PersonPath, body: RenameIn) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -392,7 +393,9 @@ class PeopleMixin:
     async def person_history(self, person: PersonRef, *, limit: int = 50
                              ) -> PersonHistory:
         """The conversations with every account of a person as one, ordered by time (oldest
-        first, the newest ``limit``); each message names its target. A target that cannot be
+        first, the newest ``limit``); each message names its target. Each network's own order
+        is kept; across networks the times decide (XMPP stamps whole seconds, so two messages
+        on two networks within one second may show in either order). A target that cannot be
         asked is left out and named in ``problems`` (raised if none could be asked)."""
         if not 1 <= limit <= 500:
             raise ConfigError("limit must be between 1 and 500")
@@ -412,6 +415,7 @@ class PeopleMixin:
                     if isinstance(r, InterappError)}
         if problems and len(problems) == len(accounts):
             raise next(iter(problems.values()))
-        merged = [m for r in results if not isinstance(r, InterappError) for m in r]
-        merged.sort(key=lambda m: (when(m.sent_at), m.target, m.id))
+        pages = [sorted(r, key=lambda m: when(m.sent_at)) for r in results  # stable: keeps
+                 if not isinstance(r, InterappError)]                        # each one's order
+        merged = list(heapq.merge(*pages, key=lambda m: when(m.sent_at)))
         return PersonHistory(merged[-limit:], problems)
