@@ -115,6 +115,9 @@ def test_the_command_line_merges_lists_and_refuses_bad_input(world: World) -> No
     assert "TARGET:USER" in _error_line(w, "--no-agent", "people", "merge", "bob", "talk:x")
     assert "no person 'Dave'" in _error_line(w, "--no-agent", "people", "split", "Dave")
     assert "no person 'Dave'" in _error_line(w, "--no-agent", "send", "Dave", "hi")
+    assert "no message given" in _error_line(w, "--no-agent", "send", "chatter", "bob")
+    assert "nor is chatter:nobody part of any person" in _error_line(
+        w, "--no-agent", "people", "split", "chatter:nobody")
     listed = json.loads(w.cli("--no-agent", "people", "--json").stdout)
     assert [p["name"] for p in listed["people"]] == ["Bob", "Carol"]
     assert listed["suggestions"] == []  # both merged already

@@ -11,7 +11,7 @@ import typer
 from interapp.cli.common import NoInputOpt, make_prompter, run_host
 from interapp.cli.hints import render
 from interapp.cli.output import JSON_OPTION, emit
-from interapp.host import ConfigError, Host, Person, PersonSuggestion
+from interapp.host import ConfigError, Host, Person, PersonSuggestion, UnknownPerson
 
 JsonOpt = Annotated[bool, JSON_OPTION]
 people_app = typer.Typer(help="One person across networks: merge their accounts "
@@ -121,7 +121,13 @@ def send_to_person(person: str, text: str, target: str | None, *,
         raise ConfigError("the message is empty")
 
     async def work(host: Host) -> dict[str, Any]:
-        msg = await host.send_to_person(person, text, target)
+        try:
+            msg = await host.send_to_person(person, text, target)
+        except UnknownPerson:
+            if any(t.name == person for t in host.targets()):  # send TARGET USER, no text
+                raise ConfigError(f"no message given: interapp send {person} USER TEXT (or "
+                                  "interapp send PERSON TEXT to a person)") from None
+            raise
         return {"target": msg.target, "message_id": msg.id, "to": msg.recipient,
                 "body": msg.body, "sent_at": msg.sent_at, "client_msg_id": msg.client_msg_id,
                 "person": person}

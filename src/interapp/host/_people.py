@@ -297,7 +297,13 @@ class PeopleMixin:
                 acc = parse_account(key)
             if any(p.id == key for p in stored) or acc is None or \
                     not any(acc in p.accounts for p in stored):
-                ids.append(self._find(stored, ref).id)
+                try:
+                    ids.append(self._find(stored, ref).id)
+                except UnknownPerson as exc:
+                    if acc is not None:
+                        exc.message = f"{exc.message}; nor is {acc} part of any person"
+                        exc.args = (exc.message,)
+                    raise
             else:
                 accounts.append((acc.target, acc.user))
         freed = await self._vault.run(self._split_sync, owner, ids, accounts)
