@@ -262,9 +262,8 @@ class Peers:
     # --- the host ----------------------------------------------------------------------------
 
     async def _host(self) -> None:
-        from interapp.host.runtime import Host, target_secret_name
-
         from interapp.host.config import LocalApp, Target
+        from interapp.host.runtime import Host, target_secret_name
 
         home = self.folder / "host"
         home.mkdir()

@@ -199,12 +199,11 @@ def chatter_answers() -> Any:
 
 async def phase_resolution(res: Results, folder: Path, arena: Any, chatter: Any,
                            clients: dict[str, Any], iterations: int) -> None:
-    from interapp.host.runtime import target_secret_name
-
     from interapp.host.config import Target
     from interapp.host.driver import HostContext, connect_target
     from interapp.host.prompts import NoInput
     from interapp.host.resolver import Branch
+    from interapp.host.runtime import target_secret_name
 
     say(f"(a) stored-link resolution: linking chatter, then {iterations} iterations each")
     key = base64.b64encode(os.urandom(32)).decode()
@@ -392,11 +391,10 @@ def phase_startup(res: Results, folder: Path, runs: int) -> None:
 async def phase_many(res: Results, folder: Path, arena: Any, chatter: Any,
                      clients: dict[str, Any], count: int, setup_conc: int,
                      conc: int) -> None:
-    from interapp.host.runtime import target_secret_name
-
     from interapp.host.config import Target
     from interapp.host.prompts import NoInput
     from interapp.host.resolver import Branch
+    from interapp.host.runtime import target_secret_name
 
     say(f"(c) {count:,} linked targets: linking each by a real password login "
         f"({setup_conc} at a time)")
@@ -440,9 +438,8 @@ async def phase_many(res: Results, folder: Path, arena: Any, chatter: Any,
     setup_s = time.perf_counter() - t_setup
     say(f"    set-up done in {setup_s:.1f} s; now a fresh Host connects all of them, "
         f"{conc} at a time")
-    from interapp.plugins.interapp_server.api import ServerClient
-
     from interapp.host.config import HostConfig
+    from interapp.plugins.interapp_server.api import ServerClient
 
     parse = []
     for _ in range(5):
