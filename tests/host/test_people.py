@@ -25,6 +25,7 @@ from interapp.host import (
     ConfigError,
     Host,
     NotFoundError,
+    PeopleChanged,
     PersonAccount,
     PresenceState,
     Scripted,
@@ -205,8 +206,14 @@ async def test_merge_and_split_persist_across_reopen(world: World, tmp_path: Pat
     home = tmp_path / "home"
     async with Host.open(home, vault_key=key) as host:
         await world.sign_in(host)
-        bob = await host.merge_people("chatter:bob", ("talk", "bobby"))
+        async with host.events() as stream:
+            bob = await host.merge_people("chatter:bob", ("talk", "bobby"))
+            changed = await _until(stream, lambda e: isinstance(e, PeopleChanged))
         assert bob.name == "Bob"  # the first account's display name
+        assert changed.to_dict() == {
+            "type": "people_changed", "target": "*", "action": "merged", "person_id": bob.id,
+            "accounts": [{"target": "chatter", "user": "bob"},
+                         {"target": "talk", "user": "bobby"}]}
         carol = await host.merge_people("chatter:carol", "talk:carol", name="Carol")
     async with Host.open(home, vault_key=key) as host:
         assert await host.people() == [bob, carol]

@@ -66,6 +66,7 @@ if TYPE_CHECKING:
         Contact,
         ContactAccount,
         Contacts,
+        PeopleChanged,
         Person,
         PersonAccount,
         PersonHistory,
@@ -85,7 +86,7 @@ _ERRORS = ("AccountInPerson", "AssertionRefused", "ConfigError", "ConnectionLost
            "NoLocalApp", "NotFoundError", "NotSignedIn", "PluginCrashed", "PluginTimeout",
            "PromptDeclined", "PromptUnavailable", "ServerChanged", "UnknownAccount",
            "UnknownPerson", "VaultTampered")
-_PERSONS = ("Contact", "ContactAccount", "Contacts", "Person", "PersonAccount",
+_PERSONS = ("Contact", "ContactAccount", "Contacts", "PeopleChanged", "Person", "PersonAccount",
             "PersonHistory", "PersonSuggestion", "PersonSuggestions")
 
 _WHERE: dict[str, str] = {
@@ -139,6 +140,7 @@ __all__ = [
     "NoLocalApp",
     "NotFoundError",
     "NotSignedIn",
+    "PeopleChanged",
     "Person",
     "PersonAccount",
     "PersonHistory",

@@ -32,6 +32,7 @@ from interapp.host._hub import Hub
 from interapp.host.model import Buddy, Message
 from interapp.host.persons import (
     Contacts,
+    PeopleChanged,
     Person,
     PersonAccount,
     PersonHistory,
@@ -261,7 +262,9 @@ class PeopleMixin:
         first = parsed[0]
         default = self._display.get(first) or local_part(first.user) or first.user
         stored = await self._vault.run(self._merge_sync, owner, parsed, name, default)
-        return _person(stored)
+        person = _person(stored)
+        self._hub.publish(PeopleChanged("*", "merged", person.id, person.accounts))
+        return person
 
     def _merge_sync(self, owner: tuple[str, str], accounts: list[PersonAccount],
                     name: str | None, default: str) -> StoredPerson:
@@ -273,7 +276,9 @@ class PeopleMixin:
         found = self._find(await self._stored(), person)
         stored = await self._vault.run(self._vault.sync.people.rename, self._owner(),
                                        found.id, name)
-        return _person(stored)
+        person = _person(stored)
+        self._hub.publish(PeopleChanged("*", "renamed", person.id, person.accounts))
+        return person
 
     async def split_person(self, *what: PersonRef | tuple[str, str]
                            ) -> list[PersonAccount]:
@@ -306,8 +311,11 @@ class PeopleMixin:
                     raise
             else:
                 accounts.append((acc.target, acc.user))
-        freed = await self._vault.run(self._split_sync, owner, ids, accounts)
-        return [PersonAccount(*a) for a in freed]
+        freed = [PersonAccount(*a) for a in
+                 await self._vault.run(self._split_sync, owner, ids, accounts)]
+        self._hub.publish(PeopleChanged("*", "split", ids[0] if len(ids) == 1 else None,
+                                        tuple(freed)))
+        return freed
 
     def _split_sync(self, owner: tuple[str, str], ids: list[str],
                     accounts: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from interapp.errors import ConfigError, InterappError
+from interapp.host.events import Event
 from interapp.host.model import Buddies, Buddy, Message, _Plain
 from interapp.presence import PRESENCE_STATES, PresenceState
 
-__all__ = ["Contact", "ContactAccount", "Contacts", "Person", "PersonAccount",
+__all__ = ["Contact", "ContactAccount", "Contacts", "PeopleChanged", "Person", "PersonAccount",
            "PersonHistory", "PersonSuggestion", "PersonSuggestions", "parse_account"]
 
 MAX_USER = 256
@@ -199,3 +200,20 @@ class PersonSuggestions(list[PersonSuggestion]):
                  problems: Mapping[str, InterappError] | None = None) -> None:
         super().__init__(found)
         self.problems = dict(problems or {})
+
+
+@dataclass(frozen=True)
+class PeopleChanged(Event):
+    """The user's persons changed through this host (``action``: ``merged``, ``split`` or
+    ``renamed``; ``person_id`` when one person is meant; ``accounts``: the accounts
+    concerned): reload ``people()``/``contacts()``. ``target`` is ``"*"``."""
+
+    kind: ClassVar[str] = "people_changed"
+    action: str
+    person_id: str | None = None
+    accounts: tuple[PersonAccount, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data with ``type``."""
+        return {"type": self.kind, "target": self.target, "action": self.action,
+                "person_id": self.person_id, "accounts": [a.to_dict() for a in self.accounts]}
