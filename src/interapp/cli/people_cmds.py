@@ -14,8 +14,9 @@ from interapp.cli.output import JSON_OPTION, emit
 from interapp.host import ConfigError, Host, Person, PersonSuggestion, UnknownPerson
 
 JsonOpt = Annotated[bool, JSON_OPTION]
-people_app = typer.Typer(help="One person across networks: merge their accounts "
-                              "(kept locally, never sent to a server).")
+people_app = typer.Typer(help="One person across networks. Without a command: your persons "
+                              "and suggested merges. Merges are kept locally, never sent to a "
+                              "server.")
 
 
 def _accounts(p: Person | PersonSuggestion) -> str:
