@@ -31,9 +31,12 @@ def _rows(found: list[Any]) -> list[dict[str, Any]]:
              "presence": str(b.presence), "status_text": b.status_text} for b in found]
 
 
-def _merged_lines(merged: Contacts) -> list[str]:
+def _merged_lines(merged: Contacts,
+                  notes: dict[tuple[str, str], str] | None = None) -> list[str]:
     """The table's rows with persons merged: one row per person (its best account's target
-    and user, the person's name, the best presence), its other accounts after the status."""
+    and user, the person's name, the best presence), its other accounts after the status.
+    ``notes``: (target, user) → a line to show under the row (one per account that has
+    one; e.g. what the buddy is doing)."""
     lines = []
     for c in merged:
         others = [f"{a.target}:{a.user} {a.presence}" for a in c.accounts
@@ -41,6 +44,10 @@ def _merged_lines(merged: Contacts) -> list[str]:
         extra = f"  (+ {', '.join(others)})" if others else ""
         lines.append(f"{c.target:<12} {c.user:<16} {c.name:<20} {c.presence:<8} "
                      f"{c.status_text}{extra}".rstrip())
+        for a in c.accounts:
+            note = (notes or {}).get((a.target, a.user), "")
+            if note:
+                lines.append(f"{'':<12} {note}")
     return lines
 
 
