@@ -362,3 +362,31 @@ def test_a_blocking_host_has_the_same_people(world: World, tmp_path: Path, key: 
         assert host.split_person("Bob") == list(bob.accounts)
     finally:
         host.close()
+
+
+def test_merged_rows_and_their_table_lines_from_plain_lists() -> None:
+    """Contacts.merge on lists the caller already has (no target asked): ties in presence go
+    to the account active last; an account its target did not list is offline, buddy False."""
+    from datetime import UTC, datetime
+
+    from interapp.cli.chat_cmds import _merged_lines
+    from interapp.host import Buddy, Contacts, Person
+
+    buddies = [Buddy("chatter", "1", "bob", "Bob", PresenceState.AWAY, "afk"),
+               Buddy("talk", "2", "bobby", "Bob", PresenceState.AWAY, "lunch"),
+               Buddy("talk", "3", "carol", "Carol", PresenceState.ONLINE)]
+    bob = Person("p_1", "Bob", (PersonAccount("chatter", "bob"), PersonAccount("talk", "bobby"),
+                                PersonAccount("xmpp", "bob@x")))
+    active = {PersonAccount("talk", "bobby"): datetime(2026, 1, 2, tzinfo=UTC),
+              PersonAccount("chatter", "bob"): datetime(2026, 1, 1, tzinfo=UTC)}
+    rows = Contacts.merge(buddies, [bob], active)
+    assert [(c.name, c.presence, c.target, c.status_text) for c in rows] == [
+        ("Carol", PresenceState.ONLINE, "talk", ""), ("Bob", PresenceState.AWAY, "talk", "lunch")]
+    assert [(a.target, a.presence, a.buddy) for a in rows[1].accounts] == [
+        ("chatter", PresenceState.AWAY, True), ("talk", PresenceState.AWAY, True),
+        ("xmpp", PresenceState.OFFLINE, False)]
+    lines = _merged_lines(rows, {("chatter", "bob"): "Arena · Ranked 2v2"})
+    assert lines[0].split() == ["talk", "carol", "Carol", "online"]
+    assert lines[1].split()[:5] == ["talk", "bobby", "Bob", "away", "lunch"]
+    assert "(+ chatter:bob away, xmpp:bob@x offline)" in lines[1]
+    assert lines[2].strip() == "Arena · Ranked 2v2" and len(lines) == 3
