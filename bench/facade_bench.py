@@ -18,10 +18,13 @@ thread of this process. alice has ``--buddies`` buddies on chatter, bob among th
   logged in as alice by its own ``login()``, and its ``send("bob", …, client_msg_id)`` and
   ``buddies()``.
 
-Each pair is measured by :func:`benchkit.overhead`: the two calls alternate (which goes first
-flips every round), so the machine's noise hits both alike; p50/p99 of each, the overhead of the
-façade at the median in % and in µs. Target: ≤ 5 % (issue 11). The block ``facade-bench`` of
-``docs/performance.md`` is written by a full run (``--quick``: only with ``--write``).
+Nobody subscribes to the host's events, so neither side has an event stream open and both
+send with ``POST /v1/messages`` (with a stream open the plug-in sends on it instead, on both
+sides alike). Each pair is measured by :func:`benchkit.overhead`: the two calls alternate
+(which goes first flips every round), so the machine's noise hits both alike; p50/p99 of each,
+the overhead of the façade at the median in % and in µs. Target: ≤ 5 % (issue 11). The block
+``facade-bench`` of ``docs/performance.md`` is written by a full run (``--quick``: only with
+``--write``).
 """
 
 from __future__ import annotations
@@ -151,7 +154,8 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> st
              f"The target is a real `interapp serve` process (SQLite, one worker) with "
              f"{args.buddies} buddies of alice; the façade (`Host`, file vault) and a second "
              "object of the same plug-in logged in directly call it alternately, "
-             f"{args.rounds:,} rounds each.", "",
+             f"{args.rounds:,} rounds each; no event stream is open, so both send over HTTP.",
+             "",
              "| call | direct plug-in p50 / p99 | through `Host` p50 / p99 | overhead at p50 "
              "| target ≤ 5 % |", "|---|---|---|---|---|"]
     for name, r in results.items():
