@@ -32,7 +32,10 @@ def _signature(obj: Any) -> str:
 
 def _members(cls: type) -> list[tuple[str, Any]]:
     out = []
-    for name, member in cls.__dict__.items():
+    # the façade's mixins (interapp.host._people …) document their methods under Host
+    mixins = [c for c in cls.__mro__[1:] if c.__module__.startswith("interapp.host._")]
+    merged = {k: v for c in (cls, *mixins) for k, v in c.__dict__.items()}
+    for name, member in merged.items():
         if name.startswith("_") or name in ("kind",):
             continue
         if isinstance(member, classmethod | staticmethod):

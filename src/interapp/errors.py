@@ -8,6 +8,9 @@ through :data:`REGISTRY`, shared by the server (which renders them) and the clie
     InterappError
     ├── ConfigError                  bad configuration or command-line input
     │   ├── NotFoundError            a named app, user, target or plug-in does not exist
+    │   │   ├── UnknownPerson        no person of the local user has that id or name
+    │   │   └── UnknownAccount       no such buddy account on that target
+    │   ├── AccountInPerson          the account is already part of another person
     │   ├── NoLocalApp               no local application is configured yet
     │   ├── NotSignedIn              nobody is signed in to the local application
     │   └── MissingExtra             an optional part is not installed (pip install interapp[X])
@@ -104,6 +107,25 @@ class NotFoundError(ConfigError):
 
     code = "not_found"
     status = 404
+
+
+class UnknownPerson(NotFoundError):
+    """No person (a merge of accounts, ``host.people()``) has that id or name."""
+
+    code = "unknown_person"
+
+
+class UnknownAccount(NotFoundError):
+    """The account named is not a buddy on that target (or the person has none there)."""
+
+    code = "unknown_account"
+
+
+class AccountInPerson(ConfigError):
+    """The account is already part of another person: split it from that one first."""
+
+    code = "account_in_person"
+    status = 409
 
 
 class NoLocalApp(ConfigError):

@@ -39,6 +39,11 @@ EXPECTED = {
     ("put", "/agent/v1/activity"), ("get", "/agent/v1/invites"), ("post", "/agent/v1/invites"),
     ("post", "/agent/v1/invites/{target}/{invite_id}/accept"),
     ("post", "/agent/v1/invites/{target}/{invite_id}/decline"),
+    # one person, many networks (routes_people)
+    ("get", "/agent/v1/people"), ("post", "/agent/v1/people/merge"),
+    ("post", "/agent/v1/people/split"), ("get", "/agent/v1/contacts"),
+    ("patch", "/agent/v1/people/{person}"),
+    ("post", "/agent/v1/people/{person}/messages"), ("get", "/agent/v1/people/{person}/history"),
 }
 #: Not fuzzed: they would send the local app's metadata request, or a sign-in, to whatever
 #: server a generated string names (these tests talk to 127.0.0.1 only), or sign alice out.

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.websockets import WebSocketDisconnect
 
 from interapp.agent import models as m
-from interapp.agent import routes_rich
+from interapp.agent import routes_people, routes_rich
 from interapp.agent.core import Agent
 from interapp.agent.fastpath import FastPath
 from interapp.agent.guard import SUBPROTOCOL, Guard
@@ -95,7 +95,7 @@ def create_app(agent: Agent, check: Callable[[str], Awaitable[str | None]], *,
                allowed_origins: tuple[str, ...] = ()) -> Guard:
     """The ASGI application of the agent, behind its :class:`~interapp.agent.guard.Guard`."""
     app = FastAPI(title="interapp agent", version="1", openapi_url=f"{PREFIX}/openapi.json",
-                  docs_url=None, redoc_url=None,
+                  docs_url=None, redoc_url=None, redirect_slashes=False,  # 404 JSON, no 307
                   description="The local API of `interapp agent`: one long-lived host for the "
                               "data folder. See docs/agent.md.")
 
@@ -252,6 +252,7 @@ def create_app(agent: Agent, check: Callable[[str], Awaitable[str | None]], *,
         await stream_events(agent, websocket)
 
     routes_rich.add_routes(app, agent, ERRORS)  # rich presence and invites
+    routes_people.include(app, agent, ERRORS)
     _document(app)
     return Guard(FastPath(app, agent, error_body), check, allowed_origins=allowed_origins)
 

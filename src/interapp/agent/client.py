@@ -28,6 +28,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, unix_connect
 
 from interapp import errors
+from interapp.agent.client_people import RemotePeopleMixin
 from interapp.agent.tokens import CLI_TOKEN_FILE
 from interapp.host import (
     Activity,
@@ -223,7 +224,7 @@ def event_from(d: dict[str, Any]) -> events.Event:
     return events.OtherEvent(target, type=kind, cursor=cursor, raw=raw)
 
 
-class RemoteHost:
+class RemoteHost(RemotePeopleMixin):
     """The :class:`~interapp.host.Host` API the command line uses, through a running agent."""
 
     def __init__(self, endpoint: AgentEndpoint, prompter: Prompter | None = None) -> None:

@@ -17,6 +17,7 @@ from interapp.cli.output import JSON_OPTION, emit
 from interapp.host import (
     PRESENCE_STATES,
     ConfigError,
+    Contacts,
     Host,
     InterappError,
     events,
@@ -39,6 +40,26 @@ def _rows(found: list[Any]) -> list[dict[str, Any]]:
              "presence": str(b.presence), "status_text": b.status_text,
              "activity": None if b.activity is None else b.activity.to_json(),
              "activity_text": rich.activity_line(b.display_name, b.activity)} for b in found]
+
+
+def _merged_lines(merged: Contacts,
+                  notes: dict[tuple[str, str], str] | None = None) -> list[str]:
+    """The table's rows with persons merged: one row per person (its best account's target
+    and user, the person's name, the best presence), its other accounts after the status.
+    ``notes``: (target, user) → a line to show under the row (one per account that has
+    one; e.g. what the buddy is doing)."""
+    lines = []
+    for c in merged:
+        others = [f"{a.target}:{a.user} {a.presence}" for a in c.accounts
+                  if (a.target, a.user) != (c.target, c.user)]
+        extra = f"  (+ {', '.join(others)})" if others else ""
+        lines.append(f"{c.target:<12} {c.user:<16} {c.name:<20} {c.presence:<8} "
+                     f"{c.status_text}{extra}".rstrip())
+        for a in c.accounts:
+            note = (notes or {}).get((a.target, a.user), "")
+            if note:
+                lines.append(f"{'':<12} {note}")
+    return lines
 
 
 def contacts(args: Annotated[list[str] | None, typer.Argument(
@@ -68,10 +89,11 @@ def contacts(args: Annotated[list[str] | None, typer.Argument(
     if len(args) > 1:
         raise ConfigError("usage: interapp contacts [NAME] | contacts add|accept|remove NAME USER")
 
-    async def work(host: Host) -> tuple[list[dict[str, Any]], dict[str, InterappError], int]:
+    async def work(host: Host) -> tuple[list[dict[str, Any]], dict[str, InterappError], int,
+                                        Contacts | None]:
         if args:
             found = await host.buddies(args[0])
-            return _rows(found), {}, 1
+            return _rows(found), {}, 1, None
         failed: dict[str, InterappError] = {}
         for t in host.targets():  # a one-shot command: each target once, via the prompt
             if t.state != "connected":
@@ -80,9 +102,11 @@ def contacts(args: Annotated[list[str] | None, typer.Argument(
                 except InterappError as exc:
                     failed[t.name] = exc
         found = await host.buddies()
-        return _rows(found), {**found.problems, **failed}, len(host.targets())
+        persons = await host.people() if host.signed_in else []
+        merged = Contacts.merge(found, persons)  # one row per person
+        return _rows(found), {**found.problems, **failed}, len(host.targets()), merged
 
-    rows, problems, total = run_host(work, prompter)
+    rows, problems, total, merged = run_host(work, prompter)
     _fail_all(problems, total)
     lines = []
     for r in rows:
@@ -90,17 +114,37 @@ def contacts(args: Annotated[list[str] | None, typer.Argument(
                      f"{r['presence']:<8} {r['status_text']}")
         if r["activity_text"]:  # rich presence, on its own line under the buddy
             lines.append(f"{'':<12} {r['activity_text']}")
+    if merged is not None:  # one row per person, each account's activity under it
+        lines = _merged_lines(merged, {(r["target"], r["username"]): r["activity_text"]
+                                       for r in rows if r["activity_text"]})
     lines += [f"{k}: not available ({render(exc)})" for k, exc in problems.items()]
     header = f"{'TARGET':<12} {'USERNAME':<16} {'DISPLAY NAME':<20} {'PRESENCE':<8} STATUS"
-    emit({"contacts": rows, "errors": {k: v.message for k, v in problems.items()}},
-         "\n".join([header, *lines]), as_json=as_json)
+    data: dict[str, Any] = {"contacts": rows,
+                            "errors": {k: v.message for k, v in problems.items()}}
+    if merged is not None:
+        data["people"] = [c.to_dict() for c in merged]
+    emit(data, "\n".join([header, *lines]), as_json=as_json)
 
 
-def send(name: Annotated[str, typer.Argument(help="The target.")],
-         user: Annotated[str, typer.Argument(help="The buddy.")],
-         text: Annotated[str, typer.Argument(help="The message.")],
+def send(name: Annotated[str, typer.Argument(help="The target (or a person: send PERSON "
+                                              "TEXT).")],
+         user: Annotated[str, typer.Argument(help="The buddy (or the message, to a person).")],
+         text: Annotated[str | None, typer.Argument(help="The message.")] = None,
+         target: Annotated[str | None, typer.Option(
+             "--target", help="To a person: send on this target (default: where they were "
+             "last active).")] = None,
          no_input: NoInputOpt = False, as_json: JsonOpt = False) -> None:
-    """Send a message to a buddy on a target."""
+    """Send a message to a buddy on a target (send NAME USER TEXT), or to a person you
+    merged (send PERSON TEXT): on the network they were last active on."""
+    if text is None:
+        from interapp.cli.people_cmds import send_to_person
+
+        sent = send_to_person(name, user, target, no_input=no_input)
+        emit(sent, f"sent to {name} as {sent['to']} on {sent['target']} "
+                   f"({sent['message_id']})", as_json=as_json)
+        return
+    if target is not None:
+        raise ConfigError("--target is for a person (send PERSON TEXT --target NAME)")
     if not text.strip():
         raise ConfigError("the message is empty")
 

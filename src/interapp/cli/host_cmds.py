@@ -275,7 +275,7 @@ def unlink(name: Annotated[str, typer.Argument(help="The target to unlink.")],
 
 def register(root: typer.Typer) -> None:
     """Attach the host's commands to the root command."""
-    from interapp.cli import agent_cmds, chat_cmds, demo, ui_cmd
+    from interapp.cli import agent_cmds, chat_cmds, demo, people_cmds, ui_cmd
 
     root.command("local")(local)
     root.command("login")(login)
@@ -285,6 +285,7 @@ def register(root: typer.Typer) -> None:
     root.command("links")(links)
     root.command("unlink")(unlink)
     chat_cmds.register(root)
+    people_cmds.register(root)
     demo.register(root)
     ui_cmd.register(root)
     agent_cmds.register(root)

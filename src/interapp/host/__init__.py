@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from interapp.errors import (
         AccessDenied,
+        AccountInPerson,
         AssertionRefused,
         AuthorizationMismatch,
         ConfigError,
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
         PromptDeclined,
         PromptUnavailable,
         ServerChanged,
+        UnknownAccount,
+        UnknownPerson,
         Unsupported,
         VaultTampered,
         WayUnavailable,
@@ -70,6 +73,17 @@ if TYPE_CHECKING:
         TargetInfo,
         TargetState,
         UnlinkResult,
+    )
+    from interapp.host.persons import (
+        Contact,
+        ContactAccount,
+        Contacts,
+        PeopleChanged,
+        Person,
+        PersonAccount,
+        PersonHistory,
+        PersonSuggestion,
+        PersonSuggestions,
     )
     from interapp.host.plugins import PluginInfo, available_plugins
     from interapp.host.prompts import (
@@ -104,7 +118,9 @@ _ERRORS = ("AssertionRefused", "ConfigError", "ConnectionLost", "InterappError",
            "PromptUnavailable", "ServerChanged", "VaultTampered",
            "InvalidActivity", "InvalidInvite", "InviteClosed", "Unsupported",
            "AccessDenied", "AuthorizationMismatch", "ExpiredToken", "InvalidGrant",
-           "WayUnavailable")
+           "WayUnavailable", "AccountInPerson", "UnknownAccount", "UnknownPerson")
+_PERSONS = ("Contact", "ContactAccount", "Contacts", "PeopleChanged", "Person", "PersonAccount",
+            "PersonHistory", "PersonSuggestion", "PersonSuggestions")
 
 _WHERE: dict[str, str] = {
     "Host": "interapp.host.facade",
@@ -113,6 +129,7 @@ _WHERE: dict[str, str] = {
         "Buddies", "Buddy", "ConnectResult", "LinkInfo", "LocalInfo", "LocalUser", "Message",
         "PresenceResult", "TargetInfo", "TargetState", "UnlinkResult",
         "ActivityResult", "Invite", "Invites")},
+    **{n: "interapp.host.persons" for n in _PERSONS},
     "PluginInfo": "interapp.host.plugins",
     "available_plugins": "interapp.host.plugins",
     **{n: "interapp.host.prompts" for n in (
@@ -135,6 +152,7 @@ _WHERE: dict[str, str] = {
 __all__ = [
     "PRESENCE_STATES",
     "AccessDenied",
+    "AccountInPerson",
     "Activity",
     "ActivityResult",
     "Answers",
@@ -147,6 +165,9 @@ __all__ = [
     "ConfigError",
     "ConnectResult",
     "ConnectionLost",
+    "Contact",
+    "ContactAccount",
+    "Contacts",
     "ExpiredToken",
     "Host",
     "InterappError",
@@ -176,6 +197,12 @@ __all__ = [
     "NotSignedIn",
     "OpenUrlRequest",
     "Party",
+    "PeopleChanged",
+    "Person",
+    "PersonAccount",
+    "PersonHistory",
+    "PersonSuggestion",
+    "PersonSuggestions",
     "PluginCrashed",
     "PluginInfo",
     "PluginTimeout",
@@ -194,6 +221,8 @@ __all__ = [
     "TargetInfo",
     "TargetState",
     "Terminal",
+    "UnknownAccount",
+    "UnknownPerson",
     "UnlinkResult",
     "Unsupported",
     "VaultTampered",

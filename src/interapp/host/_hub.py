@@ -125,6 +125,9 @@ class Hub:
         self._subscribers: set[Subscription] = set()
         self._pending: dict[str, deque[_Pending]] = {}
         self.changed = asyncio.Event()
+        #: Called with every event before the subscribers get it (e.g. the host noting when
+        #: a buddy was last active); must not block or raise.
+        self.observers: list[Callable[[ev.Event], None]] = []
 
     @property
     def subscribers(self) -> int:
@@ -140,6 +143,8 @@ class Hub:
 
     def publish(self, event: ev.Event, cursor: str | None = None) -> None:
         """Give ``event`` to every subscriber; ``cursor`` is saved once all have handled it."""
+        for observe in self.observers:
+            observe(event)
         pending = None
         if cursor is not None:
             pending = _Pending(event.target, cursor, set(self._subscribers))

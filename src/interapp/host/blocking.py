@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any, TypeVar, cast
 
 from interapp.host import events as ev
+from interapp.host._people_blocking import BlockingPeopleMixin
 from interapp.host.facade import Host
 from interapp.host.model import (
     ActivityResult,
@@ -73,7 +74,7 @@ def _prompter(value: Prompter | PromptFunction | None) -> Prompter | None:
     return _FunctionPrompter(value)
 
 
-class BlockingHost:
+class BlockingHost(BlockingPeopleMixin):
     """The :class:`~interapp.host.Host` API as plain blocking calls (see the module docstring).
 
     Make one with :meth:`open`; :meth:`close` it (or use ``with``).

@@ -41,6 +41,7 @@ from interapp.errors import ConfigError, InterappError, NoLocalApp, NotFoundErro
 from interapp.host import _names
 from interapp.host import events as ev
 from interapp.host._hub import Hub, Subscription
+from interapp.host._people import PeopleMixin
 from interapp.host._rich import RichPresence
 from interapp.host._slot import MAX_BACKOFF, Services, Slot, _presence
 from interapp.host.config import (
@@ -109,7 +110,7 @@ def _secret(value: Secret | str | None) -> Secret | None:
     return Secret(value)
 
 
-class Host(RichPresence):
+class Host(RichPresence, PeopleMixin):
     """The local application's host for one local user (see the module docstring).
 
     Make one with :meth:`Host.open`; close it with :meth:`aclose` (or ``async with``).
@@ -142,6 +143,7 @@ class Host(RichPresence):
         self._saver: asyncio.Task[None] | None = None
         self._save_wake = asyncio.Event()
         self._closed = False
+        self._people_init()
 
     # --- opening and closing ----------------------------------------------------------------
 
@@ -219,6 +221,7 @@ class Host(RichPresence):
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._hub.close()
         await self._flush_cursors()
+        await self._people_close()
         for slot in self._slots.values():
             await slot.close_plugin()
         if self._session_obj is not None:

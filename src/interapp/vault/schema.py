@@ -20,9 +20,12 @@ from typing import Final
 
 from sqlalchemy import (
     Column,
+    ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     Table,
     Text,
     UniqueConstraint,
@@ -32,10 +35,10 @@ from sqlalchemy import (
 from interapp.errors import VaultError
 from interapp.vault.db import Database
 
-SCHEMA_REVISION: Final = "0002"
+SCHEMA_REVISION: Final = "0003"
 """The Alembic head this code reads and writes."""
 
-KNOWN_REVISIONS: Final = ("0001", "0002")
+KNOWN_REVISIONS: Final = ("0001", "0002", "0003")
 MIGRATIONS_DIR: Final = Path(__file__).parent / "migrations"
 
 metadata = MetaData()
@@ -84,6 +87,43 @@ audit = Table(
     Column("prev_hash", Text, nullable=False),
     Column("hash", Text, nullable=False),
     Column("rows", Text, nullable=True),
+)
+
+#: The local user's persons (revision 0003; see :mod:`interapp.vault.people`).
+people = Table(
+    "people", metadata,
+    Column("id", Text, primary_key=True),
+    Column("local_app", Text, nullable=False),
+    Column("local_account", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("created_at", Text, nullable=False),
+    Column("updated_at", Text, nullable=False),
+    Index("ix_people_owner", "local_app", "local_account"),
+)
+
+person_accounts = Table(
+    "person_accounts", metadata,
+    Column("person_id", Text, ForeignKey("people.id", ondelete="CASCADE"), nullable=False),
+    Column("local_app", Text, nullable=False),
+    Column("local_account", Text, nullable=False),
+    Column("target", Text, nullable=False),
+    Column("user", Text, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("added_at", Text, nullable=False),
+    UniqueConstraint("local_app", "local_account", "target", "user", name="uq_person_accounts"),
+    Index("ix_person_accounts_person", "person_id"),
+)
+
+account_activity = Table(
+    "account_activity", metadata,
+    Column("local_app", Text, nullable=False),
+    Column("local_account", Text, nullable=False),
+    Column("target", Text, nullable=False),
+    Column("user", Text, nullable=False),
+    Column("at", Text, nullable=False),
+    Column("how", Text, nullable=False),
+    PrimaryKeyConstraint("local_app", "local_account", "target", "user",
+                         name="pk_account_activity"),
 )
 
 

@@ -38,6 +38,7 @@ from interapp.vault import state as _state
 from interapp.vault.crypto import Cipher, link_aad, secret_aad
 from interapp.vault.db import Database
 from interapp.vault.model import AuditEntry, AuditEvent, AuditReport, Credential, Link, LinkState
+from interapp.vault.people import PeopleStore
 from interapp.vault.rows import BY_ID, BY_TRIPLE, LINK_COLUMNS, TOUCH, link_from_row
 from interapp.vault.schema import audit as audit_table
 from interapp.vault.schema import ensure_schema, links, secrets
@@ -110,6 +111,11 @@ class Vault:
 
     def __repr__(self) -> str:
         return f"Vault({self._location!r})"
+
+    @property
+    def people(self) -> PeopleStore:
+        """The local user's persons in this vault's database (see :mod:`.people`)."""
+        return PeopleStore(self._db)
 
     # --- links -------------------------------------------------------------------------------
 
