@@ -262,6 +262,11 @@ class Messages:
         """Open the system browser at the sign-in page (and print the URL, in case)."""
         _print(f"{request.target}: {request.reason}.\nSign in in your browser; if it did not "
                f"open, visit:\n  {request.url}")
+        if self.headless and self._opener is webbrowser.open and not os.environ.get("BROWSER"):
+            # no display: webbrowser would start a console browser (lynx, w3m) over this
+            # terminal; $BROWSER, when set, says which browser the user wants
+            _print("(no display here: open the address above in a browser on this machine)")
+            return True
         opened = await anyio.to_thread.run_sync(self._opener, request.url)
         if not opened:
             _print("(no browser could be opened here: open the address above yourself)")
