@@ -90,8 +90,8 @@ def test_add_user_line_json_and_login(cli: Cli, home: Path) -> None:
     assert line == "created user alice (Alice A) on arena"
     data = ok_json(cli("admin", "add-user", "--app", "arena", "bob", "--json"))
     assert set(data) == {"app", "id", "username", "display_name", "presence", "status_text",
-                         "has_password", "external_issuer"}
-    assert data["external_issuer"] is None
+                         "has_password", "external_issuer", "activity"}
+    assert data["external_issuer"] is None and data["activity"] is None  # (issue 15)
     assert data["app"] == "arena" and data["username"] == "bob"
     assert data["has_password"] is False and re.fullmatch(r"[0-9a-f]{32}", data["id"])
     with RunningServer("arena", db_of(home, "arena")) as srv, srv.client() as http:
