@@ -330,9 +330,10 @@ def test_contacts_one_table_across_targets(world: World) -> None:
     assert rows == {
         ("arena-chat", "carol"): {"target": "arena-chat", "username": "carol",
                                   "display_name": "Carol", "presence": "offline",
-                                  "status_text": ""},
+                                  "status_text": "", "activity": None, "activity_text": ""},
         ("chatter", "bob"): {"target": "chatter", "username": "bob", "display_name": "Bob",
-                             "presence": "online", "status_text": "in the lobby"}}
+                             "presence": "online", "status_text": "in the lobby",
+                             "activity": None, "activity_text": ""}}
     one = json.loads(world.cli.ok("contacts", "chatter", "--json").stdout)["contacts"]
     assert [(r["target"], r["username"]) for r in one] == [("chatter", "bob")]
     table = world.cli.ok("contacts").stdout.splitlines()

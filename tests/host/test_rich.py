@@ -280,3 +280,35 @@ async def test_the_activity_is_shown_again_after_a_reconnect(apps: Apps) -> None
             == 200
         await alice.connect("chatter", reconnect=True)
     assert apps.api("alice", "GET", "/v1/me").json()["activity"] == ARENA.to_json()
+
+
+def test_a_game_loop_uses_it_through_blocking_host(apps: Apps) -> None:
+    """BlockingHost (no asyncio in the caller): set the activity, invite, poll the answer."""
+    from interapp.host.blocking import BlockingHost
+
+    cid, secret = apps.clients["arena"]
+    tid, tsecret = apps.clients["chatter"]
+    with BlockingHost.open(memory=True) as alice:
+        alice.set_local(apps.arena.url, client_id=cid, client_secret=secret)
+        alice.sign_in("alice", PW["alice@arena"])
+        alice.add_target("chatter", plugin="interapp", server=apps.chatter.url, client_id=tid,
+                         client_secret=tsecret, account_system="separate")
+        alice.connect("chatter", lambda request: {"username": "alice",
+                                                  "password": PW["alice@chatter"]})
+        result = alice.set_activity(Activity(name="Arena", details="Blocking 1v1"))
+        assert result.carried == {"chatter": "native"}
+        rows = apps.api("bob", "GET", "/v1/contacts").json()["contacts"]
+        assert rows[0]["activity"]["details"] == "Blocking 1v1"
+        sent = alice.invite("chatter", "bob", message="from the game loop")
+        assert [i.id for i in alice.invites()] == [sent.id]
+        alice.wait(0.5)  # the event stream is open: the answer arrives as an event
+        answered = apps.api("bob", "POST", f"/v1/invites/{sent.id}/decline")
+        assert answered.status_code == 200, answered.text
+        seen: list[events.InviteAnswered] = []
+        deadline = 50
+        while not seen and deadline:
+            seen = [e for e in alice.wait(0.2) if isinstance(e, events.InviteAnswered)]
+            deadline -= 1
+        assert seen and seen[0].invite.state is InviteState.DECLINED and seen[0].invite.outgoing
+        alice.set_activity(None)
+    assert apps.api("alice", "GET", "/v1/me").json()["activity"] is None

@@ -196,6 +196,21 @@ def test_invites_expire(server: RunningServer, http: httpx.Client, client: Clien
         assert_quiet(wa)
 
 
+def test_the_sender_hears_of_an_expiry_without_asking(server: RunningServer,
+                                                      http: httpx.Client,
+                                                      client: Client) -> None:
+    a, b = buddies(server, http, client)
+    with stream(server, a.access, since=1) as wa, stream(server, b.access, since=1) as wb:
+        sent = invite(a, b.username, join_url="https://arena.example/j/4", expires_in=1).json()
+        assert next_event(wb)["type"] == "invite"
+        # nobody touches the invites: the server's sweep (every 5 s) expires it
+        for ws in (wa, wb):
+            event = next_event(ws, timeout=15)
+            assert (event["type"], event["id"], event["state"]) == (
+                "invite_answer", sent["id"], "expired")
+        assert_quiet(wa)
+
+
 def test_only_buddies_can_be_invited(server: RunningServer, http: httpx.Client,
                                      client: Client) -> None:
     a, b = buddies(server, http, client)

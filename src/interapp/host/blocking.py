@@ -29,8 +29,11 @@ from typing import Any, TypeVar, cast
 from interapp.host import events as ev
 from interapp.host.facade import Host
 from interapp.host.model import (
+    ActivityResult,
     Buddies,
     ConnectResult,
+    Invite,
+    Invites,
     LinkInfo,
     LocalInfo,
     LocalUser,
@@ -40,7 +43,7 @@ from interapp.host.model import (
     UnlinkResult,
 )
 from interapp.host.prompts import Answers, Prompter, PromptRequest
-from interapp.presence import PresenceState
+from interapp.presence import Activity, PresenceState
 from interapp.secret import Secret
 
 __all__ = ["BlockingHost", "PromptFunction"]
@@ -250,6 +253,26 @@ class BlockingHost:
                      targets: list[str] | None = None) -> PresenceResult:
         """See :meth:`Host.set_presence`."""
         return self.run(self.host.set_presence(state, status_text, targets=targets))
+
+    def set_activity(self, activity: Activity | None, *,
+                     targets: list[str] | None = None) -> ActivityResult:
+        """See :meth:`Host.set_activity`."""
+        return self.run(self.host.set_activity(activity, targets=targets))
+
+    def invite(self, target: str, user: str, *, activity: Activity | None = None,
+               join_url: str | None = None, message: str = "",
+               client_invite_id: str | None = None) -> Invite:
+        """See :meth:`Host.invite`."""
+        return self.run(self.host.invite(target, user, activity=activity, join_url=join_url,
+                                         message=message, client_invite_id=client_invite_id))
+
+    def invites(self, target: str | None = None) -> Invites:
+        """See :meth:`Host.invites`."""
+        return self.run(self.host.invites(target))
+
+    def answer_invite(self, target: str, invite_id: str, accept: bool) -> Invite:
+        """See :meth:`Host.answer_invite`."""
+        return self.run(self.host.answer_invite(target, invite_id, accept))
 
     def add_buddy(self, target: str, user: str) -> None:
         """See :meth:`Host.add_buddy`."""

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from interapp.server.events import EventHub
 from interapp.server.groupcommit import SendQueue
+from interapp.server.invites import ExpirySweep
 from interapp.server.keys import (
     IssuerKeys,
     load_app_secret,
@@ -37,6 +38,7 @@ class AppServer:
                             redis_url=settings.redis_url)
         self.sends = SendQueue(self.db, self.hub)
         self.revocations = RevocationWatch(self.db, self.hub)  # closes revoked streams
+        self.invite_expiry = ExpirySweep(self.db, self.hub)  # tells senders of expired invites
         self.issuer_keys = IssuerKeys()
         self.limits = {"acct": settings.login_failures_per_account,
                        "addr": settings.login_failures_per_address}
@@ -77,6 +79,7 @@ class AppServer:
             self.derivation_secret = await load_app_secret(conn, "token_derivation")
         await self.hub.start()
         await self.revocations.start()
+        await self.invite_expiry.start()
         if self.hub.redis is not None:
             self.limiter = RedisLimiter(self.hub.redis, f"interapp:{self.settings.app}",
                                         self.limits, self.settings.login_window_seconds)
@@ -85,5 +88,6 @@ class AppServer:
         """Release every resource."""
         await self.sends.close()
         await self.revocations.stop()
+        await self.invite_expiry.stop()
         await self.hub.stop()
         await self.db.close()

@@ -7,7 +7,8 @@ recipient; ``POST /v1/invites/{id}/accept|decline`` (the recipient only) answers
 ``invite_answer`` event for both (the sender learns the answer; the recipient's other devices
 drop the card). Invites expire (:data:`DEFAULT_TTL`, 10 minutes, unless the sender asks for
 less or more): an expired one can no longer be answered, and it is marked ``expired`` — with an
-``invite_answer`` event to both — the next time either side sends, lists or answers invites.
+``invite_answer`` event to both — by the server's sweep (:class:`ExpirySweep`, every few
+seconds) or sooner, when either side sends, lists or answers invites.
 Only buddies can be invited. ``(sender, client_invite_id)`` is unique, so a retry returns the
 same invite (and appends nothing); the same id for a different invite is a 409.
 
@@ -17,7 +18,10 @@ caller publishes after the commit (see :mod:`interapp.server.events`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -37,15 +41,20 @@ from interapp.errors import (
 from interapp.plugins.contract import Invite, InviteState
 from interapp.presence import Activity, activity_from_json
 from interapp.server.accounts import User, find_user
-from interapp.server.events import append_events
+from interapp.server.events import EventHub, append_events
 from interapp.server.social import Published, stored_activity
+from interapp.server.storage import Database
+from interapp.server.storage.fastsql import ReadStatement
 from interapp.server.storage.schema import contacts, invites, users
 from interapp.server.tokens import sortable_id
 
-__all__ = ["DEFAULT_TTL", "MAX_TTL", "MIN_TTL", "answer_invite", "create_invite",
-           "list_invites"]
+__all__ = ["DEFAULT_TTL", "MAX_TTL", "MIN_TTL", "ExpirySweep", "answer_invite",
+           "create_invite", "expire_all", "list_invites"]
 
+log = logging.getLogger("interapp.server.invites")
 DEFAULT_TTL = 600.0
+SWEEP_SECONDS = 5.0
+KEEP_ANSWERED = 86400.0  # an answered or expired invite is deleted a day later
 MIN_TTL = 1.0
 MAX_TTL = 86400.0
 
@@ -55,6 +64,13 @@ _WITH_NAMES = (sa.select(invites, _sender.c.username.label("from_name"),
                          _recipient.c.username.label("to_name"))
                .select_from(invites.join(_sender, _sender.c.id == invites.c.sender_id)
                             .join(_recipient, _recipient.c.id == invites.c.recipient_id)))
+
+
+# the sweep's one read: is anything due (to expire, or answered long ago, to delete)?
+_ANY_DUE = ReadStatement(sa.select(invites.c.id).where(sa.or_(
+    sa.and_(invites.c.state == "pending", invites.c.expires_at <= sa.bindparam("now")),
+    sa.and_(invites.c.state != "pending", invites.c.answered_at < sa.bindparam("old"))))
+    .limit(1))
 
 
 def _when(ts: float) -> datetime:
@@ -73,21 +89,72 @@ def _wire(row: Any, state: str | None = None) -> dict[str, Any]:
     return invite.to_json()
 
 
-async def _expire_due(conn: AsyncConnection, user_id: str, now: float) -> Published:
-    """Mark ``user_id``'s pending invites (either side) past their time ``expired``; tell both."""
-    due = (await conn.execute(_WITH_NAMES.where(
-        invites.c.state == "pending", invites.c.expires_at <= now,
-        sa.or_(invites.c.sender_id == user_id, invites.c.recipient_id == user_id)))).all()
-    if not due:
+async def _expire_due(conn: AsyncConnection, user_id: str | None, now: float) -> Published:
+    """Mark the pending invites past their time ``expired`` (``user_id``'s, either side; all
+    with None) and tell both sides. The rows are claimed by one ``UPDATE … RETURNING``, so two
+    processes sweeping at once never announce the same invite twice."""
+    where = [invites.c.state == "pending", invites.c.expires_at <= now]
+    if user_id is not None:
+        where.append(sa.or_(invites.c.sender_id == user_id, invites.c.recipient_id == user_id))
+    claimed = (await conn.execute(sa.update(invites).where(*where)
+                                  .values(state="expired", answered_at=now)
+                                  .returning(invites.c.id))).all()
+    if not claimed:
         return []
-    await conn.execute(sa.update(invites).where(invites.c.id.in_([r.id for r in due]),
-                                                invites.c.state == "pending")
-                       .values(state="expired", answered_at=now))
+    due = (await conn.execute(_WITH_NAMES.where(
+        invites.c.id.in_([r.id for r in claimed])).order_by(invites.c.id))).all()
     items = []
     for row in due:
         wire = _wire(row, "expired")
         items += [(row.sender_id, "invite_answer", wire), (row.recipient_id, "invite_answer", wire)]
     return await append_events(conn, items)
+
+
+async def expire_all(conn: AsyncConnection, now: float | None = None) -> Published:
+    """:func:`_expire_due` for every account (the server's periodic sweep)."""
+    return await _expire_due(conn, None, time.time() if now is None else now)
+
+
+class ExpirySweep:
+    """Every ``interval`` seconds, expire the invites past their time and publish the
+    ``invite_answer`` events, so a sender learns of an expiry without asking."""
+
+    def __init__(self, db: Database, hub: EventHub, interval: float = SWEEP_SECONDS) -> None:
+        self._db, self._hub, self._interval = db, hub, interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start sweeping."""
+        self._task = asyncio.create_task(self._run(), name="invite-expiry")
+
+    async def stop(self) -> None:
+        """Stop sweeping."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def sweep(self) -> int:
+        """One pass; how many events it published. Answered invites are kept for
+        :data:`KEEP_ANSWERED` seconds, then deleted. Nothing due: one read, no write."""
+        now = time.time()
+        due = await self._db.read_first(_ANY_DUE, {"now": now, "old": now - KEEP_ANSWERED})
+        if due is None:
+            return 0
+        async with self._db.begin() as conn:
+            published = await expire_all(conn, now)
+            await conn.execute(invites.delete().where(invites.c.state != "pending",
+                                                      invites.c.answered_at < now - KEEP_ANSWERED))
+        await self._hub.publish(published)
+        return len(published)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.sweep()
+            except Exception as exc:  # e.g. the database is away: the next pass tries again
+                log.debug("invite expiry sweep failed: %s", type(exc).__name__)
 
 
 async def create_invite(conn: AsyncConnection, sender: User, to: str, *,

@@ -193,6 +193,7 @@ invites = sa.Table(  # rich presence (0007): an invitation to join the sender's 
     sa.UniqueConstraint("sender_id", "client_invite_id", name="uq_invites_sender_client"),
     sa.Index("ix_invites_recipient_state", "recipient_id", "state"),
     sa.Index("ix_invites_sender_state", "sender_id", "state"),
+    sa.Index("ix_invites_state_expires", "state", "expires_at"),  # the expiry sweep
 )
 
 messages = sa.Table(

@@ -4,7 +4,7 @@
   when none; shown beside the presence in ``/v1/me``, ``/v1/contacts`` and ``presence`` events.
 * ``invites``: an invitation from one buddy to another to join an activity or a link; pending
   until accepted, declined or past ``expires_at``; ``(sender_id, client_invite_id)`` is unique,
-  so a retried invite is the same invite.
+  so a retried invite is the same invite; ``(state, expires_at)`` serves the expiry sweep.
 
 Revision ID: 0007
 Revises: 0006
@@ -44,9 +44,11 @@ def upgrade() -> None:
     )
     op.create_index("ix_invites_recipient_state", "invites", ["recipient_id", "state"])
     op.create_index("ix_invites_sender_state", "invites", ["sender_id", "state"])
+    op.create_index("ix_invites_state_expires", "invites", ["state", "expires_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_invites_state_expires", table_name="invites")
     op.drop_index("ix_invites_sender_state", table_name="invites")
     op.drop_index("ix_invites_recipient_state", table_name="invites")
     op.drop_table("invites")
