@@ -12,6 +12,7 @@ dropped as soon as the target is neither connected nor reconnecting (unlinked, s
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -191,19 +192,26 @@ class Views:
 
     async def buddy_groups(self, snap: Snapshot) -> list[BuddyGroup]:
         """One buddy list across the targets, grouped by target (also while reconnecting)."""
+        rows = sorted(snap.rows().items())
+        live = [name for name, row in rows if row["state"] == "connected"]
+        answers = await asyncio.gather(  # one call per connected target, side by side
+            *(self.agent.call("GET", "/buddies", params={"target": n}) for n in live),
+            return_exceptions=True)
+        fetched = dict(zip(live, answers, strict=True))
         groups = []
-        for name, row in sorted(snap.rows().items()):
+        for name, row in rows:
             state, account = str(row["state"]), row.get("account")
-            if state == "connected":
-                try:
-                    found = await self.agent.call("GET", "/buddies", params={"target": name})
-                    self._buddies[name] = (str(account or ""), sorted(
-                        (BuddyView(name, str(b["username"]), str(b["display_name"]),
-                                   str(b["presence"]), str(b["status_text"]),
-                                   str(b.get("activity_text") or ""))
-                         for b in found["buddies"]), key=_rank))
-                except InterappError:
-                    pass  # it dropped just now: what was shown stays, marked reconnecting
+            found = fetched.get(name)
+            if isinstance(found, dict):
+                self._buddies[name] = (str(account or ""), sorted(
+                    (BuddyView(name, str(b["username"]), str(b["display_name"]),
+                               str(b["presence"]), str(b["status_text"]),
+                               str(b.get("activity_text") or ""))
+                     for b in found["buddies"]), key=_rank))
+            elif isinstance(found, BaseException) and not isinstance(found, InterappError):
+                raise found
+            elif state == "connected":
+                pass  # it dropped just now: what was shown stays, marked reconnecting
             elif state not in RECONNECTING or name not in self._buddies:
                 self._buddies.pop(name, None)
                 if account is None:
