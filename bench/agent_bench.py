@@ -39,10 +39,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchkit import fmt_ms, machine_line, percentile, say, write_block
+from benchkit import fmt_ms, machine_line, percentile, say, seeding, write_block
 
 from interapp.host import Host, Scripted, events
-from interapp.secret import Secret
 from interapp.testing.servers import ThreadedServer
 
 PW = {"alice@arena": "arena-bench-pw", "alice@chatter": "chatter-bench-pw",
@@ -62,19 +61,15 @@ class UnixHTTP(http.client.HTTPConnection):
 
 
 def seed(server: ThreadedServer, users: dict[str, str], buddies: bool) -> None:
-    from interapp.server import accounts, passwords, social
-    from interapp.server.storage import Database
-
+    """Accounts (each with its own password) and, with ``buddies``, the first two buddies."""
     async def work() -> None:
-        db = Database.open(server.db_url)
-        try:
-            async with db.begin() as conn:
-                made = [await accounts.create_user(conn, n, password_hash=passwords.hash_sync(
-                    Secret(pw))) for n, pw in users.items()]
-                if buddies:
-                    await social.make_buddies(conn, made[0], made[1])
-        finally:
-            await db.close()
+        made = []
+        for name, pw in users.items():
+            async with seeding(server.db_url, pw) as sd:
+                made.append(await sd.user(name))
+        if buddies:
+            async with seeding(server.db_url) as sd:
+                await sd.buddies(made[0], made[1])
 
     server.call(work)
 

@@ -21,9 +21,10 @@ import math
 import os
 import platform
 import re
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +234,115 @@ def machine_line() -> str:
             f"{load:.2f}")
 
 
+# --------------------------------------------------------------------------- servers
+
+BIN = Path(sys.executable).parent
+SERVE_PATTERN = r"serving \S+ on http://[\d.]+:(\d+)"
+PROXY_VARS = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+
+
+class Proc:
+    """A server subprocess that announces its port in its log (``pattern``'s group 1); stopped
+    by its PID with SIGINT (then SIGKILL), never by name."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path,
+                 pattern: str = SERVE_PATTERN, cpus: set[int] | None = None) -> None:
+        import subprocess
+
+        self.name, self.log = name, log
+        self._fh = log.open("wb")
+
+        def pin() -> None:
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+
+        self.proc = subprocess.Popen(argv, stdout=self._fh, stderr=subprocess.STDOUT, env=env,
+                                     stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True,
+                                     preexec_fn=pin if cpus else None)
+        self.port = self._wait_for_port(re.compile(pattern))
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _wait_for_port(self, pattern: re.Pattern[str]) -> int:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            text = self.log.read_text(errors="replace")
+            match = pattern.search(text)
+            if match:
+                return int(match.group(1))
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{text[-2000:]}")
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not announce its port in 90 s")
+
+    def wait_http(self, path: str = "/healthz", timeout: float = 30) -> None:
+        """Block until ``GET path`` answers 200."""
+        import urllib.error
+        import urllib.request
+
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, urllib.error.URLError), \
+                    opener.open(self.url + path, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} not ready on {path}")
+
+    async def wait_ready(self, path: str = "/healthz") -> None:
+        """:meth:`wait_http` off the event loop."""
+        import asyncio
+
+        await asyncio.to_thread(self.wait_http, path)
+
+    @property
+    def pid(self) -> int:
+        """The server's PID."""
+        return self.proc.pid
+
+    def stop(self) -> None:
+        """SIGINT, then SIGKILL after 15 s."""
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._fh.close()
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without proxies (loopback only) and with ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
+    env.update(PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def serve(app: str, db: Path | str, folder: Path, *, tag: str | None = None,
+          args: Sequence[str] = (), env: dict[str, str] | None = None,
+          wait: bool = True) -> Proc:
+    """``interapp serve --app APP`` on a free port of 127.0.0.1 (``db``: a SQLite file or a
+    database URL), its data folder ``home-TAG`` and log ``serve-TAG.log`` in ``folder`` (``tag``
+    defaults to the app); ready on ``/healthz`` when it returns, unless ``wait=False``."""
+    tag = tag or app
+    url = db if isinstance(db, str) else f"sqlite:///{db}"
+    argv = [str(BIN / "interapp"), "serve", "--app", app, "--db", url, "--host", "127.0.0.1",
+            "--port", "0", *args]
+    home = folder / f"home-{tag}"
+    home.mkdir(parents=True, exist_ok=True)
+    proc = Proc(f"interapp serve ({tag})", argv, {**(env or clean_env()),
+                                                  "INTERAPP_HOME": str(home)},
+                folder / f"serve-{tag}.log")
+    if wait:
+        proc.wait_http()
+    return proc
+
+
 # --------------------------------------------------------------------------- seeding
 
 
@@ -289,6 +399,51 @@ async def seeding(db_url: str, password: str | None = None) -> AsyncIterator[See
         await db.close()
 
 
+def plugin_instance(plugin: str, server: str, *, client_id: str | None = None,
+                    client_secret: Any = None, account_system: str = "separate",
+                    name: str | None = None) -> Any:
+    """A fresh plug-in object of the installed plug-in ``plugin`` for ``server``, as the host
+    starts one for a target, not connected. For the benchmarks that call a plug-in directly
+    (logins, the façade's overhead); applications use :class:`interapp.host.Host`."""
+    from interapp.host.registry import discover
+    from interapp.plugins.contract import TargetConfig
+    from interapp.secret import Secret
+
+    if isinstance(client_secret, str):
+        client_secret = Secret(client_secret)
+    cls = discover().get(plugin).load()
+    return cls(TargetConfig(name=name or f"bench-{plugin}", plugin=plugin, server=server,
+                            client_id=client_id, client_secret=client_secret,
+                            account_system="shared" if account_system == "shared"
+                            else "separate"))
+
+
+class LocalMinter:
+    """Same-account assertions (RFC 8693) about one local user, minted by the local
+    application as the host's session does, without a host (for the JWT-grant benchmark)."""
+
+    def __init__(self, url: str, client_id: str, client_secret: Any) -> None:
+        from interapp.client import ServerClient
+
+        self.client = ServerClient(url, client_id=client_id, client_secret=client_secret)
+        self.token: Any = None
+
+    async def sign_in(self, username: str, password: str) -> None:
+        """Password grant at the local application."""
+        from interapp.secret import Secret
+
+        body = await self.client.password_grant(username, Secret(password))
+        self.token = Secret(str(body["access_token"]))
+
+    async def assertion_for(self, audience: str) -> Any:
+        """One assertion addressed to ``audience``."""
+        return await self.client.exchange_for_assertion(self.token, audience)
+
+    async def aclose(self) -> None:
+        """Close the HTTP pool."""
+        await self.client.aclose()
+
+
 async def bounded(n: int, jobs: Sequence[Callable[[], Awaitable[Any]]]) -> list[Any]:
     """Run the jobs at most ``n`` at a time; results in order."""
     import asyncio
@@ -322,6 +477,33 @@ async def overhead(direct: Callable[[], Awaitable[Any]], wrapped: Callable[[], A
 
 
 # --------------------------------------------------------------------------- report blocks
+
+
+@dataclass
+class Table:
+    """A report's results: rows of metric / measured / target / status, extra lines below the
+    table, and the raw figures (``facts``) the notes are written from."""
+
+    rows: list[tuple[str, str, str, str]] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    facts: dict[str, float] = field(default_factory=dict)
+
+    def add(self, metric: str, measured: str, target: str = "—", status: str = "—") -> None:
+        """One row."""
+        self.rows.append((metric, measured, target, status))
+
+    def render(self, title: str, head: str, notes: Sequence[str] = ()) -> str:
+        """The Markdown block: title, a paragraph, the table, what is missed, the notes."""
+        md = [title, "", head, "", "| Metric | Measured | Target | Status |",
+              "|---|---|---|---|", *(f"| {' | '.join(r)} |" for r in self.rows), ""]
+        md += [*self.extra, ""] if self.extra else []
+        missed = [r[0].split(":")[0] for r in self.rows if "NOT met" in r[3]]
+        md.append("Not met: " + "; ".join(missed) + "." if missed else
+                  "Every target here is met.")
+        if notes:
+            md += ["", "Where the time goes:", "", *(f"- {n}" for n in notes)]
+        return "\n".join(md) + "\n"
+
 
 
 def write_block(name: str, markdown: str, path: Path = REPORT) -> None:

@@ -6,18 +6,18 @@
 One run, one machine, all three servers on 127.0.0.1 at once (``bench/compare_peers.py``):
 one ``interapp serve`` process (SQLite, one worker), Synapse on SQLite (``matrix`` plug-in) and
 Prosody (``xmpp`` plug-in); on each, ``--pairs`` pairs of buddies, every account linked through
-one :class:`~interapp.host.runtime.Host`. This process is the load generator *and* the host.
+one :class:`~interapp.host.Host` per network. This process is the load generator *and* the host.
 
 Phases, per network (interapp, then Prosody, then Synapse):
 
 * **warm-up** — one message per pair, repeated until every receiver's stream delivers;
-* **saturation** — every pair's sender sends through the host (``Host.supervised`` around the
-  plug-in's ``send``) with at most ``--window`` of its messages undelivered: a closed loop on
-  end-to-end delivery, so every network gets the same offered load whatever its ``send``
-  waits for. Receivers consume ``Host.stream`` (the host's resumable event stream;
-  ``autosave=False``, see the report). Throughput = messages received ÷ (last receipt - first
-  send); latency = receipt - the start of the send call. ``--messages`` in total for interapp
-  and Prosody; Synapse is bounded by ``--synapse-seconds`` / ``--synapse-messages``;
+* **saturation** — every pair's sender sends through the host SDK (``Host.send``) with at
+  most ``--window`` of its messages undelivered: a closed loop on end-to-end delivery, so
+  every network gets the same offered load whatever its ``send`` waits for. Receivers consume
+  ``Host.events()`` (the host's merged, resumable event stream; it saves cursors as it does
+  for any application). Throughput = messages received ÷ (last receipt - first send);
+  latency = receipt - the start of the send call. ``--messages`` in total for interapp and
+  Prosody; Synapse is bounded by ``--synapse-seconds`` / ``--synapse-messages``;
 * **paced** — ``--rate`` messages/s (default 5) for ``--paced-seconds``, round-robin over the
   pairs, open loop: latency counted from the *intended* send time.
 
@@ -54,8 +54,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchkit
+from benchkit import LocalMinter
 from compare_peers import (
     NETWORKS,
+    PASSWORD,
     CpuMeter,
     Network,
     PeerMissing,
@@ -201,43 +203,43 @@ class Tracker:
 
 
 class Streams:
-    """Both sides' ``Host.stream`` for one network (in a chat both users have the application
-    open); the receivers' message events feed a :class:`Tracker`."""
+    """The network's host's merged event stream (``Host.events()``: both sides of every pair
+    have the application open); the receivers' messages feed a :class:`Tracker`."""
 
     def __init__(self, host: Any, net: Network, pairs: int, tracker: Tracker) -> None:
         self.host, self.net, self.pairs, self.tracker = host, net, pairs, tracker
-        self.tasks: list[asyncio.Task[Any]] = []
+        self.task: asyncio.Task[Any] | None = None
+        self.sub: Any = None
 
     async def __aenter__(self) -> Streams:
-        from interapp.host.prompts import NoInput
+        from interapp.host import events
 
-        sink: asyncio.Queue[Any] = asyncio.Queue()
         receivers = {self.net.target("r", i) for i in range(self.pairs)}
-        for i in range(self.pairs):
-            for role in ("r", "s"):
-                self.tasks.append(asyncio.create_task(self.host.stream(
-                    self.net.target(role, i), NoInput(), sink, autosave=False)))
+        self.sub = self.host.events()
 
         async def consume() -> None:
-            while True:
-                item = await sink.get()
-                if item.event.type == "message" and item.target in receivers:
-                    self.tracker.got(str(item.event.data.get("body", "")), perf())
+            async for ev in self.sub:
+                if isinstance(ev, events.MessageReceived) and ev.target in receivers:
+                    self.tracker.got(ev.message.body, perf())
+                elif isinstance(ev, events.LinkNeedsReauth):
+                    raise RuntimeError(f"{ev.target}: the link needs re-authentication")
 
-        self.tasks.append(asyncio.create_task(consume()))
+        self.task = asyncio.create_task(consume())
         return self
 
     def check(self) -> None:
-        """Raise if a stream died (e.g. the link needs re-authentication)."""
-        for task in self.tasks:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                raise RuntimeError(f"{self.net.name}: an event stream failed: "
-                                   f"{task.exception()!r}")
+        """Raise if the stream died (e.g. a link needs re-authentication)."""
+        task = self.task
+        if task is not None and task.done() and not task.cancelled() and \
+                task.exception() is not None:
+            raise RuntimeError(f"{self.net.name}: the event stream failed: "
+                               f"{task.exception()!r}")
 
     async def __aexit__(self, *exc: object) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        await self.sub.aclose()
 
 
 @dataclass
@@ -279,7 +281,6 @@ class Bench:
 
     def __init__(self, peers: Peers, sizes: Sizes, bar: Any) -> None:
         self.peers, self.s, self.bar = peers, sizes, bar
-        self.host = peers.host
         self.cpu = cpu_meter(peers.pids)
         self.token = uuid.uuid4().hex[:6]
         self.messages: dict[str, dict[str, MsgResult]] = {}
@@ -307,11 +308,9 @@ class Bench:
             self.bar.remove_task(task)
 
     async def send(self, net: Network, i: int, body: str) -> None:
-        """Pair ``i``'s sender sends ``body`` through the host's plug-in."""
-        name = net.target("s", i)
-        plugin = self.host.connections[name].plugin
-        await self.host.supervised(name, plugin.send(net.receivers[i].handle, body,
-                                                     uuid.uuid4().hex))
+        """Pair ``i``'s sender sends ``body`` through its network's host (``Host.send``)."""
+        await self.peers.hosts[net.name].send(net.target("s", i), net.receivers[i].handle,
+                                              body)
 
     async def counted_send(self, net: Network, i: int, body: str, res: MsgResult) -> bool:
         """Send ``body`` and count it in ``res`` (its send time, or its error); True if sent."""
@@ -338,7 +337,7 @@ class Bench:
     async def network(self, net: Network) -> None:
         """Warm-up, saturation and paced phases of one network."""
         tracker = Tracker()
-        async with Streams(self.host, net, self.s.pairs, tracker) as streams:
+        async with Streams(self.peers.hosts[net.name], net, self.s.pairs, tracker) as streams:
             await self.warm_up(net, tracker, streams)
             sat = await self.saturation(net, tracker, streams)
             paced = await self.paced(net, tracker, streams)
@@ -496,12 +495,16 @@ class Bench:
         return {"username": account.username, "password": Secret(account.password)}
 
     def _plugin(self, net: str, w: int) -> Any:
-        return self.peers.plugin_for(self.peers.networks[net].target("s", w % self.s.pairs))
+        return self.peers.plugin_for(net)
 
     async def login_phases(self, advance: Callable[[], None]) -> None:
         """interapp password / refresh / JWT grants, Synapse and Prosody logins."""
-        from interapp.host.prompts import NoInput
-        from interapp.host.resolver import Branch
+        from interapp.host import Branch
+
+        async def supervised(call: Awaitable[Any]) -> Any:
+            """A plug-in call bounded in time, as the host bounds each of its calls."""
+            async with asyncio.timeout(60):
+                return await call
 
         async def close(state: Any) -> None:
             plugin = state[0] if isinstance(state, tuple) else state
@@ -515,7 +518,7 @@ class Bench:
         def password(net: str) -> Callable[[tuple[Any, dict[str, Any]]], Awaitable[Any]]:
             """The plug-in's password login again, on its own state."""
             async def login(state: tuple[Any, dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
-                await self.host.supervised(net, state[0].login(state[1]))
+                await supervised(state[0].login(state[1]))
                 return state
             return login
 
@@ -530,7 +533,7 @@ class Bench:
 
         async def refresh(state: tuple[Any, Any]) -> tuple[Any, Any]:
             plugin, credential = state
-            new = await self.host.supervised("interapp", plugin.refresh(
+            new = await supervised(plugin.refresh(
                 plugin.prepare_refresh(credential)))
             return plugin, new
 
@@ -538,14 +541,16 @@ class Bench:
                                refresh, close)
         advance()
 
-        out = await self.host.connect("interapp-shared", NoInput())  # the SHARED branch, once
-        if out.failure is not None or out.connection.branch is not Branch.SHARED:
-            raise RuntimeError(f"same-account login through the host failed:\n{out.trace}")
+        out = await self.peers.hosts["interapp"].connect("interapp-shared")  # SHARED, once
+        if out.branch is not Branch.SHARED:
+            raise RuntimeError(f"same-account login through the host took {out.branch}")
+        local = LocalMinter(self.peers.home_url, *self.peers.home_client)
+        await local.sign_in("bench", PASSWORD)
 
         # Each grant needs a fresh assertion (the server refuses a re-used jti): the local
         # application mints a pool before the timed loop (sized from the refresh rate), and a
         # grant that finds the pool empty mints its own inline (counted in the note).
-        audience = await self.peers.plugin_for("interapp-shared").audience()
+        audience = await self.peers.plugin_for("interapp", "shared").audience()
         pool: list[Any] = []
         want = math.ceil(self.logins["interapp-refresh"].rate * self.s.login_seconds * 1.3) + 16
         stop = perf() + 90
@@ -553,7 +558,7 @@ class Bench:
 
         async def minter() -> None:
             while len(pool) < want and perf() < stop:
-                pool.append(await self.host.local.assertion_for(audience))
+                pool.append(await local.assertion_for(audience))
 
         await asyncio.gather(*(minter() for _ in range(self.s.login_concurrency)))
         premade, mint_rate = len(pool), len(pool) / max(perf() - minted_at, 1e-9)
@@ -563,20 +568,21 @@ class Bench:
             if pool:
                 return pool.pop()
             inline[0] += 1
-            return await self.host.local.assertion_for(audience)
+            return await local.assertion_for(audience)
 
         async def jwt_prepare(w: int) -> Any:
-            plugin = self.peers.plugin_for("interapp-shared")
-            await plugin.login_with_assertion(await self.host.local.assertion_for(audience))
+            plugin = self.peers.plugin_for("interapp", "shared")
+            await plugin.login_with_assertion(await local.assertion_for(audience))
             return plugin
 
         async def jwt(plugin: Any) -> Any:
             token = await assertion()
-            await self.host.supervised("interapp-shared", plugin.login_with_assertion(token))
+            await supervised(plugin.login_with_assertion(token))
             return plugin
 
         res = await self.closed_loop("interapp-jwt", "interapp: same-account (JWT) grant",
                                      jwt_prepare, jwt, close)
+        await local.aclose()
         res.note = (f"{premade:,} assertions pre-minted by the local application at "
                     f"{benchkit.fmt_rate(mint_rate)}; {inline[0]:,} minted inline, timed")
         advance()
@@ -600,7 +606,7 @@ class Bench:
         async def xmpp_login(w: int) -> int:
             plugin = self._plugin("xmpp", w)
             try:
-                await self.host.supervised("xmpp", plugin.login(self._answers("xmpp", w)))
+                await supervised(plugin.login(self._answers("xmpp", w)))
             finally:  # the session's end is not part of the login: untimed, in the background
                 task = asyncio.create_task(timed_close(plugin))
                 closing.add(task)

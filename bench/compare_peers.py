@@ -5,18 +5,20 @@ Used by ``bench/compare_messages.py``. :class:`Peers` starts, on 127.0.0.1 and i
 * ``interapp serve`` (SQLite, one worker) — the *target* whose figures matter — and a second,
   idle ``interapp serve`` acting as the host's *local application* (it mints the same-account
   assertions; the target trusts its issuer). Both are subprocesses, started like
-  ``bench/server_bench.py`` does (its :class:`~server_bench.Server`), with their databases seeded
+  the other benchmarks do (``benchkit.serve``), with their databases seeded
   before they start;
 * Synapse on SQLite (:class:`interapp.testing.synapse.SynapseServer`, its own venv);
 * Prosody (:class:`interapp.testing.prosody.ProsodyServer`).
 
 On each network it makes ``pairs`` pairs of accounts (``s00``/``r00`` …) that are buddies: on
 interapp directly in the seeded database, on Prosody by the ``xmpp`` plug-in's subscription
-handshake (``interapp.plugins.xmpp.demo.make_buddies``), on Synapse by the ``matrix`` plug-in's
-``add_buddy``/``accept_buddy`` (a direct room). Then every account is *linked through the host*:
-one :class:`~interapp.host.runtime.Host` (temporary data folder and vault, logged in to the local
-application as ``bench``) has one target per account (``interapp-s00``, ``xmpp-r07``, …), and
-``Host.connect`` runs the claim-1 flow with the account's answers, storing each link in the vault.
+handshake (``interapp.plugins.xmpp.demo.make_buddies``), on Synapse by the ``matrix``
+plug-in's ``add_buddy``/``accept_buddy`` through the host (a direct room). Then every account
+is *linked through the host*:
+one :class:`~interapp.host.Host` per network (the public SDK façade; temporary data folder and
+vault, signed in to the local application as ``bench``) has one target per account
+(``interapp-s00``, ``xmpp-r07``, …), and ``Host.connect`` runs the claim-1 flow with the
+account's answers, storing each link in the vault.
 
 Everything started is registered on the caller's :class:`contextlib.AsyncExitStack`, so it is
 stopped (by PID) on success, error or Ctrl-C.
@@ -35,8 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchkit import CpuMeter, bounded, seeding
-from server_bench import BIN, Server
+from benchkit import CpuMeter, Proc, bounded, plugin_instance, seeding, serve
 
 from interapp.secret import Secret
 
@@ -45,7 +46,6 @@ LABELS = {"interapp": "interapp serve", "xmpp": "Prosody (xmpp)",
           "matrix": "Synapse (matrix)"}
 PASSWORD = "compare-bench-pw-1"  # throw-away accounts on throw-away servers
 SETUP_CONCURRENCY = 8
-SERVE_PATTERN = r"serving \S+ on http://[\d.]+:(\d+)"
 
 
 class PeerMissing(RuntimeError):
@@ -119,22 +119,14 @@ class Peers:
         self.say = say
         self.networks: dict[str, Network] = {}
         self.pids: dict[str, int] = {}  # process label → PID, for the CPU tables
-        self.host: Any = None  # interapp.host.runtime.Host
+        self.hosts: dict[str, Any] = {}  # network → interapp.host.Host
         self.home_url = ""
         self.target_client: tuple[str, Secret] | None = None
 
     # --- servers ---------------------------------------------------------------------------
 
-    async def _serve(self, name: str, db: Path) -> Server:
-        env = {**os.environ, "INTERAPP_HOME": str(self.folder / f"home-{name}"),
-               "PYTHONUNBUFFERED": "1"}
-        for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
-                    "ALL_PROXY"):
-            env.pop(var, None)
-        argv = [str(BIN / "interapp"), "serve", "--app", name, "--db", f"sqlite:///{db}",
-                "--host", "127.0.0.1", "--port", "0"]
-        server = await asyncio.to_thread(Server, f"interapp serve ({name})", argv, env,
-                                         self.folder / f"serve-{name}.log", SERVE_PATTERN)
+    async def _serve(self, name: str, db: Path) -> Proc:
+        server = await asyncio.to_thread(serve, name, db, self.folder, wait=False)
         self.stack.callback(server.stop)
         await server.wait_ready("/healthz")
         return server
@@ -165,11 +157,11 @@ class Peers:
             "matrix": Network("matrix", synapse.url, synapse.pid)}
         await asyncio.gather(self._accounts_interapp(), self._accounts_xmpp(prosody),
                              self._accounts_matrix(synapse))
-        await self._host()
+        await self._hosts()
         await self._link_all()
         await self._matrix_buddies()
 
-    async def _start_home(self) -> Server:
+    async def _start_home(self) -> Proc:
         """The local application: user ``bench`` and the host's client."""
         db_path = self.folder / "local.db"
         async with seeding(f"sqlite:///{db_path}", PASSWORD) as sd:
@@ -181,7 +173,7 @@ class Peers:
         self.home_url = f"http://127.0.0.1:{server.port}"
         return server
 
-    async def _start_target(self) -> Server:
+    async def _start_target(self) -> Proc:
         """The measured server: 2 x pairs users, pairwise buddies, the host's client, and trust
         in the local application's issuer (same-account logins)."""
         from interapp.server import accounts
@@ -237,18 +229,17 @@ class Peers:
             net.receivers.append(Account(f"r{i:02d}", PASSWORD, synapse.user_id(f"r{i:02d}")))
 
     async def _matrix_buddies(self) -> None:
-        """Each pair opens a direct room through the linked matrix plug-ins."""
+        """Each pair opens a direct room through the host (``add_buddy``/``accept_buddy``)."""
         from interapp.errors import ConfigError
 
         net = self.networks["matrix"]
+        host = self.hosts["matrix"]
 
         async def befriend(i: int) -> None:
-            sender = self.host.connections[net.target("s", i)].plugin
-            receiver = self.host.connections[net.target("r", i)].plugin
-            await sender.add_buddy(net.receivers[i].handle)
+            await host.add_buddy(net.target("s", i), net.receivers[i].handle)
             for attempt in range(50):
                 try:
-                    await receiver.accept_buddy(net.senders[i].handle)
+                    await host.accept_buddy(net.target("r", i), net.senders[i].handle)
                     return
                 except ConfigError:  # the invite is not in the receiver's /sync yet
                     if attempt == 49:
@@ -257,63 +248,65 @@ class Peers:
 
         await bounded(SETUP_CONCURRENCY, [(lambda i=i: befriend(i)) for i in range(self.pairs)])
         self.say(f"Synapse: {2 * self.pairs} accounts, {self.pairs} direct rooms "
-                 "(add_buddy/accept_buddy by the matrix plug-in)")
+                 "(add_buddy/accept_buddy through the host)")
 
-    # --- the host ----------------------------------------------------------------------------
+    # --- the hosts ---------------------------------------------------------------------------
 
-    async def _host(self) -> None:
-        from interapp.host.config import LocalApp, Target
-        from interapp.host.runtime import Host, target_secret_name
+    async def _hosts(self) -> None:
+        """One :class:`~interapp.host.Host` per network (so that one network's event streams
+        never run during another's phases), each signed in to the local application."""
+        from interapp.host import Host
 
-        home = self.folder / "host"
-        home.mkdir()
-        env = {"INTERAPP_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
-               "INTERAPP_VAULT_KEYRING": "0"}
-        host = Host(home, env=env, call_timeout=60)
-        self.stack.push_async_callback(host.aclose)
-        self.host = host
-        client_id, client_secret = self.home_client
-        host.set_local(LocalApp(self.home_url, client_id, self.home_url), client_secret)
-        await host.login("bench", Secret(PASSWORD))
         assert self.target_client is not None
         cid, secret = self.target_client
-        targets: dict[str, Target] = {}
+        client_id, client_secret = self.home_client
         for net in self.networks.values():
+            host = await Host.open(self.folder / f"host-{net.name}",
+                                   vault_key=Secret(base64.b64encode(os.urandom(32)).decode()),
+                                   env={}, call_timeout=60)
+            self.stack.push_async_callback(host.aclose)
+            self.hosts[net.name] = host
+            await host.set_local(self.home_url, client_id=client_id,
+                                 client_secret=client_secret)
+            await host.sign_in("bench", PASSWORD)
+            mine = net.name == "interapp"
             for i in range(self.pairs):
                 for role in "sr":
-                    name = net.target(role, i)
-                    targets[name] = Target(name, net.name, net.url,
-                                           cid if net.name == "interapp" else None)
-        targets["interapp-shared"] = Target("interapp-shared", "interapp",
-                                            self.networks["interapp"].url, cid, "shared")
-        host.config.save_targets(targets)
-        for name, t in targets.items():
-            if t.plugin == "interapp":
-                host.vault.put_secret(target_secret_name(name), secret)
+                    await host.add_target(net.target(role, i), plugin=net.name, server=net.url,
+                                          client_id=cid if mine else None,
+                                          client_secret=secret if mine else None)
+            if mine:
+                await host.add_target("interapp-shared", plugin="interapp", server=net.url,
+                                      client_id=cid, client_secret=secret,
+                                      account_system="shared")
 
     async def _link_all(self) -> None:
         """``Host.connect`` every account with its answers: the claim-1 prompt branch."""
-        from interapp.host.prompts import Scripted
+        from interapp.host import Scripted
 
-        async def link(name: str, account: Account) -> None:
-            out = await self.host.connect(name, Scripted({"username": account.username,
-                                                          "password": account.password}))
-            if out.failure is not None:
-                raise RuntimeError(f"linking {name} failed: {out.failure}\n{out.trace}")
+        async def link(host: Any, name: str, account: Account) -> None:
+            await host.connect(name, Scripted({"username": account.username,
+                                               "password": account.password}))
 
         jobs = []
         for net in self.networks.values():
+            host = self.hosts[net.name]
             for i in range(self.pairs):
-                jobs.append(lambda n=net.target("s", i), a=net.senders[i]: link(n, a))
-                jobs.append(lambda n=net.target("r", i), a=net.receivers[i]: link(n, a))
+                jobs.append(lambda h=host, n=net.target("s", i), a=net.senders[i]: link(h, n, a))
+                jobs.append(lambda h=host, n=net.target("r", i), a=net.receivers[i]:
+                            link(h, n, a))
         await bounded(SETUP_CONCURRENCY, jobs)
-        self.say(f"host: {len(jobs)} links stored in its vault (Host.connect, prompt branch)")
+        self.say(f"hosts: {len(jobs)} links stored in their vaults (Host.connect, prompt "
+                 "branch)")
 
-    def plugin_for(self, target: str) -> Any:
-        """A fresh plug-in instance for ``target`` (what the host would start), not connected."""
-        t = self.host.config.target(target)
-        cls = self.host.registry.get(t.plugin).load()
-        return cls(self.host.target_config(t))
+    def plugin_for(self, net_name: str, account_system: str = "separate") -> Any:
+        """A fresh plug-in object for ``net_name``'s server (what a host starts for a target),
+        not connected: the login benchmarks call the plug-in directly."""
+        net = self.networks[net_name]
+        cid, secret = (self.target_client or (None, None)) if net_name == "interapp" \
+            else (None, None)
+        return plugin_instance(net_name, net.url, client_id=cid, client_secret=secret,
+                               account_system=account_system)
 
 
 def versions() -> str:

@@ -61,11 +61,11 @@ from benchkit import (  # noqa: E402
     progress,
     rss_bytes,
     say,
+    serve,
     tree_rss_bytes,
     write_block,
 )
 from server_bench import (  # noqa: E402
-    BIN,
     ROOT,
     HttpConn,
     Server,
@@ -139,15 +139,12 @@ class Bench:
         return server
 
     def serve(self, tag: str, db_url: str, *, workers: int = 1, redis: bool = False) -> Server:
-        home = self.work / f"home-{tag}"
-        home.mkdir(exist_ok=True)
-        argv = [str(BIN / "interapp"), "serve", "--app", "streams", "--db", db_url,
-                "--host", "127.0.0.1", "--port", "0"]
-        if redis:
-            argv += ["--redis", self.redis_url]
-        if workers > 1:
-            argv += ["--workers", str(workers)]
-        return self.start(f"interapp-{tag}", argv, r"serving \S+ on http://[\d.]+:(\d+)", home)
+        args = (["--redis", self.redis_url] if redis else []) + \
+            (["--workers", str(workers)] if workers > 1 else [])
+        server = serve("streams", db_url, self.work, tag=f"interapp-{tag}", args=args,
+                       env=self.env, wait=False)
+        self.servers.append(server)
+        return server
 
     def stop(self, server: Server) -> None:
         """Stop a server and anything it left behind (its own session only)."""

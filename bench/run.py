@@ -9,15 +9,17 @@ In order (each is also a command of its own, with more options):
 2. ``compare_streams`` — fan-out, 1 vs 2 processes, memory per stream, the bare Starlette
    yardstick (issue 6);
 3. ``server_bench`` — one application-server worker on SQLite and PostgreSQL (issue 2);
-4. ``host_bench`` — the host: start-up, stored-link resolution, 1,000 targets (issue 3).
+4. ``host_bench`` — the host: start-up, stored-link resolution, 1,000 targets (issue 3);
+5. ``facade_bench`` — the host SDK façade's overhead on a send and on ``buddies()`` against the
+   plug-in called directly, interleaved in one run (issue 11);
+6. ``agent_bench`` — ``interapp agent``: the local API's round trip, a send through it against
+   the in-process façade (issue 13).
 
-A new benchmark goes in as one more row of ``STAGES`` (script and arguments). The slot kept
-for the host SDK façade's overhead (issue 11: a send and ``buddies()`` through the façade
-against calling the plug-in directly, in the same run) is a script that measures the two with
-``benchkit.overhead()`` (interleaved calls, p50/p99 of each and the overhead in %), writes its
-block with ``benchkit.write_block("facade-bench", …)`` and accepts ``--quick``/``--no-write``
-like the others; every shared piece it needs (servers seeded with ``benchkit.seeding()``, CPU
-with ``benchkit.CpuMeter``, machine facts) is in ``bench/benchkit.py``.
+A new benchmark goes in as one more row of ``STAGES`` (script and arguments): a script that
+accepts ``--quick``/``--no-write`` and writes its own block with ``benchkit.write_block``;
+every shared piece (servers started with ``benchkit.serve()`` and seeded with
+``benchkit.seeding()``, CPU with ``benchkit.CpuMeter``, machine facts) is in
+``bench/benchkit.py``.
 
 They run one at a time, so that each has the machine to itself; each shows its own progress.
 A failing benchmark does not stop the others; the exit status is non-zero if any failed, and
@@ -39,6 +41,8 @@ STAGES = {
     "compare_streams": ["compare_streams.py"],
     "server_bench": ["server_bench.py", "--out", "docs/performance.md"],
     "host_bench": ["host_bench.py"],
+    "facade_bench": ["facade_bench.py"],
+    "agent_bench": ["agent_bench.py"],
 }
 
 

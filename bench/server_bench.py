@@ -46,7 +46,6 @@ import re
 import secrets
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -59,7 +58,9 @@ from pathlib import Path
 from typing import Any
 
 from benchkit import (
+    BIN,
     CpuMeter,
+    clean_env,
     cpu_model,
     met,
     percentile,
@@ -67,9 +68,9 @@ from benchkit import (
     versions,
     write_block,
 )
+from benchkit import Proc as Server
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
 APP = "bench"
 PASSWORD = "bench-password-123"  # a throw-away benchmark account
@@ -293,67 +294,6 @@ class ConnPool:
 
 
 # --------------------------------------------------------------------------- processes
-
-class Server:
-    """A server subprocess that prints its URL on its first line of output."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path,
-                 pattern: str, cpus: set[int] | None = None) -> None:
-        self.name, self.log = name, log
-        self._fh = log.open("wb")
-
-        def pin() -> None:
-            if cpus:
-                os.sched_setaffinity(0, cpus)
-
-        self.proc = subprocess.Popen(argv, stdout=self._fh, stderr=subprocess.STDOUT, env=env,
-                                     stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True,
-                                     preexec_fn=pin if cpus else None)
-        self.port = self._wait_for_port(re.compile(pattern))
-
-    def _wait_for_port(self, pattern: re.Pattern[str]) -> int:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            text = self.log.read_text(errors="replace")
-            match = pattern.search(text)
-            if match:
-                return int(match.group(1))
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{text[-2000:]}")
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"{self.name} did not announce its port in 90 s")
-
-    async def wait_ready(self, path: str) -> None:
-        conn = HttpConn(self.port)
-        deadline = perf() + 30
-        try:
-            while perf() < deadline:
-                try:
-                    status, _ = await conn.request(build("GET", path, self.port))
-                    if status == 200:
-                        return
-                except OSError:
-                    conn.close()
-                await asyncio.sleep(0.05)
-        finally:
-            conn.close()
-        raise RuntimeError(f"{self.name} not ready on {path}")
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._fh.close()
-
 
 class Profiler:
     """Optional py-spy sampling of the server during each phase (raw collapsed stacks)."""
@@ -778,10 +718,7 @@ async def run_backend(backend: str, db_url: str, home: Path, o: Opts,
     s = await seed(db_url, buddies=100, chains=o.concurrency * 8, login_users=o.concurrency)
     print(f"[{backend}] seeded accounts, client, 100 buddies and token chains "
           f"in {perf() - t:.1f} s", flush=True)
-    env = {**os.environ, "INTERAPP_HOME": str(home), "PYTHONUNBUFFERED": "1", **o.server_env}
-    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
-                "ALL_PROXY"):
-        env.pop(var, None)
+    env = clean_env(INTERAPP_HOME=str(home), **o.server_env)
     server = Server(f"interapp serve ({backend})",
                     [*o.interapp_cmd, "serve", "--app", APP, "--db", db_url, "--host",
                      HOST, "--port", "0"], env, logs / f"serve-{backend}.log",

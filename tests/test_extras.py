@@ -93,6 +93,7 @@ def test_the_base_install_has_no_extra(base: Path) -> None:
     (("admin", "add-user", "--app", "arena", "bob"), "server"),
     (("demo", "--yes"), "server"),
     (("ui", "--no-browser"), "web"),
+    (("agent",), "web"),
 ])
 def test_a_missing_extra_is_named_in_one_line(base: Path, tmp_path: Path, args: tuple[str, ...],
                                               extra: str) -> None:

@@ -1,10 +1,10 @@
 """The optional parts of interapp (pip extras), and the one-line error when one is missing.
 
 ``pip install interapp`` gives the host SDK, its command line and the interapp plug-in. The
-application server (``[server]``), the web UI (``[web]``), the XMPP plug-in (``[xmpp]``) and a
-PostgreSQL vault (``[postgres]``) are extras; ``[all]`` is everything. Code that needs one calls
-:func:`require` first, so a user without it reads which extra to install instead of a
-traceback about a module they never heard of.
+application server (``[server]``), the web UI and the local agent (``[web]``), the XMPP
+plug-in (``[xmpp]``) and a PostgreSQL vault (``[postgres]``) are extras; ``[all]`` is
+everything. Code that needs one calls :func:`require` first, so a user without it reads which
+extra to install instead of a traceback about a module they never heard of.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ __all__ = ["EXTRAS", "require"]
 #: extra → the modules it brings that interapp imports.
 EXTRAS: Final[dict[str, tuple[str, ...]]] = {
     "server": ("fastapi", "uvicorn", "aiosqlite", "joserfc", "jinja2"),
-    "web": ("starlette", "uvicorn", "jinja2"),
+    "web": ("fastapi", "starlette", "uvicorn", "jinja2"),
     "xmpp": ("slixmpp",),
     "postgres": ("psycopg",),
 }

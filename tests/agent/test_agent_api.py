@@ -194,3 +194,29 @@ def test_good_input_answers_match_the_document(served: Any) -> None:
             resp = api.request(method.upper(), url, json=body)
             assert resp.status_code < 300, (url, resp.text)
             _check(doc, method, path, ops[(method, path)], resp)
+
+
+def test_the_fast_path_answers_exactly_as_fastapi(served: Any) -> None:
+    """``state`` and ``messages`` are answered in front of FastAPI (agent/fastpath.py); a query
+    string sends the same request through FastAPI, and the two answers must be the same."""
+    _, agent, _ = served
+    with agent.http() as api:
+        sent = {"target": "chatter", "to": "bob", "body": "fast ünïcode ✓",
+                "client_msg_id": "fast-path-1"}
+        fast = api.post("/agent/v1/messages", json=sent)
+        slow = api.post("/agent/v1/messages?through=fastapi", json=sent)  # idempotent: same one
+        assert (fast.status_code, slow.status_code) == (201, 201)
+        assert fast.content == slow.content
+        assert fast.headers["content-type"] == slow.headers["content-type"]
+        for bad in ({**sent, "target": "nowhere", "client_msg_id": "fast-path-2"},
+                    {**sent, "body": ""}, {"target": "chatter"}):
+            fast = api.post("/agent/v1/messages", json=bad)
+            slow = api.post("/agent/v1/messages?through=fastapi", json=bad)
+            assert fast.status_code == slow.status_code and 400 <= fast.status_code < 500, bad
+            assert fast.json() == slow.json(), bad
+        not_json = api.post("/agent/v1/messages", content=b"{", headers={
+            "content-type": "application/json"})
+        assert not_json.status_code == 400 and not_json.json()["error"] == "bad_request"
+        fast, slow = api.get("/agent/v1/state"), api.get("/agent/v1/state?through=fastapi")
+        assert fast.status_code == slow.status_code == 200
+        assert fast.json() == slow.json()

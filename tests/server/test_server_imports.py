@@ -65,3 +65,36 @@ def test_the_signing_key_still_works_once_needed(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert "joserfc" in out.stdout.split()
+
+
+MIGRATE_THEN_OPEN = """
+import asyncio, sys
+from interapp.server.storage.db import Database, HEAD_REVISION, migrate_in_child
+migrate_in_child(sys.argv[1])
+db = Database.open(sys.argv[1])
+async def version():
+    async with db.engine.connect() as conn:
+        return (await conn.exec_driver_sql("SELECT version_num FROM alembic_version")).scalar()
+print(asyncio.run(version()) == HEAD_REVISION, "alembic" in sys.modules, "mako" in sys.modules)
+"""
+
+
+def test_serve_migrates_in_a_child_so_alembic_stays_out_of_the_server(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    out = subprocess.run([sys.executable, "-c", MIGRATE_THEN_OPEN, url], capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False", "False"]
+    assert (tmp_path / "fresh.db").stat().st_mode & 0o077 == 0  # still owner-only
+
+
+def test_a_migration_that_cannot_reach_the_database_is_a_clear_error() -> None:
+    from interapp.errors import UnavailableError
+    from interapp.server.storage.db import migrate_in_child
+
+    try:
+        migrate_in_child("postgresql+psycopg://postgres@127.0.0.1:1/none", timeout=60)
+    except UnavailableError as exc:
+        assert "database unavailable" in str(exc) and "127.0.0.1" in str(exc)
+    else:
+        raise AssertionError("an unreachable database must raise UnavailableError")

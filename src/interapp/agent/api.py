@@ -25,6 +25,7 @@ from starlette.websockets import WebSocketDisconnect
 from interapp.agent import models as m
 from interapp.agent import routes_rich
 from interapp.agent.core import Agent
+from interapp.agent.fastpath import FastPath
 from interapp.agent.guard import SUBPROTOCOL, Guard
 from interapp.host import (
     ConfigError,
@@ -68,6 +69,14 @@ def http_status(exc: InterappError) -> int:
     return 502 if exc.status < 500 or exc.status == 500 else 503
 
 
+def error_body(exc: InterappError) -> tuple[int, dict[str, Any]]:
+    """The status and JSON body of an error of the host or a target."""
+    body: dict[str, Any] = {"error": exc.code, "message": exc.message}
+    if exc.target is not None:
+        body["target"] = exc.target
+    return http_status(exc), body
+
+
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status_code=status)
 
@@ -92,11 +101,8 @@ def create_app(agent: Agent, check: Callable[[str], Awaitable[str | None]], *,
 
     @app.exception_handler(InterappError)
     async def interapp_error(request: Request, exc: InterappError) -> JSONResponse:
-        response = _error(http_status(exc), exc.code, exc.message)
-        if exc.target is not None:
-            response = JSONResponse({"error": exc.code, "message": exc.message,
-                                     "target": exc.target}, status_code=http_status(exc))
-        return response
+        status, body = error_body(exc)
+        return JSONResponse(body, status_code=status)
 
     @app.exception_handler(RequestValidationError)
     async def bad_input(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -245,7 +251,7 @@ def create_app(agent: Agent, check: Callable[[str], Awaitable[str | None]], *,
 
     routes_rich.add_routes(app, agent, ERRORS)  # rich presence and invites
     _document(app)
-    return Guard(app, check, allowed_origins=allowed_origins)
+    return Guard(FastPath(app, agent, error_body), check, allowed_origins=allowed_origins)
 
 
 def _document(app: FastAPI) -> None:

@@ -37,6 +37,9 @@ def agent(ctx: typer.Context,
     target connected, holds presence and serves the local API."""
     if ctx.invoked_subcommand is not None:
         return
+    from interapp.extras import require
+
+    require("web", "interapp agent")
     from interapp.agent.server import run
 
     asyncio.run(run(data_home(), socket_file=socket, port=port,

@@ -377,8 +377,11 @@ def serve(app: AppOpt, db: DbOpt = None,
     from interapp.server.app import create_app
     from interapp.server.observability import configure_logging
     from interapp.server.settings import ServerSettings
+    from interapp.server.storage.db import migrate_in_child
     from interapp.server.transport import GuardedConfig
 
+    # the schema migration runs in a child process, so Alembic never loads into the server
+    migrate_in_child(url)
     sock = bind_socket(host, port)
     real_port = sock.getsockname()[1]
     where = f"http://{host if ':' not in host else f'[{host}]'}:{real_port}"

@@ -13,6 +13,8 @@ import logging
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager, suppress
@@ -150,6 +152,39 @@ def migrate(sync_url: str) -> None:
         engine.dispose()
 
 
+def _private_sqlite(sync_url: str) -> None:
+    """Create a SQLite database file owner-only before anything opens it."""
+    sqlite_file = make_url(sync_url).database if sync_url.startswith("sqlite") else None
+    if sqlite_file and sqlite_file != ":memory:" and not sqlite_file.startswith("file:"):
+        private_sqlite_file(Path(sqlite_file).expanduser())
+
+
+def migrate_in_child(url: str, timeout: float = 300.0) -> None:
+    """Run :func:`migrate` in a short-lived child process (what ``interapp serve`` does).
+
+    Alembic and Mako (~12 MB of modules that are never unloaded) then stay out of the
+    long-running server process; the server's own :meth:`Database.open` finds the schema
+    current and does not import them. The URL goes through stdin, not argv (``ps`` shows argv).
+    """
+    sync_url = normalize_url(url)[1]
+    _private_sqlite(sync_url)
+    code = ("import sys; from interapp.server.storage.db import migrate, UnavailableError\n"
+            "try:\n    migrate(sys.stdin.read())\n"
+            "except UnavailableError as e:\n    sys.stderr.write(str(e)); sys.exit(3)\n")
+    try:
+        done = subprocess.run(  # noqa: S603 - fixed argv
+            [sys.executable, "-c", code], input=sync_url, text=True, capture_output=True,
+            timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise UnavailableError(f"the schema migration took over {timeout:g} s") from exc
+    if done.returncode == 3:
+        raise UnavailableError(done.stderr.strip() or "database unavailable")
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        raise UnavailableError("the schema migration failed: "
+                               + (lines[-1] if lines else f"exit code {done.returncode}"))
+
+
 @contextmanager
 def _storage_errors() -> Iterator[None]:
     """Turn the drivers' exceptions (through SQLAlchemy, or raw ``sqlite3`` ones from
@@ -199,9 +234,7 @@ class Database:
     def open(cls, url: str, *, pool_size: int = 10) -> Database:
         """Migrate the schema if needed and open the async engine."""
         async_url, sync_url = normalize_url(url)
-        sqlite_file = make_url(sync_url).database if sync_url.startswith("sqlite") else None
-        if sqlite_file and sqlite_file != ":memory:" and not sqlite_file.startswith("file:"):
-            private_sqlite_file(Path(sqlite_file).expanduser())
+        _private_sqlite(sync_url)
         migrate(sync_url)
         kwargs: dict[str, Any] = {}
         if async_url.startswith("postgresql"):
