@@ -23,3 +23,28 @@ def test_enums_become_their_values() -> None:
         "status_text": "brb", "previous": "offline", "own": False}
     assert events.TargetConnected("chatter", Branch.STORED, "alice").to_dict()["branch"] == \
         "stored-link"
+
+
+def test_the_hosts_fast_buddy_copy_is_the_same_buddy() -> None:
+    """``buddies()`` copies each plug-in buddy with ``Buddy._of`` (no frozen ``__init__``)."""
+    import dataclasses
+
+    import pytest
+
+    from interapp.host import Activity, Buddy
+    from interapp.host._slot import _presence
+    from interapp.plugins.contract import Buddy as PluginBuddy
+
+    b = PluginBuddy(id="7", username="bob", display_name="Bob", presence="away",
+                    status_text="brb", groups=["friends"], subscription="to",
+                    activity=Activity(name="Arena"))
+    fast = Buddy._of("chatter", b, _presence(b.presence))
+    slow = Buddy("chatter", "7", "bob", "Bob", PresenceState.AWAY, "brb", ("friends",), "to",
+                 Activity(name="Arena"))
+    assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+    assert fast.to_dict() == slow.to_dict()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.username = "eve"  # type: ignore[misc]
+    assert _presence("nonsense") is PresenceState.OFFLINE
+    assert _presence(PresenceState.BUSY) is PresenceState.BUSY and _presence("busy") is \
+        PresenceState.BUSY

@@ -542,8 +542,7 @@ class Host(RichPresence, PeopleMixin):
                 presence = _presence(b.presence)
                 slot.seen[b.username] = (presence, b.status_text)
                 slot.activities[b.username] = b.activity
-                found.append(Buddy(name, b.id, b.username, b.display_name, presence,
-                                   b.status_text, tuple(b.groups), b.subscription, b.activity))
+                found.append(Buddy._of(name, b, presence))
         return Buddies(found, problems)
 
     async def send(self, target: str, to: str, body: str, *,
