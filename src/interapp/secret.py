@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Iterator, Mapping
 from typing import Final
 
 _MASK: Final = "**********"
@@ -51,3 +52,28 @@ def constant_time_equals(a: str | bytes, b: str | bytes) -> bool:
     ab = a.encode() if isinstance(a, str) else a
     bb = b.encode() if isinstance(b, str) else b
     return hmac.compare_digest(ab, bb)
+
+
+class HiddenMapping(Mapping[str, str]):
+    """A read-only mapping of secret strings whose ``repr`` shows the keys only (a credential's
+    fields, a pending sign-in's state); it refuses to be pickled."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, str]) -> None:
+        self._data = dict(data)
+
+    def __getitem__(self, key: str) -> str:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return "{" + ", ".join(f"{k!r}: '***'" for k in sorted(self._data)) + "}"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("secret fields are not picklable")

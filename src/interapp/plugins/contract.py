@@ -43,7 +43,7 @@ import importlib
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -60,7 +60,7 @@ from interapp.presence import (
     iso_utc,
     parse_iso_utc,
 )
-from interapp.secret import Secret, constant_time_equals
+from interapp.secret import HiddenMapping, Secret, constant_time_equals
 
 __all__ = [
     "ACTIVITY_SUPPORT", "EVENT_ACTIVITY", "EVENT_INVITE", "EVENT_INVITE_ANSWER",
@@ -101,30 +101,6 @@ class PromptField:
     secret: bool = False
 
 
-class _HiddenFields(Mapping[str, str]):
-    """A read-only mapping whose ``repr`` shows the keys only."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: Mapping[str, str]) -> None:
-        self._data = dict(data)
-
-    def __getitem__(self, key: str) -> str:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __repr__(self) -> str:
-        return "{" + ", ".join(f"{k!r}: '***'" for k in sorted(self._data)) + "}"
-
-    def __reduce__(self) -> tuple[object, ...]:
-        raise TypeError("credential fields are not picklable")
-
-
 @dataclass(frozen=True, eq=False, repr=False)
 class Credential:
     """What a plug-in keeps to log in again: a ``kind`` and named string ``fields``.
@@ -144,7 +120,7 @@ class Credential:
         for name, value in self.fields.items():
             if not isinstance(name, str) or not isinstance(value, str):
                 raise VaultError("credential field names and values must be str")
-        object.__setattr__(self, "fields", _HiddenFields(self.fields))
+        object.__setattr__(self, "fields", HiddenMapping(self.fields))
 
     def get(self, name: str) -> str | None:
         """The value of field ``name``, or ``None``."""

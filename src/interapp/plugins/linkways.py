@@ -29,9 +29,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from interapp.secret import HiddenMapping
 
 __all__ = ["SECURITY_ORDER", "BrowserStart", "DeviceStart", "LinkWay", "pkce_pair"]
 
@@ -50,27 +52,6 @@ class LinkWay(StrEnum):
 SECURITY_ORDER: tuple[LinkWay, ...] = (LinkWay.BROWSER, LinkWay.DEVICE, LinkWay.PASSWORD)
 
 
-class _Hidden(Mapping[str, str]):
-    """A read-only mapping whose ``repr`` shows its keys only."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: Mapping[str, str]) -> None:
-        self._data = dict(data)
-
-    def __getitem__(self, key: str) -> str:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __repr__(self) -> str:
-        return "{" + ", ".join(f"{k!r}: '***'" for k in sorted(self._data)) + "}"
-
-
 @dataclass(frozen=True)
 class BrowserStart:
     """A started browser sign-in: where to send the browser, and what finishing needs.
@@ -87,7 +68,7 @@ class BrowserStart:
     pending: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "pending", _Hidden(self.pending))
+        object.__setattr__(self, "pending", HiddenMapping(self.pending))
 
 
 @dataclass(frozen=True)
@@ -105,7 +86,7 @@ class DeviceStart:
     pending: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "pending", _Hidden(self.pending))
+        object.__setattr__(self, "pending", HiddenMapping(self.pending))
 
 
 def pkce_pair() -> tuple[str, str]:
