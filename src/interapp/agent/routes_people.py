@@ -14,8 +14,9 @@ import contextlib
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import FastAPI, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from interapp.agent.models import MessageOut, Strict
 from interapp.host import InterappError, Person
 
 if TYPE_CHECKING:
@@ -28,16 +29,12 @@ AccountText = Annotated[str, Field(min_length=3, max_length=330, pattern=r"^[^:]
                                    description="TARGET:USER, e.g. chatter:bob")]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 class AccountOut(BaseModel):
     target: str
     user: str
 
 
-class AccountIn(_Strict):
+class AccountIn(Strict):
     target: str = Field(min_length=1, max_length=64)
     user: str = Field(min_length=1, max_length=256)
 
@@ -69,14 +66,14 @@ class PeopleOut(BaseModel):
                                                         "for the suggestions.")
 
 
-class MergeIn(_Strict):
+class MergeIn(Strict):
     accounts: list[AccountText | AccountIn] = Field(min_length=1, max_length=32)
     name: str | None = Field(default=None, min_length=1, max_length=128)
     verify: bool = Field(default=True, description="Check that each account is a buddy "
                                                    "(asks the target if it was not listed).")
 
 
-class SplitIn(_Strict):
+class SplitIn(Strict):
     person: str | None = Field(default=None, min_length=1, max_length=300,
                                description="Dissolve this person (id or name).")
     accounts: list[AccountText | AccountIn] = Field(default_factory=list, max_length=32,
@@ -89,7 +86,7 @@ class SplitOut(BaseModel):
     people: list[PersonOut]
 
 
-class RenameIn(_Strict):
+class RenameIn(Strict):
     name: str = Field(min_length=1, max_length=128)
 
 
@@ -118,23 +115,12 @@ class ContactsOut(BaseModel):
     problems: dict[str, ProblemOut]
 
 
-class PersonMessageIn(_Strict):
+class PersonMessageIn(Strict):
     body: str = Field(min_length=1, max_length=8000)
     target: str | None = Field(default=None, min_length=1, max_length=64,
                                description="Default: where the person was last active.")
     client_msg_id: str | None = Field(default=None, min_length=1, max_length=128,
                                       pattern=r"^[A-Za-z0-9._:-]+$")
-
-
-class MessageOut(BaseModel):
-    target: str
-    id: str
-    sender: str
-    recipient: str
-    body: str
-    sent_at: str
-    client_msg_id: str | None
-    own: bool
 
 
 class PersonHistoryOut(BaseModel):
