@@ -203,6 +203,17 @@ def test_person_chat_sends_where_they_were_last_active(page: Page, world: World,
     shot(page, "person-chat")
 
 
+def test_person_row_and_chat_fit_a_narrow_screen(page: Page) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.reload()
+    expect(page.locator("#live")).to_have_text("Live")
+    page.locator(".buddy.person").click()
+    expect(page.locator("#messages .msg")).to_have_count(5)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the page is {width} px wide at 390 px"
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+
 def test_the_row_follows_presence_live(page: Page, world: World, bob2: Peer) -> None:
     row = page.locator(".buddy.person")
     bob2.presence("offline")
