@@ -26,6 +26,7 @@ from interapp.secret import Secret
 
 pytestmark = pytest.mark.slow
 
+FRAMES: list[str] = []  # the agent's events the page received over its WebSocket
 BOB_ARENA_CHAT_PW = "bob-ac-" + secrets.token_urlsafe(12)
 
 
@@ -71,6 +72,7 @@ def page(browser: Any, ui: UIProcess) -> Iterator[Page]:
     p.set_default_timeout(15_000)
     errors: list[str] = []
     p.on("pageerror", lambda exc: errors.append(str(exc)))
+    p.on("websocket", lambda ws: ws.on("framereceived", lambda f: FRAMES.append(str(f))))
     yield p
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
@@ -134,6 +136,8 @@ def test_merged_person_shows_one_row_with_the_best_presence(page: Page, world: W
     # people_changed: the list is fetched again; one row for Bob, his accounts inside it
     row = page.locator(".buddy.person")
     expect(row).to_have_count(1)
+    assert any('"people_changed"' in f and person["id"] in f for f in FRAMES), \
+        "the people_changed event did not reach the page"
     expect(row).to_have_attribute("data-person", person["id"])
     expect(row.locator(".bname")).to_have_text("Bob")
     expect(row).to_have_attribute("data-presence", "online")  # the best of away and online
