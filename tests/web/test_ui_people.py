@@ -230,6 +230,31 @@ def test_the_row_follows_presence_live(page: Page, world: World, bob2: Peer) -> 
     expect(row.locator(".status")).to_have_text("on a call")
 
 
+def test_a_lost_answer_is_resent_and_delivered_once(page: Page, world: World) -> None:
+    """The person's chat uses the outbox too: the answer to the first POST is lost, the page
+    sends again with the same client_msg_id, and bob gets the message once."""
+    lost: list[str] = []
+
+    def lose_answer(route: Any) -> None:
+        if not lost:
+            route.fetch()  # the agent takes it and sends it to chatter ...
+            lost.append(route.request.post_data or "")
+            route.abort()  # ... but the page never hears back
+        else:
+            route.continue_()
+
+    page.route("**/agent/v1/people/*/messages", lose_answer)
+    page.get_by_label("Send on").select_option("")
+    page.get_by_label("Message to Bob").fill("answer lost once")
+    page.get_by_label("Message to Bob").press("Enter")
+    expect(page.locator("#messages .msg.pending")).to_have_count(0, timeout=15_000)
+    page.unroute("**/agent/v1/people/*/messages")
+    assert lost and "client_msg_id" in lost[0]
+    bodies = [m["body"] for m in world.peer("bob").history("alice")]
+    assert bodies.count("answer lost once") == 1
+    expect(page.locator("#messages .msg.mine").last).to_contain_text("answer lost once")
+
+
 def test_split_brings_the_accounts_back(page: Page) -> None:
     status, answer = agent_call(page, "POST", "/people/split", {"person": "Bob"})
     assert status == 200, answer
