@@ -512,7 +512,7 @@ function openPersonChat(person, name, accounts) {
   for (const a of accounts) unread.delete(`${a.target}/${a.user}`);
   const via = $("send-via");
   via.replaceChildren(el("option", { value: "", text: "where they were last active" }),
-    ...[...new Set(accounts.map((a) => a.target))].map((t) => el("option", { value: t, text: t })));
+    ...accounts.map((a) => el("option", { value: a.target, text: `${a.target} (@${a.user})` })));
   $("via-row").hidden = false;
   showChat(`Chat with ${name} (${accounts.map((a) => `${a.target}: @${a.user}`).join(", ")})`);
 }
