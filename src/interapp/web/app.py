@@ -99,8 +99,9 @@ def create_app(agent: AgentLink, sessions: Sessions, *,
             return page(request, "setup.html", local)
         if not local.signed_in:
             return page(request, "signin.html", local, error="", username=local.username or "")
-        groups = await views.buddy_groups(snap)  # first: invites name the buddies in it
+        people, groups = await views.buddy_list(snap)  # first: invites name the buddies
         return page(request, "index.html", local, targets=snap.targets(), groups=groups,
+                    people=people,
                     invites=await views.invites(snap), my_presence=snap.presence)
 
     async def signin_page(request: Request) -> Response:
@@ -145,7 +146,8 @@ def create_app(agent: AgentLink, sessions: Sessions, *,
 
     async def buddies_fragment(request: Request) -> Response:
         snap = await snapshot()
-        return page(request, "_buddies.html", snap.local, groups=await views.buddy_groups(snap))
+        people, groups = await views.buddy_list(snap)
+        return page(request, "_buddies.html", snap.local, groups=groups, people=people)
 
     async def invites_fragment(request: Request) -> Response:
         snap = await snapshot()

@@ -18,7 +18,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from interapp.host import InterappError
-from interapp.presence import activity_from_json, check_join_url, render_activity
+from interapp.presence import (
+    PRESENCE_STATES,
+    PresenceState,
+    activity_from_json,
+    check_join_url,
+    render_activity,
+)
 from interapp.web.agentlink import AgentLink
 
 RECONNECTING = ("degraded", "connecting")
@@ -78,6 +84,43 @@ class BuddyGroup:
     account: str
     connected: bool = True
     buddies: list[BuddyView] = field(default_factory=list)
+
+
+@dataclass
+class PersonAccountView:
+    """One account of a merged person, with its own presence."""
+
+    target: str
+    user: str
+    display_name: str
+    presence: str
+    status_text: str
+    activity_text: str = ""
+    listed: bool = True
+    """False when its target's buddy list is not at hand (not connected, or not a buddy)."""
+
+
+@dataclass
+class PersonView:
+    """One row for a merged person: the best presence across the accounts."""
+
+    id: str
+    name: str
+    presence: str
+    status_text: str
+    target: str
+    """The account the presence comes from."""
+    user: str
+    accounts: list[PersonAccountView] = field(default_factory=list)
+
+    @property
+    def activity_text(self) -> str:
+        """What they are doing, from the first account that says (the best one first)."""
+        best = [a for a in self.accounts if a.target == self.target and a.user == self.user]
+        for a in best + self.accounts:
+            if a.activity_text:
+                return a.activity_text
+        return ""
 
 
 @dataclass
@@ -167,6 +210,14 @@ def _rank(b: BuddyView) -> tuple[int, str]:
     return (1 if b.presence == "offline" else 0, b.display_name.lower())
 
 
+def presence_rank(state: str) -> int:
+    """0 for the most available state (online) … 3 for offline (unknown: offline)."""
+    try:
+        return PRESENCE_STATES.index(PresenceState(state))
+    except ValueError:
+        return len(PRESENCE_STATES) - 1
+
+
 class Views:
     """Builds what the pages show from the agent (see the module docstring)."""
 
@@ -222,6 +273,44 @@ class Views:
         for name in set(self._buddies) - set(snap.rows()):
             self._buddies.pop(name, None)
         return groups
+
+    async def buddy_list(self, snap: Snapshot) -> tuple[list[PersonView], list[BuddyGroup]]:
+        """The buddy list as shown: one row per merged person (``GET /people``, kept by the
+        agent locally; the presence of each account from the target groups), then the
+        groups with the buddies that are not merged with anyone."""
+        groups = await self.buddy_groups(snap)
+        people = await self.people(snap)
+        merged = {(a.target, a.user) for p in people for a in p.accounts}
+        for g in groups:
+            g.buddies = [b for b in g.buddies if (g.target, b.username) not in merged]
+        return people, groups
+
+    async def people(self, snap: Snapshot) -> list[PersonView]:
+        """The merged persons with the best presence across their accounts (the most
+        available; ties: the account merged first), best first."""
+        if snap.state.get("user") is None:
+            return []
+        try:
+            found = await self.agent.call("GET", "/people", params={"suggest": "false"})
+        except InterappError:
+            return []  # signed out in between, or an agent without persons
+        listed = {(g, b.username): b for g, (_, bs) in self._buddies.items() for b in bs}
+        out = []
+        for p in found.get("people", []):
+            accounts = []
+            for a in p.get("accounts", []):
+                target, user = str(a["target"]), str(a["user"])
+                b = listed.get((target, user))
+                accounts.append(PersonAccountView(
+                    target, user, b.display_name if b else user,
+                    b.presence if b else "offline", b.status_text if b else "",
+                    b.activity_text if b else "", listed=b is not None))
+            if not accounts:
+                continue
+            best = min(accounts, key=lambda x: presence_rank(x.presence))
+            out.append(PersonView(str(p["id"]), str(p["name"]), best.presence,
+                                  best.status_text, best.target, best.user, accounts))
+        return sorted(out, key=lambda v: (presence_rank(v.presence), v.name.casefold()))
 
     async def invites(self, snap: Snapshot) -> list[InviteView]:
         """The open invites buddies sent (``GET /invites?target=`` of each connected

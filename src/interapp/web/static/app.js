@@ -87,7 +87,13 @@ async function swap(id) {
   const focused = box.contains(document.activeElement) ? document.activeElement.dataset.key : null;
   box.innerHTML = html; // server-rendered, autoescaped by Jinja2
   if (focused) box.querySelector(`[data-key="${CSS.escape(focused)}"]`)?.focus();
-  if (id === "buddies") decorateBuddies();
+  if (id === "buddies") {
+    if (chat?.person) { // merged or split meanwhile: the conversation follows the person
+      const row = box.querySelector(`.buddy.person[data-person="${CSS.escape(chat.person)}"]`);
+      if (row) chat.accounts = new Set(personAccounts(row).map((a) => `${a.target}/${a.user}`));
+    }
+    decorateBuddies();
+  }
   if (id === "invites") $("invites-panel").hidden = !box.querySelector(".invite-card");
   return true;
 }
@@ -272,14 +278,26 @@ function buddyButton(target, user) {
   return document.querySelector(`.buddy[data-target="${CSS.escape(target)}"][data-user="${CSS.escape(user)}"]`);
 }
 
+function personAccounts(button) { // the accounts a person row lists: [{target, user}]
+  return [...button.querySelectorAll(".acct")].map((a) => ({ target: a.dataset.target, user: a.dataset.user }));
+}
+
 function decorateBuddies() {
-  for (const button of document.querySelectorAll(".buddy")) {
+  for (const button of document.querySelectorAll(".buddy.person")) {
+    const count = personAccounts(button).reduce((n, a) => n + (unread.get(`${a.target}/${a.user}`) ?? 0), 0);
+    const badge = button.querySelector(":scope > .unread");
+    badge.hidden = count === 0;
+    badge.textContent = count ? `${count} new` : "";
+    if (chat?.person === button.dataset.person) button.setAttribute("aria-current", "true");
+    else button.removeAttribute("aria-current");
+  }
+  for (const button of document.querySelectorAll(".buddy:not(.person)")) {
     const key = `${button.dataset.target}/${button.dataset.user}`;
     const count = unread.get(key) ?? 0;
     const badge = button.querySelector(".unread");
     badge.hidden = count === 0;
     badge.textContent = count ? `${count} new` : "";
-    const current = chat && chat.target === button.dataset.target && chat.user === button.dataset.user;
+    const current = chat && !chat.person && chat.target === button.dataset.target && chat.user === button.dataset.user;
     if (current) button.setAttribute("aria-current", "true");
     else button.removeAttribute("aria-current");
   }
@@ -300,6 +318,8 @@ function onCameOnline(ev) {
 }
 
 $("buddies")?.addEventListener("click", (event) => {
+  const person = event.target.closest(".buddy.person");
+  if (person) { openPersonChat(person.dataset.person, person.dataset.name, personAccounts(person)); return; }
   const button = event.target.closest(".buddy");
   if (button) openChat(button.dataset.target, button.dataset.user, button.dataset.name);
 });
@@ -366,33 +386,40 @@ function when(m) {
   return Number.isNaN(t) ? 0 : t;
 }
 
+function msgKey(m) { // a person's chat spans targets, whose ids may be alike
+  return m.id && chat.person ? `${m.target}/${m.id}` : m.id;
+}
+
 function messageItem(m, pending) {
-  const mine = m.sender !== chat.user;
+  const mine = chat.person ? (m.own ?? !chat.accounts.has(`${m.target}/${m.sender}`)) : m.sender !== chat.user;
+  const on = chat.person && m.target ? ` · ${m.target}` : "";
   const item = el("li", {
     class: `msg ${mine ? "mine" : "theirs"}${pending ? " pending" : ""}`,
-    "data-id": m.id || undefined, "data-cmid": m.client_msg_id || undefined,
+    "data-id": msgKey(m) || undefined, "data-target": chat.person ? m.target : undefined, "data-cmid": m.client_msg_id || undefined,
     "data-at": pending ? undefined : String(when(m)),
   });
   item.append(
     el("span", { class: "from", text: mine ? "You" : (chat.name || m.sender) }),
     el("p", { class: "body", text: m.body }),
-    el("span", { class: "meta", text: pending ? (m.failed ? `not sent: ${m.failed}` : "waiting to send…") : clock(m.sent_at) }),
+    el("span", { class: "meta", text: pending ? (m.failed ? `not sent: ${m.failed}` : "waiting to send…") : clock(m.sent_at) + on }),
   );
   return item;
 }
 
 function inChat(m) {
+  if (chat?.person) return chat.accounts.has(`${m.target}/${m.sender}`) || chat.accounts.has(`${m.target}/${m.recipient}`);
   return chat && m.target === chat.target && (m.sender === chat.user || m.recipient === chat.user);
 }
 
 function place(m, { older = false } = {}) { // true when it was added
   const list = $("messages");
   const waiting = m.client_msg_id ? list.querySelector(`.pending[data-cmid="${CSS.escape(m.client_msg_id)}"]`) : null;
-  if (m.id && chat.ids.has(m.id)) { waiting?.remove(); return false; }
+  const key = msgKey(m);
+  if (key && chat.ids.has(key)) { waiting?.remove(); return false; }
   const at = when(m);
   if (!waiting && !older && chat.nextBefore && chat.oldest !== null && at < chat.oldest) return false;
   waiting?.remove();
-  if (m.id) chat.ids.add(m.id);
+  if (key) chat.ids.add(key);
   const item = messageItem(m, false);
   const later = [...list.querySelectorAll(".msg:not(.pending)")].find((li) => Number(li.dataset.at) > at);
   list.insertBefore(item, later ?? list.querySelector(".pending"));
@@ -409,9 +436,9 @@ function showLive(m) {
 function showOutbox() {
   const list = $("messages");
   for (const item of readOutbox()) {
-    if (!chat || item.target !== chat.target || item.to !== chat.user) continue;
+    if (!chat || (chat.person ? item.person !== chat.person : (item.person || item.target !== chat.target || item.to !== chat.user))) continue;
     if (list.querySelector(`[data-cmid="${CSS.escape(item.id)}"]`)) continue;
-    list.append(messageItem({ sender: "", recipient: item.to, body: item.body, client_msg_id: item.id }, true));
+    list.append(messageItem({ sender: "", recipient: item.to, body: item.body, client_msg_id: item.id, own: true }, true));
   }
   list.scrollTop = list.scrollHeight;
 }
@@ -423,8 +450,11 @@ async function loadHistory(before) {
   const params = new URLSearchParams({ limit: String(PAGE + 1) });
   if (before) params.set("before", before);
   let res;
+  if (current.person) params.set("limit", "100"); // one merged page: no scroll-back
   try {
-    res = await api("GET", `/history/${enc(current.target)}/${enc(current.user)}?${params}`);
+    res = await api("GET", current.person
+      ? `/people/${enc(current.person)}/history?${params}`
+      : `/history/${enc(current.target)}/${enc(current.user)}?${params}`);
   } catch {
     current.loading = false;
     return;
@@ -440,8 +470,9 @@ async function loadHistory(before) {
     return;
   }
   const found = res.data.messages;
-  const page = found.slice(-PAGE);
-  const next = found.length > PAGE && page.length ? page[0].id : null;
+  const page = current.person ? found : found.slice(-PAGE);
+  const next = !current.person && found.length > PAGE && page.length ? page[0].id : null;
+  for (const [t, p] of Object.entries(res.data.problems ?? {})) notice(`${t}: ${p.message}`, "error");
   const list = $("messages");
   if (before) {
     const height = list.scrollHeight;
@@ -466,10 +497,31 @@ function openChat(target, user, name) {
     loaded: false, partial: false, early: [], loading: false,
   };
   unread.delete(`${target}/${user}`);
+  $("via-row").hidden = true;
+  showChat(`Chat with ${chat.name} (@${user}) on ${target}`);
+}
+
+// A merged person: one conversation across their accounts (GET /people/{id}/history); a
+// message goes where they were last active (POST /people/{id}/messages), or on the target
+// chosen under "Send on".
+function openPersonChat(person, name, accounts) {
+  chat = {
+    person, name, target: null, user: null, accounts: new Set(accounts.map((a) => `${a.target}/${a.user}`)),
+    nextBefore: null, oldest: null, ids: new Set(), loaded: false, partial: false, early: [], loading: false,
+  };
+  for (const a of accounts) unread.delete(`${a.target}/${a.user}`);
+  const via = $("send-via");
+  via.replaceChildren(el("option", { value: "", text: "where they were last active" }),
+    ...accounts.map((a) => el("option", { value: a.target, text: `${a.target} (@${a.user})` })));
+  $("via-row").hidden = false;
+  showChat(`Chat with ${name} (${accounts.map((a) => `${a.target}: @${a.user}`).join(", ")})`);
+}
+
+function showChat(heading) {
   decorateBuddies();
   $("chat-empty").hidden = true;
   $("chat-body").hidden = false;
-  $("chat-h").textContent = `Chat with ${chat.name} (@${user}) on ${target}`;
+  $("chat-h").textContent = heading;
   $("compose-label").textContent = `Message to ${chat.name}`;
   $("messages").replaceChildren();
   $("older").hidden = true;
@@ -528,10 +580,13 @@ async function flush() {
   const blocked = new Set(); // targets that cannot take messages right now
   try {
     for (const item of readOutbox()) {
-      if (blocked.has(item.target)) continue;
+      const lane = item.person ? `person:${item.person}` : item.target;
+      if (blocked.has(lane)) continue;
       let res;
       try {
-        res = await api("POST", "/messages", { target: item.target, to: item.to, body: item.body, client_msg_id: item.id });
+        res = item.person
+          ? await api("POST", `/people/${enc(item.person)}/messages`, { body: item.body, target: item.target || undefined, client_msg_id: item.id })
+          : await api("POST", "/messages", { target: item.target, to: item.to, body: item.body, client_msg_id: item.id });
       } catch {
         flushLater(); // the UI server is out of reach: keep everything
         return;
@@ -540,14 +595,14 @@ async function flush() {
         dropFromOutbox(item.id);
         if (inChat(res.data)) showLive(res.data); // in its place, whatever else is loaded
       } else if (KEEP(res.status)) {
-        blocked.add(item.target);
+        blocked.add(lane);
         flushLater();
       } else {
         dropFromOutbox(item.id);
         const waiting = document.querySelector(`[data-cmid="${CSS.escape(item.id)}"] .meta`);
         const why = res.data?.message ?? `error ${res.status}`;
         if (waiting) waiting.textContent = `not sent: ${why}`;
-        notice(`not sent to ${item.to} on ${item.target}: ${why}`, "error");
+        notice(item.person ? `not sent to ${item.name ?? item.person}: ${why}` : `not sent to ${item.to} on ${item.target}: ${why}`, "error");
       }
     }
   } finally {
@@ -559,7 +614,9 @@ function send() {
   const box = $("compose");
   const body = box.value;
   if (!chat || !body.trim()) return;
-  const item = { id: newId(), target: chat.target, to: chat.user, body, at: Date.now() };
+  const item = chat.person
+    ? { id: newId(), person: chat.person, name: chat.name, target: $("send-via").value || null, body, at: Date.now() }
+    : { id: newId(), target: chat.target, to: chat.user, body, at: Date.now() };
   writeOutbox([...readOutbox(), item]);
   box.value = "";
   showOutbox();
@@ -613,7 +670,7 @@ function handle(ev) {
     case "contact_request":
       notice(`${ev.username} asks to be your buddy on ${ev.target} (interapp contacts accept ${ev.target} ${ev.username})`);
       break;
-    case "contact_added": case "contact_removed": refresh("buddies"); break;
+    case "contact_added": case "contact_removed": case "people_changed": refresh("buddies"); break;
     case "activity": if (!ev.own) refresh("buddies"); break;
     case "invite":
       refresh("invites");
@@ -622,7 +679,8 @@ function handle(ev) {
     case "invite_answer": onInviteAnswer(ev.invite ?? {}); break;
     case "link_needs_reauth": notice(`${ev.target}: ${ev.reason}`, "error"); refresh("targets"); refresh("buddies"); break;
     case "target_connected":
-      if (chat?.target === ev.target && chat.loaded) loadHistory(null); // what it missed
+      if (chat?.loaded && (chat.person ? [...chat.accounts].some((k) => k.startsWith(`${ev.target}/`))
+        : chat.target === ev.target)) loadHistory(null); // what it missed
       refresh("targets"); refresh("buddies");
       break;
     case "target_degraded": refresh("targets"); refresh("buddies"); break;
