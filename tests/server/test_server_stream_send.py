@@ -115,9 +115,13 @@ def test_sending_needs_a_live_bearer_token(server: RunningServer, http: httpx.Cl
         assert next_frame(wa)["body"] == "before"
         revoked = http.post("/oauth/revoke", auth=client.basic(), data={"token": a.access})
         assert revoked.status_code == 200
-        # the revocation closes the stream (4401); a send that gets in first is refused
-        wa.send(json.dumps({"type": "send", "to": b.username, "body": "after",
-                            "client_msg_id": "r2"}))
+        # the revocation closes the stream (4401); a send that gets in first is refused, and
+        # one that comes after the close cannot be sent at all
+        try:
+            wa.send(json.dumps({"type": "send", "to": b.username, "body": "after",
+                                "client_msg_id": "r2"}))
+        except ConnectionClosed:
+            assert wa.close_code == 4401
         frames = []
         with pytest.raises(ConnectionClosed):
             while True:
