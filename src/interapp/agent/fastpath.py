@@ -4,14 +4,14 @@
 are most of an embedding application's traffic. FastAPI's per-request machinery (dependency
 solving, the exception-handler middleware stack, ``jsonable_encoder`` over the response
 model) was about half of each request's time in the agent under cProfile, so these two are
-answered here
-with the *same* pydantic models: the body is validated by :class:`~interapp.agent.models.
-MessageIn` and the answer serialized by the route's response model, so the bytes are what
-FastAPI would send (a test compares both paths). Anything unusual — another method or path,
-a query string, input the model refuses — goes on to FastAPI unchanged (with the body
-replayed), so its 400 answers and the OpenAPI document stay the only definition of them.
-Hand-written because neither FastAPI nor Starlette offer a "skip the middleware stack for
-this route" switch; the server does the same for its hot reads (``server/api/hotreads.py``).
+answered here with the *same* pydantic models: the body is validated by
+:class:`~interapp.agent.models.MessageIn` and the answer serialized by the route's response
+model, so the bytes are what FastAPI would send (a test compares both paths). Anything
+unusual — another method or path, a query string, input the model refuses — goes on to
+FastAPI unchanged (with the body replayed), so its 400 answers and the OpenAPI document stay
+the only definition of them. Hand-written because neither FastAPI nor Starlette offer a
+"skip the middleware stack for this route" switch; the server does the same for its hot
+reads (``server/api/hotreads.py``).
 """
 
 from __future__ import annotations
