@@ -506,3 +506,62 @@ async def test_event_stream_survives_a_server_restart_with_nothing_lost(world: W
                 while (left := stream.get_nowait()) is not None:  # nothing twice
                     assert not isinstance(left, events.MessageReceived), left
                 assert (await host.link("chatter")).state is LinkState.LINKED  # type: ignore[union-attr]
+
+
+async def test_stream_cursors_are_saved_without_touching_the_audit_log(world: World) -> None:
+    """The cursor is written about once per event received: it lives in ``stream_cursors``
+    (vault 0004), not as an audited, fsynced secret; a cursor an older interapp kept as a
+    secret is moved there when the stream opens, and nothing is handed out twice."""
+    from interapp.client import ServerClient
+
+    await _link(world)
+    cid, secret = world.clients["chatter"]
+
+    async def bob_says(text: str) -> None:
+        bob = ServerClient(world.chatter.url, client_id=cid, client_secret=secret)
+        try:
+            tokens = await bob.password_grant("bob", Secret(PW["bob@chatter"]))
+            bob.access_token = Secret(tokens["access_token"])
+            await bob.api("POST", "/v1/messages", json={"to": "alice", "body": text,
+                                                        "client_msg_id": text})
+        finally:
+            await bob.aclose()
+
+    async def messages(host: Host, n: int) -> list[str]:
+        got = []
+        async with host.events() as stream:
+            await asyncio.sleep(0.3)
+            for i in range(n):
+                await bob_says(f"m{len(got) + i}")
+            while len(got) < n:
+                event = await asyncio.wait_for(anext(stream), 15)
+                if isinstance(event, events.MessageReceived):
+                    got.append(event.message.body)
+        return got
+
+    async with world.host() as host:
+        await host.connect("chatter")
+        with world.vault() as vault:
+            audited = [e.seq for e in vault.audit_log()]
+        assert await messages(host, 5) == ["m0", "m1", "m2", "m3", "m4"]
+        await asyncio.sleep(0.3)  # the last cursor is saved
+        with world.vault() as vault:
+            assert [e.seq for e in vault.audit_log()] == audited  # five events, no audit row
+    with world.vault() as vault:
+        saved = vault.cursors.get("alice", "chatter")
+        assert saved is not None
+        # as vault 0003 kept it: a secret, and no row
+        assert vault.cursors.delete("alice", "chatter")
+        vault.put_secret("cursor:chatter:alice", Secret(saved))
+    await bob_says("after")
+    async with world.host() as host:
+        await host.connect("chatter")
+        async with host.events() as stream:
+            while not isinstance(event := await asyncio.wait_for(anext(stream), 15),
+                                 events.MessageReceived):
+                pass
+            assert event.message.body == "after"  # resumed after m4, not from the start
+    with world.vault() as vault:
+        assert vault.get_secret("cursor:chatter:alice") is None
+        moved = vault.cursors.get("alice", "chatter")
+        assert moved is not None and moved != saved

@@ -96,7 +96,7 @@ def test_a_0002_vault_is_upgraded(tmp_path: Path) -> None:
         v.people.merge(ALICE, [("a", "1"), ("b", "2")], name="One", default_name="x")
     conn = sqlite3.connect(path)
     try:  # back to 0002 by hand, as an older interapp left it
-        for table in ("account_activity", "person_accounts", "people"):
+        for table in ("stream_cursors", "account_activity", "person_accounts", "people"):
             conn.execute(f"DROP TABLE {table}")
         conn.execute("UPDATE alembic_version SET version_num = '0002'")
         conn.commit()
@@ -110,6 +110,6 @@ def test_a_0002_vault_is_upgraded(tmp_path: Path) -> None:
 
     db = Database(path)
     try:
-        assert current_revision(db) == SCHEMA_REVISION == "0003"
+        assert current_revision(db) == SCHEMA_REVISION == "0004"
     finally:
         db.dispose()

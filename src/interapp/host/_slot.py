@@ -249,9 +249,20 @@ class Slot:
     # --- the event stream -----------------------------------------------------------------
 
     async def _cursor(self, session: LocalSession) -> str | None:
-        name = _names.cursor(self.name, session.local.username)
-        value = await self._s.vault.get_secret(name)
-        return value.reveal() if value else None
+        account = session.local.username
+        if account is None:
+            return None
+        vault = self._s.vault
+        found = await vault.run(vault.sync.cursors.get, account, self.name)
+        if found is not None:
+            return found
+        legacy = _names.cursor(self.name, account)  # kept as a secret up to vault 0003
+        value = await vault.get_secret(legacy)
+        if value is None:
+            return None
+        await vault.run(vault.sync.cursors.put, account, self.name, value.reveal())
+        await vault.delete_secret(legacy)
+        return value.reveal()
 
     async def run_stream(self) -> None:
         """Keep the event stream open until cancelled (see the module docstring)."""

@@ -670,7 +670,8 @@ class Host(RichPresence, PeopleMixin):
         outcome = {True: "ok", False: "failed", None: "not applicable"}[revoked]
         await self._vault.delete_link(link.id, detail={"remote_revocation": outcome})
         # a new link may be to another remote account, whose events have seqs of their own
-        await self._vault.delete_secret(_names.cursor(name, user))
+        await self._vault.run(self._vault.sync.cursors.delete, user, name)
+        await self._vault.delete_secret(_names.cursor(name, user))  # a vault 0003 leftover
         await self._vault.delete_secret(_names.link_way(link.id))
         await self._stop_slot(name)
         return UnlinkResult(name, revoked, True, note)
@@ -736,5 +737,7 @@ class Host(RichPresence, PeopleMixin):
         user = self._signed_in
         while self._dirty:
             target, cursor = self._dirty.popitem()
+            if user is None:
+                continue  # signed out meanwhile: the stream is stopping
             with contextlib.suppress(InterappError):
-                await self._vault.put_secret(_names.cursor(target, user), Secret(cursor))
+                await self._vault.run(self._vault.sync.cursors.put, user, target, cursor)

@@ -35,10 +35,10 @@ from sqlalchemy import (
 from interapp.errors import VaultError
 from interapp.vault.db import Database
 
-SCHEMA_REVISION: Final = "0003"
+SCHEMA_REVISION: Final = "0004"
 """The Alembic head this code reads and writes."""
 
-KNOWN_REVISIONS: Final = ("0001", "0002", "0003")
+KNOWN_REVISIONS: Final = ("0001", "0002", "0003", "0004")
 MIGRATIONS_DIR: Final = Path(__file__).parent / "migrations"
 
 metadata = MetaData()
@@ -124,6 +124,16 @@ account_activity = Table(
     Column("how", Text, nullable=False),
     PrimaryKeyConstraint("local_app", "local_account", "target", "user",
                          name="pk_account_activity"),
+)
+
+#: Where each target's event stream stands (revision 0004; see :mod:`interapp.vault.cursors`).
+stream_cursors = Table(
+    "stream_cursors", metadata,
+    Column("local_account", Text, nullable=False),
+    Column("target", Text, nullable=False),
+    Column("cursor", Text, nullable=False),
+    Column("updated_at", Text, nullable=False),
+    PrimaryKeyConstraint("local_account", "target", name="pk_stream_cursors"),
 )
 
 

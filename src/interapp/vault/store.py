@@ -36,6 +36,7 @@ from interapp.secret import Secret
 from interapp.vault import audit as _audit
 from interapp.vault import state as _state
 from interapp.vault.crypto import Cipher, link_aad, secret_aad
+from interapp.vault.cursors import CursorStore
 from interapp.vault.db import Database
 from interapp.vault.model import AuditEntry, AuditEvent, AuditReport, Credential, Link, LinkState
 from interapp.vault.people import PeopleStore
@@ -111,6 +112,11 @@ class Vault:
 
     def __repr__(self) -> str:
         return f"Vault({self._location!r})"
+
+    @property
+    def cursors(self) -> CursorStore:
+        """Where each target's event stream stands (see :mod:`.cursors`)."""
+        return CursorStore(self._db)
 
     @property
     def people(self) -> PeopleStore:
