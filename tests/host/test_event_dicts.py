@@ -43,8 +43,19 @@ def test_the_hosts_fast_buddy_copy_is_the_same_buddy() -> None:
                  Activity(name="Arena"))
     assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
     assert fast.to_dict() == slow.to_dict()
+    assert fast.__dict__ is not b.__dict__ and b.presence == "away"  # a copy: b is unchanged
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.username = "eve"  # type: ignore[misc]
+
+    @dataclasses.dataclass(frozen=True)
+    class RicherBuddy(PluginBuddy):  # a plug-in's own buddy type, with more to it
+        avatar: str = ""
+
+    rich = RicherBuddy(id="7", username="bob", display_name="Bob", presence="away",
+                       status_text="brb", groups=("friends",), subscription="to",
+                       activity=Activity(name="Arena"), avatar="x.png")
+    plain = Buddy._of("chatter", rich, PresenceState.AWAY)
+    assert plain == slow and not hasattr(plain, "avatar")
     assert _presence("nonsense") is PresenceState.OFFLINE
     assert _presence(PresenceState.BUSY) is PresenceState.BUSY and _presence("busy") is \
         PresenceState.BUSY

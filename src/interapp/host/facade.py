@@ -519,6 +519,8 @@ class Host(RichPresence, PeopleMixin):
                     exc.target = name
                 return exc
 
+        if len(chosen) == 1:  # one target: no task to gather (~25 µs and a loop turn)
+            return {chosen[0]: await one(chosen[0])}
         results = await asyncio.gather(*(one(n) for n in chosen))
         return dict(zip(chosen, results, strict=True))
 
@@ -538,11 +540,12 @@ class Host(RichPresence, PeopleMixin):
                 problems[name] = value
                 continue
             slot = self._slot(name)
-            for b in value:
+            seen, activities, of = slot.seen, slot.activities, Buddy._of
+            for b in value:  # once per buddy: kept lean (issue 11's ≤ 5 % overhead)
                 presence = _presence(b.presence)
-                slot.seen[b.username] = (presence, b.status_text)
-                slot.activities[b.username] = b.activity
-                found.append(Buddy._of(name, b, presence))
+                seen[b.username] = (presence, b.status_text)
+                activities[b.username] = b.activity
+                found.append(of(name, b, presence))
         return Buddies(found, problems)
 
     async def send(self, target: str, to: str, body: str, *,

@@ -177,17 +177,23 @@ class Buddy(_Plain):
     def _of(cls, target: str, b: PluginBuddy, presence: PresenceState) -> Buddy:
         """The host's copy of a plug-in's buddy, made without the frozen ``__init__``.
 
-        A frozen dataclass's ``__init__`` sets each of the ten fields through
-        ``object.__setattr__``; filling ``__dict__`` at once takes half the time, and
-        ``buddies()`` makes one per buddy (the façade's overhead on a 100-buddy list, issue
-        11's ≤ 5 % target). Equal to ``Buddy(target, b.id, …)`` in every way (a test checks).
+        A frozen dataclass's ``__init__`` sets each of the nine fields through
+        ``object.__setattr__``; copying the plug-in buddy's ``__dict__`` and setting the two
+        fields that differ takes a quarter of that, and ``buddies()`` makes one per buddy
+        (the façade's overhead on a 100-buddy list, issue 11's ≤ 5 % target). Equal to
+        ``Buddy(target, b.id, …)`` in every way (a test checks); a plug-in's own subclass of
+        its buddy type, which may carry more attributes, takes the plain way.
         """
+        if type(b) is not PluginBuddy:
+            return cls(target, b.id, b.username, b.display_name, presence, b.status_text,
+                       tuple(b.groups), b.subscription, b.activity)
+        data = b.__dict__.copy()
+        data["target"] = target
+        data["presence"] = presence
+        if type(data["groups"]) is not tuple:  # a plug-in that gave a list
+            data["groups"] = tuple(data["groups"])
         new = object.__new__(cls)
-        new.__dict__.update({
-            "target": target, "id": b.id, "username": b.username,
-            "display_name": b.display_name, "presence": presence,
-            "status_text": b.status_text, "groups": tuple(b.groups),
-            "subscription": b.subscription, "activity": b.activity})
+        object.__setattr__(new, "__dict__", data)
         return new
 
 
