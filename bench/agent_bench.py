@@ -1,23 +1,29 @@
 """Benchmark of ``interapp agent`` (issue 13): the local API's round trip, and a send through
-the agent against the same send through the in-process façade, in one run.
+the agent against the same send through the in-process façade, side by side in one run.
 
     .venv/bin/python bench/agent_bench.py [--quick] [--write | --no-write]
 
-Two real application servers (``arena``, the local app; ``chatter``, the target) run on
-threads of this process (SQLite); a data folder is configured and chatter linked through the
-prompt, as ``interapp`` would. Then, one after the other on the same servers:
+The target, ``chatter``, is a real ``interapp serve`` process (SQLite, one worker), as in
+``facade_bench.py``: an application talks to its servers over the network, and a server on a
+thread here would share this process's GIL with the in-process host; the local application
+(``arena``, idle while measuring) runs on a thread of this process. Two data folders are
+configured and linked to chatter through the prompt, as ``interapp`` would: one for alice,
+used in-process, one for carol, served by ``interapp agent`` in its own process. Both send
+to bob, so each gets only its own echoes. Then, in one asyncio loop of this process:
 
-1. **in-process**: a :class:`~interapp.host.Host` on that folder, listening to its events as
-   an application does (and as the agent does), sends N messages to bob (``host.send``, each
-   awaited) — p50/p99;
-2. **through the agent**: ``interapp agent`` runs in its own process on the same folder; a
-   plain HTTP/1.1 client on its Unix socket (keep-alive, one connection, the standard
-   library's ``http.client``, so the client adds as little as possible) times
-   ``GET /agent/v1/state`` (M times) and ``POST /agent/v1/messages`` (N times) — p50/p99.
+1. ``GET /agent/v1/state`` M times — p50/p99;
+2. N rounds of one in-process send (``host.send``, with an event listener as an application
+   has) *and* one send through the agent (``POST /agent/v1/messages``), alternating, so that
+   both see the same machine at the same moment — p50/p99 of each and their ratio.
 
-Targets: ``state`` p99 ≤ 2 ms; a send through the agent ≤ 1.2 times the in-process send (p50).
-The results are printed and, with ``--write`` (the default for a full run), written as the
-``agent-bench`` block of ``docs/performance.md``.
+The rounds run twice: with this process on the default asyncio loop (what ``asyncio.run``
+gives an embedding application) and on uvloop. The agent itself runs on uvloop (see
+``interapp.cli.agent_cmds``). The client of the agent is a keep-alive HTTP/1.1 connection on
+its Unix socket, written on asyncio streams so that it adds as little as possible.
+
+Targets: ``state`` p99 ≤ 2 ms; a send through the agent ≤ 1.2 times the in-process send (p50,
+default loop). The results are printed and, with ``--write`` (the default for a full run),
+written as the ``agent-bench`` block of ``docs/performance.md``.
 """
 
 from __future__ import annotations
@@ -25,86 +31,119 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import http.client
 import json
 import os
 import re
 import select
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from benchkit import fmt_ms, machine_line, percentile, say, seeding, write_block
+import uvloop
+from benchkit import fmt_ms, machine_line, percentile, say, seeding, serve, write_block
 
 from interapp.host import Host, Scripted, events
 from interapp.testing.servers import ThreadedServer
 
-PW = {"alice@arena": "arena-bench-pw", "alice@chatter": "chatter-bench-pw",
-      "bob@chatter": "bob-bench-pw"}
+PW = {"arena": "arena-bench-pw", "chatter": "chatter-bench-pw", "bob": "bob-bench-pw"}
 
 
-class UnixHTTP(http.client.HTTPConnection):
-    """http.client over a Unix socket."""
+class AgentConn:
+    """One keep-alive HTTP/1.1 connection to the agent's Unix socket.
 
-    def __init__(self, path: str) -> None:
-        super().__init__("agent", timeout=30)
-        self.path = path
+    Hand-written on asyncio streams (about what ``http.client`` does) because a general
+    client (httpx) costs more per request than the agent's ``state`` answer itself, and it
+    must share the loop with the in-process host of the side-by-side rounds."""
 
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self.path)
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 token: str) -> None:
+        self.reader, self.writer = reader, writer
+        self.auth = f"Authorization: Bearer {token}\r\n"
+
+    @classmethod
+    async def open(cls, path: str, token: str) -> AgentConn:
+        reader, writer = await asyncio.open_unix_connection(path)
+        return cls(reader, writer, token)
+
+    async def request(self, method: str, path: str, body: object = None) -> tuple[int, bytes]:
+        """The status and body of one request."""
+        data = b"" if body is None else json.dumps(body).encode()
+        self.writer.write(f"{method} {path} HTTP/1.1\r\nHost: agent\r\n{self.auth}"
+                          f"Content-Type: application/json\r\nContent-Length: {len(data)}"
+                          "\r\n\r\n".encode() + data)
+        status = int((await self.reader.readline()).split()[1])
+        length = 0
+        while (line := await self.reader.readline()) != b"\r\n":
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)
+
+    async def timed(self, method: str, path: str, body: object, expect: int) -> float:
+        """One request's round trip in seconds (an unexpected status stops the benchmark)."""
+        t0 = time.perf_counter()
+        status, answer = await self.request(method, path, body)
+        took = time.perf_counter() - t0
+        if status != expect:
+            raise SystemExit(f"{method} {path} answered {status}: {answer[:200]!r}")
+        return took
+
+    def close(self) -> None:
+        self.writer.close()
 
 
-def seed(server: ThreadedServer, users: dict[str, str], buddies: bool) -> None:
-    """Accounts (each with its own password) and, with ``buddies``, the first two buddies."""
-    async def work() -> None:
-        made = []
-        for name, pw in users.items():
-            async with seeding(server.db_url, pw) as sd:
-                made.append(await sd.user(name))
-        if buddies:
-            async with seeding(server.db_url) as sd:
-                await sd.buddies(made[0], made[1])
-
-    server.call(work)
+Clients = dict[str, tuple[str, str]]
 
 
-async def configure(home: Path, env: dict[str, str], arena: ThreadedServer,
-                    chatter: ThreadedServer) -> None:
-    acid, asecret = arena.create_client("host")
-    ccid, csecret = chatter.create_client("host")
-    async with Host.open(home, env=env) as host:
-        await host.set_local(arena.url, client_id=acid, client_secret=asecret)
-        await host.sign_in("alice", PW["alice@arena"])
-        await host.add_target("chatter", plugin="interapp", server=chatter.url,
+async def seed(arena_db: str, chatter_db: str) -> Clients:
+    """alice and carol on both servers (own password each), bob on chatter, buddy of both;
+    an OAuth client for each host on each server (``"arena-alice"`` → id and secret)."""
+    clients: Clients = {}
+    async with seeding(arena_db, PW["arena"]) as sd:
+        for user in ("alice", "carol"):
+            await sd.user(user)
+            cid, secret = await sd.client(f"host-{user}")
+            clients[f"arena-{user}"] = (cid, secret or "")
+    async with seeding(chatter_db, PW["chatter"]) as sd:
+        alice, carol = await sd.user("alice"), await sd.user("carol")
+        for user in ("alice", "carol"):
+            cid, secret = await sd.client(f"host-{user}")
+            clients[f"chatter-{user}"] = (cid, secret or "")
+    async with seeding(chatter_db, PW["bob"]) as sd:
+        bob = await sd.user("bob")
+        await sd.buddies(alice, bob)
+        await sd.buddies(carol, bob)
+    return clients
+
+
+def environment(home: Path) -> dict[str, str]:
+    """The environment of a data folder of its own (file vault, a fresh key)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTERAPP_")}
+    env.update(INTERAPP_HOME=str(home), INTERAPP_VAULT_KEYRING="0",
+               INTERAPP_VAULT_KEY=base64.b64encode(os.urandom(32)).decode())
+    return env
+
+
+async def configure(user: str, env: dict[str, str], arena_url: str, chatter_url: str,
+                    clients: Clients) -> None:
+    """Set the local app, sign ``user`` in, add chatter and link it through the prompt."""
+    acid, asecret = clients[f"arena-{user}"]
+    ccid, csecret = clients[f"chatter-{user}"]
+    async with Host.open(Path(env["INTERAPP_HOME"]), env=env) as host:
+        await host.set_local(arena_url, client_id=acid, client_secret=asecret)
+        await host.sign_in(user, PW["arena"])
+        await host.add_target("chatter", plugin="interapp", server=chatter_url,
                               client_id=ccid, client_secret=csecret)
-        await host.connect("chatter", Scripted({"username": "alice",
-                                                "password": PW["alice@chatter"]}))
-
-
-async def in_process(home: Path, env: dict[str, str], n: int) -> list[float]:
-    async with Host.open(home, env=env) as host:
-        await host.connect("chatter")
-        seen: list[object] = []
-        off = host.on(events.Event, seen.append)  # as an application does (so the agent)
-        await asyncio.sleep(1.0)  # the stream is open
-        for i in range(20):  # warm-up
-            await host.send("chatter", "bob", f"warm {i}")
-        times = []
-        for i in range(n):
-            t0 = time.perf_counter()
-            await host.send("chatter", "bob", f"in-process {i}")
-            times.append(time.perf_counter() - t0)
-        off()
-        return times
+        await host.connect("chatter", Scripted({"username": user,
+                                                "password": PW["chatter"]}))
 
 
 def start_agent(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    """``interapp agent`` on the folder of ``env``; its process and socket path."""
     exe = Path(sys.executable).with_name("interapp")
     proc = subprocess.Popen([str(exe), "agent"], env=env, text=True, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -122,51 +161,82 @@ def start_agent(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     return proc, match.group(1)
 
 
-def timed(conn: UnixHTTP, token: str, method: str, path: str, body: Any, n: int,
-          expect: int) -> list[float]:
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    out = []
-    for i in range(n):
-        data = None if body is None else json.dumps(body(i)).encode()
-        t0 = time.perf_counter()
-        conn.request(method, path, body=data, headers=headers)
-        resp = conn.getresponse()
-        resp.read()
-        out.append(time.perf_counter() - t0)
-        if resp.status != expect:
-            raise SystemExit(f"{method} {path} answered {resp.status}")
+async def side_by_side(local_env: dict[str, str], socket: str, token: str, n_state: int,
+                       n_send: int) -> dict[str, list[float]]:
+    """``state`` round trips, then alternating in-process and agent sends."""
+    agent = await AgentConn.open(socket, token)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the agent connects chatter on its own
+        _, body = await agent.request("GET", "/agent/v1/state")
+        if json.loads(body)["targets"][0]["state"] == "connected":
+            break
+        await asyncio.sleep(0.1)
+    async with Host.open(Path(local_env["INTERAPP_HOME"]), env=local_env) as host:
+        await host.connect("chatter")
+        seen: list[object] = []
+        off = host.on(events.Event, seen.append)  # as an application does (so the agent)
+        await asyncio.sleep(1.0)  # the stream is open
+
+        async def in_process(i: int) -> float:
+            t0 = time.perf_counter()
+            await host.send("chatter", "bob", f"in-process {i}")
+            return time.perf_counter() - t0
+
+        async def through_agent(i: int) -> float:
+            return await agent.timed("POST", "/agent/v1/messages",
+                                     {"target": "chatter", "to": "bob", "body": f"agent {i}"},
+                                     201)
+
+        for i in range(20):  # warm-up
+            await in_process(i)
+            await through_agent(i)
+        for _ in range(200):
+            await agent.timed("GET", "/agent/v1/state", None, 200)
+        out: dict[str, list[float]] = {"state": [], "agent": [], "local": []}
+        for _ in range(n_state):
+            out["state"].append(await agent.timed("GET", "/agent/v1/state", None, 200))
+        for i in range(n_send):
+            first, second = (in_process, through_agent) if i % 2 else (through_agent, in_process)
+            out["local" if first is in_process else "agent"].append(await first(i))
+            out["local" if second is in_process else "agent"].append(await second(i))
+        off()
+    agent.close()
     return out
 
 
-def through_agent(home: Path, env: dict[str, str], n_state: int, n_send: int
-                  ) -> tuple[list[float], list[float]]:
-    proc, path = start_agent(env)
-    try:
-        token = (home / "agent.token").read_text().strip()
-        conn = UnixHTTP(path)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # the agent connects chatter on its own
-            conn.request("GET", "/agent/v1/state", headers={"Authorization": f"Bearer {token}"})
-            state = json.loads(conn.getresponse().read())
-            if state["targets"][0]["state"] == "connected":
-                break
-            time.sleep(0.1)
-
-        def message(i: int) -> dict[str, str]:
-            return {"target": "chatter", "to": "bob", "body": f"agent {i}"}
-
-        timed(conn, token, "GET", "/agent/v1/state", None, 200, 200)  # warm-up
-        timed(conn, token, "POST", "/agent/v1/messages", message, 20, 201)
-        state_times = timed(conn, token, "GET", "/agent/v1/state", None, n_state, 200)
-        send_times = timed(conn, token, "POST", "/agent/v1/messages", message, n_send, 201)
-        conn.close()
-        return state_times, send_times
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+def report(quick: bool, runs: dict[str, dict[str, list[float]]]) -> str:
+    """The markdown block."""
+    lines = ["## Agent", "", f"`bench/agent_bench.py`{' --quick' if quick else ''}; "
+             f"{machine_line()}. chatter is an `interapp serve` process (SQLite), arena a thread "
+             "of the benchmark's process, the agent (on uvloop) a process of its own; the "
+             "client is a keep-alive HTTP/1.1 connection on the agent's Unix socket. Sends "
+             "through the agent and in-process alternate, one "
+             "each per round, in one loop of the benchmark's process: first on the default "
+             "asyncio loop, then on uvloop.", "",
+             "| what | n | p50 | p99 |", "|---|---|---|---|"]
+    ratios = {}
+    for loop, got in runs.items():
+        lines += [f"| GET /agent/v1/state (client on {loop}) | {len(got['state'])} | "
+                  f"{fmt_ms(percentile(got['state'], 50))} | "
+                  f"{fmt_ms(percentile(got['state'], 99))} |"]
+        for key, name in (("agent", f"send through the agent (client on {loop})"),
+                          ("local", f"send in-process (façade on {loop})")):
+            lines += [f"| {name} | {len(got[key])} | {fmt_ms(percentile(got[key], 50))} | "
+                      f"{fmt_ms(percentile(got[key], 99))} |"]
+        ratios[loop] = percentile(got["agent"], 50) / percentile(got["local"], 50)
+    state99 = max(percentile(got["state"], 99) for got in runs.values())
+    default = ratios["asyncio"]
+    lines += ["", f"* `state` p99 {fmt_ms(state99)} (the worse of the two runs) — target "
+              f"≤ 2 ms: {'met' if state99 <= 0.002 else 'missed'}.",
+              f"* a send through the agent is {default:.2f} times the in-process send on the "
+              f"default loop (p50) — target ≤ 1.2 times: "
+              f"{'met' if default <= 1.2 else 'missed'}; against an in-process façade on "
+              f"uvloop it is {ratios['uvloop']:.2f} times."]
+    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
+    """Run the benchmark; print (and write) the block."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer iterations")
     p.add_argument("--write", dest="write", action="store_true", default=None)
@@ -175,41 +245,34 @@ def main(argv: list[str]) -> int:
     write = (not args.quick) if args.write is None else args.write
     n_state, n_send = (300, 100) if args.quick else (3000, 1000)
     tmp = Path(tempfile.mkdtemp(prefix="agent-bench-"))
+    clients = asyncio.run(seed(f"sqlite:///{tmp / 'arena.db'}", f"sqlite:///{tmp / 'chatter.db'}"))
     arena = ThreadedServer("arena", tmp / "arena.db").start()
-    chatter = ThreadedServer("chatter", tmp / "chatter.db").start()
+    chatter = serve("chatter", tmp / "chatter.db", tmp)
+    runs: dict[str, dict[str, list[float]]] = {}
     try:
-        seed(arena, {"alice": PW["alice@arena"]}, False)
-        seed(chatter, {"alice": PW["alice@chatter"], "bob": PW["bob@chatter"]}, True)
-        home = tmp / "home"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("INTERAPP_")}
-        env.update(INTERAPP_HOME=str(home), INTERAPP_VAULT_KEYRING="0",
-                   INTERAPP_VAULT_KEY=base64.b64encode(os.urandom(32)).decode())
-        asyncio.run(configure(home, env, arena, chatter))
-        say(f"in-process façade: {n_send} sends")
-        local = asyncio.run(in_process(home, env, n_send))
-        say(f"through the agent: {n_state} GET /state, {n_send} sends")
-        state, sent = through_agent(home, env, n_state, n_send)
+        local_env, agent_env = environment(tmp / "local"), environment(tmp / "agent")
+        for user, env in (("alice", local_env), ("carol", agent_env)):
+            asyncio.run(configure(user, env, arena.url, chatter.url, clients))
+        proc, socket = start_agent(agent_env)
+        try:
+            token = (tmp / "agent" / "agent.token").read_text().strip()
+            loops: dict[str, Callable[[], asyncio.AbstractEventLoop] | None] = {
+                "asyncio": None, "uvloop": uvloop.new_event_loop}
+            for loop, factory in loops.items():
+                say(f"on {loop}: {n_state} GET /state, {n_send} sends each way, alternating")
+                with asyncio.Runner(loop_factory=factory) as runner:
+                    runs[loop] = runner.run(side_by_side(local_env, socket, token,
+                                                         n_state, n_send))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
     finally:
         arena.stop()
         chatter.stop()
-    rows = [("GET /agent/v1/state (agent)", state), ("send through the agent", sent),
-            ("send in-process (façade)", local)]
-    ratio = percentile(sent, 50) / percentile(local, 50)
-    state_ok = percentile(state, 99) <= 0.002
-    lines = ["## Agent", "", f"`bench/agent_bench.py`{' --quick' if args.quick else ''}; "
-             f"{machine_line()}. The servers run on threads of the benchmark's process; the "
-             "agent in its own; the client is `http.client` on the agent's Unix socket "
-             "(keep-alive).", "", "| what | n | p50 | p99 |", "|---|---|---|---|"]
-    lines += [f"| {name} | {len(v)} | {fmt_ms(percentile(v, 50))} | "
-              f"{fmt_ms(percentile(v, 99))} |" for name, v in rows]
-    lines += ["", f"* `state` p99 {fmt_ms(percentile(state, 99))} — target ≤ 2 ms: "
-              f"{'met' if state_ok else 'missed'}.",
-              f"* a send through the agent is {ratio:.2f} times the in-process send (p50) — "
-              f"target ≤ 1.2 times: {'met' if ratio <= 1.2 else 'missed'}."]
-    report = "\n".join(lines)
-    print(report)
+    text = report(args.quick, runs)
+    print(text)
     if write:
-        write_block("agent-bench", report)
+        write_block("agent-bench", text)
     return 0
 
 
