@@ -179,8 +179,8 @@ class Agent:
 
     async def _record(self, event: events.Event) -> None:
         data = event.to_dict()
+        key = _dedup(event, data)  # of the event's own data, without the time it came
         data["at"] = datetime.now(UTC).isoformat()
-        key = _dedup(event, event.to_dict())
         seq = await self.log.append(data, key)
         if seq is None:
             return  # re-delivered by the target after a restart: already handed out
