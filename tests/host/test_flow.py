@@ -128,6 +128,21 @@ async def _link(w: World) -> None:
         assert c.branch is Branch.PROMPT
 
 
+async def _bob_says(w: World, text: str, url: str | None = None) -> None:
+    """bob (on chatter, or the server at ``url``) sends ``text`` to alice."""
+    from interapp.client import ServerClient
+
+    cid, secret = w.clients["chatter"]
+    bob = ServerClient(url or w.chatter.url, client_id=cid, client_secret=secret)
+    try:
+        tokens = await bob.password_grant("bob", Secret(PW["bob@chatter"]))
+        bob.access_token = Secret(tokens["access_token"])
+        await bob.api("POST", "/v1/messages", json={"to": "alice", "body": text,
+                                                    "client_msg_id": text})
+    finally:
+        await bob.aclose()
+
+
 async def test_shared_account_system_needs_no_prompt(world: World) -> None:
     async with world.host() as host:
         c = await host.connect("arena-chat", NoInput())
@@ -455,20 +470,10 @@ async def test_host_killed_between_refresh_and_save_keeps_its_link(world: World)
 async def test_event_stream_survives_a_server_restart_with_nothing_lost(world: World) -> None:
     import socket
 
-    from interapp.client import ServerClient
-
     await _link(world)
-    cid, secret = world.clients["chatter"]
 
     async def bob_says(url: str, text: str) -> None:
-        bob = ServerClient(url, client_id=cid, client_secret=secret)
-        try:
-            tokens = await bob.password_grant("bob", Secret(PW["bob@chatter"]))
-            bob.access_token = Secret(tokens["access_token"])
-            await bob.api("POST", "/v1/messages", json={"to": "alice", "body": text,
-                                                        "client_msg_id": text})
-        finally:
-            await bob.aclose()
+        await _bob_says(world, text, url)
 
     async def next_event(stream: Any) -> events.Event:
         return await asyncio.wait_for(anext(stream), 15)
@@ -512,20 +517,10 @@ async def test_stream_cursors_are_saved_without_touching_the_audit_log(world: Wo
     """The cursor is written about once per event received: it lives in ``stream_cursors``
     (vault 0004), not as an audited, fsynced secret; a cursor an older interapp kept as a
     secret is moved there when the stream opens, and nothing is handed out twice."""
-    from interapp.client import ServerClient
-
     await _link(world)
-    cid, secret = world.clients["chatter"]
 
     async def bob_says(text: str) -> None:
-        bob = ServerClient(world.chatter.url, client_id=cid, client_secret=secret)
-        try:
-            tokens = await bob.password_grant("bob", Secret(PW["bob@chatter"]))
-            bob.access_token = Secret(tokens["access_token"])
-            await bob.api("POST", "/v1/messages", json={"to": "alice", "body": text,
-                                                        "client_msg_id": text})
-        finally:
-            await bob.aclose()
+        await _bob_says(world, text)
 
     async def messages(host: Host, n: int) -> list[str]:
         got = []
