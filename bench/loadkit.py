@@ -90,6 +90,15 @@ class HttpConn:
         self.reader = self.writer = None
 
 
+async def request_once(port: int, raw: bytes) -> tuple[int, bytes]:
+    """One request on a connection of its own."""
+    conn = HttpConn(port)
+    try:
+        return await conn.request(raw)
+    finally:
+        conn.close()
+
+
 def build(method: str, path: str, port: int, headers: dict[str, str] | None = None,
           body: bytes = b"") -> bytes:
     """The bytes of one request."""

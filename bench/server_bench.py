@@ -71,6 +71,7 @@ from loadkit import (
     form,
     getter,
     open_loop,
+    request_once,
 )
 
 APP = "bench"
@@ -192,9 +193,7 @@ async def bench_app(backend: str, port: int, pid: int, s: Seed, o: Opts) -> dict
                      "Content-Type": "application/x-www-form-urlencoded"}
     contacts = build("GET", "/v1/contacts", port, bearer(s.contacts_user_token))
     me = build("GET", "/v1/me", port, bearer(s.contacts_user_token))
-    check = HttpConn(port)
-    status, body = await check.request(contacts)
-    check.close()
+    status, body = await request_once(port, contacts)
     n = len(json.loads(body).get("contacts", [])) if status == 200 else -1
     if n != 100:
         raise RuntimeError(f"GET /v1/contacts returned {status} with {n} contacts, not 100")

@@ -10,7 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from benchkit import Bar, bar_chart, cpu_text, met
+from benchkit import Bar, bar_chart, fmt_ms, met
+from benchkit import cpu_text as _cpu
 
 TARGET_RATIO = 1.7
 TARGET_IDLE_MB = 60.0
@@ -28,12 +29,7 @@ def _kb(value: float | None) -> str:
 
 
 def _ms(value: float | None) -> str:
-    if value is None or math.isnan(value):
-        return "—"
-    return f"{value:,.1f} ms" if value < 100 else f"{value:,.0f} ms"
-
-
-_verdict = met
+    return "—" if value is None else fmt_ms(value / 1000)
 
 
 def _ratio(out: dict[str, Any], path: tuple[str, str]) -> float | None:
@@ -41,9 +37,6 @@ def _ratio(out: dict[str, Any], path: tuple[str, str]) -> float | None:
     if not one or not two or not one.get(path[1]):
         return None
     return float(two[path[1]]) / float(one[path[1]])
-
-
-_cpu = cpu_text
 
 
 def _limit_note(out: dict[str, Any]) -> str:
@@ -96,7 +89,7 @@ def targets(out: dict[str, Any]) -> tuple[list[str], list[str]]:
         one, two = out["w1"][path[0]][path[1]], out["w2"][path[0]][path[1]]
         ok = ratio >= TARGET_RATIO
         rows.append(f"| two processes with Redis ≥ {TARGET_RATIO}x one ({label}) | "
-                    f"{one:,.0f} → {two:,.0f} {unit}: **{ratio:.2f}x** | {_verdict(ok)} |")
+                    f"{one:,.0f} → {two:,.0f} {unit}: **{ratio:.2f}x** | {met(ok)} |")
         if not ok:
             misses.append(f"{label}: two processes give {ratio:.2f}x one against ≥ "
                           f"{TARGET_RATIO}x — {(1 - ratio / TARGET_RATIO) * 100:.0f} % short "
@@ -108,7 +101,7 @@ def targets(out: dict[str, Any]) -> tuple[list[str], list[str]]:
         ok = idle <= TARGET_IDLE_MB * MB
         bare = out.get("yardstick", {}).get("idle_rss")
         rows.append(f"| idle server memory ≤ {TARGET_IDLE_MB:g} MB (one process, SQLite) | "
-                    f"**{_mb(idle)}** (bare Starlette: {_mb(bare)}) | {_verdict(ok)} |")
+                    f"**{_mb(idle)}** (bare Starlette: {_mb(bare)}) | {met(ok)} |")
         if not ok:
             misses.append(f"idle memory: {_mb(idle)} against ≤ {TARGET_IDLE_MB:g} MB — "
                           f"{idle / MB - TARGET_IDLE_MB:,.1f} MB "
@@ -123,7 +116,7 @@ def targets(out: dict[str, Any]) -> tuple[list[str], list[str]]:
         ok = reached >= TARGET_STREAMS
         rows.append(f"| {TARGET_STREAMS:,} concurrent event streams in one process | "
                     f"**{reached:,}** open and reached by one event (asked for "
-                    f"{last['target']:,}) | {_verdict(ok)} |")
+                    f"{last['target']:,}) | {met(ok)} |")
         if not ok:
             why = streams.get("stopped") or (
                 f"this run asked for {last['target']:,} only (--streams)"
@@ -134,7 +127,7 @@ def targets(out: dict[str, Any]) -> tuple[list[str], list[str]]:
         ok = at["per_stream"] <= TARGET_KB * KB
         rows.append(f"| ≤ {TARGET_KB:g} KB per stream at {TARGET_STREAMS:,} | "
                     f"**{_kb(at['per_stream'])}** at {at['open']:,} streams | "
-                    f"{_verdict(ok and at['open'] >= TARGET_STREAMS)} |")
+                    f"{met(ok and at['open'] >= TARGET_STREAMS)} |")
         if not ok:
             misses.append(f"memory per stream: {_kb(at['per_stream'])} at {at['open']:,} "
                           f"streams against ≤ {TARGET_KB:g} KB — "
