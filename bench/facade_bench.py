@@ -4,35 +4,22 @@
     .venv/bin/python bench/facade_bench.py [--quick] [--rounds N] [--buddies 100]
                                            [--write | --no-write]
 
-The target, ``chatter``, is a real ``interapp serve`` process (SQLite, one worker), so that the
-figures are those of an application talking to a server over loopback and the server does not
-share this process's GIL; the local application (``arena``, idle while measuring) runs on a
-thread of this process. alice has ``--buddies`` buddies on chatter, bob among them; carol has
-10 (to tell the fixed cost from the per-buddy cost).
-
-* **through the façade**: a :class:`~interapp.host.Host` on a fresh data folder, signed in to
-  arena, with chatter linked through the prompt (a real password login);
-  ``host.send("chatter", "bob", …)``, ``host.buddies("chatter")`` and ``host.buddies()`` (all
-  targets: the unified list);
-* **directly**: a second object of the same installed ``interapp`` plug-in for the same server,
-  logged in as alice by its own ``login()``, and its ``send("bob", …, client_msg_id)`` and
-  ``buddies()``.
-
-Nobody subscribes to the host's events, so neither side has an event stream open and both
-send with ``POST /v1/messages`` (with a stream open the plug-in sends on it instead, on both
-sides alike). Each pair is measured by :func:`benchkit.overhead`: the two calls alternate
-(which goes first flips every round), so the machine's noise hits both alike; p50/p99 of each,
-the overhead of the façade at the median in % and in µs. Target: ≤ 5 % (issue 11). The block
-``facade-bench`` of ``docs/performance.md`` is written by a full run (``--quick``: only with
-``--write``).
+The target, ``chatter``, is a real ``interapp serve`` process (SQLite, one worker); the local
+application (``arena``, idle while measuring) runs on a thread of this process. alice has
+``--buddies`` buddies on chatter, bob among them; carol has 10 (fixed against per-buddy cost).
+The façade side is a ``Host`` with chatter linked through the prompt (``host.send``,
+``host.buddies("chatter")``, ``host.buddies()``); the direct side a second object of the same
+installed plug-in, logged in by its own ``login()``. Nobody subscribes to the host's events,
+so both sides send with ``POST /v1/messages``. Each pair is measured by
+:func:`benchkit.overhead` (the two calls alternate). Target: ≤ 5 % at the median. The block
+is ``facade-bench`` of ``docs/performance.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import os
+import contextlib
 import sys
 import tempfile
 import uuid
@@ -42,15 +29,19 @@ from benchkit import (
     fmt_ms,
     machine_line,
     met,
+    open_host,
     overhead,
+    parse,
+    parser,
     plugin_instance,
+    publish,
     say,
     seeding,
     serve,
-    write_block,
+    vault_key,
 )
 
-from interapp.host import Host, Scripted, Secret
+from interapp.host import Scripted, Secret
 from interapp.testing.servers import ThreadedServer
 
 TARGET_PCT = 5.0
@@ -82,7 +73,6 @@ async def measure(folder: Path, arena: ThreadedServer, chatter_url: str,
                   clients: dict[str, tuple[str, str]], rounds: int,
                   buddies: int) -> dict[str, dict[str, float]]:
     """The pairs of calls, each interleaved."""
-    key = base64.b64encode(os.urandom(32)).decode()
     cid, secret = clients["chatter"]
     direct = {}
     for user in ("alice", "carol"):
@@ -91,10 +81,9 @@ async def measure(folder: Path, arena: ThreadedServer, chatter_url: str,
         await direct[user].login({"username": user, "password": Secret(PW)})
     alice, carol = direct["alice"], direct["carol"]
     out: dict[str, dict[str, float]] = {}
-    async with Host.open(folder / "home", vault_key=key, env={}) as host:
-        acid, asecret = clients["arena"]
-        await host.set_local(arena.url, client_id=acid, client_secret=asecret)
-        await host.sign_in("alice", PW)
+    async with contextlib.aclosing(await open_host(
+            folder / "home", arena.url, clients["arena"], "alice", PW, vault_key=vault_key(),
+            env={})) as host:
         for name, user in (("chatter", "alice"), ("chatter-carol", "carol")):
             await host.add_target(name, plugin="interapp", server=chatter_url, client_id=cid,
                                   client_secret=secret)
@@ -179,15 +168,11 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> st
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="300 rounds instead of 2,000")
+    p = parser(__doc__, "300 rounds instead of 2,000")
     p.add_argument("--rounds", type=int, help="rounds per pair of calls (default 2,000)")
     p.add_argument("--buddies", type=int, default=100, help="alice's buddies on chatter")
-    p.add_argument("--write", dest="write", action="store_true", default=None)
-    p.add_argument("--no-write", dest="write", action="store_false")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     args.rounds = args.rounds or (300 if args.quick else 2000)
-    write = (not args.quick) if args.write is None else args.write
     with tempfile.TemporaryDirectory(prefix="facade-bench-") as tmp:
         folder = Path(tmp)
         clients = asyncio.run(seed(folder, args.buddies))
@@ -199,10 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             chatter.stop()
             arena.stop()
-    text = report(results, args)
-    print(text)
-    if write:
-        write_block("facade-bench", text)
+    publish("facade-bench", report(results, args), args.write)
     return 0
 
 
