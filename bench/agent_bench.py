@@ -3,28 +3,20 @@ the agent against the same send through the in-process façade, in one run.
 
     .venv/bin/python bench/agent_bench.py [--quick] [--write | --no-write]
 
-Two real application servers (``arena``, the local app; ``chatter``, the target) run on
-threads of this process (SQLite); a data folder is configured and chatter linked through the
-prompt, as ``interapp`` would. Then, one after the other on the same servers:
-
-1. **in-process**: a :class:`~interapp.host.Host` on that folder, listening to its events as
-   an application does (and as the agent does), sends N messages to bob (``host.send``, each
-   awaited) — p50/p99;
-2. **through the agent**: ``interapp agent`` runs in its own process on the same folder; a
-   plain HTTP/1.1 client on its Unix socket (keep-alive, one connection, the standard
-   library's ``http.client``, so the client adds as little as possible) times
-   ``GET /agent/v1/state`` (M times) and ``POST /agent/v1/messages`` (N times) — p50/p99.
-
-Targets: ``state`` p99 ≤ 2 ms; a send through the agent ≤ 1.2 times the in-process send (p50).
-The results are printed and, with ``--write`` (the default for a full run), written as the
-``agent-bench`` block of ``docs/performance.md``.
+Two application servers (``arena``, the local app; ``chatter``, the target) run on threads of
+this process (SQLite); a data folder is configured and chatter linked through the prompt.
+Then, on the same servers: (1) **in-process**, a :class:`~interapp.host.Host` on that folder,
+listening to its events as an application does, sends N messages to bob (each awaited);
+(2) **through the agent**, ``interapp agent`` runs in its own process on the same folder and
+``http.client`` on its Unix socket (keep-alive, one connection) times ``GET /agent/v1/state``
+and ``POST /agent/v1/messages``. Targets: ``state`` p99 ≤ 2 ms; a send through the agent
+≤ 1.2 times the in-process send (p50). The block is ``agent-bench`` of
+``docs/performance.md``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import base64
 import http.client
 import json
 import os
@@ -39,7 +31,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchkit import fmt_ms, machine_line, percentile, say, seeding, write_block
+from benchkit import (
+    fmt_ms,
+    machine_line,
+    parse,
+    parser,
+    percentile,
+    publish,
+    say,
+    seeding,
+    vault_key,
+)
 
 from interapp.host import Host, Scripted, events
 from interapp.testing.servers import ThreadedServer
@@ -166,13 +168,9 @@ def through_agent(home: Path, env: dict[str, str], n_state: int, n_send: int
         proc.wait(30)
 
 
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer iterations")
-    p.add_argument("--write", dest="write", action="store_true", default=None)
-    p.add_argument("--no-write", dest="write", action="store_false")
-    args = p.parse_args(argv)
-    write = (not args.quick) if args.write is None else args.write
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    args = parse(parser(__doc__, "fewer iterations"), argv)
     n_state, n_send = (300, 100) if args.quick else (3000, 1000)
     tmp = Path(tempfile.mkdtemp(prefix="agent-bench-"))
     arena = ThreadedServer("arena", tmp / "arena.db").start()
@@ -183,7 +181,7 @@ def main(argv: list[str]) -> int:
         home = tmp / "home"
         env = {k: v for k, v in os.environ.items() if not k.startswith("INTERAPP_")}
         env.update(INTERAPP_HOME=str(home), INTERAPP_VAULT_KEYRING="0",
-                   INTERAPP_VAULT_KEY=base64.b64encode(os.urandom(32)).decode())
+                   INTERAPP_VAULT_KEY=vault_key())
         asyncio.run(configure(home, env, arena, chatter))
         say(f"in-process façade: {n_send} sends")
         local = asyncio.run(in_process(home, env, n_send))
@@ -206,12 +204,9 @@ def main(argv: list[str]) -> int:
               f"{'met' if state_ok else 'missed'}.",
               f"* a send through the agent is {ratio:.2f} times the in-process send (p50) — "
               f"target ≤ 1.2 times: {'met' if ratio <= 1.2 else 'missed'}."]
-    report = "\n".join(lines)
-    print(report)
-    if write:
-        write_block("agent-bench", report)
+    publish("agent-bench", "\n".join(lines), args.write)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

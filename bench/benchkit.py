@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import math
@@ -85,6 +86,21 @@ def percentiles_ms(seconds: Sequence[float], ps: Sequence[float] = (50, 90, 99, 
         v = percentile(seconds, p)
         out[f"p{p:g}"] = None if math.isnan(v) else round(v * 1000, 2)
     return out
+
+
+def jsonable(value: Any, **extra: Any) -> Any:
+    """Plain JSON of a figure, or of a dataclass's fields (and ``extra``): lists of seconds as
+    ``percentiles_ms``, floats rounded (NaN as None), counters as dicts."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {**{f.name: jsonable(getattr(value, f.name))
+                   for f in dataclasses.fields(value)}, **extra}
+    if isinstance(value, list):
+        return percentiles_ms(value)
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, 3)
+    return value
 
 
 def met(ok: bool) -> str:

@@ -1,7 +1,7 @@
 """Side-by-side benchmark of messages and logins (issue 6): interapp vs Synapse vs Prosody.
 
     .venv/bin/python bench/compare_messages.py [--quick] [--pairs 20] [--messages 10000]
-                                               [--no-write]
+                                               [--write | --no-write]
 
 One run, one machine, all three servers on 127.0.0.1 at once (``bench/compare_peers.py``):
 one ``interapp serve`` process (SQLite, one worker), Synapse on SQLite (``matrix`` plug-in) and
@@ -29,7 +29,8 @@ password login; Prosody SASL login (a whole XMPP session start and close).
 
 CPU seconds of every server process and of this process are recorded per phase. Results:
 a Markdown block ``compare-messages`` in ``docs/performance.md``, charts in ``docs/perf/`` and
-the raw figures in ``docs/perf/compare-messages.json`` (``--no-write``: print only).
+the raw figures in ``docs/perf/compare-messages.json`` (a full run; ``--quick`` only with
+``--write``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ import contextlib
 import datetime as dt
 import math
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -110,14 +110,8 @@ class MsgResult:
 
     def summary(self) -> dict[str, Any]:
         """Plain data for the JSON file."""
-        return {"network": self.network, "phase": self.phase, "planned": self.planned,
-                "sent": self.sent, "received": self.received, "missing": self.missing,
-                "duplicates": self.duplicates, "unexpected": self.unexpected,
-                "seconds": round(self.seconds, 3), "throughput_per_s": _r(self.throughput),
-                "latency_ms": _pcts(self.latencies), "send_call_ms": _pcts(self.acks),
-                "errors": dict(self.errors), "stalls": self.stalls, "bound": self.bound,
-                "rate_per_s": self.rate, "cpu_cores": {k: round(v, 3)
-                                                       for k, v in self.cpu.items()}}
+        return benchkit.jsonable(self, missing=self.missing,
+                                 throughput_per_s=benchkit.jsonable(self.throughput))
 
 
 @dataclass
@@ -141,18 +135,7 @@ class OpResult:
 
     def summary(self) -> dict[str, Any]:
         """Plain data for the JSON file."""
-        return {"name": self.name, "label": self.label, "concurrency": self.concurrency,
-                "count": self.count, "seconds": round(self.seconds, 3),
-                "rate_per_s": _r(self.rate), "latency_ms": _pcts(self.latencies),
-                "errors": dict(self.errors), "note": self.note,
-                "cpu_cores": {k: round(v, 3) for k, v in self.cpu.items()}}
-
-
-_pcts = benchkit.percentiles_ms
-
-
-def _r(x: float) -> float | None:
-    return None if math.isnan(x) else round(x, 2)
+        return benchkit.jsonable(self, rate_per_s=benchkit.jsonable(self.rate))
 
 
 # --------------------------------------------------------------------------- messages
@@ -630,10 +613,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     meta: dict[str, Any] = {"machine": benchkit.machine_line(), "quick": args.quick,
                             "started": f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
                             "sizes": sizes.__dict__}
-    with contextlib.suppress(NotImplementedError, RuntimeError):  # SIGTERM: clean up too
-        task = asyncio.current_task()
-        assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     folder = Path(tempfile.mkdtemp(prefix="compare-messages-"))
     ok = False
     try:
@@ -677,10 +656,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="small sizes (about 2 minutes): 1,000 messages, 6 s paced, 3 s logins")
+    p = benchkit.parser(__doc__, "small sizes (about 2 minutes): 1,000 messages, 6 s paced, "
+                        "3 s logins")
     p.add_argument("--pairs", type=int, default=20, help="pairs of buddies per network")
     p.add_argument("--messages", type=int, help="saturation messages for interapp and "
                    "Prosody (default 10,000; quick 1,000)")
@@ -699,9 +676,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--login-seconds", type=float, help="each logins phase (default 10)")
     p.add_argument("--login-concurrency", type=int, default=8,
                    help="login workers (default 8)")
-    p.add_argument("--no-write", action="store_true",
-                   help="print the report; write neither docs nor charts nor JSON")
-    args = p.parse_args(argv)
+    args = benchkit.parse(p, argv)
     if args.pairs < 1 or args.window < 1 or args.rate <= 0 or args.login_concurrency < 1:
         p.error("--pairs, --window, --login-concurrency must be ≥ 1 and --rate > 0")
     return args
@@ -716,14 +691,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compare_messages: {exc}", file=sys.stderr)
         return 2
     try:
-        results = asyncio.run(run(args))
+        results = benchkit.run_loop(run(args), fast=False)  # the CLI's standard loop
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("compare_messages: interrupted; every server it started was stopped",
               file=sys.stderr)
         return 130
     from compare_report import publish
 
-    publish(results, write=not args.no_write)
+    publish(results, write=args.write)
     return 0
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import importlib.metadata as md
 import os
 import subprocess
 from collections.abc import Awaitable, Callable
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from benchkit import CpuMeter, Proc, bounded, plugin_instance, seeding, serve
+from benchkit import versions as kit_versions
 
 from interapp.secret import Secret
 
@@ -311,24 +311,16 @@ class Peers:
 
 def versions() -> str:
     """Versions of the three servers and the plug-ins' client libraries."""
-    def pkg(name: str) -> str:
-        try:
-            return md.version(name)
-        except md.PackageNotFoundError:
-            return "?"
+    from interapp.testing.synapse import find_synapse_python
 
-    prosody = "?"
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "prosody"],
-                             capture_output=True, text=True, timeout=10, check=False)
-        prosody = out.stdout.strip() or "?"
-    synapse = "?"
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        from interapp.testing.synapse import find_synapse_python
-
-        out = subprocess.run([str(find_synapse_python()), "-c",
-                              "import synapse; print(synapse.__version__)"],
-                             capture_output=True, text=True, timeout=60, check=False)
-        synapse = out.stdout.strip() or "?"
-    return (f"interapp {pkg('interapp')}, Synapse {synapse}, Prosody {prosody}; "
-            f"httpx {pkg('httpx')}, websockets {pkg('websockets')}, slixmpp {pkg('slixmpp')}")
+    found = {"interapp": kit_versions(["interapp"])}
+    for name, argv in (("Synapse", [str(find_synapse_python()), "-c",
+                                    "import synapse; print(synapse.__version__)"]),
+                       ("Prosody", ["dpkg-query", "-W", "-f", "${Version}", "prosody"])):
+        out = "?"
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                                 check=False).stdout.strip() or "?"
+        found[name] = f"{name} {out}"
+    return (f"{found['interapp']}, {found['Synapse']}, {found['Prosody']}; "
+            + kit_versions(["httpx", "websockets", "slixmpp"]))

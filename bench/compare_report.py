@@ -17,15 +17,14 @@ from typing import Any
 
 import benchkit
 from benchkit import Bar, fmt_ms, fmt_rate, met
+from compare_peers import LABELS, OTHER, SELF
 
 MAX_RSS_RATIO = 1.3  # interapp serve's RSS at the end ÷ after the set-up (issue 12)
 TARGET_RATIO = 2.5  # interapp ÷ Prosody messages/s at saturation (issue 12; 1.5 in issue 6)
 NOMINAL = {"prosody_rate": 1000.0, "prosody_p50": 0.0022, "prosody_p99": 0.0046,
            "synapse_rate": 12.0}  # the issue's figures for the peers (reference only)
-NETS = (("interapp", "interapp serve"), ("xmpp", "Prosody (xmpp)"),
-        ("matrix", "Synapse (matrix)"))
-PROCS = ("interapp serve", "Prosody", "Synapse", "local app (idle)", "load generator + host",
-         "every other process")
+NETS = tuple(LABELS.items())
+PROCS = ("interapp serve", "Prosody", "Synapse", "local app (idle)", SELF, OTHER)
 NOISY = 0.3  # cores used by foreign processes above which a phase is flagged
 BUSY = 0.85  # cores above which a process counts as saturated
 
@@ -63,8 +62,8 @@ def _delivery(r: Any) -> str:
 
 def _limits(r: Any) -> str:
     """Which process was the bottleneck of a phase, from its CPU figures."""
-    cpu = {k: v for k, v in r.cpu.items() if k != "every other process"}
-    other = r.cpu.get("every other process", 0.0)
+    cpu = {k: v for k, v in r.cpu.items() if k != OTHER}
+    other = r.cpu.get(OTHER, 0.0)
     busy = [f"{k} {v:.2f}" for k, v in cpu.items() if v >= BUSY]
     used = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items() if v >= 0.05)
     noise = (f" Other work on the machine used {other:.2f} cores meanwhile: the figure is "
