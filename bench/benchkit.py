@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -626,6 +626,12 @@ class Table:
             md += ["", "Where the time goes:", "", *(f"- {n}" for n in notes)]
         return "\n".join(md) + "\n"
 
+
+
+def table(head: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """A Markdown table's lines."""
+    return [f"| {' | '.join(head)} |", "|" + "---|" * len(head),
+            *(f"| {' | '.join(str(c) for c in row)} |" for row in rows)]
 
 
 def publish(name: str, markdown: str, write: bool, path: Path = REPORT) -> None:
