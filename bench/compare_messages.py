@@ -3,34 +3,24 @@
     .venv/bin/python bench/compare_messages.py [--quick] [--pairs 20] [--messages 10000]
                                                [--write | --no-write]
 
-One run, one machine, all three servers on 127.0.0.1 at once (``bench/compare_peers.py``):
-one ``interapp serve`` process (SQLite, one worker), Synapse on SQLite (``matrix`` plug-in) and
-Prosody (``xmpp`` plug-in); on each, ``--pairs`` pairs of buddies, every account linked through
-one :class:`~interapp.host.Host` per network. This process is the load generator *and* the host.
-
-Phases, per network (interapp, then Prosody, then Synapse):
+All three servers run on 127.0.0.1 at once (``bench/compare_peers.py``), each with ``--pairs``
+pairs of buddies linked through one :class:`~interapp.host.Host` per network; this process is
+the load generator *and* the host. Per network (interapp, Prosody, Synapse):
 
 * **warm-up** — one message per pair, repeated until every receiver's stream delivers;
-* **saturation** — every pair's sender sends through the host SDK (``Host.send``) with at
-  most ``--window`` of its messages undelivered: a closed loop on end-to-end delivery, so
-  every network gets the same offered load whatever its ``send`` waits for. Receivers consume
-  ``Host.events()`` (the host's merged, resumable event stream; it saves cursors as it does
-  for any application). Throughput = messages received ÷ (last receipt - first send);
-  latency = receipt - the start of the send call. ``--messages`` in total for interapp and
-  Prosody; Synapse is bounded by ``--synapse-seconds`` / ``--synapse-messages``;
-* **paced** — ``--rate`` messages/s (default 5) for ``--paced-seconds``, round-robin over the
-  pairs, open loop: latency counted from the *intended* send time.
+* **saturation** — every sender sends with ``Host.send``, at most ``--window`` messages
+  undelivered (a closed loop on delivery, the same offered load for every network); receivers
+  consume ``Host.events()``. Throughput = received ÷ (last receipt - first send); latency =
+  receipt - start of the send call. ``--messages`` for interapp and Prosody; Synapse bounded by
+  ``--synapse-seconds`` / ``--synapse-messages``;
+* **paced** — ``--rate`` messages/s for ``--paced-seconds``, round-robin, open loop: latency
+  from the *intended* send time.
 
-Every message body is unique; each is checked to arrive exactly once (missing, duplicated and
-unexpected messages are counted and reported, never hidden). Then logins/s through the
-plug-ins with ``--login-concurrency`` workers for ``--login-seconds`` each: interapp password
-grant, refresh grant (one rotating chain per worker), same-account JWT-bearer grant; Synapse
-password login; Prosody SASL login (a whole XMPP session start and close).
-
-CPU seconds of every server process and of this process are recorded per phase. Results:
-a Markdown block ``compare-messages`` in ``docs/performance.md``, charts in ``docs/perf/`` and
-the raw figures in ``docs/perf/compare-messages.json`` (a full run; ``--quick`` only with
-``--write``).
+Every body is unique and checked to arrive exactly once. Then logins/s through the plug-ins
+(``--login-concurrency`` workers, ``--login-seconds`` each): interapp password, refresh and
+same-account JWT-bearer grants, Synapse password login, Prosody SASL login. CPU of every
+process is recorded per phase. Results: the ``compare-messages`` block of
+``docs/performance.md``, charts and ``compare-messages.json`` in ``docs/perf/``.
 """
 
 from __future__ import annotations
