@@ -345,6 +345,17 @@ class Bench:
             conn.close()
         return None
 
+    async def baseline(self, server: Proc, acc: Accounts, arrivals: Arrivals,
+                       deflate: bool = False) -> int:
+        """Warm the stream code path with 20 streams, close them; the server's RSS then."""
+        await open_streams(server.port, acc.member_tokens, 20, arrivals.on_event,
+                           into=self.streams, deflate=deflate)
+        await self.wait_subscribed(server.port, 20, 30)
+        await self.reach_all(server.port, acc, arrivals, 10)
+        self.close_streams()
+        await asyncio.sleep(1.0)
+        return rss_bytes(server.pid)
+
     async def yardstick(self) -> None:
         """The bare Starlette endpoint: req/s and idle RSS."""
         self.step("yardstick: bare Starlette")
@@ -383,13 +394,7 @@ class Bench:
             self.out["idle_sqlite"] = {"rss": rss_bytes(server.pid)}
             say(f"  idle interapp serve (SQLite, 1 process): {rss_bytes(server.pid) / MB:.1f} MB")
             arrivals = Arrivals()
-            # Warm the stream code path, then take the baseline.
-            await open_streams(server.port, tokens, 20, arrivals.on_event, into=self.streams)
-            await self.wait_subscribed(server.port, 20, 30)
-            await self.reach_all(server.port, acc, arrivals, 10)
-            self.close_streams()
-            await asyncio.sleep(1.0)
-            base = rss_bytes(server.pid)
+            base = await self.baseline(server, acc, arrivals)
             res["base_rss"] = base
             targets = sorted({min(1000, self.plan.streams), self.plan.streams})
             sub = self.bar.add_task("  opening streams", total=targets[-1])
@@ -449,13 +454,7 @@ class Bench:
         try:
             await self.warm(server.port, acc, 3)
             arrivals = Arrivals()
-            await open_streams(server.port, acc.member_tokens, 20, arrivals.on_event,
-                               into=self.streams, deflate=True)
-            await self.wait_subscribed(server.port, 20, 30)
-            await self.reach_all(server.port, acc, arrivals, 10)
-            self.close_streams()
-            await asyncio.sleep(1.0)
-            base = rss_bytes(server.pid)
+            base = await self.baseline(server, acc, arrivals, deflate=True)
             report = await open_streams(server.port, acc.member_tokens, n, arrivals.on_event,
                                         into=self.streams, deflate=True)
             await self.wait_subscribed(server.port, len(self.streams), 60)

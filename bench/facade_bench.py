@@ -20,10 +20,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import sys
 import tempfile
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 from benchkit import (
     fmt_ms,
@@ -88,40 +91,20 @@ async def measure(folder: Path, arena: ThreadedServer, chatter_url: str,
             await host.add_target(name, plugin="interapp", server=chatter_url, client_id=cid,
                                   client_secret=secret)
             await host.connect(name, Scripted({"username": user, "password": PW}))
-        n = [0]
+        bodies = (f"facade-bench {i}" for i in itertools.count())
+        small = min(SMALL, buddies)
 
-        def body() -> str:
-            n[0] += 1
-            return f"facade-bench {n[0]}"
+        async def listed(call: Awaitable[list[Any]], count: int) -> None:
+            assert len(await call) == count
 
-        async def direct_send() -> None:
-            await alice.send("bob", body(), uuid.uuid4().hex)
-
-        async def host_send() -> None:
-            await host.send("chatter", "bob", body())
-
-        async def direct_buddies() -> None:
-            assert len(await alice.buddies()) == buddies
-
-        async def host_buddies() -> None:
-            assert len(await host.buddies("chatter")) == buddies
-
-        async def direct_small() -> None:
-            assert len(await carol.buddies()) == min(SMALL, buddies)
-
-        async def host_small() -> None:
-            assert len(await host.buddies("chatter-carol")) == min(SMALL, buddies)
-
-        async def direct_both() -> None:
-            await asyncio.gather(alice.buddies(), carol.buddies())
-
-        async def host_all() -> None:
-            assert len(await host.buddies()) == buddies + min(SMALL, buddies)
-
-        pairs = (("send", direct_send, host_send),
-                 ("buddies(target)", direct_buddies, host_buddies),
-                 ("buddies(target) small", direct_small, host_small),
-                 ("buddies()", direct_both, host_all))
+        pairs = (("send", lambda: alice.send("bob", next(bodies), uuid.uuid4().hex),
+                  lambda: host.send("chatter", "bob", next(bodies))),
+                 ("buddies(target)", lambda: listed(alice.buddies(), buddies),
+                  lambda: listed(host.buddies("chatter"), buddies)),
+                 ("buddies(target) small", lambda: listed(carol.buddies(), small),
+                  lambda: listed(host.buddies("chatter-carol"), small)),
+                 ("buddies()", lambda: asyncio.gather(alice.buddies(), carol.buddies()),
+                  lambda: listed(host.buddies(), buddies + small)))
         for name, plain, wrapped in pairs:
             for _ in range(max(20, rounds // 20)):  # warm-up: pools, statement caches
                 await plain()
