@@ -17,6 +17,7 @@ and ``POST /agent/v1/messages``. Targets: ``state`` p99 ≤ 2 ms; a send through
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import os
@@ -34,20 +35,20 @@ from typing import Any
 from benchkit import (
     fmt_ms,
     machine_line,
+    open_host,
     parse,
     parser,
     percentile,
     publish,
     say,
-    seeding,
+    seed_app,
     vault_key,
 )
 
 from interapp.host import Host, Scripted, events
 from interapp.testing.servers import ThreadedServer
 
-PW = {"alice@arena": "arena-bench-pw", "alice@chatter": "chatter-bench-pw",
-      "bob@chatter": "bob-bench-pw"}
+PW = {"alice@arena": "arena-bench-pw", "alice@chatter": "chatter-bench-pw"}
 
 
 class UnixHTTP(http.client.HTTPConnection):
@@ -62,27 +63,13 @@ class UnixHTTP(http.client.HTTPConnection):
         self.sock.connect(self.path)
 
 
-def seed(server: ThreadedServer, users: dict[str, str], buddies: bool) -> None:
-    """Accounts (each with its own password) and, with ``buddies``, the first two buddies."""
-    async def work() -> None:
-        made = []
-        for name, pw in users.items():
-            async with seeding(server.db_url, pw) as sd:
-                made.append(await sd.user(name))
-        if buddies:
-            async with seeding(server.db_url) as sd:
-                await sd.buddies(made[0], made[1])
-
-    server.call(work)
-
-
 async def configure(home: Path, env: dict[str, str], arena: ThreadedServer,
-                    chatter: ThreadedServer) -> None:
-    acid, asecret = arena.create_client("host")
-    ccid, csecret = chatter.create_client("host")
-    async with Host.open(home, env=env) as host:
-        await host.set_local(arena.url, client_id=acid, client_secret=asecret)
-        await host.sign_in("alice", PW["alice@arena"])
+                    chatter: ThreadedServer, clients: dict[str, tuple[str, str]]) -> None:
+    """The data folder: arena as the local application, chatter linked through the prompt."""
+    host = await open_host(home, arena.url, clients["arena"], "alice", PW["alice@arena"],
+                           env=env)
+    async with contextlib.aclosing(host):
+        ccid, csecret = clients["chatter"]
         await host.add_target("chatter", plugin="interapp", server=chatter.url,
                               client_id=ccid, client_secret=csecret)
         await host.connect("chatter", Scripted({"username": "alice",
@@ -173,16 +160,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(parser(__doc__, "fewer iterations"), argv)
     n_state, n_send = (300, 100) if args.quick else (3000, 1000)
     tmp = Path(tempfile.mkdtemp(prefix="agent-bench-"))
+    clients = {
+        "arena": asyncio.run(seed_app(tmp / "arena.db", PW["alice@arena"], ["alice"])),
+        "chatter": asyncio.run(seed_app(tmp / "chatter.db", PW["alice@chatter"],
+                                        ["alice", "bob"], [(0, 1)]))}
     arena = ThreadedServer("arena", tmp / "arena.db").start()
     chatter = ThreadedServer("chatter", tmp / "chatter.db").start()
     try:
-        seed(arena, {"alice": PW["alice@arena"]}, False)
-        seed(chatter, {"alice": PW["alice@chatter"], "bob": PW["bob@chatter"]}, True)
         home = tmp / "home"
         env = {k: v for k, v in os.environ.items() if not k.startswith("INTERAPP_")}
         env.update(INTERAPP_HOME=str(home), INTERAPP_VAULT_KEYRING="0",
                    INTERAPP_VAULT_KEY=vault_key())
-        asyncio.run(configure(home, env, arena, chatter))
+        asyncio.run(configure(home, env, arena, chatter, clients))
         say(f"in-process façade: {n_send} sends")
         local = asyncio.run(in_process(home, env, n_send))
         say(f"through the agent: {n_state} GET /state, {n_send} sends")

@@ -479,6 +479,18 @@ async def seeding(db_url: str, password: str | None = None) -> AsyncIterator[See
         await db.close()
 
 
+async def seed_app(db: Path, password: str, users: Sequence[str],
+                   buddies: Sequence[tuple[int, int]] = ()) -> tuple[str, str]:
+    """A fresh SQLite application database: ``users`` (one password), ``buddies`` (pairs of
+    indexes into ``users``) and a confidential client ``bench-host``; its id and secret."""
+    async with seeding(f"sqlite:///{db}", password) as sd:
+        made = [await sd.user(name) for name in users]
+        for a, b in buddies:
+            await sd.buddies(made[a], made[b])
+        cid, secret = await sd.client("bench-host")
+    return cid, secret or ""
+
+
 def plugin_instance(plugin: str, server: str, *, client_id: str | None = None,
                     client_secret: Any = None, account_system: str = "separate",
                     name: str | None = None) -> Any:
@@ -616,8 +628,8 @@ class Table:
 
     def render(self, title: str, head: str, notes: Sequence[str] = ()) -> str:
         """The Markdown block: title, a paragraph, the table, what is missed, the notes."""
-        md = [title, "", head, "", "| Metric | Measured | Target | Status |",
-              "|---|---|---|---|", *(f"| {' | '.join(r)} |" for r in self.rows), ""]
+        md = [title, "", head, "", *table(["Metric", "Measured", "Target", "Status"],
+                                          self.rows), ""]
         md += [*self.extra, ""] if self.extra else []
         missed = [r[0].split(":")[0] for r in self.rows if "NOT met" in r[3]]
         md.append("Not met: " + "; ".join(missed) + "." if missed else

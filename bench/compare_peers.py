@@ -28,6 +28,7 @@ from benchkit import (
     bounded,
     open_host,
     plugin_instance,
+    seed_app,
     seeding,
     serve,
     vault_key,
@@ -158,13 +159,9 @@ class Peers:
 
     async def _start_home(self) -> Proc:
         """The local application: user ``bench`` and the host's client."""
-        db_path = self.folder / "local.db"
-        async with seeding(f"sqlite:///{db_path}", PASSWORD) as sd:
-            await sd.user("bench")
-            client_id, secret = await sd.client("bench-host")
-        assert secret is not None
-        self.home_client = (str(client_id), Secret(secret))
-        server = await self._serve("local", db_path)
+        client_id, secret = await seed_app(self.folder / "local.db", PASSWORD, ["bench"])
+        self.home_client = (client_id, Secret(secret))
+        server = await self._serve("local", self.folder / "local.db")
         self.home_url = f"http://127.0.0.1:{server.port}"
         return server
 

@@ -39,7 +39,7 @@ from benchkit import (
     plugin_instance,
     publish,
     say,
-    seeding,
+    seed_app,
     serve,
     vault_key,
 )
@@ -55,21 +55,11 @@ PW = "facade-bench-pw"
 async def seed(folder: Path, buddies: int) -> dict[str, tuple[str, str]]:
     """arena: alice; chatter: alice with ``buddies`` buddies (bob first) and carol with
     ``SMALL`` (bob among them). A client on each."""
-    clients = {}
-    async with seeding(f"sqlite:///{folder / 'arena.db'}", PW) as sd:
-        await sd.user("alice")
-        cid, secret = await sd.client("bench-host")
-        clients["arena"] = (cid, secret or "")
-    async with seeding(f"sqlite:///{folder / 'chatter.db'}", PW) as sd:
-        alice, carol = await sd.user("alice"), await sd.user("carol")
-        others = [await sd.user("bob" if i == 0 else f"b{i:03d}") for i in range(buddies)]
-        for i, other in enumerate(others):
-            await sd.buddies(alice, other)
-            if i < SMALL:
-                await sd.buddies(carol, other)
-        cid, secret = await sd.client("bench-host")
-        clients["chatter"] = (cid, secret or "")
-    return clients
+    others = ["bob", *(f"b{i:03d}" for i in range(1, buddies))]
+    pairs = [(0, 2 + i) for i in range(buddies)] + [(1, 2 + i) for i in range(SMALL)]
+    return {"arena": await seed_app(folder / "arena.db", PW, ["alice"]),
+            "chatter": await seed_app(folder / "chatter.db", PW, ["alice", "carol", *others],
+                                      [p for p in pairs if p[1] < 2 + buddies])}
 
 
 async def measure(folder: Path, arena: ThreadedServer, chatter_url: str,

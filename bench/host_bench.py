@@ -48,7 +48,7 @@ from benchkit import (
     percentile,
     publish,
     say,
-    seeding,
+    seed_app,
     vault_key,
 )
 
@@ -68,13 +68,8 @@ def pct(values: list[float], q: float) -> float:
 
 async def seed_apps(folder: Path) -> dict[str, Any]:
     """arena: alice (password); chatter: alice (password). A confidential client on each."""
-    clients: dict[str, Any] = {}
-    for app in ("arena", "chatter"):
-        async with seeding(f"sqlite:///{folder / app}.db", PW[f"alice@{app}"]) as sd:
-            await sd.user("alice", "Alice")
-            cid, secret = await sd.client("bench-host")
-            clients[app] = (cid, secret or "")
-    return clients
+    return {app: await seed_app(folder / f"{app}.db", PW[f"alice@{app}"], ["alice"])
+            for app in ("arena", "chatter")}
 
 
 async def host_on(home: Path, key: str, arena: Any, clients: dict[str, Any]) -> Any:

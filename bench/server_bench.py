@@ -53,12 +53,12 @@ from benchkit import (
     percentile,
     pg_available,
     pg_database,
+    publish,
     run_loop,
     seeding,
     serve,
     serve_bare,
     versions,
-    write_block,
 )
 from loadkit import (
     ConnPool,
@@ -492,11 +492,8 @@ async def main_async(args: argparse.Namespace) -> int:
     shutil.rmtree(work, ignore_errors=True)
     yard = Yardstick(bare, bare_pinned)
     print()
-    print(summary_lines(yard, all_results))
-    if args.write:
-        write_block("server-bench", render(yard, all_results, args, started, o, calibration),
-                    Path(args.out))
-        print(f"wrote {args.out}")
+    publish("server-bench", render(yard, all_results, args, started, o, calibration),
+            args.write, Path(args.out))
     return 0
 
 
@@ -589,21 +586,6 @@ def rows_for(yard: Yardstick, r: dict[str, Result]) -> tuple[list[Row], list[str
               f"{x.target}".replace("**", "").replace(", — the bare endpoint", "")
               for x in rows if "NOT" in x.met]
     return rows, misses
-
-
-def summary_lines(yard: Yardstick, results: dict[str, dict[str, Result]]) -> str:
-    out = [f"bare Starlette GET /json: {yard.unpinned.rate:,.0f}/s"]
-    if yard.pinned:
-        out.append(f"bare Starlette GET /json, pinned (server CPU 0, load generator CPU 1): "
-                   f"{yard.pinned.rate:,.0f}/s")
-    out.append(f"yardstick (the higher): {yard.rate:,.0f}/s")
-    for backend, r in results.items():
-        rows, misses = rows_for(yard, r)
-        out.append(f"{backend}:")
-        out += [f"  {row.metric}: {row.measured} | {row.yardstick} | {row.target} | "
-                f"{row.met}".replace("**", "") for row in rows]
-        out += [f"  MISS {m}" for m in misses]
-    return "\n".join(out)
 
 
 def wait_quiet(limit: float, quiet_for: int = 5) -> None:
