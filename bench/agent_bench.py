@@ -28,9 +28,7 @@ written as the ``agent-bench`` block of ``docs/performance.md``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import base64
 import json
 import os
 import re
@@ -44,12 +42,23 @@ from collections.abc import Callable
 from pathlib import Path
 
 import uvloop
-from benchkit import fmt_ms, machine_line, percentile, say, seeding, serve, write_block
+from benchkit import (
+    fmt_ms,
+    machine_line,
+    parse,
+    parser,
+    percentile,
+    publish,
+    say,
+    seed_app,
+    serve,
+    vault_key,
+)
 
 from interapp.host import Host, Scripted, events
 from interapp.testing.servers import ThreadedServer
 
-PW = {"arena": "arena-bench-pw", "chatter": "chatter-bench-pw", "bob": "bob-bench-pw"}
+PW = {"arena": "arena-bench-pw", "chatter": "chatter-bench-pw"}
 
 
 class AgentConn:
@@ -99,40 +108,26 @@ class AgentConn:
 Clients = dict[str, tuple[str, str]]
 
 
-async def seed(arena_db: str, chatter_db: str) -> Clients:
-    """alice and carol on both servers (own password each), bob on chatter, buddy of both;
-    an OAuth client for each host on each server (``"arena-alice"`` → id and secret)."""
-    clients: Clients = {}
-    async with seeding(arena_db, PW["arena"]) as sd:
-        for user in ("alice", "carol"):
-            await sd.user(user)
-            cid, secret = await sd.client(f"host-{user}")
-            clients[f"arena-{user}"] = (cid, secret or "")
-    async with seeding(chatter_db, PW["chatter"]) as sd:
-        alice, carol = await sd.user("alice"), await sd.user("carol")
-        for user in ("alice", "carol"):
-            cid, secret = await sd.client(f"host-{user}")
-            clients[f"chatter-{user}"] = (cid, secret or "")
-    async with seeding(chatter_db, PW["bob"]) as sd:
-        bob = await sd.user("bob")
-        await sd.buddies(alice, bob)
-        await sd.buddies(carol, bob)
-    return clients
+async def seed(tmp: Path) -> Clients:
+    """alice and carol on both servers, bob on chatter (a buddy of both); each server's OAuth
+    client, which both data folders use."""
+    return {"arena": await seed_app(tmp / "arena.db", PW["arena"], ["alice", "carol"]),
+            "chatter": await seed_app(tmp / "chatter.db", PW["chatter"],
+                                      ["alice", "carol", "bob"], [(0, 2), (1, 2)])}
 
 
 def environment(home: Path) -> dict[str, str]:
     """The environment of a data folder of its own (file vault, a fresh key)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("INTERAPP_")}
-    env.update(INTERAPP_HOME=str(home), INTERAPP_VAULT_KEYRING="0",
-               INTERAPP_VAULT_KEY=base64.b64encode(os.urandom(32)).decode())
+    env.update(INTERAPP_HOME=str(home), INTERAPP_VAULT_KEYRING="0", INTERAPP_VAULT_KEY=vault_key())
     return env
 
 
 async def configure(user: str, env: dict[str, str], arena_url: str, chatter_url: str,
                     clients: Clients) -> None:
     """Set the local app, sign ``user`` in, add chatter and link it through the prompt."""
-    acid, asecret = clients[f"arena-{user}"]
-    ccid, csecret = clients[f"chatter-{user}"]
+    acid, asecret = clients["arena"]
+    ccid, csecret = clients["chatter"]
     async with Host.open(Path(env["INTERAPP_HOME"]), env=env) as host:
         await host.set_local(arena_url, client_id=acid, client_secret=asecret)
         await host.sign_in(user, PW["arena"])
@@ -235,17 +230,12 @@ def report(quick: bool, runs: dict[str, dict[str, list[float]]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print (and write) the block."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer iterations")
-    p.add_argument("--write", dest="write", action="store_true", default=None)
-    p.add_argument("--no-write", dest="write", action="store_false")
-    args = p.parse_args(argv)
-    write = (not args.quick) if args.write is None else args.write
+    args = parse(parser(__doc__, "fewer iterations"), argv)
     n_state, n_send = (300, 100) if args.quick else (3000, 1000)
     tmp = Path(tempfile.mkdtemp(prefix="agent-bench-"))
-    clients = asyncio.run(seed(f"sqlite:///{tmp / 'arena.db'}", f"sqlite:///{tmp / 'chatter.db'}"))
+    clients = asyncio.run(seed(tmp))
     arena = ThreadedServer("arena", tmp / "arena.db").start()
     chatter = serve("chatter", tmp / "chatter.db", tmp)
     runs: dict[str, dict[str, list[float]]] = {}
@@ -269,12 +259,9 @@ def main(argv: list[str]) -> int:
     finally:
         arena.stop()
         chatter.stop()
-    text = report(args.quick, runs)
-    print(text)
-    if write:
-        write_block("agent-bench", text)
+    publish("agent-bench", report(args.quick, runs), args.write)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -1,29 +1,33 @@
-"""The one kit every benchmark of ``bench/`` uses: percentiles and formats, CPU and process
-meters, machine facts, seeding a server's database, the report blocks and the charts.
+"""The kit every benchmark of ``bench/`` shares: progress, percentiles and formats, CPU and
+memory meters, machine facts, server processes, seeding, the command line, the report blocks
+of ``docs/performance.md`` and the charts of ``docs/perf/``.
 
-So that ``make bench`` shows one kind of progress, measures CPU one way (cores = CPU seconds of
-a process tree over wall seconds, "other" = the rest of the machine from ``/proc/stat``), seeds
-accounts one way (straight into the database through the server's own modules), writes each
-benchmark's own block of ``docs/performance.md`` between markers without touching the others,
-and draws its charts in one style into ``docs/perf/``.
-
-A new benchmark (the lead's façade-overhead one, say) is a script that uses this kit, writes its
-block with :func:`write_block` and is one more row of ``STAGES`` in ``bench/run.py``;
-:func:`overhead` measures two ways of doing the same call side by side.
+CPU is measured one way everywhere: cores = CPU seconds of a process tree over wall seconds,
+"other" = the rest of the machine from ``/proc/stat``. A new benchmark is a script that uses
+this kit, writes its block with :func:`publish` and is one more row of ``STAGES`` in
+``bench/run.py``.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import base64
 import contextlib
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import math
 import os
 import platform
 import re
+import secrets
+import signal
+import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +86,21 @@ def percentiles_ms(seconds: Sequence[float], ps: Sequence[float] = (50, 90, 99, 
         v = percentile(seconds, p)
         out[f"p{p:g}"] = None if math.isnan(v) else round(v * 1000, 2)
     return out
+
+
+def jsonable(value: Any, **extra: Any) -> Any:
+    """Plain JSON of a figure, or of a dataclass's fields (and ``extra``): lists of seconds as
+    ``percentiles_ms``, floats rounded (NaN as None), counters as dicts."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {**{f.name: jsonable(getattr(value, f.name))
+                   for f in dataclasses.fields(value)}, **extra}
+    if isinstance(value, list):
+        return percentiles_ms(value)
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, 3)
+    return value
 
 
 def met(ok: bool) -> str:
@@ -237,54 +256,45 @@ def machine_line() -> str:
 # --------------------------------------------------------------------------- servers
 
 BIN = Path(sys.executable).parent
-SERVE_PATTERN = r"serving \S+ on http://[\d.]+:(\d+)"
 PROXY_VARS = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 
 
 class Proc:
-    """A server subprocess that announces its port in its log (``pattern``'s group 1); stopped
-    by its PID with SIGINT (then SIGKILL), never by name."""
+    """A server subprocess that announces its port in its log (``pattern``'s group 1), in a
+    session of its own; stopped by its PID (SIGINT, then SIGKILL), never by name."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path,
-                 pattern: str = SERVE_PATTERN, cpus: set[int] | None = None) -> None:
-        import subprocess
-
+                 pattern: str = r"serving \S+ on http://[\d.]+:(\d+)",
+                 cpus: set[int] | None = None) -> None:
         self.name, self.log = name, log
         self._fh = log.open("wb")
-
-        def pin() -> None:
-            if cpus:
-                os.sched_setaffinity(0, cpus)
-
-        self.proc = subprocess.Popen(argv, stdout=self._fh, stderr=subprocess.STDOUT, env=env,
-                                     stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True,
-                                     preexec_fn=pin if cpus else None)
-        self.port = self._wait_for_port(re.compile(pattern))
+        self.proc = subprocess.Popen(
+            argv, stdout=self._fh, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
+            cwd=ROOT, start_new_session=True,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+        deadline = time.monotonic() + 90
+        while not (match := re.search(pattern, log.read_text(errors="replace"))):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{name} exited ({self.proc.returncode}):\n"
+                                   f"{log.read_text(errors='replace')[-2000:]}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{name} did not announce its port in 90 s")
+            time.sleep(0.05)
+        self.port = int(match.group(1))
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def _wait_for_port(self, pattern: re.Pattern[str]) -> int:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            text = self.log.read_text(errors="replace")
-            match = pattern.search(text)
-            if match:
-                return int(match.group(1))
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{text[-2000:]}")
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"{self.name} did not announce its port in 90 s")
+    @property
+    def pid(self) -> int:
+        """The server's PID."""
+        return self.proc.pid
 
     def wait_http(self, path: str = "/healthz", timeout: float = 30) -> None:
         """Block until ``GET path`` answers 200."""
-        import urllib.error
-        import urllib.request
-
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError, urllib.error.URLError), \
-                    opener.open(self.url + path, timeout=2) as resp:
+            with contextlib.suppress(OSError), opener.open(self.url + path, timeout=2) as resp:
                 if resp.status == 200:
                     return
             time.sleep(0.05)
@@ -292,20 +302,11 @@ class Proc:
 
     async def wait_ready(self, path: str = "/healthz") -> None:
         """:meth:`wait_http` off the event loop."""
-        import asyncio
-
         await asyncio.to_thread(self.wait_http, path)
 
-    @property
-    def pid(self) -> int:
-        """The server's PID."""
-        return self.proc.pid
-
     def stop(self) -> None:
-        """SIGINT, then SIGKILL after 15 s."""
-        import signal
-        import subprocess
-
+        """SIGINT, then SIGKILL after 15 s; then SIGKILL to what it left behind."""
+        kids = descendants(self.pid)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
@@ -313,6 +314,9 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        for pid in kids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
         self._fh.close()
 
 
@@ -324,23 +328,99 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def serve(app: str, db: Path | str, folder: Path, *, tag: str | None = None,
-          args: Sequence[str] = (), env: dict[str, str] | None = None,
-          wait: bool = True) -> Proc:
+          args: Sequence[str] = (), wait: bool = True) -> Proc:
     """``interapp serve --app APP`` on a free port of 127.0.0.1 (``db``: a SQLite file or a
     database URL), its data folder ``home-TAG`` and log ``serve-TAG.log`` in ``folder`` (``tag``
     defaults to the app); ready on ``/healthz`` when it returns, unless ``wait=False``."""
     tag = tag or app
     url = db if isinstance(db, str) else f"sqlite:///{db}"
-    argv = [str(BIN / "interapp"), "serve", "--app", app, "--db", url, "--host", "127.0.0.1",
-            "--port", "0", *args]
     home = folder / f"home-{tag}"
     home.mkdir(parents=True, exist_ok=True)
-    proc = Proc(f"interapp serve ({tag})", argv, {**(env or clean_env()),
-                                                  "INTERAPP_HOME": str(home)},
-                folder / f"serve-{tag}.log")
+    proc = Proc(f"interapp serve ({tag})",
+                [str(BIN / "interapp"), "serve", "--app", app, "--db", url, "--host",
+                 "127.0.0.1", "--port", "0", *args],
+                clean_env(INTERAPP_HOME=str(home)), folder / f"serve-{tag}.log")
     if wait:
         proc.wait_http()
     return proc
+
+
+def serve_bare(folder: Path, label: str = "bare", cpus: set[int] | None = None) -> Proc:
+    """The yardstick, ``bench/bare_server.py`` (a bare Starlette JSON endpoint started like
+    ``interapp serve``), ready on ``/json``."""
+    proc = Proc(label, [sys.executable, str(ROOT / "bench" / "bare_server.py")], clean_env(),
+                folder / f"{label}.log", r"serving on http://[\d.]+:(\d+)", cpus)
+    proc.wait_http("/json")
+    return proc
+
+
+def pg_available(base: str) -> bool:
+    """Whether the PostgreSQL server ``base`` (a URL without database) answers."""
+    try:
+        import psycopg
+
+        with psycopg.connect(_pg_dsn(base, "postgres"), connect_timeout=2):
+            return True
+    except Exception:
+        return False
+
+
+def _pg_dsn(base: str, db: str) -> str:
+    return base.replace("postgresql+psycopg://", "postgresql://").rstrip("/") + f"/{db}"
+
+
+@contextlib.contextmanager
+def pg_database(base: str) -> Iterator[str]:
+    """A fresh database on the PostgreSQL server ``base``, dropped afterwards; its URL."""
+    import psycopg
+
+    name = f"interapp_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(_pg_dsn(base, "postgres"), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield base.rstrip("/") + f"/{name}"
+    finally:
+        with contextlib.suppress(Exception), psycopg.connect(_pg_dsn(base, "postgres"),
+                                                             autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def cpu_scaling(seconds: float = 1.0) -> float | None:
+    """How much two CPU-bound processes get done together, relative to one alone."""
+    code = (f"import time\nt=time.perf_counter()+{seconds}\nn=0\n"
+            "while time.perf_counter()<t: n+=1\nprint(n)")
+
+    def run(k: int) -> int:
+        procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+                 for _ in range(k)]
+        return sum(int(p.communicate()[0]) for p in procs)
+
+    try:
+        solo = run(1)
+        return run(2) / solo if solo else None
+    except (OSError, ValueError):
+        return None
+
+
+def run_loop(main: Awaitable[Any], *, fast: bool = True) -> Any:
+    """Run ``main`` on uvloop (``fast``, when installed) or the standard loop; SIGTERM cancels
+    it like Ctrl-C, so that its ``finally`` blocks stop every server."""
+    runner = asyncio.Runner()
+    with contextlib.suppress(ImportError):
+        if fast:
+            import uvloop
+
+            runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+
+    async def guarded() -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await main
+
+    with runner:
+        return runner.run(guarded())
 
 
 # --------------------------------------------------------------------------- seeding
@@ -399,6 +479,18 @@ async def seeding(db_url: str, password: str | None = None) -> AsyncIterator[See
         await db.close()
 
 
+async def seed_app(db: Path, password: str, users: Sequence[str],
+                   buddies: Sequence[tuple[int, int]] = ()) -> tuple[str, str]:
+    """A fresh SQLite application database: ``users`` (one password), ``buddies`` (pairs of
+    indexes into ``users``) and a confidential client ``bench-host``; its id and secret."""
+    async with seeding(f"sqlite:///{db}", password) as sd:
+        made = [await sd.user(name) for name in users]
+        for a, b in buddies:
+            await sd.buddies(made[a], made[b])
+        cid, secret = await sd.client("bench-host")
+    return cid, secret or ""
+
+
 def plugin_instance(plugin: str, server: str, *, client_id: str | None = None,
                     client_secret: Any = None, account_system: str = "separate",
                     name: str | None = None) -> Any:
@@ -416,6 +508,24 @@ def plugin_instance(plugin: str, server: str, *, client_id: str | None = None,
                             client_id=client_id, client_secret=client_secret,
                             account_system="shared" if account_system == "shared"
                             else "separate"))
+
+
+def vault_key() -> str:
+    """A fresh random vault key."""
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+async def open_host(home: Path, local_url: str, client: tuple[str, Any], user: str,
+                    password: str, **options: Any) -> Any:
+    """A :class:`~interapp.host.Host` on ``home`` (``options`` go to ``Host.open``), its local
+    application at ``local_url`` (``client``: id and secret) and ``user`` signed in to it."""
+    from interapp.host import Host
+
+    host = await Host.open(home, **options)
+    if host.signed_in is None:
+        await host.set_local(local_url, client_id=client[0], client_secret=client[1])
+        await host.sign_in(user, password)
+    return host
 
 
 class LocalMinter:
@@ -476,6 +586,30 @@ async def overhead(direct: Callable[[], Awaitable[Any]], wrapped: Callable[[], A
             "overhead_pct": (pb - pa) / pa * 100 if pa else math.nan}
 
 
+# --------------------------------------------------------------------------- command line
+
+
+def parser(doc: str | None, quick: str) -> argparse.ArgumentParser:
+    """The options every benchmark has: ``--quick`` (help: ``quick``) and ``--write`` /
+    ``--no-write`` (a full run writes its block, a quick one only with ``--write``)."""
+    p = argparse.ArgumentParser(description=(doc or "").strip().split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help=quick)
+    p.add_argument("--write", dest="write", action="store_true", default=None,
+                   help="write the block of docs/performance.md (the default, but for --quick)")
+    p.add_argument("--no-write", dest="write", action="store_false", help="print only")
+    return p
+
+
+def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse; ``write`` defaults to not ``quick`` (smoke figures never replace real ones)."""
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.write is None:
+        args.write = not args.quick
+    return args
+
+
 # --------------------------------------------------------------------------- report blocks
 
 
@@ -494,8 +628,8 @@ class Table:
 
     def render(self, title: str, head: str, notes: Sequence[str] = ()) -> str:
         """The Markdown block: title, a paragraph, the table, what is missed, the notes."""
-        md = [title, "", head, "", "| Metric | Measured | Target | Status |",
-              "|---|---|---|---|", *(f"| {' | '.join(r)} |" for r in self.rows), ""]
+        md = [title, "", head, "", *table(["Metric", "Measured", "Target", "Status"],
+                                          self.rows), ""]
         md += [*self.extra, ""] if self.extra else []
         missed = [r[0].split(":")[0] for r in self.rows if "NOT met" in r[3]]
         md.append("Not met: " + "; ".join(missed) + "." if missed else
@@ -504,6 +638,20 @@ class Table:
             md += ["", "Where the time goes:", "", *(f"- {n}" for n in notes)]
         return "\n".join(md) + "\n"
 
+
+
+def table(head: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """A Markdown table's lines."""
+    return [f"| {' | '.join(head)} |", "|" + "---|" * len(head),
+            *(f"| {' | '.join(str(c) for c in row)} |" for row in rows)]
+
+
+def publish(name: str, markdown: str, write: bool, path: Path = REPORT) -> None:
+    """Print the block ``name`` and, with ``write``, put it into the report."""
+    print(markdown)
+    if write:
+        write_block(name, markdown, path)
+        say(f"wrote {path} (block {name})")
 
 
 def write_block(name: str, markdown: str, path: Path = REPORT) -> None:

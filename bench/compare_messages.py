@@ -1,35 +1,26 @@
 """Side-by-side benchmark of messages and logins (issue 6): interapp vs Synapse vs Prosody.
 
     .venv/bin/python bench/compare_messages.py [--quick] [--pairs 20] [--messages 10000]
-                                               [--no-write]
+                                               [--write | --no-write]
 
-One run, one machine, all three servers on 127.0.0.1 at once (``bench/compare_peers.py``):
-one ``interapp serve`` process (SQLite, one worker), Synapse on SQLite (``matrix`` plug-in) and
-Prosody (``xmpp`` plug-in); on each, ``--pairs`` pairs of buddies, every account linked through
-one :class:`~interapp.host.Host` per network. This process is the load generator *and* the host.
-
-Phases, per network (interapp, then Prosody, then Synapse):
+All three servers run on 127.0.0.1 at once (``bench/compare_peers.py``), each with ``--pairs``
+pairs of buddies linked through one :class:`~interapp.host.Host` per network; this process is
+the load generator *and* the host. Per network (interapp, Prosody, Synapse):
 
 * **warm-up** — one message per pair, repeated until every receiver's stream delivers;
-* **saturation** — every pair's sender sends through the host SDK (``Host.send``) with at
-  most ``--window`` of its messages undelivered: a closed loop on end-to-end delivery, so
-  every network gets the same offered load whatever its ``send`` waits for. Receivers consume
-  ``Host.events()`` (the host's merged, resumable event stream; it saves cursors as it does
-  for any application). Throughput = messages received ÷ (last receipt - first send);
-  latency = receipt - the start of the send call. ``--messages`` in total for interapp and
-  Prosody; Synapse is bounded by ``--synapse-seconds`` / ``--synapse-messages``;
-* **paced** — ``--rate`` messages/s (default 5) for ``--paced-seconds``, round-robin over the
-  pairs, open loop: latency counted from the *intended* send time.
+* **saturation** — every sender sends with ``Host.send``, at most ``--window`` messages
+  undelivered (a closed loop on delivery, the same offered load for every network); receivers
+  consume ``Host.events()``. Throughput = received ÷ (last receipt - first send); latency =
+  receipt - start of the send call. ``--messages`` for interapp and Prosody; Synapse bounded by
+  ``--synapse-seconds`` / ``--synapse-messages``;
+* **paced** — ``--rate`` messages/s for ``--paced-seconds``, round-robin, open loop: latency
+  from the *intended* send time.
 
-Every message body is unique; each is checked to arrive exactly once (missing, duplicated and
-unexpected messages are counted and reported, never hidden). Then logins/s through the
-plug-ins with ``--login-concurrency`` workers for ``--login-seconds`` each: interapp password
-grant, refresh grant (one rotating chain per worker), same-account JWT-bearer grant; Synapse
-password login; Prosody SASL login (a whole XMPP session start and close).
-
-CPU seconds of every server process and of this process are recorded per phase. Results:
-a Markdown block ``compare-messages`` in ``docs/performance.md``, charts in ``docs/perf/`` and
-the raw figures in ``docs/perf/compare-messages.json`` (``--no-write``: print only).
+Every body is unique and checked to arrive exactly once. Then logins/s through the plug-ins
+(``--login-concurrency`` workers, ``--login-seconds`` each): interapp password, refresh and
+same-account JWT-bearer grants, Synapse password login, Prosody SASL login. CPU of every
+process is recorded per phase. Results: the ``compare-messages`` block of
+``docs/performance.md``, charts and ``compare-messages.json`` in ``docs/perf/``.
 """
 
 from __future__ import annotations
@@ -40,7 +31,6 @@ import contextlib
 import datetime as dt
 import math
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -110,14 +100,8 @@ class MsgResult:
 
     def summary(self) -> dict[str, Any]:
         """Plain data for the JSON file."""
-        return {"network": self.network, "phase": self.phase, "planned": self.planned,
-                "sent": self.sent, "received": self.received, "missing": self.missing,
-                "duplicates": self.duplicates, "unexpected": self.unexpected,
-                "seconds": round(self.seconds, 3), "throughput_per_s": _r(self.throughput),
-                "latency_ms": _pcts(self.latencies), "send_call_ms": _pcts(self.acks),
-                "errors": dict(self.errors), "stalls": self.stalls, "bound": self.bound,
-                "rate_per_s": self.rate, "cpu_cores": {k: round(v, 3)
-                                                       for k, v in self.cpu.items()}}
+        return benchkit.jsonable(self, missing=self.missing,
+                                 throughput_per_s=benchkit.jsonable(self.throughput))
 
 
 @dataclass
@@ -141,18 +125,7 @@ class OpResult:
 
     def summary(self) -> dict[str, Any]:
         """Plain data for the JSON file."""
-        return {"name": self.name, "label": self.label, "concurrency": self.concurrency,
-                "count": self.count, "seconds": round(self.seconds, 3),
-                "rate_per_s": _r(self.rate), "latency_ms": _pcts(self.latencies),
-                "errors": dict(self.errors), "note": self.note,
-                "cpu_cores": {k: round(v, 3) for k, v in self.cpu.items()}}
-
-
-_pcts = benchkit.percentiles_ms
-
-
-def _r(x: float) -> float | None:
-    return None if math.isnan(x) else round(x, 2)
+        return benchkit.jsonable(self, rate_per_s=benchkit.jsonable(self.rate))
 
 
 # --------------------------------------------------------------------------- messages
@@ -242,45 +215,21 @@ class Streams:
         await self.sub.aclose()
 
 
-@dataclass
-class Sizes:
-    """How much work each phase does."""
-
-    pairs: int
-    messages: int
-    window: int
-    saturation_seconds: float
-    synapse_seconds: float
-    synapse_messages: int
-    rate: float
-    paced_seconds: float
-    grace: float
-    login_seconds: float
-    login_concurrency: int
-
-    @classmethod
-    def from_args(cls, a: argparse.Namespace) -> Sizes:
-        """Defaults by ``--quick``, overridden by explicit options."""
-        q = a.quick
-
-        def pick(value: Any, full: Any, quick: Any) -> Any:
-            return value if value is not None else (quick if q else full)
-
-        return cls(pairs=a.pairs, messages=pick(a.messages, 10_000, 1_000), window=a.window,
-                   saturation_seconds=pick(a.saturation_seconds, 300.0, 60.0),
-                   synapse_seconds=pick(a.synapse_seconds, 30.0, 8.0),
-                   synapse_messages=pick(a.synapse_messages, 1_000, 300), rate=a.rate,
-                   paced_seconds=pick(a.paced_seconds, 20.0, 6.0),
-                   grace=pick(a.grace, 20.0, 10.0),
-                   login_seconds=pick(a.login_seconds, 10.0, 3.0),
-                   login_concurrency=a.login_concurrency)
+# the sizes of the phases that --quick changes: (full run, quick run)
+DEFAULTS = {"messages": (10_000, 1_000), "saturation_seconds": (300.0, 60.0),
+            "synapse_seconds": (30.0, 8.0), "synapse_messages": (1_000, 300),
+            "paced_seconds": (20.0, 6.0), "grace": (20.0, 10.0), "login_seconds": (10.0, 3.0)}
+SIZES = ("pairs", "messages", "window", "saturation_seconds", "synapse_seconds",
+         "synapse_messages", "rate", "paced_seconds", "grace", "login_seconds",
+         "login_concurrency")
 
 
 class Bench:
     """Runs the phases against :class:`Peers` and keeps the results."""
 
-    def __init__(self, peers: Peers, sizes: Sizes, bar: Any) -> None:
-        self.peers, self.s, self.bar = peers, sizes, bar
+    def __init__(self, peers: Peers, sizes: argparse.Namespace, bar: Any,
+                 advance: Callable[[], None]) -> None:
+        self.peers, self.s, self.bar, self.advance = peers, sizes, bar, advance
         self.cpu = cpu_meter(peers.pids)
         self.token = uuid.uuid4().hex[:6]
         self.messages: dict[str, dict[str, MsgResult]] = {}
@@ -450,10 +399,11 @@ class Bench:
     # --- logins ----------------------------------------------------------------------------------
 
     async def closed_loop(self, name: str, label: str, prepare: Callable[[int], Awaitable[Any]],
-                          op: Callable[[Any], Awaitable[Any]],
-                          cleanup: Callable[[Any], Awaitable[None]] | None = None) -> OpResult:
-        """``login_concurrency`` workers repeat ``op`` for ``login_seconds``; each worker's
-        state comes from ``prepare`` (not timed; it also warms the path once)."""
+                          op: Callable[[Any], Awaitable[Any]], close: bool = True) -> OpResult:
+        """``login_concurrency`` workers repeat ``op`` (bounded to 60 s, as the host bounds its
+        calls) for ``login_seconds``, each on its state ``(plugin, …)`` from ``prepare`` (not
+        timed; it also warms the path once); ``op`` returns the next state. ``close``: close
+        each state's plug-in afterwards."""
         c, seconds = self.s.login_concurrency, self.s.login_seconds
         res = OpResult(name, label, c)
         states = list(await asyncio.gather(*(prepare(w) for w in range(c))))
@@ -462,7 +412,8 @@ class Bench:
             while perf() < end:
                 start = perf()
                 try:
-                    states[w] = await op(states[w])
+                    async with asyncio.timeout(60):
+                        states[w] = await op(states[w])
                 except Exception as exc:
                     res.errors[f"{type(exc).__name__}: {exc}"[:160]] += 1
                     await asyncio.sleep(0.05)
@@ -480,81 +431,62 @@ class Bench:
         after = self.cpu.snap()
         res.seconds = seconds
         res.cpu = CpuMeter.cores(before, (end, after[1]))
-        if cleanup is not None:
-            await asyncio.gather(*(cleanup(s) for s in states), return_exceptions=True)
+        if close:
+            await asyncio.gather(*(s[0].close() for s in states), return_exceptions=True)
         benchkit.say(f"{label}: {benchkit.fmt_rate(res.rate)} (p50 "
                      f"{benchkit.fmt_ms(benchkit.percentile(res.latencies, 50))}, "
                      f"{sum(res.errors.values())} errors)")
         self.logins[name] = res
+        self.advance()
         return res
 
-    def _answers(self, net: str, w: int) -> dict[str, Any]:
+    def answers(self, net: str, w: int) -> dict[str, Any]:
+        """Worker ``w``'s login answers on ``net``."""
         from interapp.secret import Secret
 
         account = self.peers.networks[net].senders[w % self.s.pairs]
         return {"username": account.username, "password": Secret(account.password)}
 
-    def _plugin(self, net: str, w: int) -> Any:
-        return self.peers.plugin_for(net)
+    async def logged_in(self, net: str, w: int) -> tuple[Any, Any, dict[str, Any]]:
+        """A fresh plug-in of ``net`` logged in as worker ``w``: (plugin, login, answers)."""
+        plugin, answers = self.peers.plugin_for(net), self.answers(net, w)
+        return plugin, await plugin.login(answers), answers
 
-    async def login_phases(self, advance: Callable[[], None]) -> None:
+    async def login_phases(self) -> None:
         """interapp password / refresh / JWT grants, Synapse and Prosody logins."""
         from interapp.host import Branch
 
-        async def supervised(call: Awaitable[Any]) -> Any:
-            """A plug-in call bounded in time, as the host bounds each of its calls."""
-            async with asyncio.timeout(60):
-                return await call
-
-        async def close(state: Any) -> None:
-            plugin = state[0] if isinstance(state, tuple) else state
-            await plugin.close()
-
-        async def new_plugin(net: str, w: int) -> tuple[Any, dict[str, Any]]:
-            plugin, answers = self._plugin(net, w), self._answers(net, w)
-            await plugin.login(answers)
-            return plugin, answers
-
-        def password(net: str) -> Callable[[tuple[Any, dict[str, Any]]], Awaitable[Any]]:
-            """The plug-in's password login again, on its own state."""
-            async def login(state: tuple[Any, dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
-                await supervised(state[0].login(state[1]))
-                return state
-            return login
-
-        await self.closed_loop("interapp-password", "interapp: password grant",
-                               lambda w: new_plugin("interapp", w), password("interapp"), close)
-        advance()
-
-        async def refresh_prepare(w: int) -> tuple[Any, Any]:
-            plugin = self._plugin("interapp", w)
-            login = await plugin.login(self._answers("interapp", w))
-            return plugin, login.credential
+        async def password(state: tuple[Any, Any, dict[str, Any]]) -> Any:
+            await state[0].login(state[2])
+            return state
 
         async def refresh(state: tuple[Any, Any]) -> tuple[Any, Any]:
             plugin, credential = state
-            new = await supervised(plugin.refresh(
-                plugin.prepare_refresh(credential)))
-            return plugin, new
+            return plugin, await plugin.refresh(plugin.prepare_refresh(credential))
+
+        await self.closed_loop("interapp-password", "interapp: password grant",
+                               lambda w: self.logged_in("interapp", w), password)
+
+        async def refresh_prepare(w: int) -> tuple[Any, Any]:
+            plugin, login, _ = await self.logged_in("interapp", w)
+            return plugin, login.credential
 
         await self.closed_loop("interapp-refresh", "interapp: refresh grant", refresh_prepare,
-                               refresh, close)
-        advance()
+                               refresh)
 
         out = await self.peers.hosts["interapp"].connect("interapp-shared")  # SHARED, once
         if out.branch is not Branch.SHARED:
             raise RuntimeError(f"same-account login through the host took {out.branch}")
         local = LocalMinter(self.peers.home_url, *self.peers.home_client)
         await local.sign_in("bench", PASSWORD)
-
         # Each grant needs a fresh assertion (the server refuses a re-used jti): the local
         # application mints a pool before the timed loop (sized from the refresh rate), and a
         # grant that finds the pool empty mints its own inline (counted in the note).
         audience = await self.peers.plugin_for("interapp", "shared").audience()
         pool: list[Any] = []
         want = math.ceil(self.logins["interapp-refresh"].rate * self.s.login_seconds * 1.3) + 16
-        stop = perf() + 90
         minted_at = perf()
+        stop = minted_at + 90
 
         async def minter() -> None:
             while len(pool) < want and perf() < stop:
@@ -564,35 +496,28 @@ class Bench:
         premade, mint_rate = len(pool), len(pool) / max(perf() - minted_at, 1e-9)
         inline = [0]
 
-        async def assertion() -> Any:
-            if pool:
-                return pool.pop()
-            inline[0] += 1
-            return await local.assertion_for(audience)
-
-        async def jwt_prepare(w: int) -> Any:
+        async def jwt_prepare(w: int) -> tuple[Any]:
             plugin = self.peers.plugin_for("interapp", "shared")
             await plugin.login_with_assertion(await local.assertion_for(audience))
-            return plugin
+            return (plugin,)
 
-        async def jwt(plugin: Any) -> Any:
-            token = await assertion()
-            await supervised(plugin.login_with_assertion(token))
-            return plugin
+        async def jwt(state: tuple[Any]) -> tuple[Any]:
+            if not pool:
+                inline[0] += 1
+            token = pool.pop() if pool else await local.assertion_for(audience)
+            await state[0].login_with_assertion(token)
+            return state
 
         res = await self.closed_loop("interapp-jwt", "interapp: same-account (JWT) grant",
-                                     jwt_prepare, jwt, close)
+                                     jwt_prepare, jwt)
         await local.aclose()
         res.note = (f"{premade:,} assertions pre-minted by the local application at "
                     f"{benchkit.fmt_rate(mint_rate)}; {inline[0]:,} minted inline, timed")
-        advance()
-
         await self.closed_loop("synapse-password", "Synapse: password login (matrix)",
-                               lambda w: new_plugin("matrix", w), password("matrix"), close)
-        advance()
+                               lambda w: self.logged_in("matrix", w), password)
 
         async def xmpp_prepare(w: int) -> int:
-            await close(await new_plugin("xmpp", w))
+            await (await self.logged_in("xmpp", w))[0].close()
             return w
 
         closes: list[float] = []
@@ -604,9 +529,9 @@ class Bench:
             closes.append(perf() - start)
 
         async def xmpp_login(w: int) -> int:
-            plugin = self._plugin("xmpp", w)
+            plugin = self.peers.plugin_for("xmpp")
             try:
-                await supervised(plugin.login(self._answers("xmpp", w)))
+                await plugin.login(self.answers("xmpp", w))
             finally:  # the session's end is not part of the login: untimed, in the background
                 task = asyncio.create_task(timed_close(plugin))
                 closing.add(task)
@@ -614,11 +539,10 @@ class Bench:
             return w
 
         res = await self.closed_loop("prosody-login", "Prosody: SASL login + session (xmpp)",
-                                     xmpp_prepare, xmpp_login)
+                                     xmpp_prepare, xmpp_login, close=False)
         await asyncio.gather(*closing, return_exceptions=True)
         res.note = (f"session start; close() untimed, p50 "
                     f"{benchkit.fmt_ms(benchkit.percentile(closes, 50))}")
-        advance()
 
 
 # --------------------------------------------------------------------------- main
@@ -626,61 +550,44 @@ class Bench:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Start everything, run every phase, stop everything; return the results."""
-    sizes = Sizes.from_args(args)
     meta: dict[str, Any] = {"machine": benchkit.machine_line(), "quick": args.quick,
                             "started": f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
-                            "sizes": sizes.__dict__}
-    with contextlib.suppress(NotImplementedError, RuntimeError):  # SIGTERM: clean up too
-        task = asyncio.current_task()
-        assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+                            "sizes": {k: getattr(args, k) for k in SIZES}}
     folder = Path(tempfile.mkdtemp(prefix="compare-messages-"))
-    ok = False
     try:
         async with contextlib.AsyncExitStack() as stack:
             with benchkit.progress() as bar:
-                steps = 1 + 3 + 5
-                overall = bar.add_task("compare-messages", total=steps)
-
-                def advance() -> None:
-                    bar.advance(overall)
-
-                peers = Peers(folder, sizes.pairs, stack, benchkit.say)
+                overall = bar.add_task("compare-messages", total=1 + 3 + 5)
+                peers = Peers(folder, args.pairs, stack, benchkit.say)
                 setup = perf()
                 await peers.start()
                 meta["setup_seconds"] = round(perf() - setup, 1)
-                advance()
+                bench = Bench(peers, args, bar, lambda: bar.advance(overall))
+                bench.advance()
 
                 def rss() -> dict[str, float]:
                     return {k: round(benchkit.tree_rss_bytes(p) / 2**20, 1)
                             for k, p in peers.pids.items()}
 
                 meta["rss_setup_mb"] = rss()
-                bench = Bench(peers, sizes, bar)
                 for name in NETWORKS:
                     await bench.network(peers.networks[name])
-                    advance()
+                    bench.advance()
                 meta["rss_messages_mb"] = rss()
-                await bench.login_phases(advance)
+                await bench.login_phases()
                 meta["rss_mb"] = rss()
                 meta["versions"] = versions()
-        ok = True
-    finally:
-        if ok:
-            shutil.rmtree(folder, ignore_errors=True)
-        else:
-            print(f"(server logs kept in {folder})", file=sys.stderr)
-    return {"meta": meta,
-            "messages": {n: {p: r for p, r in d.items()} for n, d in bench.messages.items()},
-            "logins": bench.logins}
+    except BaseException:
+        print(f"(server logs kept in {folder})", file=sys.stderr)
+        raise
+    shutil.rmtree(folder, ignore_errors=True)
+    return {"meta": meta, "messages": bench.messages, "logins": bench.logins}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="small sizes (about 2 minutes): 1,000 messages, 6 s paced, 3 s logins")
+    p = benchkit.parser(__doc__, "small sizes (about 2 minutes): 1,000 messages, 6 s paced, "
+                        "3 s logins")
     p.add_argument("--pairs", type=int, default=20, help="pairs of buddies per network")
     p.add_argument("--messages", type=int, help="saturation messages for interapp and "
                    "Prosody (default 10,000; quick 1,000)")
@@ -699,9 +606,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--login-seconds", type=float, help="each logins phase (default 10)")
     p.add_argument("--login-concurrency", type=int, default=8,
                    help="login workers (default 8)")
-    p.add_argument("--no-write", action="store_true",
-                   help="print the report; write neither docs nor charts nor JSON")
-    args = p.parse_args(argv)
+    args = benchkit.parse(p, argv)
+    for name, (full, quick) in DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
     if args.pairs < 1 or args.window < 1 or args.rate <= 0 or args.login_concurrency < 1:
         p.error("--pairs, --window, --login-concurrency must be ≥ 1 and --rate > 0")
     return args
@@ -716,14 +624,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compare_messages: {exc}", file=sys.stderr)
         return 2
     try:
-        results = asyncio.run(run(args))
+        results = benchkit.run_loop(run(args), fast=False)  # the CLI's standard loop
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("compare_messages: interrupted; every server it started was stopped",
               file=sys.stderr)
         return 130
     from compare_report import publish
 
-    publish(results, write=not args.no_write)
+    publish(results, write=args.write)
     return 0
 
 

@@ -1,43 +1,39 @@
 """The three networks of the side-by-side message benchmark (issue 6), ready to measure.
 
-Used by ``bench/compare_messages.py``. :class:`Peers` starts, on 127.0.0.1 and in one run:
-
-* ``interapp serve`` (SQLite, one worker) — the *target* whose figures matter — and a second,
-  idle ``interapp serve`` acting as the host's *local application* (it mints the same-account
-  assertions; the target trusts its issuer). Both are subprocesses, started like
-  the other benchmarks do (``benchkit.serve``), with their databases seeded
-  before they start;
-* Synapse on SQLite (:class:`interapp.testing.synapse.SynapseServer`, its own venv);
-* Prosody (:class:`interapp.testing.prosody.ProsodyServer`).
-
-On each network it makes ``pairs`` pairs of accounts (``s00``/``r00`` …) that are buddies: on
-interapp directly in the seeded database, on Prosody by the ``xmpp`` plug-in's subscription
-handshake (``interapp.plugins.xmpp.demo.make_buddies``), on Synapse by the ``matrix``
-plug-in's ``add_buddy``/``accept_buddy`` through the host (a direct room). Then every account
-is *linked through the host*:
-one :class:`~interapp.host.Host` per network (the public SDK façade; temporary data folder and
-vault, signed in to the local application as ``bench``) has one target per account
-(``interapp-s00``, ``xmpp-r07``, …), and ``Host.connect`` runs the claim-1 flow with the
-account's answers, storing each link in the vault.
-
-Everything started is registered on the caller's :class:`contextlib.AsyncExitStack`, so it is
-stopped (by PID) on success, error or Ctrl-C.
+:class:`Peers` starts, on 127.0.0.1: the measured ``interapp serve`` (SQLite, one worker) and an
+idle second one as the host's *local application* (it mints the same-account assertions; the
+target trusts its issuer), both seeded before they start; Synapse
+(:class:`interapp.testing.synapse.SynapseServer`) and Prosody
+(:class:`interapp.testing.prosody.ProsodyServer`). Each network gets ``pairs`` pairs of buddies
+(``s00``/``r00`` …: seeded on interapp, by the xmpp plug-in's subscription handshake on Prosody,
+by ``add_buddy``/``accept_buddy`` through the host on Synapse), every account linked through one
+:class:`~interapp.host.Host` per network with ``Host.connect``. Everything started is
+registered on the caller's :class:`contextlib.AsyncExitStack`, so it is stopped (by PID) on
+success, error or Ctrl-C.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import importlib.metadata as md
-import os
 import subprocess
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchkit import CpuMeter, Proc, bounded, plugin_instance, seeding, serve
+from benchkit import (
+    CpuMeter,
+    Proc,
+    bounded,
+    open_host,
+    plugin_instance,
+    seed_app,
+    seeding,
+    serve,
+    vault_key,
+)
+from benchkit import versions as kit_versions
 
 from interapp.secret import Secret
 
@@ -163,13 +159,9 @@ class Peers:
 
     async def _start_home(self) -> Proc:
         """The local application: user ``bench`` and the host's client."""
-        db_path = self.folder / "local.db"
-        async with seeding(f"sqlite:///{db_path}", PASSWORD) as sd:
-            await sd.user("bench")
-            client_id, secret = await sd.client("bench-host")
-        assert secret is not None
-        self.home_client = (str(client_id), Secret(secret))
-        server = await self._serve("local", db_path)
+        client_id, secret = await seed_app(self.folder / "local.db", PASSWORD, ["bench"])
+        self.home_client = (client_id, Secret(secret))
+        server = await self._serve("local", self.folder / "local.db")
         self.home_url = f"http://127.0.0.1:{server.port}"
         return server
 
@@ -255,20 +247,14 @@ class Peers:
     async def _hosts(self) -> None:
         """One :class:`~interapp.host.Host` per network (so that one network's event streams
         never run during another's phases), each signed in to the local application."""
-        from interapp.host import Host
-
         assert self.target_client is not None
         cid, secret = self.target_client
-        client_id, client_secret = self.home_client
         for net in self.networks.values():
-            host = await Host.open(self.folder / f"host-{net.name}",
-                                   vault_key=Secret(base64.b64encode(os.urandom(32)).decode()),
+            host = await open_host(self.folder / f"host-{net.name}", self.home_url,
+                                   self.home_client, "bench", PASSWORD, vault_key=vault_key(),
                                    env={}, call_timeout=60)
             self.stack.push_async_callback(host.aclose)
             self.hosts[net.name] = host
-            await host.set_local(self.home_url, client_id=client_id,
-                                 client_secret=client_secret)
-            await host.sign_in("bench", PASSWORD)
             mine = net.name == "interapp"
             for i in range(self.pairs):
                 for role in "sr":
@@ -311,24 +297,16 @@ class Peers:
 
 def versions() -> str:
     """Versions of the three servers and the plug-ins' client libraries."""
-    def pkg(name: str) -> str:
-        try:
-            return md.version(name)
-        except md.PackageNotFoundError:
-            return "?"
+    from interapp.testing.synapse import find_synapse_python
 
-    prosody = "?"
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "prosody"],
-                             capture_output=True, text=True, timeout=10, check=False)
-        prosody = out.stdout.strip() or "?"
-    synapse = "?"
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        from interapp.testing.synapse import find_synapse_python
-
-        out = subprocess.run([str(find_synapse_python()), "-c",
-                              "import synapse; print(synapse.__version__)"],
-                             capture_output=True, text=True, timeout=60, check=False)
-        synapse = out.stdout.strip() or "?"
-    return (f"interapp {pkg('interapp')}, Synapse {synapse}, Prosody {prosody}; "
-            f"httpx {pkg('httpx')}, websockets {pkg('websockets')}, slixmpp {pkg('slixmpp')}")
+    found = {"interapp": kit_versions(["interapp"])}
+    for name, argv in (("Synapse", [str(find_synapse_python()), "-c",
+                                    "import synapse; print(synapse.__version__)"]),
+                       ("Prosody", ["dpkg-query", "-W", "-f", "${Version}", "prosody"])):
+        out = "?"
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                                 check=False).stdout.strip() or "?"
+        found[name] = f"{name} {out}"
+    return (f"{found['interapp']}, {found['Synapse']}, {found['Prosody']}; "
+            + kit_versions(["httpx", "websockets", "slixmpp"]))

@@ -16,18 +16,56 @@ import os
 from typing import Any
 
 import benchkit
-from benchkit import Bar, fmt_ms, fmt_rate, met
+from benchkit import Bar, fmt_ms, fmt_rate, met, percentile, table
+from compare_peers import LABELS, OTHER, SELF
 
 MAX_RSS_RATIO = 1.3  # interapp serve's RSS at the end ÷ after the set-up (issue 12)
 TARGET_RATIO = 2.5  # interapp ÷ Prosody messages/s at saturation (issue 12; 1.5 in issue 6)
 NOMINAL = {"prosody_rate": 1000.0, "prosody_p50": 0.0022, "prosody_p99": 0.0046,
            "synapse_rate": 12.0}  # the issue's figures for the peers (reference only)
-NETS = (("interapp", "interapp serve"), ("xmpp", "Prosody (xmpp)"),
-        ("matrix", "Synapse (matrix)"))
-PROCS = ("interapp serve", "Prosody", "Synapse", "local app (idle)", "load generator + host",
-         "every other process")
+NETS = tuple(LABELS.items())
+PROCS = ("interapp serve", "Prosody", "Synapse", "local app (idle)", SELF, OTHER)
 NOISY = 0.3  # cores used by foreign processes above which a phase is flagged
 BUSY = 0.85  # cores above which a process counts as saturated
+
+
+METHOD = """
+- Machine: {machine}.
+- Versions: {versions}.
+- Servers, all on 127.0.0.1 at once: one `interapp serve` process (SQLite, one worker); Prosody
+  (internal_hashed storage, no TLS on loopback); Synapse on SQLite (generous `rc_*` rate limits,
+  `bcrypt_rounds: 4`, no federation); and an idle second `interapp serve` as the host's local
+  application (it only mints the same-account assertions).
+- {pairs} pairs of buddies per network (interapp: seeded in the database; Prosody: the xmpp
+  plug-in's subscription handshake; Synapse: a direct room made through the host). Every account
+  is **linked through the host SDK**: one `interapp.host.Host` per network (temporary data folder
+  and vault), one target per account, `Host.connect` with the account's answers (prompt branch).
+  Setup took {setup_seconds} s.
+- Sends go through `Host.send(target, to, body)`; receipts are read from the network's host's
+  `Host.events()` (the merged, resumable event stream of every target, open on both sides of
+  every pair, so the interapp plug-in sends on that stream and the xmpp plug-in on its XML
+  stream; the host saves each target's cursor in its vault in the background, the same on every
+  network). This process is both the host and the load generator (standard asyncio loop).
+- **Saturation**: all {pairs} senders at once, each with at most {window} messages sent but not
+  yet received (a closed loop on delivery: every network gets the same offered load whatever its
+  `send` waits for). {messages:,} messages for interapp and Prosody; Synapse bounded to
+  {synapse_seconds:g} s or {synapse_messages:,} messages. Throughput = messages received ÷ (last
+  receipt - first send); latency = receipt - start of the send call.
+- **Paced**: {rate:g} messages/s for {paced_seconds:g} s, round-robin over the pairs, open loop;
+  latency from the *intended* send time (no coordinated omission).
+- Each message body is unique and is checked to arrive exactly once; missing, duplicated and
+  unexpected messages are shown in the table.
+- **Logins/s**: {login_concurrency} workers, closed loop, {login_seconds:g} s each, through the
+  plug-ins (in a 60 s timeout, as the host bounds its calls), without the host's vault writes.
+  interapp password = `login()` (`POST /oauth/token` + `GET /v1/me`); refresh =
+  `prepare_refresh()` + `refresh()` (one rotating chain per worker); same-account =
+  `login_with_assertion()` (JWT-bearer grant + `GET /v1/me`) with a fresh assertion each time
+  (a `jti` is never re-used), minted by the local application (RFC 8693 token exchange, as the
+  host's session does) into a pool before the timed loop, inline when the pool runs dry;
+  Synapse = the matrix plug-in's `login()` (`POST /login`, whoami, display name, presence);
+  Prosody = the xmpp plug-in's `login()`, a whole session start (TCP, SASL SCRAM-SHA-1, bind,
+  roster, archive position, vCard, presence), its `close()` in the background, untimed.
+"""
 
 
 def _ratio(a: float, b: float) -> str:
@@ -37,12 +75,16 @@ def _ratio(a: float, b: float) -> str:
     return f"{r:.2f}x" if r < 10 else f"{r:,.0f}x"
 
 
-def _short_by(measured: float, target: float, higher_is_better: bool) -> str:
-    """How far a figure misses its target, in words."""
+def _status(measured: float, target: float, higher_is_better: bool) -> str:
+    """The status cell, and how far a figure misses its target."""
+    if measured >= target if higher_is_better else measured <= target:
+        return met(True)
     if higher_is_better:
-        return (f"{target / measured:.2f}x too slow ({(1 - measured / target) * 100:.0f} % "
-                f"short, {target - measured:,.0f}/s missing)") if measured > 0 else "nothing"
-    return f"{measured / target:.2f}x too slow (+{(measured - target) * 1000:.1f} ms)"
+        return met(False) + (f" — {target / measured:.2f}x too slow "
+                             f"({(1 - measured / target) * 100:.0f} % short, "
+                             f"{target - measured:,.0f}/s missing)" if measured > 0 else "")
+    return met(False) + (f" — {measured / target:.2f}x too slow "
+                         f"(+{(measured - target) * 1000:.1f} ms)")
 
 
 def _delivery(r: Any) -> str:
@@ -63,8 +105,8 @@ def _delivery(r: Any) -> str:
 
 def _limits(r: Any) -> str:
     """Which process was the bottleneck of a phase, from its CPU figures."""
-    cpu = {k: v for k, v in r.cpu.items() if k != "every other process"}
-    other = r.cpu.get("every other process", 0.0)
+    cpu = {k: v for k, v in r.cpu.items() if k != OTHER}
+    other = r.cpu.get(OTHER, 0.0)
     busy = [f"{k} {v:.2f}" for k, v in cpu.items() if v >= BUSY]
     used = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items() if v >= 0.05)
     noise = (f" Other work on the machine used {other:.2f} cores meanwhile: the figure is "
@@ -88,191 +130,91 @@ def render(results: dict[str, Any], charts: list[str]) -> str:
     s = meta["sizes"]
     sat = {n: msgs[n]["saturation"] for n, _ in NETS}
     paced = {n: msgs[n]["paced"] for n, _ in NETS}
-    md: list[str] = []
-    md.append("## Messages and logins side by side: interapp vs Prosody vs Synapse (issue 6)")
-    md.append("")
-    md.append("Generated by `bench/compare_messages.py` in one run on one machine (re-run with "
-              "`.venv/bin/python bench/compare_messages.py`; `--quick` for a 2-minute check). "
-              "Raw figures: [`perf/compare-messages.json`](perf/compare-messages.json).")
+    md = ["## Messages and logins side by side: interapp vs Prosody vs Synapse (issue 6)", "",
+          "Generated by `bench/compare_messages.py` in one run on one machine (re-run with "
+          "`.venv/bin/python bench/compare_messages.py`; `--quick` for a 2-minute check). "
+          "Raw figures: [`perf/compare-messages.json`](perf/compare-messages.json).", ""]
     if meta["quick"]:
-        md.append("")
-        md.append("> **`--quick` run** — small sizes; a smoke test, not the figures of record.")
-    md.append("")
-    md.append("### Method")
-    md.append("")
-    md.append(f"- Machine: {meta['machine']}.")
-    md.append(f"- Versions: {meta['versions']}.")
-    md.append("- Servers, all on 127.0.0.1 at once: one `interapp serve` process (SQLite, one "
-              "worker); Prosody (internal_hashed storage, no TLS on loopback); Synapse on "
-              "SQLite (generous `rc_*` rate limits, `bcrypt_rounds: 4`, no federation); and an "
-              "idle second `interapp serve` as the host's local application (it only mints "
-              "the same-account assertions).")
-    md.append(f"- {s['pairs']} pairs of buddies per network (interapp: seeded in the database; "
-              "Prosody: the xmpp plug-in's subscription handshake; Synapse: a direct room made "
-              "through the host). Every account is **linked through the host SDK**: one "
-              "`interapp.host.Host` per network (temporary data folder and vault) with one "
-              "target per account, `Host.connect` with the account's answers (prompt branch). "
-              f"Setup took {meta['setup_seconds']} s.")
-    md.append("- Sends go through the host SDK: `Host.send(target, to, body)`. Receipts "
-              "are read from the network's host's `Host.events()` (the merged, reconnecting, "
-              "resumable event stream of every target: both sides of every pair have it open, "
-              "as two users chatting do; the interapp plug-in then sends on that stream "
-              "instead of one HTTP request per message, the xmpp plug-in always sends on its "
-              "XML stream). The host saves each target's cursor in its vault in the "
-              "background, as for any application; it costs the same on every network. "
-              "This process is both the host and the load generator (standard asyncio loop, "
-              "as the CLI runs it).")
-    md.append(f"- **Saturation**: all {s['pairs']} senders at once, each with at most "
-              f"{s['window']} messages sent but not yet received (a closed loop on delivery, so "
-              "every network gets the same offered load whatever its `send` waits for). "
-              f"{s['messages']:,} messages for interapp and Prosody; Synapse bounded to "
-              f"{s['synapse_seconds']:g} s or {s['synapse_messages']:,} messages (it cannot "
-              "do 10,000 in bounded time). Throughput = messages received ÷ (last receipt - "
-              "first send); latency = receipt - start of the send call.")
-    md.append(f"- **Paced**: {s['rate']:g} messages/s for {s['paced_seconds']:g} s, "
-              "round-robin over the pairs, open loop; latency from the *intended* send time "
-              "(no coordinated omission).")
-    md.append("- Each message body is unique and is checked to arrive exactly once; missing, "
-              "duplicated and unexpected messages are shown in the table.")
-    md.append(f"- **Logins/s**: {s['login_concurrency']} workers, closed loop, "
-              f"{s['login_seconds']:g} s each, through the plug-ins (wrapped in "
-              "a 60 s timeout, as the host bounds its calls), without the host's vault "
-              "writes. interapp password grant = "
-              "`login()` = `POST /oauth/token` + the `GET /v1/me` check; refresh = "
-              "`prepare_refresh()` + `refresh()` (one rotating chain per worker); same-account "
-              "= `login_with_assertion()` (JWT-bearer grant + `GET /v1/me`) with a fresh "
-              "assertion each time (the server refuses a re-used `jti`), minted by the local "
-              "application (RFC 8693 token exchange, as the host's session does) into a "
-              "pool before the timed loop; a grant that finds the pool empty mints inline "
-              "(timed, counted in the table); Synapse "
-              "password = the matrix plug-in's `login()` (`POST /login` + whoami + display name "
-              "+ presence, 4 requests); Prosody = the xmpp plug-in's `login()`, a whole "
-              "session start (TCP connect, SASL SCRAM-SHA-1, bind, roster, archive position, "
-              "vCard, presence); its `close()` runs in the background, untimed.")
-    md.append("")
-    md.append("### Results")
-    md.append("")
-    md.append("| Metric | interapp serve | Prosody (xmpp) | Synapse (matrix) | "
-              "interapp ÷ Prosody | interapp ÷ Synapse |")
-    md.append("|---|---|---|---|---|---|")
-
-    def row(name: str, values: dict[str, float], fmt: Any, note: str = "") -> None:
+        md += ["> **`--quick` run** — small sizes; a smoke test, not the figures of record.", ""]
+    md += ["### Method", "", METHOD.format(**meta, **s).strip(), ""]
+    def row(name: str, values: dict[str, float], fmt: Any, note: str = "") -> list[str]:
         i, p, m = values["interapp"], values["xmpp"], values["matrix"]
-        md.append(f"| {name} | **{fmt(i)}** | {fmt(p)} | {fmt(m)} | {_ratio(i, p)}{note} | "
-                  f"{_ratio(i, m)}{note} |")
+        return [name, f"**{fmt(i)}**", fmt(p), fmt(m), f"{_ratio(i, p)}{note}",
+                f"{_ratio(i, m)}{note}"]
 
-    row("messages/s at saturation", {n: r.throughput for n, r in sat.items()}, fmt_rate)
-    row("saturation latency p50", {n: r.p(50) for n, r in sat.items()}, fmt_ms, " (lower=better)")
-    row("saturation latency p99", {n: r.p(99) for n, r in sat.items()}, fmt_ms, " (lower=better)")
-    row(f"paced {s['rate']:g}/s latency p50", {n: r.p(50) for n, r in paced.items()}, fmt_ms,
-        " (lower=better)")
-    row(f"paced {s['rate']:g}/s latency p99", {n: r.p(99) for n, r in paced.items()}, fmt_ms,
-        " (lower=better)")
-    md.append("| saturation: received/sent | " + " | ".join(
-        _delivery(sat[n]) for n, _ in NETS) + " | | |")
-    md.append("| paced: received/sent | " + " | ".join(
-        _delivery(paced[n]) for n, _ in NETS) + " | | |")
-    md.append("| saturation: send call p50 (plug-in's `send` returns) | " + " | ".join(
-        fmt_ms(benchkit.percentile(sat[n].acks, 50)) for n, _ in NETS) + " | | |")
+    lower = " (lower=better)"
+    md += ["### Results", "", *table(
+        ["Metric", *LABELS.values(), "interapp ÷ Prosody", "interapp ÷ Synapse"],
+        [row("messages/s at saturation", {n: r.throughput for n, r in sat.items()}, fmt_rate),
+         row("saturation latency p50", {n: r.p(50) for n, r in sat.items()}, fmt_ms, lower),
+         row("saturation latency p99", {n: r.p(99) for n, r in sat.items()}, fmt_ms, lower),
+         row(f"paced {s['rate']:g}/s latency p50", {n: r.p(50) for n, r in paced.items()},
+             fmt_ms, lower),
+         row(f"paced {s['rate']:g}/s latency p99", {n: r.p(99) for n, r in paced.items()},
+             fmt_ms, lower),
+         ["saturation: received/sent", *(_delivery(sat[n]) for n in LABELS), "", ""],
+         ["paced: received/sent", *(_delivery(paced[n]) for n in LABELS), "", ""],
+         ["saturation: send call p50 (plug-in's `send` returns)",
+          *(fmt_ms(percentile(sat[n].acks, 50)) for n in LABELS), "", ""]])]
     bounds = [f"{label}: {sat[n].bound}" for n, label in NETS if sat[n].bound]
     if bounds:
-        md.append("")
-        md.append("Saturation stopped early — " + "; ".join(bounds) + ".")
-    md.append("")
-    md.append("| Logins (through the plug-in) | logins/s | p50 | p99 | errors | "
-              "÷ Synapse password |")
-    md.append("|---|---|---|---|---|---|")
+        md += ["", "Saturation stopped early — " + "; ".join(bounds) + "."]
     syn = logins["synapse-password"].rate
-    for r in logins.values():
-        label = f"{r.label} ({r.note})" if r.note else r.label
-        md.append(f"| {label} | **{fmt_rate(r.rate)}** | "
-                  f"{fmt_ms(benchkit.percentile(r.latencies, 50))} | "
-                  f"{fmt_ms(benchkit.percentile(r.latencies, 99))} | "
-                  f"{sum(r.errors.values())} | {_ratio(r.rate, syn)} |")
+    md += ["", *table(
+        ["Logins (through the plug-in)", "logins/s", "p50", "p99", "errors",
+         "÷ Synapse password"],
+        [[f"{r.label} ({r.note})" if r.note else r.label, f"**{fmt_rate(r.rate)}**",
+          fmt_ms(percentile(r.latencies, 50)), fmt_ms(percentile(r.latencies, 99)),
+          sum(r.errors.values()), _ratio(r.rate, syn)] for r in logins.values()])]
     errors = [(r.label, e, c) for r in [*sat.values(), *paced.values(), *logins.values()]
               for e, c in r.errors.items()]
     if errors:
-        md.append("")
-        md.append("Errors: " + "; ".join(f"{lbl}: {c}x `{e}`" for lbl, e, c in errors[:8]))
-    md.append("")
-    md.append("### Targets")
-    md.append("")
-    md.append("| Target (issues 6 and 12) | Measured | Status |")
-    md.append("|---|---|---|")
+        md += ["", "Errors: " + "; ".join(f"{lbl}: {c}x `{e}`" for lbl, e, c in errors[:8])]
+
     ia, pr = sat["interapp"].throughput, sat["xmpp"].throughput
     need = TARGET_RATIO * pr
-    ok = ia >= need
-    md.append(f"| interapp messages/s ≥ {TARGET_RATIO:g}x Prosody's (same run: "
-              f"{TARGET_RATIO:g} x {fmt_rate(pr)} = {fmt_rate(need)}) | {fmt_rate(ia)} "
-              f"({_ratio(ia, pr)} Prosody) | {met(ok)}"
-              + ("" if ok else f" — {_short_by(ia, need, True)}") + " |")
-    missed = [] if ok else [f"throughput: {fmt_rate(ia)} against ≥ {fmt_rate(need)} — "
-                            f"{_short_by(ia, need, True)}"]
+    targets = [[f"interapp messages/s ≥ {TARGET_RATIO:g}x Prosody's (same run: "
+                f"{TARGET_RATIO:g} x {fmt_rate(pr)} = {fmt_rate(need)})",
+                f"{fmt_rate(ia)} ({_ratio(ia, pr)} Prosody)", _status(ia, need, True)]]
     for q in (50, 99):
         mine, theirs = paced["interapp"].p(q), paced["xmpp"].p(q)
-        ok = mine <= theirs
-        md.append(f"| interapp paced p{q} ≤ Prosody's ({fmt_ms(theirs)}) | {fmt_ms(mine)} | "
-                  f"{met(ok)}" + ("" if ok else f" — {_short_by(mine, theirs, False)}")
-                  + " |")
-        if not ok:
-            missed.append(f"paced p{q}: {fmt_ms(mine)} against ≤ {fmt_ms(theirs)} — "
-                          f"{_short_by(mine, theirs, False)}")
-    if "rss_setup_mb" in meta:
-        warm = meta["rss_setup_mb"]["interapp serve"]
-        soak = meta["rss_messages_mb"]["interapp serve"]
-        end = meta["rss_mb"]["interapp serve"]
-        ok = soak <= MAX_RSS_RATIO * warm
-        md.append(f"| interapp serve RSS after the message phases ({s['messages']:,} messages at "
-                  f"saturation and the paced ones) ≤ {MAX_RSS_RATIO:g}x its RSS after the set-up "
-                  f"({warm:,.1f} MB) | {soak:,.1f} MB ({soak / warm:.2f}x) | {met(ok)} |")
-        md.append(f"| (information) the same at the end, after the login phases (argon2id "
-                  f"password grants) | {end:,.1f} MB ({end / warm:.2f}x) | — |")
-        if not ok:
-            missed.append(f"memory: {soak:,.1f} MB after the messages against ≤ "
-                          f"{MAX_RSS_RATIO * warm:,.1f} MB")
-    md.append(f"| (reference) Prosody at saturation, issue says ≈ "
-              f"{NOMINAL['prosody_rate']:,.0f}/s | {fmt_rate(pr)} | — |")
-    md.append(f"| (reference) Prosody paced p50/p99, issue says "
-              f"{fmt_ms(NOMINAL['prosody_p50'])} / {fmt_ms(NOMINAL['prosody_p99'])} | "
-              f"{fmt_ms(paced['xmpp'].p(50))} / {fmt_ms(paced['xmpp'].p(99))} | — |")
-    md.append(f"| (reference) Synapse on SQLite, issue says ≈ {NOMINAL['synapse_rate']:g}/s | "
-              f"{fmt_rate(sat['matrix'].throughput)} | — |")
-    md.append("")
+        targets.append([f"interapp paced p{q} ≤ Prosody's ({fmt_ms(theirs)})", fmt_ms(mine),
+                        _status(mine, theirs, False)])
+    warm, soak, end = (meta[k]["interapp serve"]
+                       for k in ("rss_setup_mb", "rss_messages_mb", "rss_mb"))
+    targets += [
+        [f"interapp serve RSS after the message phases ({s['messages']:,} messages at "
+         f"saturation and the paced ones) ≤ {MAX_RSS_RATIO:g}x its RSS after the set-up "
+         f"({warm:,.1f} MB)", f"{soak:,.1f} MB ({soak / warm:.2f}x)",
+         met(soak <= MAX_RSS_RATIO * warm)],
+        ["(information) the same at the end, after the login phases (argon2id password "
+         "grants)", f"{end:,.1f} MB ({end / warm:.2f}x)", "—"],
+        [f"(reference) Prosody at saturation, issue says ≈ {NOMINAL['prosody_rate']:,.0f}/s",
+         fmt_rate(pr), "—"],
+        [f"(reference) Prosody paced p50/p99, issue says {fmt_ms(NOMINAL['prosody_p50'])} / "
+         f"{fmt_ms(NOMINAL['prosody_p99'])}",
+         f"{fmt_ms(paced['xmpp'].p(50))} / {fmt_ms(paced['xmpp'].p(99))}", "—"],
+        [f"(reference) Synapse on SQLite, issue says ≈ {NOMINAL['synapse_rate']:g}/s",
+         fmt_rate(sat["matrix"].throughput), "—"]]
+    missed = [t[0].split(" (")[0] for t in targets if "NOT met" in t[2]]
+    md += ["", "### Targets", "", *table(["Target (issues 6 and 12)", "Measured", "Status"],
+                                         targets), ""]
     if missed:
-        md.append("**Not met:** " + "; ".join(missed) + ".")
-        md.append("")
-    md.append("**What limits each network at saturation** (CPU cores during the phase):")
-    md.append("")
-    for n, label in NETS:
-        md.append(f"- {label}: {_limits(sat[n])}")
-    md.append("")
-    md.append("<details><summary>CPU during each phase (cores; 1.00 = one CPU busy) and "
-              "memory</summary>")
-    md.append("")
-    md.append("| Phase | " + " | ".join(PROCS) + " |")
-    md.append("|---|" + "---|" * len(PROCS))
+        md += ["**Not met:** " + "; ".join(missed) + ".", ""]
+    md += ["**What limits each network at saturation** (CPU cores during the phase):", "",
+           *(f"- {label}: {_limits(sat[n])}" for n, label in NETS), "",
+           "<details><summary>CPU during each phase (cores; 1.00 = one CPU busy) and "
+           "memory</summary>", ""]
     phases = [(f"{label}: saturation", sat[n]) for n, label in NETS]
     phases += [(f"{label}: paced", paced[n]) for n, label in NETS]
     phases += [(r.label, r) for r in logins.values()]
-    for name, r in phases:
-        md.append(f"| {name} | " + " | ".join(f"{r.cpu.get(p, math.nan):.2f}" for p in PROCS)
-                  + " |")
-    md.append("")
-    md.append("Memory (RSS) at the end: " + ", ".join(
-        f"{k} {v:,.0f} MB" for k, v in meta["rss_mb"].items()) + ".")
-    if "rss_setup_mb" in meta:
-        md.append("")
-        md.append("Memory (RSS) after the set-up / after the message phases / at the end: " +
-                  ", ".join(f"{k} {meta['rss_setup_mb'].get(k, 0):,.0f} / "
-                            f"{meta['rss_messages_mb'].get(k, 0):,.0f} / {v:,.0f} MB"
-                            for k, v in meta["rss_mb"].items()) + ".")
-    md.append("")
-    md.append("</details>")
-    md.append("")
-    md.append("### Charts")
-    md.append("")
-    for c in charts:
-        md.append(f"![{c}](perf/{c})")
+    md += [*table(["Phase", *PROCS], [[name, *(f"{r.cpu.get(p, math.nan):.2f}" for p in PROCS)]
+                                      for name, r in phases]), "",
+           "Memory (RSS) after the set-up / after the message phases / at the end: "
+           + ", ".join(f"{k} {meta['rss_setup_mb'].get(k, 0):,.0f} / "
+                       f"{meta['rss_messages_mb'].get(k, 0):,.0f} / {v:,.0f} MB"
+                       for k, v in meta["rss_mb"].items()) + ".",
+           "", "</details>", "", "### Charts", "", *(f"![{c}](perf/{c})" for c in charts)]
     return "\n".join(md) + "\n"
 
 

@@ -1,30 +1,26 @@
 """Issue-6 benchmark of live events: fan-out, scale-out over processes, and stream memory.
 
-    .venv/bin/python bench/compare_streams.py [--quick] [--streams 10000] [--no-write]
+    .venv/bin/python bench/compare_streams.py [--quick] [--streams 10000] [--write | --no-write]
 
-One run measures, on this machine, from this separate load-generator process:
+From this separate load-generator process, in one run:
 
-* **yardstick** — the bare Starlette JSON endpoint (``bench/bare_server.py``, started like
-  ``interapp serve``): req/s (closed loop) and its idle RSS;
-* **idle memory** — RSS of a fresh ``interapp serve`` (one process, SQLite) after ``/readyz``
-  and a handful of requests, and of a 2-worker PostgreSQL + Redis server (whole process tree);
-* **streams in one process** — N authenticated ``/v1/events`` WebSockets (N = 1,000, then
-  ``--streams``) held by a few hundred accounts on one SQLite server: RSS before/after, bytes
-  per stream, and a check that every stream is alive (a presence change of a buddy must reach
-  all of them); the server's idle CPU while holding them; then 1,000 streams that negotiate
-  ``permessage-deflate`` (what browsers offer) on a fresh server;
+* **yardstick** — the bare Starlette JSON endpoint (``bench/bare_server.py``): req/s and idle RSS;
+* **idle memory** — RSS of a fresh ``interapp serve`` (SQLite) after ``/readyz`` and a few
+  requests, and of a 2-worker PostgreSQL + Redis server (whole process tree);
+* **streams in one process** — N authenticated ``/v1/events`` WebSockets (1,000, then
+  ``--streams``) held by a few hundred accounts on one SQLite server: RSS and bytes per stream,
+  a presence change that must reach every stream, the idle CPU while holding them; then 1,000
+  streams that negotiate ``permessage-deflate`` (as browsers do) on a fresh server;
 * **fan-out** — one sender whose buddies each hold a stream (1,000; ``--quick``: 200) changes
-  presence in bursts: delivery latency to every stream (p50/p99/max) and events delivered/s,
-  with 1 server process and with 2 (``--workers 2``), both on PostgreSQL + Redis;
+  presence in bursts: delivery latency to every stream and events delivered/s, with 1 server
+  process and with 2 (``--workers 2``), on PostgreSQL + Redis;
 * **scale-out** — ``POST /v1/messages`` closed loop over 20 buddy pairs, each message received
-  on the receiver's stream, with 1 and 2 worker processes; the ratio against the ≥ 1.7x target
-  and the CPU used by the servers, this load generator and everything else (PostgreSQL, Redis).
+  on the receiver's stream, with 1 and 2 worker processes, against the ≥ 1.7x target.
 
-Streams and connections of the 2-process runs are spread evenly over the workers (checked
-through ``/proc``: which worker owns the server side of each connection). Charts go to
-``docs/perf/``, the raw figures to ``docs/perf/compare-streams.json`` and a Markdown block to
-``docs/performance.md`` (``--no-write`` prints only). Everything started is stopped at the end,
-also on Ctrl-C or an error; the temporary PostgreSQL database is dropped.
+In the 2-process runs streams and connections are spread evenly over the workers (checked
+through ``/proc``). Results: the ``compare-streams`` block of ``docs/performance.md``, charts
+in ``docs/perf/`` and the raw figures in ``docs/perf/compare-streams.json``. Everything
+started is stopped at the end, also on Ctrl-C or an error.
 """
 
 from __future__ import annotations
@@ -36,63 +32,176 @@ import json
 import math
 import os
 import re
+import resource
 import secrets
 import shutil
-import signal
+import socket
+import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
-
-from benchkit import (  # noqa: E402
+from benchkit import (
     CHARTS,
     CpuMeter,
-    Progress,
+    Proc,
+    cpu_scaling,
     cpu_text,
     descendants,
     machine_line,
+    parse,
+    parser,
     percentile,
+    pg_available,
+    pg_database,
     progress,
     rss_bytes,
+    run_loop,
     say,
+    seeding,
     serve,
+    serve_bare,
     tree_rss_bytes,
     write_block,
 )
-from server_bench import (  # noqa: E402
-    ROOT,
+from loadkit import (
+    Arrivals,
     HttpConn,
-    Server,
+    WsStream,
+    bearer,
     build,
     closed_loop,
-    cpu_scaling,
-    pg_available,
-    pg_create,
-    pg_drop,
-)
-from streamkit import (  # noqa: E402
-    Accounts,
-    Arrivals,
-    WsStream,
+    getter,
     open_streams,
-    peer_owner,
-    private_redis,
-    raise_nofile,
-    seed_accounts,
-    worker_pids,
+    request_once,
 )
-from streamreport import draw_charts, render_block  # noqa: E402
+from rich.progress import Progress
+from streamreport import draw_charts, render_block
 
 perf = time.perf_counter
 MB, KB = 1024 * 1024, 1024
 HOLDERS = 200  # accounts sharing the streams of the one-process phase
 ACTIVE = re.compile(r"^interapp_active_streams(?:\{[^}]*\})?\s+(\S+)$", re.M)
+
+
+def raise_nofile(want: int) -> int:
+    """Raise this process's open-file limit (inherited by the servers it starts); return it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = max(soft, want)
+    with contextlib.suppress(ValueError, OSError):  # raising the hard limit needs root
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, max(hard, target)))
+        return target
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def peer_owner(port: int, pids: list[int]) -> dict[int, int]:
+    """For each established connection to ``port``: the client's port → the server pid
+    (from the sockets in ``/proc/PID/fd`` and ``/proc/net/tcp``)."""
+    owner = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:["):
+                        owner[int(target[8:-1])] = pid
+    out: dict[int, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                parts = line.split()
+                local, remote, state, inode = parts[1], parts[2], parts[3], int(parts[9])
+                if state == "01" and int(local.rsplit(":", 1)[1], 16) == port and inode in owner:
+                    out[int(remote.rsplit(":", 1)[1], 16)] = owner[inode]
+    return out
+
+
+def worker_pids(pid: int) -> list[int]:
+    """The processes that serve requests: the workers of a supervisor, else ``pid`` itself."""
+    def is_worker(p: int) -> bool:
+        with contextlib.suppress(OSError):
+            cmd = Path(f"/proc/{p}/cmdline").read_bytes()
+            return b"python" in cmd and b"resource_tracker" not in cmd
+        return False
+
+    return [p for p in descendants(pid) if is_worker(p)] or [pid]
+
+
+@contextlib.contextmanager
+def private_redis(fallback: str) -> Iterator[tuple[str, str]]:
+    """A throw-away ``redis-server`` on a free port (no persistence), or ``fallback`` when
+    none is installed; yields ``(url, description)``."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        yield fallback, f"the shared Redis at {fallback}"
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), \
+                    socket.create_connection(("127.0.0.1", port), 0.5) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the private redis-server did not start")
+            time.sleep(0.05)
+        yield (f"redis://127.0.0.1:{port}/0",
+               f"a private redis-server on port {port} (no persistence)")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@dataclass
+class Accounts:
+    """Seeded accounts and their access tokens."""
+
+    hub_token: str
+    member_tokens: list[str]  # buddies of the hub: m00000, m00001, …
+    pairs: list[tuple[str, str, str, str]]  # (sender, sender token, receiver, receiver token)
+
+
+async def seed_accounts(db_url: str, *, members: int, pairs: int) -> Accounts:
+    """``hub`` with ``members`` buddies, and ``pairs`` sender/receiver buddy pairs, each with a
+    4-hour access token (straight into the database; nobody logs in)."""
+    async with seeding(db_url) as sd:
+        cid, _ = await sd.client("compare-streams", public=True)
+
+        async def token(user: Any) -> str:
+            return str((await sd.tokens(user.id, cid))["access_token"])
+
+        hub = await sd.user("hub")
+        member_tokens = []
+        for i in range(members):
+            member = await sd.user(f"m{i:05d}")
+            await sd.buddies(hub, member)
+            member_tokens.append(await token(member))
+        pair_rows = []
+        for i in range(pairs):
+            a, b = await sd.user(f"ps{i:02d}"), await sd.user(f"pr{i:02d}")
+            await sd.buddies(a, b)
+            pair_rows.append((a.username, await token(a), b.username, await token(b)))
+        hub_token = await token(hub)
+    return Accounts(hub_token, member_tokens, pair_rows)
 
 
 @dataclass
@@ -113,83 +222,66 @@ class Plan:
 class Bench:
     """Runs the phases and collects results into ``self.out``."""
 
-    def __init__(self, plan: Plan, bar: Progress, task: Any, pg_url: str, redis_url: str) -> None:
-        self.plan, self.bar, self.task = plan, bar, task
-        self.pg_url, self.redis_url = pg_url, redis_url
+    def __init__(self, plan: Plan, bar: Progress, task: Any, redis_url: str) -> None:
+        self.plan, self.bar, self.task, self.redis_url = plan, bar, task, redis_url
         self.work = Path(tempfile.mkdtemp(prefix="interapp-streams-"))
-        self.servers: list[Server] = []
+        self.servers: list[Proc] = []
         self.streams: list[WsStream] = []
         self.out: dict[str, Any] = {"errors": {}}
-        self.keep_logs = False
-        self.env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-        self.env["PYTHONUNBUFFERED"] = "1"
-
-    # ----------------------------------------------------------------- plumbing
 
     def step(self, text: str) -> None:
         """Advance the overall bar and name the next step."""
         self.bar.update(self.task, advance=1, description=text)
 
-    def start(self, name: str, argv: list[str], pattern: str, home: Path | None = None) -> Server:
-        env = dict(self.env)
-        if home is not None:
-            env["INTERAPP_HOME"] = str(home)
-        server = Server(name, argv, env, self.work / f"{name.replace(' ', '-')}.log", pattern)
-        self.servers.append(server)
-        return server
-
-    def serve(self, tag: str, db_url: str, *, workers: int = 1, redis: bool = False) -> Server:
+    async def serve(self, tag: str, db_url: str, *, workers: int = 1,
+                    redis: bool = False) -> Proc:
+        """``interapp serve`` on ``db_url``, ready on ``/readyz``; stopped by :meth:`stop`."""
         args = (["--redis", self.redis_url] if redis else []) + \
             (["--workers", str(workers)] if workers > 1 else [])
-        server = serve("streams", db_url, self.work, tag=f"interapp-{tag}", args=args,
-                       env=self.env, wait=False)
+        server = await asyncio.to_thread(serve, "streams", db_url, self.work,
+                                         tag=f"interapp-{tag}", args=args, wait=False)
         self.servers.append(server)
+        await server.wait_ready("/readyz")
         return server
 
-    def stop(self, server: Server) -> None:
-        """Stop a server and anything it left behind (its own session only)."""
-        kids = descendants(server.pid)
+    def stop(self, server: Proc) -> None:
+        """Stop a server and anything it left behind."""
         server.stop()
-        for pid in kids:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
         if server in self.servers:
             self.servers.remove(server)
 
     def close_streams(self) -> None:
+        """Close every open stream."""
         for stream in self.streams:
             stream.close()
         self.streams.clear()
 
     def cleanup(self) -> None:
+        """Stop everything; keep the logs when a phase failed."""
         self.close_streams()
         for server in list(self.servers):
             with contextlib.suppress(Exception):
                 self.stop(server)
-        if self.keep_logs:
+        if self.out["errors"]:
             say(f"server logs kept in {self.work}")
         else:
             shutil.rmtree(self.work, ignore_errors=True)
 
-    async def guarded(self, phase: str, work: Any) -> bool:
+    async def guarded(self, phase: str, work: Any) -> None:
         """Run one phase; on an error record it, stop what it started and go on."""
         try:
             await work
-            return True
         except Exception as exc:
             self.out["errors"][phase] = f"{type(exc).__name__}: {str(exc)[:300]}"
-            self.keep_logs = True
             say(f"[red]{phase} FAILED: {self.out['errors'][phase]}")
             self.close_streams()
             for server in list(self.servers):
                 with contextlib.suppress(Exception):
                     self.stop(server)
-            return False
 
     async def warm(self, port: int, acc: Accounts, rounds: int) -> None:
         """``/readyz`` and a handful of API requests, each on a fresh connection."""
-        hub = {"Authorization": f"Bearer {acc.hub_token}", "Content-Type": "application/json"}
-        member = {"Authorization": f"Bearer {acc.member_tokens[0]}"}
+        hub, member = bearer(acc.hub_token, json_body=True), bearer(acc.member_tokens[0])
         for i in range(rounds):
             for raw in (build("GET", "/readyz", port), build("GET", "/healthz", port),
                         build("GET", "/v1/me", port, member),
@@ -199,25 +291,16 @@ class Bench:
                         build("POST", "/v1/messages", port, hub, json.dumps(
                             {"to": "m00000", "body": "hi", "client_msg_id": f"warm{i}"}
                         ).encode()), build("GET", "/metrics", port)):
-                conn = HttpConn(port)
-                try:
-                    status, body = await conn.request(raw)
-                finally:
-                    conn.close()
+                status, body = await request_once(port, raw)
                 if status not in (200, 201):
                     raise RuntimeError(f"warm-up request answered {status}: {body[:200]!r}")
 
     async def presence(self, port: int, acc: Accounts, tag: str, state: str = "online") -> float:
         """``PUT /v1/presence`` by the hub with ``tag`` as status text; seconds to the answer."""
-        conn = HttpConn(port)
         body = json.dumps({"state": state, "status_text": tag}).encode()
-        try:
-            t0 = perf()
-            status, answer = await conn.request(build("PUT", "/v1/presence", port, {
-                "Authorization": f"Bearer {acc.hub_token}", "Content-Type": "application/json"},
-                body))
-        finally:
-            conn.close()
+        t0 = perf()
+        status, answer = await request_once(port, build(
+            "PUT", "/v1/presence", port, bearer(acc.hub_token, json_body=True), body))
         if status != 200:
             raise RuntimeError(f"PUT /v1/presence answered {status}: {answer[:200]!r}")
         return perf() - t0
@@ -262,28 +345,30 @@ class Bench:
             conn.close()
         return None
 
-    # ----------------------------------------------------------------- phases
+    async def baseline(self, server: Proc, acc: Accounts, arrivals: Arrivals,
+                       deflate: bool = False) -> int:
+        """Warm the stream code path with 20 streams, close them; the server's RSS then."""
+        await open_streams(server.port, acc.member_tokens, 20, arrivals.on_event,
+                           into=self.streams, deflate=deflate)
+        await self.wait_subscribed(server.port, 20, 30)
+        await self.reach_all(server.port, acc, arrivals, 10)
+        self.close_streams()
+        await asyncio.sleep(1.0)
+        return rss_bytes(server.pid)
 
     async def yardstick(self) -> None:
+        """The bare Starlette endpoint: req/s and idle RSS."""
         self.step("yardstick: bare Starlette")
-        server = self.start("bare", [sys.executable, str(HERE / "bare_server.py")],
-                            r"serving on http://[\d.]+:(\d+)")
+        server = await asyncio.to_thread(serve_bare, self.work)
+        self.servers.append(server)
         try:
-            await server.wait_ready("/json")
-            conn = HttpConn(server.port)
+            raw = build("GET", "/json", server.port)
             for _ in range(20):
-                await conn.request(build("GET", "/json", server.port))
-            conn.close()
+                await request_once(server.port, raw)
             await asyncio.sleep(1)
             idle = rss_bytes(server.pid)
-            raw = build("GET", "/json", server.port)
-
-            async def get(c: HttpConn, _: int) -> tuple[bool, str]:
-                status, _body = await c.request(raw)
-                return status == 200, str(status)
-
             r = await closed_loop("bare", server.port, 16, self.plan.warmup, self.plan.duration,
-                                  get, CpuMeter({"server": server.pid}))
+                                  getter(raw), CpuMeter({"server": server.pid}))
             self.out["yardstick"] = {"rate": r.rate, "p50_ms": r.pct(50), "p99_ms": r.pct(99),
                                      "errors": r.errors, "idle_rss": idle,
                                      "cpu": r.extra["cpu"]}
@@ -300,23 +385,16 @@ class Bench:
         acc = await seed_accounts(url, members=HOLDERS, pairs=0)
         tokens = acc.member_tokens
         self.step("one process, SQLite: idle memory")
-        server = self.serve("sqlite", url)
+        server = await self.serve("sqlite", url)
         res: dict[str, Any] = {"holders": HOLDERS, "steps": []}
         self.out["streams"] = res
         try:
-            await server.wait_ready("/readyz")
             await self.warm(server.port, acc, 3)
             await asyncio.sleep(1.0)
             self.out["idle_sqlite"] = {"rss": rss_bytes(server.pid)}
             say(f"  idle interapp serve (SQLite, 1 process): {rss_bytes(server.pid) / MB:.1f} MB")
             arrivals = Arrivals()
-            # Warm the stream code path, then take the baseline.
-            await open_streams(server.port, tokens, 20, arrivals.on_event, into=self.streams)
-            await self.wait_subscribed(server.port, 20, 30)
-            await self.reach_all(server.port, acc, arrivals, 10)
-            self.close_streams()
-            await asyncio.sleep(1.0)
-            base = rss_bytes(server.pid)
+            base = await self.baseline(server, acc, arrivals)
             res["base_rss"] = base
             targets = sorted({min(1000, self.plan.streams), self.plan.streams})
             sub = self.bar.add_task("  opening streams", total=targets[-1])
@@ -372,18 +450,11 @@ class Bench:
         """1,000 streams that negotiate permessage-deflate, on a fresh server."""
         n = self.plan.deflate
         self.step(f"one process: {n:,} streams with permessage-deflate")
-        server = self.serve("sqlite-deflate", url)
+        server = await self.serve("sqlite-deflate", url)
         try:
-            await server.wait_ready("/readyz")
             await self.warm(server.port, acc, 3)
             arrivals = Arrivals()
-            await open_streams(server.port, acc.member_tokens, 20, arrivals.on_event,
-                               into=self.streams, deflate=True)
-            await self.wait_subscribed(server.port, 20, 30)
-            await self.reach_all(server.port, acc, arrivals, 10)
-            self.close_streams()
-            await asyncio.sleep(1.0)
-            base = rss_bytes(server.pid)
+            base = await self.baseline(server, acc, arrivals, deflate=True)
             report = await open_streams(server.port, acc.member_tokens, n, arrivals.on_event,
                                         into=self.streams, deflate=True)
             await self.wait_subscribed(server.port, len(self.streams), 60)
@@ -437,9 +508,7 @@ class Bench:
                 break
             conn = HttpConn(port)
             await conn.request(build("GET", "/healthz", port))
-            assert conn.writer is not None
-            cport = conn.writer.get_extra_info("sockname")[1]
-            pid = peer_owner(port, pids).get(cport)
+            pid = peer_owner(port, pids).get(conn.local_port)
             if pid is not None and len(kept[pid]) < per:
                 kept[pid].append(conn)
             else:
@@ -452,9 +521,8 @@ class Bench:
         res: dict[str, Any] = {"workers": workers}
         self.out[key] = res
         self.step(f"{workers} process(es), PostgreSQL + Redis: idle memory")
-        server = self.serve(key, url, workers=workers, redis=True)
+        server = await self.serve(key, url, workers=workers, redis=True)
         try:
-            await server.wait_ready("/readyz")
             deadline = perf() + 30
             while len(pids := worker_pids(server.pid)) < workers and perf() < deadline:
                 await asyncio.sleep(0.2)
@@ -470,7 +538,7 @@ class Bench:
             self.close_streams()
             self.stop(server)
 
-    async def fanout(self, server: Server, pids: list[int], acc: Accounts,
+    async def fanout(self, server: Proc, pids: list[int], acc: Accounts,
                      res: dict[str, Any]) -> None:
         plan, port = self.plan, server.port
         self.step(f"{len(pids)} process(es): fan-out to {plan.fanout:,} streams")
@@ -518,7 +586,7 @@ class Bench:
         self.close_streams()
         await asyncio.sleep(1.0)
 
-    async def throughput(self, server: Server, pids: list[int], acc: Accounts,
+    async def throughput(self, server: Proc, pids: list[int], acc: Accounts,
                          res: dict[str, Any]) -> None:
         plan, port = self.plan, server.port
         self.step(f"{len(pids)} process(es): messages over {plan.pairs} pairs")
@@ -529,9 +597,7 @@ class Bench:
         await self.wait_subscribed(port, len(self.streams), 30)
         conns = await self.balanced_conns(port, pids, len(acc.pairs))
         owner = peer_owner(port, pids)
-        res["msg_conn_spread"] = dict(Counter(
-            str(owner.get(c.writer.get_extra_info("sockname")[1], 0)) for c in conns
-            if c.writer is not None))
+        res["msg_conn_spread"] = dict(Counter(str(owner.get(c.local_port, 0)) for c in conns))
         run = secrets.token_hex(3)
         sent: dict[str, float] = {}
         counter = iter(range(10**9))
@@ -542,9 +608,7 @@ class Bench:
             body = json.dumps({"to": receiver, "body": f"m {cmid}", "client_msg_id": cmid})
             sent[cmid] = perf()
             status, answer = await conns[i].request(build(
-                "POST", "/v1/messages", port, {"Authorization": f"Bearer {token}",
-                                               "Content-Type": "application/json"},
-                body.encode()))
+                "POST", "/v1/messages", port, bearer(token, json_body=True), body.encode()))
             return status == 201, f"{status} {answer[:80]!r}"
 
         r = await closed_loop("messages", port, len(conns), plan.warmup, plan.duration, send,
@@ -574,24 +638,18 @@ class Bench:
 
 
 async def run(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
-    """All phases; the results (also partial ones, with ``error`` set, on a failure)."""
-    # SIGTERM (e.g. `timeout`) cancels the run like Ctrl-C: the finally blocks stop everything.
-    main_task = asyncio.current_task()
-    assert main_task is not None
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
+    """All phases; the results (also partial ones, with ``errors`` set, on a failure)."""
     limit = raise_nofile(max(65536, plan.streams * 2 + 1000))
     steps = 6 + len({min(1000, plan.streams), plan.streams}) + (7 if args.pg else 0)
     started = time.time()
     with progress() as bar, private_redis(args.redis) as (redis_url, redis_what):
         task = bar.add_task("compare-streams", total=steps)
-        bench = Bench(plan, bar, task, args.pg_url, redis_url)
+        bench = Bench(plan, bar, task, redis_url)
         bench.out.update(machine=machine_line(), nofile=limit, redis=redis_what,
                          cores=os.cpu_count(), plan=plan.__dict__,
                          command=" ".join(["bench/compare_streams.py", *args.argv]))
         bench.step("machine: two CPU-bound processes vs one")
         bench.out["cpu_scaling"] = cpu_scaling()
-        pg_name = None
         try:
             await bench.guarded("yardstick", bench.yardstick())
             await bench.guarded("streams", bench.streams_phase())
@@ -599,22 +657,20 @@ async def run(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
                 bench.out["errors"]["postgres"] = f"PostgreSQL at {args.pg_url} does not answer"
             else:
                 bench.step("PostgreSQL: seeding")
-                pg_name, url = pg_create(args.pg_url)
-                acc = await seed_accounts(url, members=plan.fanout, pairs=plan.pairs)
-                for workers in (1, 2):
-                    await bench.guarded(f"{workers} process(es)",
-                                        bench.cluster_phase(workers, url, acc))
+                with pg_database(args.pg_url) as url:
+                    acc = await seed_accounts(url, members=plan.fanout, pairs=plan.pairs)
+                    for workers in (1, 2):
+                        await bench.guarded(f"{workers} process(es)",
+                                            bench.cluster_phase(workers, url, acc))
         finally:
             bench.cleanup()
-            if pg_name:
-                pg_drop(args.pg_url, pg_name)
             bench.out["seconds"] = time.time() - started
     return bench.out
 
 
-def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Plan]:
-    p = argparse.ArgumentParser(description="Fan-out, scale-out and stream-memory benchmark.")
-    p.add_argument("--quick", action="store_true", help="small sizes (under ~2 minutes)")
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
+    """The command line, and the sizes it asks for."""
+    p = parser(__doc__, "small sizes (under ~2 minutes)")
     p.add_argument("--streams", type=int, help="streams held by one process (10,000; quick "
                    "1,000)")
     p.add_argument("--fanout", type=int, help="buddies of the sender, one stream each (1,000; "
@@ -622,13 +678,11 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Plan]:
     p.add_argument("--bursts", type=int, help="measured fan-out bursts (20; quick 5)")
     p.add_argument("--pairs", type=int, default=20, help="buddy pairs sending messages")
     p.add_argument("--duration", type=float, help="seconds of the message phase (10; quick 3)")
-    p.add_argument("--no-write", action="store_true", help="print only; write no files")
     p.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432")
     p.add_argument("--redis", default="redis://127.0.0.1:6379/0",
                    help="Redis to use when redis-server is not installed (a private one is "
                    "started otherwise)")
-    args = p.parse_args(argv)
-    args.argv = argv
+    args = parse(p, argv)
     q = args.quick
     plan = Plan(quick=q, streams=args.streams or (1000 if q else 10_000),
                 fanout=args.fanout or (200 if q else 1000), bursts=args.bursts or (5 if q else 20),
@@ -639,16 +693,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Plan]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, plan = parse_args(sys.argv[1:] if argv is None else argv)
+    """Entry point: 0 when every phase ran, 130 on Ctrl-C."""
+    args, plan = parse_args(argv)
     try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:
-        runner = asyncio.Runner()
-    try:
-        with runner:
-            out = runner.run(run(args, plan))
+        out = run_loop(run(args, plan))
     except (KeyboardInterrupt, asyncio.CancelledError):
         say("interrupted: every server started was stopped, the PostgreSQL database dropped")
         return 130
@@ -657,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
     if out["errors"]:  # a partial run must not replace the figures of record
         say(f"[red]phases failed: {', '.join(out['errors'])}; nothing written")
         return 1
-    if not args.no_write:
+    if args.write:
         CHARTS.mkdir(parents=True, exist_ok=True)
         charts = draw_charts(out)
         (CHARTS / "compare-streams.json").write_text(json.dumps(out, indent=1, default=str))
@@ -668,5 +716,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    os.chdir(ROOT)
     sys.exit(main())

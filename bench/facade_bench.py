@@ -4,53 +4,47 @@
     .venv/bin/python bench/facade_bench.py [--quick] [--rounds N] [--buddies 100]
                                            [--write | --no-write]
 
-The target, ``chatter``, is a real ``interapp serve`` process (SQLite, one worker), so that the
-figures are those of an application talking to a server over loopback and the server does not
-share this process's GIL; the local application (``arena``, idle while measuring) runs on a
-thread of this process. alice has ``--buddies`` buddies on chatter, bob among them; carol has
-10 (to tell the fixed cost from the per-buddy cost).
-
-* **through the façade**: a :class:`~interapp.host.Host` on a fresh data folder, signed in to
-  arena, with chatter linked through the prompt (a real password login);
-  ``host.send("chatter", "bob", …)``, ``host.buddies("chatter")`` and ``host.buddies()`` (all
-  targets: the unified list);
-* **directly**: a second object of the same installed ``interapp`` plug-in for the same server,
-  logged in as alice by its own ``login()``, and its ``send("bob", …, client_msg_id)`` and
-  ``buddies()``.
-
-Nobody subscribes to the host's events, so neither side has an event stream open and both
-send with ``POST /v1/messages`` (with a stream open the plug-in sends on it instead, on both
-sides alike). Each pair is measured by :func:`benchkit.overhead`: the two calls alternate
-(which goes first flips every round), so the machine's noise hits both alike; p50/p99 of each,
-the overhead of the façade at the median in % and in µs. Target: ≤ 5 % (issue 11). The block
-``facade-bench`` of ``docs/performance.md`` is written by a full run (``--quick``: only with
-``--write``).
+The target, ``chatter``, is a real ``interapp serve`` process (SQLite, one worker); the local
+application (``arena``, idle while measuring) runs on a thread of this process. alice has
+``--buddies`` buddies on chatter, bob among them; carol has 10 (fixed against per-buddy cost).
+The façade side is a ``Host`` with chatter linked through the prompt (``host.send``,
+``host.buddies("chatter")``, ``host.buddies()``); the direct side a second object of the same
+installed plug-in, logged in by its own ``login()``. Nobody subscribes to the host's events,
+so both sides send with ``POST /v1/messages``. Each pair is measured by
+:func:`benchkit.overhead` (the two calls alternate). Target: ≤ 5 % at the median. The block
+is ``facade-bench`` of ``docs/performance.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import os
+import contextlib
+import itertools
 import sys
 import tempfile
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 from benchkit import (
     fmt_ms,
     machine_line,
     met,
+    open_host,
     overhead,
+    parse,
+    parser,
     plugin_instance,
+    publish,
     say,
-    seeding,
+    seed_app,
     serve,
-    write_block,
+    vault_key,
 )
 
-from interapp.host import Host, Scripted, Secret
+from interapp.host import Scripted, Secret
 from interapp.testing.servers import ThreadedServer
 
 TARGET_PCT = 5.0
@@ -61,28 +55,17 @@ PW = "facade-bench-pw"
 async def seed(folder: Path, buddies: int) -> dict[str, tuple[str, str]]:
     """arena: alice; chatter: alice with ``buddies`` buddies (bob first) and carol with
     ``SMALL`` (bob among them). A client on each."""
-    clients = {}
-    async with seeding(f"sqlite:///{folder / 'arena.db'}", PW) as sd:
-        await sd.user("alice")
-        cid, secret = await sd.client("bench-host")
-        clients["arena"] = (cid, secret or "")
-    async with seeding(f"sqlite:///{folder / 'chatter.db'}", PW) as sd:
-        alice, carol = await sd.user("alice"), await sd.user("carol")
-        others = [await sd.user("bob" if i == 0 else f"b{i:03d}") for i in range(buddies)]
-        for i, other in enumerate(others):
-            await sd.buddies(alice, other)
-            if i < SMALL:
-                await sd.buddies(carol, other)
-        cid, secret = await sd.client("bench-host")
-        clients["chatter"] = (cid, secret or "")
-    return clients
+    others = ["bob", *(f"b{i:03d}" for i in range(1, buddies))]
+    pairs = [(0, 2 + i) for i in range(buddies)] + [(1, 2 + i) for i in range(SMALL)]
+    return {"arena": await seed_app(folder / "arena.db", PW, ["alice"]),
+            "chatter": await seed_app(folder / "chatter.db", PW, ["alice", "carol", *others],
+                                      [p for p in pairs if p[1] < 2 + buddies])}
 
 
 async def measure(folder: Path, arena: ThreadedServer, chatter_url: str,
                   clients: dict[str, tuple[str, str]], rounds: int,
                   buddies: int) -> dict[str, dict[str, float]]:
     """The pairs of calls, each interleaved."""
-    key = base64.b64encode(os.urandom(32)).decode()
     cid, secret = clients["chatter"]
     direct = {}
     for user in ("alice", "carol"):
@@ -91,48 +74,27 @@ async def measure(folder: Path, arena: ThreadedServer, chatter_url: str,
         await direct[user].login({"username": user, "password": Secret(PW)})
     alice, carol = direct["alice"], direct["carol"]
     out: dict[str, dict[str, float]] = {}
-    async with Host.open(folder / "home", vault_key=key, env={}) as host:
-        acid, asecret = clients["arena"]
-        await host.set_local(arena.url, client_id=acid, client_secret=asecret)
-        await host.sign_in("alice", PW)
+    async with contextlib.aclosing(await open_host(
+            folder / "home", arena.url, clients["arena"], "alice", PW, vault_key=vault_key(),
+            env={})) as host:
         for name, user in (("chatter", "alice"), ("chatter-carol", "carol")):
             await host.add_target(name, plugin="interapp", server=chatter_url, client_id=cid,
                                   client_secret=secret)
             await host.connect(name, Scripted({"username": user, "password": PW}))
-        n = [0]
+        bodies = (f"facade-bench {i}" for i in itertools.count())
+        small = min(SMALL, buddies)
 
-        def body() -> str:
-            n[0] += 1
-            return f"facade-bench {n[0]}"
+        async def listed(call: Awaitable[list[Any]], count: int) -> None:
+            assert len(await call) == count
 
-        async def direct_send() -> None:
-            await alice.send("bob", body(), uuid.uuid4().hex)
-
-        async def host_send() -> None:
-            await host.send("chatter", "bob", body())
-
-        async def direct_buddies() -> None:
-            assert len(await alice.buddies()) == buddies
-
-        async def host_buddies() -> None:
-            assert len(await host.buddies("chatter")) == buddies
-
-        async def direct_small() -> None:
-            assert len(await carol.buddies()) == min(SMALL, buddies)
-
-        async def host_small() -> None:
-            assert len(await host.buddies("chatter-carol")) == min(SMALL, buddies)
-
-        async def direct_both() -> None:
-            await asyncio.gather(alice.buddies(), carol.buddies())
-
-        async def host_all() -> None:
-            assert len(await host.buddies()) == buddies + min(SMALL, buddies)
-
-        pairs = (("send", direct_send, host_send),
-                 ("buddies(target)", direct_buddies, host_buddies),
-                 ("buddies(target) small", direct_small, host_small),
-                 ("buddies()", direct_both, host_all))
+        pairs = (("send", lambda: alice.send("bob", next(bodies), uuid.uuid4().hex),
+                  lambda: host.send("chatter", "bob", next(bodies))),
+                 ("buddies(target)", lambda: listed(alice.buddies(), buddies),
+                  lambda: listed(host.buddies("chatter"), buddies)),
+                 ("buddies(target) small", lambda: listed(carol.buddies(), small),
+                  lambda: listed(host.buddies("chatter-carol"), small)),
+                 ("buddies()", lambda: asyncio.gather(alice.buddies(), carol.buddies()),
+                  lambda: listed(host.buddies(), buddies + small)))
         for name, plain, wrapped in pairs:
             for _ in range(max(20, rounds // 20)):  # warm-up: pools, statement caches
                 await plain()
@@ -179,15 +141,11 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> st
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="300 rounds instead of 2,000")
+    p = parser(__doc__, "300 rounds instead of 2,000")
     p.add_argument("--rounds", type=int, help="rounds per pair of calls (default 2,000)")
     p.add_argument("--buddies", type=int, default=100, help="alice's buddies on chatter")
-    p.add_argument("--write", dest="write", action="store_true", default=None)
-    p.add_argument("--no-write", dest="write", action="store_false")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     args.rounds = args.rounds or (300 if args.quick else 2000)
-    write = (not args.quick) if args.write is None else args.write
     with tempfile.TemporaryDirectory(prefix="facade-bench-") as tmp:
         folder = Path(tmp)
         clients = asyncio.run(seed(folder, args.buddies))
@@ -199,10 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             chatter.stop()
             arena.stop()
-    text = report(results, args)
-    print(text)
-    if write:
-        write_block("facade-bench", text)
+    publish("facade-bench", report(results, args), args.write)
     return 0
 
 

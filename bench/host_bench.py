@@ -1,44 +1,31 @@
-"""Benchmark of the host (issue 3, "Tests" → benchmark): link resolution, plug-in start-up, and
-connecting 1,000 linked targets.
+"""Benchmark of the host (issue 3): link resolution, plug-in start-up, and connecting 1,000
+linked targets, each against real parts (nothing is mocked).
 
-    .venv/bin/python bench/host_bench.py [--quick] [--write | --no-write] [--out FILE]
+    .venv/bin/python bench/host_bench.py [--quick] [--write | --no-write]
 
-Three phases, each against real parts (nothing is mocked):
+(a) **Stored-link resolution.** Two application servers on threads of this process
+    (``ThreadedServer``, SQLite): ``arena`` (the local app) and ``chatter`` (the target). A
+    :class:`~interapp.host.Host` signs alice in to arena and links chatter through the prompt
+    branch; then ``Vault.get_link`` + ``Vault.read_credential`` (lookup, AES-GCM decrypt, the
+    ``last_used``/audit write) and the whole ``Host.connect(…, reconnect=True)`` of the
+    stored-link branch are timed, p50 and p99 over ≥ 1,000 iterations. Target: ≤ 1 ms.
+(b) **Start-up with 20 plug-ins.** A generated module of 20 light ``PluginSpec`` objects and a
+    ``*.dist-info`` announcing them in ``interapp.plugins``, on ``PYTHONPATH``; a fresh
+    ``python -c`` runs ``interapp.host.registry.discover()`` and asserts them all, against a
+    bare ``python -c pass`` (medians). Target: ≤ 300 ms for the process. ``interapp plugins
+    --json`` is timed on the same folder, for information.
+(c) **1,000 linked targets.** ``Host.add_target`` adds 1,000 targets on chatter, each linked by
+    a real password login (4 at a time); then a *new* ``Host`` on the same folder connects
+    all of them through the stored-link branch, 50 at a time. Target: ≤ 10 s.
 
-(a) **Stored-link resolution.** Two real application servers run on threads of this process
-    (:class:`interapp.testing.servers.ThreadedServer`, SQLite): ``arena`` (the local app) and
-    ``chatter`` (the target, with its own accounts). A :class:`~interapp.host.Host` on a fresh
-    data folder signs alice in to arena and links chatter through the prompt branch (a real
-    password login). Then it times ``Vault.get_link`` + ``Vault.read_credential`` (the SQLite
-    lookup, the AES-GCM decrypt, and the ``last_used``/audit write every use makes) and the
-    whole ``Host.connect(…, reconnect=True)`` of the stored-link branch (resolver, single-flight
-    keeper with its file lock, the vault thread, the plug-in's ``GET /v1/me``) — p50 and p99
-    over at least 1,000 iterations each. Target: resolution (decrypt included) ≤ 1 ms.
-(b) **Start-up with 20 plug-ins.** A temporary folder holds a generated module with 20 light
-    ``PluginSpec`` objects and a ``*.dist-info`` whose ``entry_points.txt`` announces them in
-    the ``interapp.plugins`` group; with it on ``PYTHONPATH``, a fresh ``python -c`` process runs
-    ``interapp.host.registry.discover()`` and asserts 20 more specs than without them, the
-    shipped ``interapp`` plug-in among them. Its wall time is compared with a bare
-    ``python -c pass``; the median of several runs is reported. Target: ≤ 300 ms for the
-    process (interpreter start included). The same folder is also used to time
-    ``interapp plugins --json`` (the real command, for information).
-(c) **1,000 linked targets.** ``Host.add_target`` adds 1,000 targets, all pointing at
-    ``chatter``, and each gets its own link through a real password login (set-up, 4 at a time:
-    the server reserves 5 login attempts per account at once). Then a *new* ``Host`` on the
-    same data folder (as after a restart) connects all of them through the stored-link branch
-    with ``Host.connect``, at most 50 at a time. Target: all 1,000 in ≤ 10 s.
-
-The servers run on threads of this process, so the HTTP figures include the server's own work
-on the same CPUs (and GIL). The results are the ``host-bench`` block of
-``docs/performance.md``; a full run writes it, ``--quick`` (fewer targets, fewer runs) only
-with ``--write``.
+The servers share this process's CPUs (and GIL). The results are the ``host-bench`` block of
+``docs/performance.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import os
 import shlex
 import statistics
@@ -50,7 +37,20 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from benchkit import Table, bounded, machine_line, met, percentile, say, seeding, write_block
+from benchkit import (
+    Table,
+    bounded,
+    machine_line,
+    met,
+    open_host,
+    parse,
+    parser,
+    percentile,
+    publish,
+    say,
+    seed_app,
+    vault_key,
+)
 
 from interapp.testing.servers import ThreadedServer
 
@@ -68,25 +68,14 @@ def pct(values: list[float], q: float) -> float:
 
 async def seed_apps(folder: Path) -> dict[str, Any]:
     """arena: alice (password); chatter: alice (password). A confidential client on each."""
-    clients: dict[str, Any] = {}
-    for app in ("arena", "chatter"):
-        async with seeding(f"sqlite:///{folder / app}.db", PW[f"alice@{app}"]) as sd:
-            await sd.user("alice", "Alice")
-            cid, secret = await sd.client("bench-host")
-            clients[app] = (cid, secret or "")
-    return clients
+    return {app: await seed_app(folder / f"{app}.db", PW[f"alice@{app}"], ["alice"])
+            for app in ("arena", "chatter")}
 
 
-async def open_host(home: Path, key: str, arena: Any, clients: dict[str, Any]) -> Any:
+async def host_on(home: Path, key: str, arena: Any, clients: dict[str, Any]) -> Any:
     """A :class:`~interapp.host.Host` on ``home``, its local application arena, alice signed in."""
-    from interapp.host import Host
-
-    host = await Host.open(home, vault_key=key, env={}, call_timeout=60)
-    if host.signed_in is None:
-        cid, secret = clients["arena"]
-        await host.set_local(arena.url, client_id=cid, client_secret=secret)
-        await host.sign_in("alice", PW["alice@arena"])
-    return host
+    return await open_host(home, arena.url, clients["arena"], "alice", PW["alice@arena"],
+                           vault_key=key, env={}, call_timeout=60)
 
 
 def chatter_answers() -> Any:
@@ -104,9 +93,9 @@ async def phase_resolution(res: Results, folder: Path, arena: Any, chatter: Any,
     from interapp.vault import Vault
 
     say(f"(a) stored-link resolution: linking chatter, then {iterations} iterations each")
-    key = base64.b64encode(os.urandom(32)).decode()
+    key = vault_key()
     home = folder / "host-a"
-    host = await open_host(home, key, arena, clients)
+    host = await host_on(home, key, arena, clients)
     try:
         cid, secret = clients["chatter"]
         await host.add_target("chatter", plugin="interapp", server=chatter.url,
@@ -272,7 +261,7 @@ async def phase_many(res: Results, folder: Path, arena: Any, chatter: Any,
 
     say(f"(c) {count:,} linked targets: linking each by a real password login "
         f"({setup_conc} at a time)")
-    key = base64.b64encode(os.urandom(32)).decode()
+    key = vault_key()
     home = folder / "host-c"
     names = [f"t{i:04d}" for i in range(count)]
     t_setup = time.perf_counter()
@@ -280,7 +269,7 @@ async def phase_many(res: Results, folder: Path, arena: Any, chatter: Any,
     retries = 0
     batch = 100  # a host per batch of links: its plug-ins (and sockets) close with it
     for start in range(0, count, batch):
-        host = await open_host(home, key, arena, clients)
+        host = await host_on(home, key, arena, clients)
         try:
             chunk = names[start:start + batch]
             for n in chunk:
@@ -321,7 +310,7 @@ async def phase_many(res: Results, folder: Path, arena: Any, chatter: Any,
         make.append((time.perf_counter() - t0) * 1000)
         await client.aclose()
 
-    host = await open_host(home, key, arena, clients)
+    host = await host_on(home, key, arena, clients)
     try:
         per: list[float] = []
         failures: Counter[str] = Counter()
@@ -413,23 +402,18 @@ async def run_async(res: Results, folder: Path, args: argparse.Namespace) -> Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: 100 targets, 3 start-up runs (1,000 iterations still)")
-    p.add_argument("--write", dest="write", action="store_true", default=None,
-                   help="write the host-bench block (default for a full run)")
-    p.add_argument("--no-write", dest="write", action="store_false")
+    """Entry point."""
+    p = parser(__doc__, "smoke run: 100 targets, 3 start-up runs (1,000 iterations still)")
     p.add_argument("--iterations", type=int, help="iterations of (a) (default 2000, min 1000)")
     p.add_argument("--targets", type=int, help="targets of (c) (default 1000; quick 100)")
     p.add_argument("--runs", type=int, help="processes per start-up figure (11; quick 3)")
     p.add_argument("--concurrency", type=int, default=50, help="connects at a time in (c)")
     p.add_argument("--setup-concurrency", type=int, default=4,
                    help="password logins at a time in (c)'s set-up (at most 5)")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     args.iterations = max(1000, args.iterations or 2000)
     args.targets = args.targets or (100 if args.quick else 1000)
     args.runs = args.runs or (3 if args.quick else 11)
-    write = (not args.quick) if args.write is None else args.write
     res = Results()
     head = (f"`bench/host_bench.py`{' --quick' if args.quick else ''}; {machine_line()}. "
             "Vault: SQLite in a fresh data folder, AES-256-GCM per credential; servers: "
@@ -440,10 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         phase_startup(res, folder, args.runs)
         asyncio.run(run_async(res, folder, args))
     say(f"done in {time.perf_counter() - t0:.1f} s")
-    section = res.render("## Host (issue 3)", head, notes(res))
-    print(section)
-    if write:
-        write_block("host-bench", section)
+    publish("host-bench", res.render("## Host (issue 3)", head, notes(res)), args.write)
     return 0
 
 

@@ -15,11 +15,12 @@ In order (each is also a command of its own, with more options):
 6. ``agent_bench`` — ``interapp agent``: the local API's round trip, a send through it against
    the in-process façade (issue 13).
 
-A new benchmark goes in as one more row of ``STAGES`` (script and arguments): a script that
-accepts ``--quick``/``--no-write`` and writes its own block with ``benchkit.write_block``;
-every shared piece (servers started with ``benchkit.serve()`` and seeded with
-``benchkit.seeding()``, CPU with ``benchkit.CpuMeter``, machine facts) is in
-``bench/benchkit.py``.
+A new benchmark goes in as one more row of ``STAGES``: a script whose command line starts
+from ``benchkit.parser()`` (``--quick``, ``--write``/``--no-write``) and that writes its own
+block with ``benchkit.publish()``. The shared pieces are in ``bench/benchkit.py`` (servers
+started with ``serve()`` and seeded with ``seeding()``, CPU with ``CpuMeter``, machine facts,
+report blocks, charts) and ``bench/loadkit.py`` (the raw HTTP client, load drivers, event
+streams).
 
 They run one at a time, so that each has the machine to itself; each shows its own progress.
 A failing benchmark does not stop the others; the exit status is non-zero if any failed, and
@@ -36,14 +37,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-STAGES = {
-    "compare_messages": ["compare_messages.py"],
-    "compare_streams": ["compare_streams.py"],
-    "server_bench": ["server_bench.py", "--out", "docs/performance.md"],
-    "host_bench": ["host_bench.py"],
-    "facade_bench": ["facade_bench.py"],
-    "agent_bench": ["agent_bench.py"],
-}
+STAGES = ("compare_messages", "compare_streams", "server_bench", "host_bench", "facade_bench",
+          "agent_bench")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -65,17 +60,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def command(name: str, args: argparse.Namespace) -> list[str]:
     """The command line of one stage."""
-    script, *extra = STAGES[name]
-    if not args.write and name == "server_bench":
-        extra = []  # it writes only when given --out
-    argv = [sys.executable, str(HERE / script), *extra]
+    argv = [sys.executable, str(HERE / f"{name}.py")]
     if args.quick:
         argv.append("--quick")
-    if not args.write and name != "server_bench":
-        argv.append("--no-write")
-    elif args.write and name == "host_bench":
-        argv.append("--write")
-    return argv
+    return [*argv, "--write" if args.write else "--no-write"]
 
 
 def run_stage(argv: list[str]) -> int:

@@ -10,7 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from benchkit import Bar, bar_chart, cpu_text, met
+from benchkit import Bar, bar_chart, fmt_ms, met
+from benchkit import cpu_text as _cpu
 
 TARGET_RATIO = 1.7
 TARGET_IDLE_MB = 60.0
@@ -28,12 +29,7 @@ def _kb(value: float | None) -> str:
 
 
 def _ms(value: float | None) -> str:
-    if value is None or math.isnan(value):
-        return "—"
-    return f"{value:,.1f} ms" if value < 100 else f"{value:,.0f} ms"
-
-
-_verdict = met
+    return "—" if value is None else fmt_ms(value / 1000)
 
 
 def _ratio(out: dict[str, Any], path: tuple[str, str]) -> float | None:
@@ -41,9 +37,6 @@ def _ratio(out: dict[str, Any], path: tuple[str, str]) -> float | None:
     if not one or not two or not one.get(path[1]):
         return None
     return float(two[path[1]]) / float(one[path[1]])
-
-
-_cpu = cpu_text
 
 
 def _limit_note(out: dict[str, Any]) -> str:
@@ -96,7 +89,7 @@ def targets(out: dict[str, Any]) -> tuple[list[str], list[str]]:
         one, two = out["w1"][path[0]][path[1]], out["w2"][path[0]][path[1]]
         ok = ratio >= TARGET_RATIO
         rows.append(f"| two processes with Redis ≥ {TARGET_RATIO}x one ({label}) | "
-                    f"{one:,.0f} → {two:,.0f} {unit}: **{ratio:.2f}x** | {_verdict(ok)} |")
+                    f"{one:,.0f} → {two:,.0f} {unit}: **{ratio:.2f}x** | {met(ok)} |")
         if not ok:
             misses.append(f"{label}: two processes give {ratio:.2f}x one against ≥ "
                           f"{TARGET_RATIO}x — {(1 - ratio / TARGET_RATIO) * 100:.0f} % short "
@@ -108,7 +101,7 @@ def targets(out: dict[str, Any]) -> tuple[list[str], list[str]]:
         ok = idle <= TARGET_IDLE_MB * MB
         bare = out.get("yardstick", {}).get("idle_rss")
         rows.append(f"| idle server memory ≤ {TARGET_IDLE_MB:g} MB (one process, SQLite) | "
-                    f"**{_mb(idle)}** (bare Starlette: {_mb(bare)}) | {_verdict(ok)} |")
+                    f"**{_mb(idle)}** (bare Starlette: {_mb(bare)}) | {met(ok)} |")
         if not ok:
             misses.append(f"idle memory: {_mb(idle)} against ≤ {TARGET_IDLE_MB:g} MB — "
                           f"{idle / MB - TARGET_IDLE_MB:,.1f} MB "
@@ -123,7 +116,7 @@ def targets(out: dict[str, Any]) -> tuple[list[str], list[str]]:
         ok = reached >= TARGET_STREAMS
         rows.append(f"| {TARGET_STREAMS:,} concurrent event streams in one process | "
                     f"**{reached:,}** open and reached by one event (asked for "
-                    f"{last['target']:,}) | {_verdict(ok)} |")
+                    f"{last['target']:,}) | {met(ok)} |")
         if not ok:
             why = streams.get("stopped") or (
                 f"this run asked for {last['target']:,} only (--streams)"
@@ -134,7 +127,7 @@ def targets(out: dict[str, Any]) -> tuple[list[str], list[str]]:
         ok = at["per_stream"] <= TARGET_KB * KB
         rows.append(f"| ≤ {TARGET_KB:g} KB per stream at {TARGET_STREAMS:,} | "
                     f"**{_kb(at['per_stream'])}** at {at['open']:,} streams | "
-                    f"{_verdict(ok and at['open'] >= TARGET_STREAMS)} |")
+                    f"{met(ok and at['open'] >= TARGET_STREAMS)} |")
         if not ok:
             misses.append(f"memory per stream: {_kb(at['per_stream'])} at {at['open']:,} "
                           f"streams against ≤ {TARGET_KB:g} KB — "
@@ -264,47 +257,50 @@ def _cluster_section(out: dict[str, Any]) -> list[str]:
             *rows, "", *notes, *([""] if notes else [])]
 
 
+METHOD = """
+- Machine: {machine}.{scaling}
+- Yardstick: the bare Starlette JSON endpoint (`bench/bare_server.py`, started like
+  `interapp serve`) did **{rate:,.0f} req/s** (16 connections, closed loop; {cpu}); its idle
+  RSS is {idle}.
+- Load generator: this separate process on uvloop. Event streams are raw `asyncio.Protocol`
+  WebSocket clients (handshake, frames, pongs; no task per stream); HTTP is a raw keep-alive
+  client (`bench/loadkit.py`). Accounts, buddies and 4-hour access tokens are seeded straight
+  into the database. Open-file limit raised to {nofile:,} (inherited by the servers).
+- Idle memory: RSS after `/readyz` and a handful of requests (`/healthz`, `/v1/me`,
+  `/v1/contacts`, `PUT /v1/presence`, `POST /v1/messages`, `/metrics`), 1 s later. Per-stream
+  memory: (RSS with N streams - RSS before) / N, 2 s after the last stream opened.
+- Fan-out: the sender's {fanout:,} buddies each hold one stream; {bursts} measured bursts (after
+  2 warm-up ones), each a `PUT /v1/presence` sent when the previous burst has reached every
+  stream; latency = PUT sent → event read on a stream. Events/s = events delivered ÷ wall time
+  of the measured bursts.
+- Scale-out: `POST /v1/messages` closed loop, one keep-alive connection per pair of {pairs}
+  buddy pairs, {warmup:g} s warm-up + {duration:g} s; every message must arrive on the
+  receiver's stream. In the 2-process runs streams and connections are spread evenly over the
+  workers (checked through `/proc`).
+- PostgreSQL: a fresh database on 127.0.0.1:5432; Redis: {redis}.
+"""
+
+
 def render_block(out: dict[str, Any]) -> str:
     """The Markdown block of ``docs/performance.md`` for one run."""
-    plan = out["plan"]
+    plan, y, scaling = out["plan"], out.get("yardstick", {}), out.get("cpu_scaling")
     kind = "quick run (`--quick`: small sizes, noisy)" if plan["quick"] else "full run"
-    y = out.get("yardstick", {})
-    scaling = out.get("cpu_scaling")
     rows, misses = targets(out)
+    method = METHOD.format(
+        **plan, machine=out["machine"], nofile=out["nofile"], redis=out["redis"],
+        rate=y.get("rate", math.nan), cpu=_cpu(y.get("cpu")), idle=_mb(y.get("idle_rss")),
+        scaling=f" Two CPU-bound processes together ran at {scaling:.2f}x one alone (2.00 = "
+                "two free cores)." if scaling else "")
     md = ["## Event streams: fan-out, scale-out and memory (issue 6)", "",
           f"Generated by `bench/compare_streams.py` — {kind}, {out['seconds']:.0f} s. Re-run "
           "with:", "", "```sh", f".venv/bin/python {out['command']}".strip(), "```", "",
-          f"- Machine: {out['machine']}."
-          + (f" Two CPU-bound processes together ran at {scaling:.2f}x one alone (2.00 = two "
-             "free cores)." if scaling else ""),
-          f"- Yardstick: the bare Starlette JSON endpoint (`bench/bare_server.py`, started like "
-          f"`interapp serve`) did **{y.get('rate', math.nan):,.0f} req/s** (16 connections, "
-          f"closed loop; {_cpu(y.get('cpu'))}); its idle RSS is {_mb(y.get('idle_rss'))}.",
-          "- Load generator: this separate process on uvloop. Event streams are raw "
-          "`asyncio.Protocol` WebSocket clients (handshake, frames, pongs; no task per stream); "
-          "HTTP is `server_bench`'s keep-alive client. Accounts, buddies and 4-hour access "
-          "tokens are seeded straight into the database. Open-file limit raised to "
-          f"{out['nofile']:,} (inherited by the servers).",
-          "- Idle memory: RSS after `/readyz` and a handful of requests (`/healthz`, `/v1/me`, "
-          "`/v1/contacts`, `PUT /v1/presence`, `POST /v1/messages`, `/metrics`), 1 s later. "
-          "Per-stream memory: (RSS with N streams - RSS before) / N, 2 s after the last "
-          "stream opened.",
-          f"- Fan-out: the sender's {plan['fanout']:,} buddies each hold one stream; "
-          f"{plan['bursts']} measured bursts (after 2 warm-up ones), each a `PUT /v1/presence` "
-          "sent when the previous burst has reached every stream; latency = PUT sent → event "
-          "read on a stream. Events/s = events delivered ÷ wall time of the measured bursts.",
-          f"- Scale-out: `POST /v1/messages` closed loop, one keep-alive connection per pair of "
-          f"{plan['pairs']} buddy pairs, {plan['warmup']:g} s warm-up + {plan['duration']:g} s; "
-          "every message must arrive on the receiver's stream. In the 2-process runs streams "
-          "and connections are spread evenly over the workers (checked through `/proc`).",
-          f"- PostgreSQL: a fresh database on 127.0.0.1:5432; Redis: {out['redis']}.", "",
-          "### Targets", "", "| Target | Measured | Status |", "|---|---|---|", *rows, ""]
-    md += _streams_section(out) + _cluster_section(out)
+          method.strip(), "", "### Targets", "", "| Target | Measured | Status |", "|---|---|---|",
+          *rows, "", *_streams_section(out), *_cluster_section(out)]
     if misses:
-        md += ["### Targets not met", ""] + [f"- {m}" for m in misses] + [""]
+        md += ["### Targets not met", "", *(f"- {m}" for m in misses), ""]
     if out["errors"]:
-        md += ["### Phases that failed", ""] + [f"- {k}: {v}" for k, v in out["errors"].items()]
-        md.append("")
+        md += ["### Phases that failed", "", *(f"- {k}: {v}" for k, v in out["errors"].items()),
+               ""]
     md += ["![idle memory](perf/idle-memory.png)", "![memory per stream](perf/streams-memory.png)",
            "![fan-out](perf/fanout.png)", "![fan-out latency](perf/fanout-latency.png)",
            "![scale-out](perf/scale-out.png)", "",
