@@ -59,3 +59,30 @@ def test_the_hosts_fast_buddy_copy_is_the_same_buddy() -> None:
     assert _presence("nonsense") is PresenceState.OFFLINE
     assert _presence(PresenceState.BUSY) is PresenceState.BUSY and _presence("busy") is \
         PresenceState.BUSY
+
+
+def test_a_listed_buddy_list_is_taken_in_when_read_in_order() -> None:
+    """``buddies()`` notes its list on the slot; ``seen``/``activities`` take the lists in,
+    oldest first, when next read (and after nine unread lists at the latest)."""
+    from typing import Any, cast
+
+    from interapp.host import Activity, Buddy
+    from interapp.host._slot import Slot
+
+    def bob(presence: PresenceState, text: str = "", game: str | None = None) -> Buddy:
+        return Buddy("chatter", "7", "bob", "Bob", presence, text,
+                     activity=Activity(name=game) if game else None)
+
+    carol = Buddy("chatter", "8", "carol", "Carol", PresenceState.BUSY)
+    slot = Slot("chatter", cast(Any, None))
+    slot.listed([bob(PresenceState.AWAY, "brb"), carol])
+    slot.listed([bob(PresenceState.ONLINE, "", "Arena")])  # carol left the list
+    assert slot._seen == {}  # nothing done yet
+    assert slot.seen == {"bob": (PresenceState.ONLINE, ""), "carol": (PresenceState.BUSY, "")}
+    assert slot.activities["bob"] == Activity(name="Arena") and slot.activities["carol"] is None
+    slot.seen["bob"] = (PresenceState.OFFLINE, "")  # a presence event
+    slot.listed([bob(PresenceState.AWAY)])
+    assert slot.seen["bob"] == (PresenceState.AWAY, "")  # the newer list wins
+    for i in range(9):
+        slot.listed([bob(PresenceState.ONLINE, str(i))])
+    assert len(slot._listed) <= 8 and slot._seen["bob"][1] != ""  # taken in, unread

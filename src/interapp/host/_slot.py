@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -46,7 +46,7 @@ from interapp.host.config import Target
 from interapp.host.driver import Connection, CredentialKeeper, HostContext, connect_target
 from interapp.host.lifecycle import LinkState
 from interapp.host.localapp import LocalSession
-from interapp.host.model import Message, TargetState
+from interapp.host.model import Buddy, Message, TargetState
 from interapp.host.prompts import Prompter
 from interapp.host.registry import Registry
 from interapp.plugins.contract import Plugin, PluginEvent, TargetConfig
@@ -100,12 +100,47 @@ class Slot:
         self._lock = asyncio.Lock()
         self.stream: asyncio.Task[None] | None = None
         self.wanted_presence: tuple[PresenceState, str] | None = None
-        self.seen: dict[str, tuple[PresenceState, str]] = {}
-        # rich presence (host._rich): the activity set here (a 1-tuple; None: never set) and
-        # the buddies' activities last seen
+        # each buddy as last seen: presence and status text (``seen``), activity
+        # (``activities``, for host._rich). A buddy list the host just fetched is taken in
+        # when either is next read (``listed``): most buddies() calls are followed by no
+        # presence event before the next one, and then cost nothing here
+        self._seen: dict[str, tuple[PresenceState, str]] = {}
+        self._activities: dict[str, Activity | None] = {}
+        self._listed: list[Sequence[Buddy]] = []
+        # rich presence (host._rich): the activity set here (a 1-tuple; None: never set)
         self.wanted_activity: tuple[Activity | None] | None = None
-        self.activities: dict[str, Activity | None] = {}
         self.on_connected: Callable[[Slot], Awaitable[None]] | None = None
+
+    # --- buddies as last seen -------------------------------------------------------------
+
+    def listed(self, buddies: Sequence[Buddy]) -> None:
+        """Note a buddy list just fetched (taken into ``seen`` and ``activities`` when they
+        are next read, in the order the lists came)."""
+        self._listed.append(buddies)
+        if len(self._listed) > 8:  # nobody reads: keep the memory bounded
+            self._take_listed()
+
+    def _take_listed(self) -> None:
+        seen, activities = self._seen, self._activities
+        for buddies in self._listed:
+            for b in buddies:
+                seen[b.username] = (b.presence, b.status_text)
+                activities[b.username] = b.activity
+        self._listed.clear()
+
+    @property
+    def seen(self) -> dict[str, tuple[PresenceState, str]]:
+        """Each buddy's presence and status text as last seen (lists and events)."""
+        if self._listed:
+            self._take_listed()
+        return self._seen
+
+    @property
+    def activities(self) -> dict[str, Activity | None]:
+        """Each buddy's activity as last seen."""
+        if self._listed:
+            self._take_listed()
+        return self._activities
 
     # --- the plug-in object ---------------------------------------------------------------
 

@@ -539,13 +539,10 @@ class Host(RichPresence, PeopleMixin):
                     raise value
                 problems[name] = value
                 continue
-            slot = self._slot(name)
-            seen, activities, of = slot.seen, slot.activities, Buddy._of
-            for b in value:  # once per buddy: kept lean (issue 11's ≤ 5 % overhead)
-                presence = _presence(b.presence)
-                seen[b.username] = (presence, b.status_text)
-                activities[b.username] = b.activity
-                found.append(of(name, b, presence))
+            of = Buddy._of  # once per buddy: kept lean (issue 11's ≤ 5 % overhead)
+            mine = [of(name, b, _presence(b.presence)) for b in value]
+            self._slot(name).listed(mine)
+            found.extend(mine)
         return Buddies(found, problems)
 
     async def send(self, target: str, to: str, body: str, *,
