@@ -107,8 +107,10 @@ def test_every_request_needs_a_token(world: World, agent: AgentProcess) -> None:
             assert resp.status_code == 401, path
             assert set(resp.json()) == {"error", "message"}
             assert resp.json()["error"] == "unauthorized"
-        assert anon.get("/agent/v1/state", headers={
-            "Authorization": "Bearer iat_forged"}).status_code == 401
+        forged = anon.get("/agent/v1/state", headers={
+            "Authorization": "Bearer iat_forged", "X-Forwarded-For": "203.0.113.9"})
+        assert forged.status_code == 401
+        assert "server" not in forged.headers  # a local agent does not name its server
         assert anon.post("/agent/v1/messages", json={}).status_code == 401
     with pytest.raises(InvalidStatus):
         unix_connect(agent.socket, "ws://agent/agent/v1/events", open_timeout=5)

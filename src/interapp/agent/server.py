@@ -153,8 +153,12 @@ async def serving(home: Path, *, socket_file: Path | None = None, port: int | No
         if tcp_port is not None:
             origins |= {f"http://127.0.0.1:{tcp_port}", f"http://localhost:{tcp_port}"}
         app = create_app(agent, check, allowed_origins=tuple(origins))
+        # no proxy stands in front of a local agent, so X-Forwarded-* is never to be believed
+        # (and uvicorn's middleware for it is one layer less per request); nor does a local
+        # client need to be told the server's name
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                ws_max_size=1 << 20, timeout_graceful_shutdown=5)
+                                ws_max_size=1 << 20, timeout_graceful_shutdown=5,
+                                proxy_headers=False, server_header=False)
         server = _Server(config)
         await agent.start()
         status = {"pid": os.getpid(), "started_at": agent.started_at.isoformat(),
