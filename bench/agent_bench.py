@@ -19,7 +19,8 @@ to bob, so each gets only its own echoes. Then, in one asyncio loop of this proc
 The rounds run twice: with this process on the default asyncio loop (what ``asyncio.run``
 gives an embedding application) and on uvloop. The agent itself runs on uvloop (see
 ``interapp.cli.agent_cmds``). The client of the agent is a keep-alive HTTP/1.1 connection on
-its Unix socket, written on asyncio streams so that it adds as little as possible.
+its Unix socket (the kit's raw client, ``loadkit.HttpConn``), so that it adds as little as
+possible.
 
 Targets: ``state`` p99 ≤ 2 ms; a send through the agent ≤ 1.2 times the in-process send (p50,
 default loop). The results are printed and, with ``--write`` (the default for a full run),
@@ -54,6 +55,7 @@ from benchkit import (
     serve,
     vault_key,
 )
+from loadkit import HttpConn, bearer, build
 
 from interapp.host import Host, Scripted, events
 from interapp.testing.servers import ThreadedServer
@@ -62,35 +64,18 @@ PW = {"arena": "arena-bench-pw", "chatter": "chatter-bench-pw"}
 
 
 class AgentConn:
-    """One keep-alive HTTP/1.1 connection to the agent's Unix socket.
+    """One keep-alive HTTP/1.1 connection to the agent's Unix socket (the kit's raw client:
+    a general one such as httpx costs more per request than the agent's ``state`` answer,
+    and it must share the loop with the in-process host of the side-by-side rounds)."""
 
-    Hand-written on asyncio streams (about what ``http.client`` does) because a general
-    client (httpx) costs more per request than the agent's ``state`` answer itself, and it
-    must share the loop with the in-process host of the side-by-side rounds."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 token: str) -> None:
-        self.reader, self.writer = reader, writer
-        self.auth = f"Authorization: Bearer {token}\r\n"
-
-    @classmethod
-    async def open(cls, path: str, token: str) -> AgentConn:
-        reader, writer = await asyncio.open_unix_connection(path)
-        return cls(reader, writer, token)
+    def __init__(self, path: str, token: str) -> None:
+        self.conn = HttpConn(0, uds=path)
+        self.headers = bearer(token, json_body=True)
 
     async def request(self, method: str, path: str, body: object = None) -> tuple[int, bytes]:
         """The status and body of one request."""
         data = b"" if body is None else json.dumps(body).encode()
-        self.writer.write(f"{method} {path} HTTP/1.1\r\nHost: agent\r\n{self.auth}"
-                          f"Content-Type: application/json\r\nContent-Length: {len(data)}"
-                          "\r\n\r\n".encode() + data)
-        status = int((await self.reader.readline()).split()[1])
-        length = 0
-        while (line := await self.reader.readline()) != b"\r\n":
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        return status, await self.reader.readexactly(length)
+        return await self.conn.request(build(method, path, 0, self.headers, data))
 
     async def timed(self, method: str, path: str, body: object, expect: int) -> float:
         """One request's round trip in seconds (an unexpected status stops the benchmark)."""
@@ -102,7 +87,7 @@ class AgentConn:
         return took
 
     def close(self) -> None:
-        self.writer.close()
+        self.conn.close()
 
 
 Clients = dict[str, tuple[str, str]]
@@ -159,7 +144,7 @@ def start_agent(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
 async def side_by_side(local_env: dict[str, str], socket: str, token: str, n_state: int,
                        n_send: int) -> dict[str, list[float]]:
     """``state`` round trips, then alternating in-process and agent sends."""
-    agent = await AgentConn.open(socket, token)
+    agent = AgentConn(socket, token)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # the agent connects chatter on its own
         _, body = await agent.request("GET", "/agent/v1/state")

@@ -38,18 +38,23 @@ _CLOSE = re.compile(rb"\r\nconnection:[ \t]*close", re.IGNORECASE)
 class HttpConn:
     """One HTTP/1.1 keep-alive connection to 127.0.0.1, opened on first use."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, uds: str | None = None) -> None:
+        """``uds``: a Unix socket's path instead (the agent's), ``port`` then unused."""
         self.port = port
+        self.uds = uds
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
     async def request(self, raw: bytes) -> tuple[int, bytes]:
         """Send a request built by :func:`build`; its status and body."""
         if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
-            sock = self.writer.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.uds is not None:
+                self.reader, self.writer = await asyncio.open_unix_connection(self.uds)
+            else:
+                self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
+                sock = self.writer.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         assert self.reader is not None
         try:
             self.writer.write(raw)
