@@ -123,6 +123,7 @@ class Agent:
         self._retry: dict[str, tuple[float, float]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._side: set[asyncio.Task[Any]] = set()
+        self._announced: dict[str, asyncio.Task[None]] = {}  # prompt id → its "prompt" event
         self._idle = asyncio.Event()
         self._pump_task: asyncio.Task[None] | None = None
 
@@ -220,13 +221,30 @@ class Agent:
     # --- prompts ------------------------------------------------------------------------------
 
     def _prompt_opened(self, prompt: PendingPrompt) -> None:
-        self._spawn(self._publish({"type": "prompt", "target": prompt.target,
-                                   "prompt": prompt.describe()}))
+        task: asyncio.Task[None] = asyncio.ensure_future(self._announce(prompt))
+        self._announced[prompt.id] = task
+        self._side.add(task)
+        task.add_done_callback(self._side.discard)
+
+    async def _announce(self, prompt: PendingPrompt) -> None:
+        # the links as the prompt finds them first (a refused link is needs_reauth by now): a
+        # client told of the prompt that asks for the state must see why it is asked; the
+        # keeper's last read may be older than the refusal, and the pump's may come later
+        await self._refresh_links()
         self._resolve(prompt.target, Outcome("prompt", prompt.describe()))
+        await self._publish({"type": "prompt", "target": prompt.target,
+                             "prompt": prompt.describe()})
 
     def _prompt_closed(self, prompt: PendingPrompt, outcome: str) -> None:
-        self._spawn(self._publish({"type": "prompt_closed", "target": prompt.target,
-                                   "id": prompt.id, "outcome": outcome}))
+        self._spawn(self._announce_closed(prompt, outcome))
+
+    async def _announce_closed(self, prompt: PendingPrompt, outcome: str) -> None:
+        opened = self._announced.pop(prompt.id, None)
+        if opened is not None:  # "prompt" goes out before its "prompt_closed"
+            with contextlib.suppress(Exception):
+                await opened
+        await self._publish({"type": "prompt_closed", "target": prompt.target,
+                             "id": prompt.id, "outcome": outcome})
 
     # --- waiting for a connect's outcome ----------------------------------------------------
 
